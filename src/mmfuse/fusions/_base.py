@@ -1,0 +1,390 @@
+"""The fusion contract shared by every strategy, and the registry.
+
+Shape legend (used in every docstring of ``mmfuse.fusions``):
+
+- ``b``   batch
+- ``m``   modalities, in the fixed order ``fusion.modalities`` (sorted names)
+- ``t_i`` tokens of modality ``i`` (sequence inputs only)
+- ``d``   features (``d_i`` for modality ``i``, ``d_out`` for the output)
+
+Masks are bool and ``True`` means *keep*, as in
+:func:`torch.nn.functional.scaled_dot_product_attention`. A ``(b,)`` mask marks a
+modality present or missing for each sample; a ``(b, t_i)`` mask marks the valid
+tokens of a sequence (a row with no valid token is a missing modality). Where a
+torch API means the opposite (``nn.MultiheadAttention``'s ``key_padding_mask``),
+the conversion happens at that call, never in user-facing code.
+
+Every input enters through :meth:`Fusion.forward`, which validates it, raises
+:class:`FusionError` naming the modality, the expected and the actual value, and
+hands the strategy a :class:`FusionBatch` in which the values of missing modalities
+and padded tokens are already replaced by zeros. Those values therefore cannot
+influence any output; each strategy still decides how a missing modality is
+*treated* (excluded from a mean, masked out of attention, gated to zero...).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "Fusion",
+    "FusionBatch",
+    "FusionError",
+    "FusionIntermediates",
+    "create_fusion",
+    "fusion_class",
+    "list_fusions",
+    "masked_mean",
+    "masked_softmax",
+    "register_fusion",
+]
+
+
+class FusionError(ValueError):
+    """Bad input to a fusion: raised where inputs enter, with expected and actual values."""
+
+
+@dataclass
+class FusionIntermediates:
+    """What a strategy computed on the way to its output, for inspection.
+
+    Every field is optional; a strategy fills what it has. Modality-indexed tensors
+    follow ``fusion.modalities`` order along their ``m`` axis.
+
+    Attributes:
+        gates: gate values, keyed by what they gate (e.g. ``"gate"`` -> ``(b, 1)``,
+            ``(b, d)`` or ``(b, m)``).
+        attention: attention weights keyed by ``"query->key"`` pair (or layer name),
+            each ``(b, heads, t_q, t_k)``; masked keys carry weight 0.
+        modality_weights: ``(b, m)`` weight given to each modality (rows sum to 1
+            over present modalities where the strategy has such weights).
+        contributions: per-modality terms that add up to (or explain) the output,
+            keyed by modality, each shaped like the output.
+        present: ``(b, m)`` bool, the modality presence the strategy saw.
+        extras: anything else a strategy exposes (FiLM gamma/beta, local fusion
+            outputs, ...), keyed by name.
+    """
+
+    gates: dict[str, Tensor] | None = None
+    attention: dict[str, Tensor] | None = None
+    modality_weights: Tensor | None = None
+    contributions: dict[str, Tensor] | None = None
+    present: Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def asdict(self) -> dict[str, Any]:
+        """Fields that are set, as a plain dict."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: v for k, v in out.items() if v is not None and not (k == "extras" and not v)}
+
+
+@dataclass
+class FusionBatch:
+    """Validated inputs as a strategy sees them.
+
+    Attributes:
+        inputs: modality -> ``(b, d_i)`` or ``(b, t_i, d_i)``; values of missing
+            modalities and of padded tokens are zero.
+        present: ``(b, m)`` bool, modality present for each sample, in
+            ``modalities`` order.
+        token_masks: modality -> ``(b, t_i)`` bool for sequence inputs (already
+            combined with presence: a missing modality has no valid token), ``None``
+            for vector inputs.
+        modalities: the fusion's fixed modality order.
+    """
+
+    inputs: dict[str, Tensor]
+    present: Tensor
+    token_masks: dict[str, Tensor | None]
+    modalities: tuple[str, ...]
+
+    @property
+    def batch_size(self) -> int:
+        return self.present.shape[0]
+
+    def is_sequence(self, name: str) -> bool:
+        return self.inputs[name].dim() == 3
+
+    def presence(self, name: str) -> Tensor:
+        """``(b,)`` bool presence of one modality."""
+        return self.present[:, self.modalities.index(name)]
+
+    def pooled(self, name: str) -> Tensor:
+        """``(b, d_i)``: the vector input itself, or the masked mean of a sequence's valid tokens."""
+        x = self.inputs[name]
+        if x.dim() == 2:
+            return x
+        return masked_mean(x, self.token_masks[name], dim=1)
+
+    def as_sequence(self, name: str) -> tuple[Tensor, Tensor]:
+        """``(b, t_i, d_i)`` tokens and their ``(b, t_i)`` keep-mask; a vector is one token."""
+        x = self.inputs[name]
+        if x.dim() == 3:
+            mask = self.token_masks[name]
+            assert mask is not None
+            return x, mask
+        return x.unsqueeze(1), self.presence(name).unsqueeze(1)
+
+
+def masked_mean(x: Tensor, mask: Tensor | None, dim: int) -> Tensor:
+    """Mean of ``x`` over ``dim`` counting only positions where ``mask`` is True.
+
+    ``mask`` has the shape of ``x`` without its last axis. A slice with no kept
+    position gives zeros (not NaN).
+    """
+    if mask is None:
+        return x.mean(dim=dim)
+    w = mask.to(x.dtype).unsqueeze(-1)
+    total = (x * w).sum(dim=dim)
+    count = w.sum(dim=dim).clamp_min(1.0)
+    return total / count
+
+
+def masked_softmax(scores: Tensor, mask: Tensor | None, dim: int = -1) -> Tensor:
+    """Softmax over ``dim`` where masked-out entries get weight 0.
+
+    A slice with every entry masked gives all-zero weights instead of NaN.
+    """
+    if mask is None:
+        return torch.softmax(scores, dim=dim)
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=dim)
+    return weights * mask.to(weights.dtype)
+
+
+class Fusion(nn.Module):
+    """Base class of every fusion strategy.
+
+    Subclasses implement :meth:`fuse` and register with :func:`register_fusion`.
+    The modality order is fixed here (sorted names) and never taken from the order
+    of an input dict.
+
+    Args:
+        input_dims: modality name -> feature dimension ``d_i``.
+        output_dim: feature dimension ``d_out`` of the fused output.
+    """
+
+    name: ClassVar[str] = ""
+    #: fewest modalities the strategy is defined for
+    min_modalities: ClassVar[int] = 1
+
+    def __init__(self, *, input_dims: Mapping[str, int], output_dim: int) -> None:
+        super().__init__()
+        if not isinstance(input_dims, Mapping) or not input_dims:
+            raise FusionError(f"input_dims: expected a non-empty mapping of modality -> int, got {input_dims!r}")
+        for mod, dim in input_dims.items():
+            if not isinstance(mod, str) or not mod:
+                raise FusionError(f"input_dims: modality names must be non-empty strings, got {mod!r}")
+            if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+                raise FusionError(f"input_dims: modality {mod!r}: expected a positive int, got {dim!r}")
+        if isinstance(output_dim, bool) or not isinstance(output_dim, int) or output_dim < 1:
+            raise FusionError(f"output_dim: expected a positive int, got {output_dim!r}")
+        if len(input_dims) < self.min_modalities:
+            raise FusionError(
+                f"{type(self).__name__}: expected at least {self.min_modalities} modalities, "
+                f"got {len(input_dims)} ({sorted(input_dims)})"
+            )
+        self.modalities: tuple[str, ...] = tuple(sorted(input_dims))
+        self.input_dims: dict[str, int] = {m: int(input_dims[m]) for m in self.modalities}
+        self.output_dim = int(output_dim)
+
+    # ------------------------------------------------------------------ contract
+    def forward(
+        self,
+        inputs: Mapping[str, Tensor],
+        masks: Mapping[str, Tensor] | None = None,
+        *,
+        return_intermediates: bool = False,
+    ) -> Tensor | tuple[Tensor, FusionIntermediates]:
+        """Fuse one batch.
+
+        Args:
+            inputs: modality -> ``(b, d_i)`` or ``(b, t_i, d_i)`` float tensor; every
+                modality of ``self.modalities`` must be given (mark a missing one
+                with a False mask).
+            masks: optional modality -> bool ``(b,)`` (present) or ``(b, t_i)``
+                (valid tokens); True means keep.
+            return_intermediates: also return a :class:`FusionIntermediates`.
+
+        Returns:
+            ``(b, d_out)`` (or ``(b, t, d_out)`` for strategies built with
+            ``pool=False``), and the intermediates when asked.
+        """
+        batch = self.prepare(inputs, masks)
+        fused, info = self.fuse(batch, need_intermediates=return_intermediates)
+        if return_intermediates:
+            if info.present is None:
+                info.present = batch.present
+            return fused, info
+        return fused
+
+    def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
+        """Strategy body: validated batch in, ``(fused, intermediates)`` out.
+
+        ``need_intermediates`` tells a strategy it may skip work that only the
+        intermediates need (e.g. use a fused attention kernel that returns no weights).
+        """
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- validation
+    def prepare(self, inputs: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None) -> FusionBatch:
+        """Validate ``inputs`` and ``masks`` and build the :class:`FusionBatch`."""
+        if not isinstance(inputs, Mapping):
+            raise FusionError(f"inputs: expected a mapping of modality -> tensor, got {type(inputs).__name__}")
+        unknown = sorted(set(inputs) - set(self.modalities))
+        if unknown:
+            raise FusionError(f"unknown modality {unknown[0]!r}: expected one of {list(self.modalities)}")
+        missing = [m for m in self.modalities if m not in inputs]
+        if missing:
+            raise FusionError(
+                f"modality {missing[0]!r}: expected a tensor, got nothing (pass it with a False "
+                f"(b,) mask to mark it missing)"
+            )
+        masks = {} if masks is None else masks
+        if not isinstance(masks, Mapping):
+            raise FusionError(f"masks: expected a mapping of modality -> bool tensor, got {type(masks).__name__}")
+        unknown = sorted(set(masks) - set(self.modalities))
+        if unknown:
+            raise FusionError(f"masks: unknown modality {unknown[0]!r}: expected one of {list(self.modalities)}")
+
+        batch_size: int | None = None
+        first: str | None = None
+        cleaned: dict[str, Tensor] = {}
+        token_masks: dict[str, Tensor | None] = {}
+        present_cols: list[Tensor] = []
+        for mod in self.modalities:
+            x = inputs[mod]
+            if not isinstance(x, Tensor):
+                raise FusionError(f"modality {mod!r}: expected a torch.Tensor, got {type(x).__name__}")
+            if x.dim() not in (2, 3):
+                raise FusionError(
+                    f"modality {mod!r}: expected shape (b, d) or (b, t, d), got {tuple(x.shape)}"
+                )
+            if not x.is_floating_point():
+                raise FusionError(f"modality {mod!r}: expected a floating-point tensor, got {x.dtype}")
+            if x.shape[-1] != self.input_dims[mod]:
+                raise FusionError(
+                    f"modality {mod!r}: expected last dim {self.input_dims[mod]}, got {x.shape[-1]}"
+                )
+            if batch_size is None:
+                batch_size, first = x.shape[0], mod
+            elif x.shape[0] != batch_size:
+                raise FusionError(
+                    f"modality {mod!r}: expected batch size {batch_size} (as {first!r}), got {x.shape[0]}"
+                )
+            if x.dim() == 3 and x.shape[1] == 0:
+                raise FusionError(f"modality {mod!r}: expected at least one token, got shape {tuple(x.shape)}")
+
+            mask = masks.get(mod)
+            present = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+            tokens: Tensor | None = None
+            if mask is not None:
+                if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+                    got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+                    raise FusionError(f"mask of modality {mod!r}: expected dtype torch.bool, got {got}")
+                allowed = [(x.shape[0],)] + ([tuple(x.shape[:2])] if x.dim() == 3 else [])
+                if tuple(mask.shape) not in allowed:
+                    want = " or ".join(str(s) for s in allowed)
+                    raise FusionError(f"mask of modality {mod!r}: expected shape {want}, got {tuple(mask.shape)}")
+                mask = mask.to(x.device)
+                if mask.dim() == 1:
+                    present = mask
+                else:
+                    tokens = mask
+                    present = mask.any(dim=1)
+            if x.dim() == 3:
+                if tokens is None:
+                    tokens = present.unsqueeze(1).expand(-1, x.shape[1])
+                else:
+                    tokens = tokens & present.unsqueeze(1)
+                x = torch.where(tokens.unsqueeze(-1), x, x.new_zeros(()))
+            else:
+                x = torch.where(present.unsqueeze(-1), x, x.new_zeros(()))
+            cleaned[mod] = x
+            token_masks[mod] = tokens
+            present_cols.append(present)
+
+        present_all = torch.stack(present_cols, dim=1)
+        if not torch.compiler.is_compiling():
+            none_present = ~present_all.any(dim=1)
+            if bool(none_present.any()):
+                idx = int(none_present.nonzero()[0, 0])
+                raise FusionError(
+                    f"sample {idx}: expected at least one present modality, got every modality "
+                    f"({', '.join(self.modalities)}) missing"
+                )
+        return FusionBatch(inputs=cleaned, present=present_all, token_masks=token_masks, modalities=self.modalities)
+
+    def extra_repr(self) -> str:
+        dims = ", ".join(f"{m}={d}" for m, d in self.input_dims.items())
+        return f"inputs=({dims}), output_dim={self.output_dim}"
+
+
+# --------------------------------------------------------------------- registry
+_REGISTRY: dict[str, type[Fusion]] = {}
+F = TypeVar("F", bound=type[Fusion])
+
+
+def register_fusion(name: str) -> Callable[[F], F]:
+    """Class decorator: register a :class:`Fusion` subclass under ``name``."""
+
+    def decorator(cls: F) -> F:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"fusion {name!r} is already registered by {_REGISTRY[name].__qualname__}")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def _load_all() -> None:
+    from mmfuse import fusions  # noqa: F401  (imports every strategy module)
+
+
+def list_fusions() -> list[str]:
+    """Names of every registered strategy, sorted."""
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def fusion_class(name: str) -> type[Fusion]:
+    """The class registered under ``name``."""
+    _load_all()
+    if name not in _REGISTRY:
+        raise FusionError(f"unknown fusion {name!r}: expected one of {sorted(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def fusion_options(name: str) -> dict[str, inspect.Parameter]:
+    """The keyword options a strategy takes besides ``input_dims`` and ``output_dim``."""
+    params = inspect.signature(fusion_class(name).__init__).parameters
+    return {k: p for k, p in params.items() if k not in ("self", "input_dims", "output_dim")}
+
+
+def create_fusion(name: str, *, input_dims: Mapping[str, int], output_dim: int, **options: Any) -> Fusion:
+    """Build the strategy registered as ``name``.
+
+    Args:
+        name: a name from :func:`list_fusions`.
+        input_dims: modality -> feature dimension.
+        output_dim: fused feature dimension.
+        **options: the strategy's own keyword arguments (see its class docstring).
+    """
+    cls = fusion_class(name)
+    allowed = fusion_options(name)
+    bad = sorted(set(options) - set(allowed))
+    if bad:
+        raise FusionError(f"fusion {name!r}: unknown option {bad[0]!r}: expected one of {sorted(allowed)}")
+    return cls(input_dims=input_dims, output_dim=output_dim, **options)
+
+
+def iter_registered() -> Iterator[tuple[str, type[Fusion]]]:
+    _load_all()
+    yield from sorted(_REGISTRY.items())
