@@ -173,6 +173,10 @@ class Fusion(nn.Module):
     name: ClassVar[str] = ""
     #: fewest modalities the strategy is defined for
     min_modalities: ClassVar[int] = 1
+    #: True when the output is already class log-probabilities (decision-level late
+    #: fusion): a model then uses it as logits and adds no head of its own. Set per
+    #: instance by strategies where it depends on options.
+    outputs_logits: bool = False
 
     def __init__(self, *, input_dims: Mapping[str, int], output_dim: int) -> None:
         super().__init__()
