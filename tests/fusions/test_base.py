@@ -1,0 +1,96 @@
+"""The shared pieces of the contract: masked reductions, input preparation, the registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mmfuse
+from mmfuse.fusions import Fusion, FusionError, FusionIntermediates, masked_mean, masked_softmax
+from mmfuse.fusions._base import _REGISTRY, register_fusion
+
+
+def test_masked_mean_matches_the_mean_of_kept_rows() -> None:
+    x = torch.randn(2, 4, 3)
+    mask = torch.tensor([[True, False, True, False], [False, False, False, False]])
+    out = masked_mean(x, mask, dim=1)
+    torch.testing.assert_close(out[0], (x[0, 0] + x[0, 2]) / 2)
+    assert torch.equal(out[1], torch.zeros(3))
+
+
+def test_masked_softmax_zeroes_masked_and_handles_empty_rows() -> None:
+    scores = torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+    mask = torch.tensor([[True, False, True], [False, False, False]])
+    w = masked_softmax(scores, mask)
+    e1, e3 = torch.exp(torch.tensor(1.0)), torch.exp(torch.tensor(3.0))
+    torch.testing.assert_close(w[0], torch.stack([e1 / (e1 + e3), torch.tensor(0.0), e3 / (e1 + e3)]))
+    assert torch.equal(w[1], torch.zeros(3))
+
+
+class _Sum(Fusion):
+    """Test double: sum of pooled inputs (all dims equal)."""
+
+    def fuse(self, batch, *, need_intermediates):
+        out = sum(batch.pooled(m) for m in self.modalities)
+        return out, FusionIntermediates()
+
+
+def test_prepare_zeroes_missing_and_padded_values_and_combines_masks() -> None:
+    f = _Sum(input_dims={"a": 2, "b": 2}, output_dim=2)
+    a = torch.full((3, 4, 2), 5.0)
+    b = torch.full((3, 2), 7.0)
+    tokens = torch.tensor([[True, True, False, False]] * 3)
+    batch = f.prepare({"a": a, "b": b}, {"a": tokens, "b": torch.tensor([True, False, True])})
+    assert torch.equal(batch.inputs["a"][:, 2:], torch.zeros(3, 2, 2))
+    assert torch.equal(batch.inputs["b"][1], torch.zeros(2))
+    assert batch.present.tolist() == [[True, True], [True, False], [True, True]]
+    torch.testing.assert_close(batch.pooled("a"), torch.full((3, 2), 5.0))
+    x, m = batch.as_sequence("b")
+    assert x.shape == (3, 1, 2) and m[:, 0].tolist() == [True, False, True]
+    # a (b, t) mask with an all-False row marks that sample's modality missing
+    batch = f.prepare({"a": a, "b": b}, {"a": torch.tensor([[True] * 4, [False] * 4, [True] * 4])})
+    assert batch.present[:, 0].tolist() == [True, False, True]
+
+
+def test_error_messages_name_modality_expected_and_actual() -> None:
+    f = _Sum(input_dims={"image": 64, "audio": 32}, output_dim=4)
+    with pytest.raises(FusionError, match=r"modality 'audio': expected last dim 32, got 40"):
+        f({"image": torch.randn(2, 64), "audio": torch.randn(2, 40)})
+
+
+def test_construction_errors() -> None:
+    with pytest.raises(FusionError, match="non-empty mapping"):
+        _Sum(input_dims={}, output_dim=2)
+    with pytest.raises(FusionError, match="positive int"):
+        _Sum(input_dims={"a": 2.5}, output_dim=2)
+
+
+def test_registry_refuses_a_second_class_under_one_name() -> None:
+    register_fusion("_test_sum")(_Sum)
+    try:
+        class Other(_Sum):
+            pass
+
+        with pytest.raises(ValueError, match="already registered"):
+            register_fusion("_test_sum")(Other)
+        assert "_test_sum" in mmfuse.list_fusions()
+    finally:
+        _REGISTRY.pop("_test_sum")
+
+
+def test_fusion_error_survives_python_O_semantics() -> None:
+    # validation uses exceptions, not assert: the check still fires with asserts disabled
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, mmfuse\n"
+        "from mmfuse.fusions._base import Fusion\n"
+        "f = Fusion(input_dims={'a': 3}, output_dim=2)\n"
+        "try:\n"
+        "    f.prepare({'a': torch.randn(2, 4)}, None)\n"
+        "except mmfuse.FusionError as e:\n"
+        "    print('raised', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, check=True)
+    assert "expected last dim 3, got 4" in out.stdout
