@@ -1,0 +1,177 @@
+"""Masked multi-head attention and a pre-norm transformer block, shared by the
+``bottleneck`` and ``cross_modal_transformer`` strategies.
+
+Shape legend: ``b`` batch, ``h`` heads, ``t_q`` query tokens, ``t_k`` key tokens,
+``d`` features (``d_h = d / h`` per head).
+
+Key masks are bool ``(b, t_k)`` and True means the key takes part, as in
+:func:`torch.nn.functional.scaled_dot_product_attention`. A query row whose keys are
+all masked (a missing modality) gets a zero attention output and all-zero weights,
+never NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmfuse.fusions._base import masked_softmax
+from mmfuse.layers import Mlp
+
+__all__ = ["MaskedAttention", "TransformerBlock"]
+
+
+class MaskedAttention(nn.Module):
+    """Multi-head attention of ``query`` tokens over ``context`` tokens with a key mask.
+
+    ``out = W_o concat_h(softmax(q_h k_h^T / sqrt(d_h)) v_h) + b_o`` with
+    ``q = W_q query``, ``k = W_k context``, ``v = W_v context``. The fused kernel
+    (:func:`~torch.nn.functional.scaled_dot_product_attention`) runs unless the
+    weights are asked for; then the weights are computed explicitly. Rows with no
+    valid key output zeros (the output bias is not added to them either).
+
+    Args:
+        dim: feature width ``d`` of queries, keys and output.
+        num_heads: heads ``h``; must divide ``dim``.
+        dropout: dropout on the attention weights (training only).
+        kv_dim: feature width of ``context`` (default ``dim``).
+    """
+
+    def __init__(self, dim: int, num_heads: int, *, dropout: float = 0.0, kv_dim: int | None = None) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"num_heads {num_heads} must divide dim {dim}")
+        kv_dim = dim if kv_dim is None else kv_dim
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(kv_dim, dim)
+        self.v_proj = nn.Linear(kv_dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        """``(b, t, d) -> (b, h, t, d_h)``."""
+        b, t, _ = x.shape
+        return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self, query: Tensor, context: Tensor, key_mask: Tensor, *, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend.
+
+        Args:
+            query: ``(b, t_q, d)``.
+            context: ``(b, t_k, d_kv)``.
+            key_mask: ``(b, t_k)`` bool, True = the key takes part.
+            need_weights: also return the ``(b, h, t_q, t_k)`` weights (masked keys 0).
+
+        Returns:
+            ``(b, t_q, d)`` and the weights or ``None``.
+        """
+        q = self._heads(self.q_proj(query))
+        k = self._heads(self.k_proj(context))
+        v = self._heads(self.v_proj(context))
+        has_key = key_mask.any(dim=1)  # (b,)
+        p = self.dropout if self.training else 0.0
+        weights: Tensor | None = None
+        if need_weights:
+            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
+            weights = masked_softmax(scores, key_mask[:, None, None, :], dim=-1)
+            attn = F.dropout(weights, p=p, training=self.training) @ v
+        else:
+            # a row with every key masked would be NaN in the kernel: let it see all
+            # keys, then zero its output below
+            safe = key_mask | ~has_key.unsqueeze(1)
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=safe[:, None, None, :], dropout_p=p)
+        b, _, t_q, _ = attn.shape
+        out = self.out_proj(attn.transpose(1, 2).reshape(b, t_q, self.dim))
+        return out * has_key.to(out.dtype)[:, None, None], weights
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm transformer block, self- or cross-attention.
+
+    Self-attention (``context is None``)::
+
+        x = x + Attn(LN_1(x), LN_1(x), mask_x)
+        x = x + MLP(LN_2(x))
+
+    Cross-attention (``cross=True``; queries from ``x``, keys/values from
+    ``context``, which is normalised by its own ``LN_kv``)::
+
+        x = x + Attn(LN_1(x), LN_kv(context), mask_context)
+        x = x + MLP(LN_2(x))
+
+    Args:
+        dim: feature width ``d``.
+        num_heads: attention heads.
+        mlp_ratio: hidden width of the MLP as a multiple of ``dim``.
+        dropout: dropout on attention weights and in the MLP.
+        cross: build the context norm for cross-attention.
+        act_layer: MLP activation.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        cross: bool = False,
+        act_layer: Callable[[], nn.Module] = nn.GELU,
+    ) -> None:
+        super().__init__()
+        self.cross = cross
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm_kv = nn.LayerNorm(dim) if cross else None
+        self.attn = MaskedAttention(dim, num_heads, dropout=dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, dim, hidden_dims=(max(1, int(dim * mlp_ratio)),), act_layer=act_layer, dropout=dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        key_mask: Tensor,
+        context: Tensor | None = None,
+        *,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """One block.
+
+        Args:
+            x: ``(b, t_q, d)`` tokens to update.
+            key_mask: ``(b, t_k)`` bool keep-mask of the keys: of ``x`` itself for
+                self-attention, of ``context`` for cross-attention.
+            context: ``(b, t_k, d)`` keys/values for a cross-attention block.
+            need_weights: also return the ``(b, h, t_q, t_k)`` attention weights.
+
+        Returns:
+            ``(b, t_q, d)`` updated tokens and the weights or ``None``.
+        """
+        q = self.norm1(x)
+        if self.cross:
+            if context is None or self.norm_kv is None:
+                raise ValueError("a cross-attention block needs a context")
+            kv = self.norm_kv(context)
+        else:
+            kv = q
+        a, weights = self.attn(q, kv, key_mask, need_weights=need_weights)
+        x = x + self.drop(a)
+        x = x + self.drop(self.mlp(self.norm2(x)))
+        return x, weights
+
+
+def block_params(dim: int, mlp_ratio: float, *, cross: bool) -> int:
+    """Parameter count of one :class:`TransformerBlock` (used by the cost formulas)."""
+    hidden = max(1, int(dim * mlp_ratio))
+    attn = 4 * (dim * dim + dim)
+    norms = (3 if cross else 2) * 2 * dim
+    mlp = dim * hidden + hidden + hidden * dim + dim
+    return attn + norms + mlp

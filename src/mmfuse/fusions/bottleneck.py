@@ -1,0 +1,182 @@
+"""Attention bottlenecks (Nagrani et al., 2021, "Attention Bottlenecks for Multimodal Fusion").
+
+Shape legend: ``b`` batch, ``m`` modalities (``fusion.modalities`` order), ``t_i``
+tokens of modality ``i`` (a vector input is one token), ``n`` fusion tokens, ``d_i``
+input features, ``k`` model width (``dim``), ``h`` heads, ``d_out`` output.
+
+Masks are bool and True means keep. Padded tokens and the tokens of a missing
+modality are never attention keys and never pooled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from mmfuse.fusions._attention import TransformerBlock
+from mmfuse.fusions._base import (
+    Fusion,
+    FusionBatch,
+    FusionError,
+    FusionIntermediates,
+    masked_mean,
+    register_fusion,
+)
+
+__all__ = ["BottleneckFusion"]
+
+
+def _positive(name: str, value: object, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise FusionError(f"{name}: expected an int >= {minimum}, got {value!r}")
+    return value
+
+
+@register_fusion("bottleneck")
+class BottleneckFusion(Fusion):
+    """Per-modality transformers that exchange information only through fusion tokens.
+
+    Each modality is projected to width ``k`` (``Linear(d_i -> k)``; no positional
+    embedding is added: order information, if any, must come from the encoders) and
+    runs through its own stack of ``num_layers`` pre-norm transformer blocks
+    (self-attention + MLP; weights not shared across modalities). Layers
+    ``0 .. fusion_layer - 1`` process each modality alone. From layer
+    ``fusion_layer`` on, ``n = num_fusion_tokens`` shared fusion tokens ``f``
+    (learned initial values) join every modality: modality ``i``'s block runs on
+    ``[x_i; f]``, giving updated ``x_i`` and ``f_i``, and the next ``f`` is the mean of
+    the ``f_i`` over the modalities present in that sample. Cross-modal information
+    therefore flows only through the ``n`` fusion tokens.
+
+    Output: ``LayerNorm`` on each modality's final tokens, the mask-aware mean over
+    its valid tokens, the mean of those vectors over present modalities, then
+    ``Linear(k -> d_out)``. (The paper also reads out the modality tokens, through
+    per-modality heads; the fusion tokens are not read out here.)
+
+    ``fusion_layer = num_layers`` gives separate streams combined only at the
+    output (late fusion); ``fusion_layer = 0`` fuses from the first layer.
+
+    Intermediates: ``attention["layer{l}/{modality}"]`` ``(b, h, t_q, t_k)`` for
+    every layer and modality when asked (in fusion layers the last ``n`` queries and
+    keys are the fusion tokens); ``extras["fusion_tokens"]`` ``(b, n, k)`` after the
+    last layer (absent when no layer fuses).
+
+    Args:
+        input_dims: modality -> ``d_i``.
+        output_dim: ``d_out``.
+        dim: model width ``k``.
+        num_layers: transformer layers per modality.
+        num_heads: attention heads (must divide ``dim``).
+        num_fusion_tokens: ``n``.
+        fusion_layer: index of the first layer that uses the fusion tokens
+            (``0 <= fusion_layer <= num_layers``).
+        mlp_ratio: MLP hidden width as a multiple of ``dim``.
+        dropout: dropout on attention weights and in the MLPs.
+    """
+
+    def __init__(
+        self,
+        *,
+        input_dims: Mapping[str, int],
+        output_dim: int,
+        dim: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        num_fusion_tokens: int = 4,
+        fusion_layer: int = 1,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(input_dims=input_dims, output_dim=output_dim)
+        _positive("dim", dim)
+        _positive("num_layers", num_layers)
+        _positive("num_heads", num_heads)
+        _positive("num_fusion_tokens", num_fusion_tokens)
+        _positive("fusion_layer", fusion_layer, minimum=0)
+        if fusion_layer > num_layers:
+            raise FusionError(f"fusion_layer: expected an int in [0, num_layers={num_layers}], got {fusion_layer}")
+        if dim % num_heads != 0:
+            raise FusionError(f"num_heads: expected a divisor of dim={dim}, got {num_heads}")
+        if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or mlp_ratio <= 0:
+            raise FusionError(f"mlp_ratio: expected a positive number, got {mlp_ratio!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise FusionError(f"dropout: expected a float in [0, 1), got {dropout!r}")
+        for mod in self.modalities:
+            if "." in mod:
+                raise FusionError(f"modality {mod!r}: expected a name without '.', got {mod!r}")
+        self.dim = dim
+        self.num_layers = num_layers
+        self.num_fusion_tokens = num_fusion_tokens
+        self.fusion_layer = fusion_layer
+        self.proj = nn.ModuleDict({m: nn.Linear(d, dim) for m, d in self.input_dims.items()})
+        # layers[l][i]: layer l of modality i (self.modalities order)
+        self.layers = nn.ModuleList(
+            [
+                nn.ModuleList(
+                    [TransformerBlock(dim, num_heads, mlp_ratio=mlp_ratio, dropout=dropout) for _ in self.modalities]
+                )
+                for _ in range(num_layers)
+            ]
+        )
+        # no fusion layer: no fusion tokens (they would never be used nor trained)
+        self.fusion_tokens = (
+            nn.Parameter(torch.randn(num_fusion_tokens, dim) * 0.02) if fusion_layer < num_layers else None
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.out = nn.Linear(dim, output_dim)
+
+    def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
+        """``(b, d_out)``; attention weights per layer and modality when asked."""
+        xs: list[Tensor] = []
+        masks: list[Tensor] = []
+        for mod in self.modalities:
+            x, mask = batch.as_sequence(mod)
+            xs.append(self.proj[mod](x))
+            masks.append(mask)
+        b = batch.batch_size
+        present = batch.present.to(xs[0].dtype)  # (b, m)
+        n = self.num_fusion_tokens
+        attention: dict[str, Tensor] = {}
+        fusion: Tensor | None = None
+        for layer_idx, layer in enumerate(self.layers):
+            if layer_idx < self.fusion_layer:
+                for i, mod in enumerate(self.modalities):
+                    xs[i], w = layer[i](xs[i], masks[i], need_weights=need_intermediates)
+                    if w is not None:
+                        attention[f"layer{layer_idx}/{mod}"] = w
+                continue
+            if fusion is None:
+                assert self.fusion_tokens is not None  # built whenever a layer fuses
+                fusion = self.fusion_tokens.unsqueeze(0).expand(b, -1, -1)
+            fusion_mask = masks[0].new_ones(b, n)
+            new_fusion = torch.zeros_like(fusion)
+            for i, mod in enumerate(self.modalities):
+                t_i = xs[i].shape[1]
+                joint = torch.cat([xs[i], fusion], dim=1)
+                joint_mask = torch.cat([masks[i], fusion_mask], dim=1)
+                joint, w = layer[i](joint, joint_mask, need_weights=need_intermediates)
+                xs[i] = joint[:, :t_i]
+                new_fusion = new_fusion + present[:, i, None, None] * joint[:, t_i:]
+                if w is not None:
+                    attention[f"layer{layer_idx}/{mod}"] = w
+            count = present.sum(dim=1).clamp_min(1.0)
+            fusion = new_fusion / count[:, None, None]
+
+        pooled = torch.stack(
+            [masked_mean(self.norm(x), mask, dim=1) for x, mask in zip(xs, masks, strict=True)], dim=1
+        )  # (b, m, k)
+        combined = (pooled * present.unsqueeze(-1)).sum(dim=1) / present.sum(dim=1, keepdim=True).clamp_min(1.0)
+        fused = self.out(combined)
+        info = FusionIntermediates()
+        if need_intermediates:
+            info.attention = attention
+            if fusion is not None:
+                info.extras["fusion_tokens"] = fusion
+        return fused, info
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, dim={self.dim}, num_layers={self.num_layers}, "
+            f"num_fusion_tokens={self.num_fusion_tokens}, fusion_layer={self.fusion_layer}"
+        )

@@ -1,0 +1,196 @@
+"""Multiplicative fusion: the full tensor product and its low-rank factorisation.
+
+Shape legend: ``b`` batch, ``m`` modalities (``fusion.modalities`` order), ``d_i``
+input features of modality ``i``, ``k_i`` width of modality ``i`` inside the product
+(``dim`` when projected, ``d_i`` raw), ``r`` rank, ``d_out`` output features.
+
+Both strategies work on one vector per modality: a sequence is first reduced to the
+mask-aware mean of its valid tokens (:meth:`FusionBatch.pooled`). Each modality's
+vector gets a constant 1 appended, ``z_i = [h_i; 1]`` (``k_i + 1`` entries), so the
+product holds every unimodal, bimodal, ... term. A missing modality is dropped the
+way the method itself allows: its factor becomes ``[0; 1]``, so only its "1" entry
+takes part and the output is that of the product over the present modalities.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from mmfuse.fusions._base import (
+    Fusion,
+    FusionBatch,
+    FusionError,
+    FusionIntermediates,
+    register_fusion,
+)
+
+__all__ = ["LowRankFusion", "TensorFusion"]
+
+
+def _check_positive(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise FusionError(f"{name}: expected a positive int, got {value!r}")
+    return value
+
+
+class _ProjectedFactors(Fusion):
+    """Shared front end: per-modality projection and the ``[h_i; 1]`` factors."""
+
+    def __init__(self, *, input_dims: Mapping[str, int], output_dim: int, dim: int | None) -> None:
+        super().__init__(input_dims=input_dims, output_dim=output_dim)
+        if dim is not None:
+            _check_positive("dim", dim)
+        self.dim = dim
+        for mod in self.modalities:
+            if "." in mod:
+                raise FusionError(f"modality {mod!r}: expected a name without '.', got {mod!r}")
+        # raw inputs when dim is None: no parameters before the product
+        self.proj = nn.ModuleDict(
+            {} if dim is None else {mod: nn.Linear(d, dim) for mod, d in self.input_dims.items()}
+        )
+        self.factor_dims: dict[str, int] = {
+            mod: (d if dim is None else dim) + 1 for mod, d in self.input_dims.items()
+        }
+
+    def factors(self, batch: FusionBatch) -> list[Tensor]:
+        """``[z_i]`` in modality order, each ``(b, k_i + 1)``; ``[0; 1]`` for a missing one."""
+        out = []
+        for mod in self.modalities:
+            h = batch.pooled(mod)
+            if self.dim is not None:
+                h = self.proj[mod](h)
+            h = h * batch.presence(mod).to(h.dtype).unsqueeze(-1)
+            out.append(torch.cat([h, h.new_ones(h.shape[0], 1)], dim=-1))
+        return out
+
+
+@register_fusion("tensor")
+class TensorFusion(_ProjectedFactors):
+    """Tensor Fusion Network (Zadeh et al., 2017).
+
+    ``z = vec(z_1 (x) z_2 (x) ... (x) z_M)`` with ``z_i = [h_i; 1]``, then
+    ``out = W z + b``. ``h_i`` is ``Linear(d_i -> dim)`` of the (pooled) input, or the
+    raw input when ``dim=None``. The product has ``prod_i (k_i + 1)`` entries: it
+    grows exponentially with the number of modalities, and so do the parameters of
+    the output map (``d_out * prod_i (k_i + 1)``); ``max_size`` refuses a product
+    that would be too large.
+
+    Args:
+        input_dims: modality -> ``d_i``.
+        output_dim: ``d_out``.
+        dim: per-modality width ``k`` inside the product; ``None`` uses the raw inputs.
+        max_size: largest product size ``prod_i (k_i + 1)`` accepted.
+        dropout: dropout on the product vector before the output map.
+    """
+
+    def __init__(
+        self,
+        *,
+        input_dims: Mapping[str, int],
+        output_dim: int,
+        dim: int | None = 16,
+        max_size: int = 2**20,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(input_dims=input_dims, output_dim=output_dim, dim=dim)
+        _check_positive("max_size", max_size)
+        if not 0.0 <= dropout < 1.0:
+            raise FusionError(f"dropout: expected a float in [0, 1), got {dropout!r}")
+        size = math.prod(self.factor_dims.values())
+        if size > max_size:
+            formula = " * ".join(f"({k - 1} + 1)" for k in self.factor_dims.values())
+            raise FusionError(
+                f"tensor fusion: product size prod_i (k_i + 1) = {formula} = {size} exceeds "
+                f"max_size={max_size}; use a smaller dim, raise max_size, or use 'low_rank'"
+            )
+        self.product_size = size
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(size, output_dim)
+
+    def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
+        """``(b, d_out)``; ``extras["product"]``: the ``(b, prod_i (k_i + 1))`` product vector."""
+        zs = self.factors(batch)
+        z = zs[0]
+        for zi in zs[1:]:
+            z = torch.einsum("bi,bj->bij", z, zi).reshape(z.shape[0], -1)
+        fused = self.out(self.drop(z))
+        info = FusionIntermediates()
+        if need_intermediates:
+            info.extras["product"] = z
+        return fused, info
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, dim={self.dim}, product_size={self.product_size}"
+
+
+@register_fusion("low_rank")
+class LowRankFusion(_ProjectedFactors):
+    """Low-rank Multimodal Fusion (Liu et al., 2018).
+
+    The output map of :class:`TensorFusion` restricted to rank ``r``:
+    ``W = sum_r W_1^(r) (x) ... (x) W_M^(r)``, computed without building the product:
+
+        ``out = sum_r w_r prod_i (z_i W_i^(r)) + b``
+
+    with ``z_i = [h_i; 1]`` and one factor ``W_i`` of shape ``(r, k_i + 1, d_out)``
+    per modality (``self.factors_[name]``). Cost is linear in the number of
+    modalities. ``w_r`` are learned rank weights when ``rank_weights=True`` (as in
+    the paper's release; they only rescale the factors), else 1.
+
+    Args:
+        input_dims: modality -> ``d_i``.
+        output_dim: ``d_out``.
+        dim: per-modality width ``k`` before the product; ``None`` uses raw inputs.
+        rank: ``r``.
+        rank_weights: learn ``w_r``.
+        dropout: dropout on each projected modality vector ``h_i``.
+    """
+
+    def __init__(
+        self,
+        *,
+        input_dims: Mapping[str, int],
+        output_dim: int,
+        dim: int | None = 16,
+        rank: int = 4,
+        rank_weights: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(input_dims=input_dims, output_dim=output_dim, dim=dim)
+        self.rank = _check_positive("rank", rank)
+        if not 0.0 <= dropout < 1.0:
+            raise FusionError(f"dropout: expected a float in [0, 1), got {dropout!r}")
+        self.drop = nn.Dropout(dropout)
+        self.factors_ = nn.ParameterDict()
+        for mod, k in self.factor_dims.items():
+            # std 1/sqrt(k_i + 1): each factor term z_i W_i^(r) is O(1), so their
+            # product over modalities neither explodes nor vanishes with M
+            self.factors_[mod] = nn.Parameter(torch.randn(rank, k, output_dim) / math.sqrt(k))
+        self.rank_weight = nn.Parameter(torch.full((rank,), 1.0 / rank)) if rank_weights else None
+        self.bias = nn.Parameter(torch.zeros(output_dim))
+
+    def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
+        """``(b, d_out)``; ``extras["rank_terms"]``: the ``(b, r, d_out)`` terms before the sum."""
+        zs = self.factors(batch)
+        terms = []
+        for mod, z in zip(self.modalities, zs, strict=True):
+            z = torch.cat([self.drop(z[:, :-1]), z[:, -1:]], dim=-1)
+            terms.append(torch.einsum("bk,rko->bro", z, self.factors_[mod]))
+        prod = terms[0]
+        for term in terms[1:]:
+            prod = prod * term
+        if self.rank_weight is None:
+            fused = prod.sum(dim=1) + self.bias
+        else:
+            fused = torch.einsum("bro,r->bo", prod, self.rank_weight) + self.bias
+        info = FusionIntermediates()
+        if need_intermediates:
+            info.extras["rank_terms"] = prod
+        return fused, info
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, dim={self.dim}, rank={self.rank}"

@@ -1,0 +1,188 @@
+"""Cross-modal transformer (MulT-style, Tsai et al., 2019, "Multimodal Transformer for
+Unaligned Multimodal Language Sequences").
+
+Shape legend: ``b`` batch, ``m`` modalities (``fusion.modalities`` order), ``t_i``
+tokens of modality ``i`` (a vector input is one token; lengths may differ across
+modalities, no alignment is needed), ``d_i`` input features, ``k`` model width
+(``dim``), ``s = (m - 1) k`` width of a target's concatenated streams, ``h`` heads,
+``d_out`` output.
+
+Masks are bool and True means keep. Padded tokens and the tokens of a missing
+modality are never attention keys and never pooled; there is no causal mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from mmfuse.fusions._attention import TransformerBlock
+from mmfuse.fusions._base import (
+    Fusion,
+    FusionBatch,
+    FusionError,
+    FusionIntermediates,
+    masked_mean,
+    register_fusion,
+)
+
+__all__ = ["CrossModalTransformerFusion"]
+
+_COMBINE = ("concat", "mean")
+
+
+def _positive(name: str, value: object, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise FusionError(f"{name}: expected an int >= {minimum}, got {value!r}")
+    return value
+
+
+@register_fusion("cross_modal_transformer")
+class CrossModalTransformerFusion(Fusion):
+    """One cross-modal stream per ordered (target, source) pair, as in MulT.
+
+    1. Project each modality to width ``k``: ``x_i = Linear(d_i -> k)`` (no positional
+       embedding: order information, if any, must come from the encoders).
+    2. For each target ``i`` and each source ``j != i``, a stream of ``num_layers``
+       pre-norm cross-modal blocks: ``z <- z + Attn(LN(z), LN(x_j))``,
+       ``z <- z + MLP(LN(z))``, starting from ``z = x_i``; the keys are always the
+       source's projected tokens ``x_j`` (MulT's low-level source features).
+    3. The target's ``m - 1`` streams are concatenated along features (``(b, t_i, s)``);
+       a stream whose source is missing for a sample is zero there.
+    4. ``num_self_layers`` self-attention blocks of width ``s`` over the target's
+       tokens, ``LayerNorm``, and the mask-aware mean over the target's valid tokens
+       (MulT reads the last token; a mean does not depend on padding).
+    5. Per-target vectors are combined over targets: ``"concat"`` (MulT; a missing
+       target's slice is zero) or ``"mean"`` over present targets; then
+       ``Linear(-> d_out)``.
+
+    Intermediates: ``attention["{target}->{source}/layer{l}"]`` ``(b, h, t_i, t_j)``
+    and ``attention["{target}/self{l}"]`` ``(b, h, t_i, t_i)`` when asked.
+
+    Args:
+        input_dims: modality -> ``d_i``.
+        output_dim: ``d_out``.
+        dim: model width ``k``.
+        num_layers: cross-modal blocks per stream.
+        num_self_layers: self-attention blocks per target after concatenation.
+        num_heads: attention heads (must divide ``dim``).
+        mlp_ratio: MLP hidden width as a multiple of the block width.
+        dropout: dropout on attention weights and in the MLPs.
+        combine: ``"concat"`` or ``"mean"`` over targets.
+    """
+
+    min_modalities = 2
+
+    def __init__(
+        self,
+        *,
+        input_dims: Mapping[str, int],
+        output_dim: int,
+        dim: int = 32,
+        num_layers: int = 2,
+        num_self_layers: int = 1,
+        num_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        combine: Literal["concat", "mean"] = "concat",
+    ) -> None:
+        super().__init__(input_dims=input_dims, output_dim=output_dim)
+        _positive("dim", dim)
+        _positive("num_layers", num_layers)
+        _positive("num_self_layers", num_self_layers, minimum=0)
+        _positive("num_heads", num_heads)
+        if dim % num_heads != 0:
+            raise FusionError(f"num_heads: expected a divisor of dim={dim}, got {num_heads}")
+        if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or mlp_ratio <= 0:
+            raise FusionError(f"mlp_ratio: expected a positive number, got {mlp_ratio!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise FusionError(f"dropout: expected a float in [0, 1), got {dropout!r}")
+        if combine not in _COMBINE:
+            raise FusionError(f"combine: expected one of {list(_COMBINE)}, got {combine!r}")
+        for mod in self.modalities:
+            if "." in mod:
+                raise FusionError(f"modality {mod!r}: expected a name without '.', got {mod!r}")
+        m = len(self.modalities)
+        self.dim = dim
+        self.num_layers = num_layers
+        self.combine = combine
+        self.stream_width = (m - 1) * dim
+        self.proj = nn.ModuleDict({mod: nn.Linear(d, dim) for mod, d in self.input_dims.items()})
+        # streams[i][j']: the stream of target i from its j'-th source (sources in
+        # modality order, target skipped), a ModuleList of num_layers blocks
+        self.streams = nn.ModuleList(
+            [
+                nn.ModuleList(
+                    [
+                        nn.ModuleList(
+                            [
+                                TransformerBlock(dim, num_heads, mlp_ratio=mlp_ratio, dropout=dropout, cross=True)
+                                for _ in range(num_layers)
+                            ]
+                        )
+                        for _ in range(m - 1)
+                    ]
+                )
+                for _ in range(m)
+            ]
+        )
+        s = self.stream_width
+        self.self_layers = nn.ModuleList(
+            [
+                nn.ModuleList(
+                    [TransformerBlock(s, num_heads, mlp_ratio=mlp_ratio, dropout=dropout) for _ in range(num_self_layers)]
+                )
+                for _ in range(m)
+            ]
+        )
+        self.norms = nn.ModuleList([nn.LayerNorm(s) for _ in range(m)])
+        self.out = nn.Linear(m * s if combine == "concat" else s, output_dim)
+
+    def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
+        """``(b, d_out)``; attention weights per stream layer and self layer when asked."""
+        xs: list[Tensor] = []
+        masks: list[Tensor] = []
+        for mod in self.modalities:
+            x, mask = batch.as_sequence(mod)
+            xs.append(self.proj[mod](x))
+            masks.append(mask)
+        present = batch.present.to(xs[0].dtype)  # (b, m)
+        attention: dict[str, Tensor] = {}
+        per_target: list[Tensor] = []
+        for i, target in enumerate(self.modalities):
+            sources = [j for j in range(len(self.modalities)) if j != i]
+            streams: list[Tensor] = []
+            for stream, j in zip(self.streams[i], sources, strict=True):
+                z = xs[i]
+                for layer_idx, block in enumerate(stream):
+                    z, w = block(z, masks[j], xs[j], need_weights=need_intermediates)
+                    if w is not None:
+                        attention[f"{target}->{self.modalities[j]}/layer{layer_idx}"] = w
+                # a missing source contributes nothing: its stream is zero
+                streams.append(z * present[:, j, None, None])
+            z = torch.cat(streams, dim=-1)  # (b, t_i, s)
+            for layer_idx, block in enumerate(self.self_layers[i]):
+                z, w = block(z, masks[i], need_weights=need_intermediates)
+                if w is not None:
+                    attention[f"{target}/self{layer_idx}"] = w
+            # a missing target has no valid token: masked_mean gives zeros
+            per_target.append(masked_mean(self.norms[i](z), masks[i], dim=1))
+        stacked = torch.stack(per_target, dim=1) * present.unsqueeze(-1)  # (b, m, s)
+        if self.combine == "concat":
+            combined = stacked.flatten(1)
+        else:
+            combined = stacked.sum(dim=1) / present.sum(dim=1, keepdim=True).clamp_min(1.0)
+        fused = self.out(combined)
+        info = FusionIntermediates()
+        if need_intermediates:
+            info.attention = attention
+        return fused, info
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, dim={self.dim}, num_layers={self.num_layers}, "
+            f"stream_width={self.stream_width}, combine={self.combine}"
+        )
