@@ -1,0 +1,170 @@
+"""Early fusion: concatenate the modalities' features, then one shared encoder.
+
+Shape legend: ``b`` batch, ``m`` modalities (``fusion.modalities`` order), ``t``
+tokens (aligned sequences), ``t_i`` tokens of modality ``i``, ``d_i`` features of
+modality ``i``, ``d_cat`` concatenated features, ``d_out`` output features. Masks are
+bool, True means keep.
+
+The equations::
+
+    x_fusion = Concat(x_1, ..., x_M[, p_1, ..., p_M])     (b, d_cat)
+    h        = Encoder(x_fusion)                          (b, d_out)
+
+where ``p_i`` is the presence indicator of modality ``i`` (1 present, 0 missing), so
+the encoder can tell a missing modality from one whose features happen to be zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from mmfuse.fusions._base import (
+    Fusion,
+    FusionBatch,
+    FusionError,
+    FusionIntermediates,
+    masked_mean,
+    register_fusion,
+)
+from mmfuse.layers import Mlp
+
+__all__ = ["EarlyFusion"]
+
+_ALIGNS = ("pool", "tokens")
+
+
+@register_fusion("early")
+class EarlyFusion(Fusion):
+    """Concatenate every modality's features and encode the concatenation.
+
+    Sequence inputs are handled by ``align``:
+
+    - ``"pool"`` (default): each sequence is first reduced to a vector by the
+      mask-aware mean over its valid tokens (:meth:`FusionBatch.pooled`), so
+      sequences of different lengths and vectors mix freely.
+    - ``"tokens"``: every input must be a sequence and all must have the same
+      length ``t``, declared aligned by the user (token ``j`` of every modality
+      describes the same instant). The features are concatenated per token,
+      with per-token presence indicators, the encoder runs on every token, and the
+      output is the mean of the encoded tokens over the positions valid in at least
+      one modality.
+
+    A missing modality enters the concatenation as zeros (its values never reach
+    the encoder) and, with ``presence_features=True``, as a 0 presence indicator.
+
+    Args:
+        input_dims: modality -> ``d_i``.
+        output_dim: ``d_out``.
+        hidden_dims: hidden widths of the default MLP encoder.
+        act_layer: activation of the default MLP encoder.
+        norm_layer: per-sample normalisation of the default MLP encoder (e.g.
+            ``nn.LayerNorm``), or ``None``.
+        dropout: dropout of the default MLP encoder.
+        presence_features: append one 0/1 presence indicator per modality to the
+            concatenation.
+        align: ``"pool"`` or ``"tokens"`` (see above).
+        encoder: a module mapping ``(..., d_cat) -> (..., d_out)`` used instead of
+            the default MLP; ``d_cat`` is :meth:`concat_dim` of the same
+            ``input_dims`` and ``presence_features``. When given, ``hidden_dims``,
+            ``act_layer``, ``norm_layer`` and ``dropout`` are not used. It must act
+            on each sample independently (no BatchNorm).
+    """
+
+    def __init__(
+        self,
+        *,
+        input_dims: Mapping[str, int],
+        output_dim: int,
+        hidden_dims: Sequence[int] = (256,),
+        act_layer: Callable[[], nn.Module] = nn.GELU,
+        norm_layer: Callable[[int], nn.Module] | None = None,
+        dropout: float = 0.0,
+        presence_features: bool = True,
+        align: Literal["pool", "tokens"] = "pool",
+        encoder: nn.Module | None = None,
+    ) -> None:
+        super().__init__(input_dims=input_dims, output_dim=output_dim)
+        if align not in _ALIGNS:
+            raise FusionError(f"early: align: expected one of {list(_ALIGNS)}, got {align!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise FusionError(f"early: dropout: expected a float in [0, 1), got {dropout!r}")
+        if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in hidden_dims):
+            raise FusionError(f"early: hidden_dims: expected positive ints, got {tuple(hidden_dims)!r}")
+        if encoder is not None and not isinstance(encoder, nn.Module):
+            raise FusionError(f"early: encoder: expected an nn.Module or None, got {type(encoder).__name__}")
+        self.presence_features = bool(presence_features)
+        self.align = align
+        self.concat_dim = self.concat_dim_for(self.input_dims, presence_features=self.presence_features)
+        if encoder is None:
+            encoder = Mlp(
+                self.concat_dim,
+                self.output_dim,
+                hidden_dims=tuple(hidden_dims),
+                act_layer=act_layer,
+                norm_layer=norm_layer,
+                dropout=dropout,
+            )
+        self.encoder = encoder
+
+    @staticmethod
+    def concat_dim_for(input_dims: Mapping[str, int], *, presence_features: bool = True) -> int:
+        """``d_cat``: the width a custom ``encoder`` must accept for these options."""
+        return sum(input_dims.values()) + (len(input_dims) if presence_features else 0)
+
+    def _concat_pooled(self, batch: FusionBatch) -> tuple[Tensor, None]:
+        parts = [batch.pooled(mod) for mod in self.modalities]
+        if self.presence_features:
+            parts.append(batch.present.to(parts[0].dtype))
+        return torch.cat(parts, dim=-1), None
+
+    def _concat_tokens(self, batch: FusionBatch) -> tuple[Tensor, Tensor]:
+        first = self.modalities[0]
+        length = None
+        for mod in self.modalities:
+            x = batch.inputs[mod]
+            if x.dim() != 3:
+                raise FusionError(
+                    f"early(align='tokens'): modality {mod!r}: expected a sequence (b, t, d), "
+                    f"got shape {tuple(x.shape)}"
+                )
+            if length is None:
+                length = x.shape[1]
+            elif x.shape[1] != length:
+                raise FusionError(
+                    f"early(align='tokens'): modality {mod!r}: expected {length} tokens "
+                    f"(as {first!r}), got {x.shape[1]}"
+                )
+        tokens = torch.stack([batch.token_masks[mod] for mod in self.modalities], dim=-1)  # (b, t, m)
+        parts = [batch.inputs[mod] for mod in self.modalities]
+        if self.presence_features:
+            parts.append(tokens.to(parts[0].dtype))
+        return torch.cat(parts, dim=-1), tokens.any(dim=-1)
+
+    def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
+        """``(b, d_out)``; intermediates: ``extras["concat"]`` (``(b, d_cat)``, or
+        ``(b, t, d_cat)`` with ``align="tokens"``) and ``present``."""
+        if self.align == "tokens":
+            concat, valid = self._concat_tokens(batch)
+        else:
+            concat, valid = self._concat_pooled(batch)
+        h = self.encoder(concat)
+        if h.shape[-1] != self.output_dim:
+            raise FusionError(
+                f"early: encoder output: expected last dim {self.output_dim}, got {h.shape[-1]}"
+            )
+        if valid is not None:
+            h = masked_mean(h, valid, dim=1)
+        info = FusionIntermediates(present=batch.present)
+        if need_intermediates:
+            info.extras["concat"] = concat
+        return h, info
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, concat_dim={self.concat_dim}, "
+            f"presence_features={self.presence_features}, align={self.align!r}"
+        )

@@ -1,0 +1,141 @@
+"""Gated fusion: a learned gate decides, per sample, how much of each modality to keep.
+
+Shape legend: ``b`` batch, ``m`` modalities (``fusion.modalities`` order), ``t_i``
+tokens of modality ``i``, ``d_i`` features of modality ``i``, ``d_out`` output
+features, ``g`` gate width (1 for ``gate="scalar"``, ``d_out`` for
+``gate="feature"``). Masks are bool, True means keep.
+
+Two modalities, ``unit="linear"`` (``h_i = W_i x_i + b_i``, ``(b, d_out)``)::
+
+    g = sigmoid(W_g [h_1, h_2] + b_g)          (b, g)
+    h = g * h_1 + (1 - g) * h_2                (b, d_out)
+
+``unit="gmu"``, the Gated Multimodal Unit (Arevalo et al., 2017, "Gated Multimodal
+Units for Information Fusion")::
+
+    h_i = tanh(W_i x_i)
+    z   = sigmoid(W_z [x_1, x_2])              (gate from the raw inputs)
+    h   = z * h_1 + (1 - z) * h_2
+
+(with ``bias=True`` every linear map also has a bias; ``bias=False`` gives the
+paper's equations exactly).
+
+More than two modalities generalise the sigmoid to a softmax over modalities::
+
+    a = softmax_m(reshape(W_g [h_1, ..., h_M] + b_g, (b, m, g)))    (masked to present)
+    h = sum_i a_i * h_i
+
+The two-modality gate is computed as the same masked softmax over the scores
+``[s, 0]``, since ``softmax([s, 0])_1 = sigmoid(s)``: with both present this is the
+sigmoid equation above, and with one missing its weight is 0 and the output is the
+present modality's projection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from mmfuse.fusions._base import (
+    Fusion,
+    FusionBatch,
+    FusionError,
+    FusionIntermediates,
+    masked_softmax,
+    register_fusion,
+)
+
+__all__ = ["GatedFusion"]
+
+_GATES = ("scalar", "feature")
+_UNITS = ("linear", "gmu")
+
+
+@register_fusion("gated")
+class GatedFusion(Fusion):
+    """Per-modality projections mixed by a learned gate (sigmoid for 2, softmax for more).
+
+    A sequence input is first reduced to a vector by the mask-aware mean over its
+    valid tokens (:meth:`FusionBatch.pooled`). A missing modality gets gate weight 0
+    (the gate is a softmax masked to the present modalities) and its projection
+    enters the gate's input as zeros.
+
+    Args:
+        input_dims: modality -> ``d_i`` (at least two modalities).
+        output_dim: ``d_out``.
+        gate: ``"scalar"``, one weight per modality and sample, or ``"feature"``
+            (default), one per output feature.
+        unit: ``"linear"`` (default): ``h_i`` is a linear projection and the gate
+            reads the projections; ``"gmu"``: ``h_i = tanh(W_i x_i)`` and the gate
+            reads the raw (pooled) inputs.
+        bias: give the projections and the gate a bias.
+    """
+
+    min_modalities = 2
+
+    def __init__(
+        self,
+        *,
+        input_dims: Mapping[str, int],
+        output_dim: int,
+        gate: Literal["scalar", "feature"] = "feature",
+        unit: Literal["linear", "gmu"] = "linear",
+        bias: bool = True,
+    ) -> None:
+        super().__init__(input_dims=input_dims, output_dim=output_dim)
+        if gate not in _GATES:
+            raise FusionError(f"gated: gate: expected one of {list(_GATES)}, got {gate!r}")
+        if unit not in _UNITS:
+            raise FusionError(f"gated: unit: expected one of {list(_UNITS)}, got {unit!r}")
+        self.gate = gate
+        self.unit = unit
+        num = len(self.modalities)
+        self.gate_width = 1 if gate == "scalar" else self.output_dim
+        self.proj = nn.ModuleDict(
+            {mod: nn.Linear(dim, self.output_dim, bias=bias) for mod, dim in self.input_dims.items()}
+        )
+        gate_in = num * self.output_dim if unit == "linear" else sum(self.input_dims.values())
+        # Two modalities: one sigmoid score per gate entry; more: one score per modality.
+        gate_out = self.gate_width if num == 2 else num * self.gate_width
+        self.gate_layer = nn.Linear(gate_in, gate_out, bias=bias)
+
+    def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
+        """``(b, d_out)``.
+
+        Intermediates: ``gates["gate"]``: for two modalities the sigmoid gate ``g``
+        on the first modality, ``(b, g)``; for more, the softmax weights ``(b, m)``
+        (scalar) or ``(b, m, d_out)`` (feature). ``modality_weights`` ``(b, m)``: each
+        modality's gate weight averaged over features (rows sum to 1, missing get 0).
+        ``contributions``: ``a_i * h_i`` per modality, which add up to the output.
+        """
+        present = batch.present
+        xs = [batch.pooled(mod) for mod in self.modalities]
+        h = torch.stack([self.proj[mod](x) for mod, x in zip(self.modalities, xs, strict=True)], dim=1)
+        if self.unit == "gmu":
+            h = torch.tanh(h)
+        keep = present.unsqueeze(-1)  # (b, m, 1)
+        h = torch.where(keep, h, h.new_zeros(()))  # (b, m, d_out)
+        gate_in = h.flatten(1) if self.unit == "linear" else torch.cat(xs, dim=-1)
+        s = self.gate_layer(gate_in)
+        if len(self.modalities) == 2:
+            scores = torch.stack([s, torch.zeros_like(s)], dim=1)  # (b, 2, g)
+        else:
+            scores = s.unflatten(1, (len(self.modalities), self.gate_width))  # (b, m, g)
+        weights = masked_softmax(scores, keep.expand_as(scores), dim=1)  # (b, m, g)
+        contrib = weights * h
+        out = contrib.sum(dim=1)
+        info = FusionIntermediates(present=present, modality_weights=weights.mean(dim=-1))
+        if need_intermediates:
+            if len(self.modalities) == 2:
+                gate = weights[:, 0]
+            else:
+                gate = weights.squeeze(-1) if self.gate == "scalar" else weights
+            info.gates = {"gate": gate}
+            info.contributions = {mod: contrib[:, i] for i, mod in enumerate(self.modalities)}
+        return out, info
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, gate={self.gate!r}, unit={self.unit!r}"
