@@ -8,6 +8,7 @@ from mmfuse.fusions import (
     list_fusions,
     register_fusion,
 )
+from mmfuse.models import MultimodalModel, build_model, build_unimodal_model
 
 __version__ = "0.1.0"
 
@@ -15,7 +16,10 @@ __all__ = [
     "Fusion",
     "FusionError",
     "FusionIntermediates",
+    "MultimodalModel",
     "__version__",
+    "build_model",
+    "build_unimodal_model",
     "create_fusion",
     "list_fusions",
     "register_fusion",

@@ -1,0 +1,90 @@
+"""Per-modality encoders, small enough for a CPU, and :func:`build_encoder` to pick one
+from a dataset's :class:`~mmfuse.data.ModalitySpec`.
+
+Shape legend: see :mod:`mmfuse.encoders._base` (``b`` batch, ``t`` tokens/frames,
+``d_out`` output features). Every encoder maps ``(x, mask)`` to ``(features, mask)``;
+masks are bool, True means keep.
+
+No encoder uses BatchNorm: every output depends on its own sample only (batch
+independence is part of the fusion contract), so normalisation is LayerNorm or
+GroupNorm throughout.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmfuse.data._base import ModalitySpec
+from mmfuse.encoders._base import Encoder, EncoderError
+from mmfuse.encoders.audio import AudioEncoder
+from mmfuse.encoders.image import ImageEncoder
+from mmfuse.encoders.tabular import TabularEncoder
+from mmfuse.encoders.text import TextEncoder
+from mmfuse.encoders.vector import SequenceEncoder, VectorEncoder
+
+__all__ = [
+    "AudioEncoder",
+    "Encoder",
+    "EncoderError",
+    "ImageEncoder",
+    "SequenceEncoder",
+    "TabularEncoder",
+    "TextEncoder",
+    "VectorEncoder",
+    "build_encoder",
+]
+
+
+def build_encoder(spec: ModalitySpec, out_dim: int, **options: Any) -> Encoder:
+    """The built-in encoder for a modality of kind ``spec.kind``, sized from ``spec``.
+
+    Args:
+        spec: the modality's shape and kind-specific ``meta``.
+        out_dim: ``d_out`` of the encoder.
+        **options: keyword options of the chosen encoder class (e.g. ``pool=True``
+            for a sequence, ``num_layers=1`` for text).
+
+    Raises:
+        EncoderError: unknown kind, a shape or ``meta`` that does not fit the kind,
+            or an option the encoder does not take.
+    """
+    kind, shape, meta = spec.kind, tuple(spec.shape), dict(spec.meta)
+
+    def need(n: int, what: str) -> None:
+        if len(shape) != n:
+            raise EncoderError(f"{kind} modality: expected a per-sample shape {what}, got {shape}")
+
+    try:
+        if kind == "vector":
+            need(1, "(d,)")
+            return VectorEncoder(shape[0], out_dim, **options)
+        if kind == "sequence":
+            need(2, "(t, d)")
+            return SequenceEncoder(shape[1], out_dim, **options)
+        if kind == "image":
+            need(3, "(c, h, w)")
+            return ImageEncoder(shape[0], out_dim, **options)
+        if kind == "audio":
+            need(2, "(f, t)")
+            return AudioEncoder(shape[0], out_dim, **options)
+        if kind == "text":
+            need(1, "(t,)")
+            if "vocab_size" not in meta:
+                raise EncoderError("text modality: expected meta['vocab_size'], got none")
+            options.setdefault("max_len", shape[0])
+            return TextEncoder(int(meta["vocab_size"]), out_dim, pad_id=int(meta.get("pad_id", 0)), **options)
+        if kind == "tabular":
+            need(1, "(k,)")
+            cards = list(meta.get("cardinalities", []))
+            num_numeric = int(meta.get("num_numeric", shape[0] - len(cards)))
+            if num_numeric + len(cards) != shape[0]:
+                raise EncoderError(
+                    f"tabular modality: meta says {num_numeric} numeric + {len(cards)} categorical "
+                    f"columns, but the shape is {shape}"
+                )
+            return TabularEncoder(num_numeric, cards, out_dim, **options)
+    except TypeError as err:  # an option the class does not take
+        raise EncoderError(f"{kind} encoder: {err}") from err
+    raise EncoderError(
+        f"unknown modality kind {kind!r}: expected one of vector, sequence, image, audio, text, tabular"
+    )
