@@ -1,5 +1,13 @@
-"""Multimodal datasets behind one interface (see :mod:`mmfuse.data._base`)."""
+"""Multimodal datasets behind one interface (see :mod:`mmfuse.data._base`).
 
+Registered loaders: ``synthetic`` (interaction suite, generated), ``avdigits``
+(MNIST image + FSDD audio), ``mfeat`` (six feature views of handwritten digits),
+``reviews`` (clothing review text + tabular). :func:`download` and :func:`verify`
+fetch and check the real datasets' files; :mod:`mmfuse.data.transforms` holds modality
+dropout and test-time corruptions.
+"""
+
+from mmfuse.data import avdigits, mfeat, reviews, synthetic  # noqa: F401  (register the loaders)
 from mmfuse.data._base import (
     DataError,
     DatasetSplits,
@@ -10,14 +18,23 @@ from mmfuse.data._base import (
     load_dataset,
     register_dataset,
 )
+from mmfuse.data._files import cache_dir, download, verify
+from mmfuse.data.transforms import Compose, GaussianNoise, MissingModality, ModalityDropout
 
 __all__ = [
+    "Compose",
     "DataError",
     "DatasetSplits",
+    "GaussianNoise",
+    "MissingModality",
+    "ModalityDropout",
     "ModalitySpec",
     "MultimodalDataset",
+    "cache_dir",
     "data_root",
+    "download",
     "list_datasets",
     "load_dataset",
     "register_dataset",
+    "verify",
 ]

@@ -1,0 +1,98 @@
+"""Helpers shared by the loaders: seeded stratified splits, train-fitted scaling, the processed cache.
+
+Shape legend: ``n`` samples, ``d`` features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from mmfuse.data._base import DataError
+from mmfuse.data._files import cache_dir
+
+__all__ = ["check_fractions", "fit_standardise", "load_or_build", "stratified_split"]
+
+
+def check_fractions(dataset: str, val_fraction: float, test_fraction: float) -> None:
+    """:class:`DataError` unless both fractions are in ``(0, 1)`` and leave a training part."""
+    for what, v in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 < v < 1.0:
+            raise DataError(f"{dataset}: {what} must be in (0, 1), got {v}")
+    if val_fraction + test_fraction >= 1.0:
+        raise DataError(
+            f"{dataset}: val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}"
+        )
+
+
+def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Split indices ``0..n-1`` into parts with the given fractions, class by class.
+
+    Within each class the indices are permuted with ``seed`` and cut into parts of
+    ``round(n_c * fraction)`` (the first part takes what rounding leaves), so every
+    part keeps the class proportions. Returns sorted ``int64`` index arrays.
+
+    Args:
+        labels: ``(n,)`` class of each sample.
+        fractions: one fraction per part, summing to 1.
+        seed: seed of the permutation.
+    """
+    if abs(sum(fractions) - 1.0) > 1e-9:
+        raise DataError(f"split fractions must sum to 1, got {list(fractions)}")
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in fractions]
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        counts = [int(round(len(idx) * f)) for f in fractions[1:]]
+        first = len(idx) - sum(counts)
+        start = 0
+        for k, size in enumerate([first, *counts]):
+            parts[k].append(idx[start : start + size])
+            start += size
+    return [np.sort(np.concatenate(p)).astype(np.int64) for p in parts]
+
+
+def fit_standardise(
+    train: np.ndarray, axis: int | tuple[int, ...] = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of ``train`` over ``axis`` (std of constant features set to 1)."""
+    mean = train.mean(axis=axis, keepdims=True, dtype=np.float64)
+    std = train.std(axis=axis, keepdims=True, dtype=np.float64)
+    std[std < 1e-8] = 1.0
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def load_or_build(
+    name: str, key: Mapping[str, Any], build: Callable[[], dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """Arrays cached as ``<cache_dir>/<name>-<hash of key>.npz``, built on a miss.
+
+    ``key`` must hold everything the arrays depend on (options, source checksums,
+    a processing version). Written atomically; an unwritable cache only warns.
+    """
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    folder = cache_dir()
+    path = folder / f"{name}-{digest}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError):
+            path.unlink(missing_ok=True)  # a broken cache entry is rebuilt
+    arrays = build()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}-", suffix=".npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except OSError as e:
+        warnings.warn(f"mmfuse: cannot write the processed cache {path}: {e}", stacklevel=2)
+    return arrays
