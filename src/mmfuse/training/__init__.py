@@ -1,0 +1,34 @@
+"""Training, evaluation and checkpoints.
+
+``fit`` (and the Lightning module behind it) is imported on first use, so that
+``from mmfuse.training import load_checkpoint, evaluate`` does not import Lightning.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from mmfuse.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mmfuse.training.config import FitResult, TrainConfig, TrainConfigError
+from mmfuse.training.metrics import evaluate
+
+__all__ = [
+    "CheckpointError",
+    "FitResult",
+    "FusionModule",
+    "TrainConfig",
+    "TrainConfigError",
+    "evaluate",
+    "fit",
+    "load_checkpoint",
+    "save_checkpoint",
+]
+
+_LAZY = {"fit": "mmfuse.training.engine", "FusionModule": "mmfuse.training.engine"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mmfuse.training' has no attribute {name!r}")

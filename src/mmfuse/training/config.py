@@ -1,0 +1,126 @@
+"""Training settings and results, as plain dataclasses (no Lightning import here).
+
+Shape legend: ``b`` batch (``batch_size``); nothing here holds tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+__all__ = ["FitResult", "TrainConfig", "TrainConfigError"]
+
+
+class TrainConfigError(ValueError):
+    """A training setting out of range, or an unknown setting name. Names the setting."""
+
+
+@dataclass
+class TrainConfig:
+    """How to train one model.
+
+    Attributes:
+        epochs: most epochs to run (early stopping may stop sooner).
+        batch_size: training batch size ``b``.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        patience: stop after this many epochs without a lower validation loss
+            (``0``: never stop early).
+        seed: seed of everything random in the fit (weights are initialised by
+            whoever built the model: seed before building, too).
+        modality_dropout: per-sample, per-modality drop rate of training batches
+            (:class:`mmfuse.data.transforms.ModalityDropout`); 0 disables it.
+        accelerator: Lightning accelerator (``"cpu"``, ``"gpu"``, ``"auto"``...).
+        devices: Lightning devices (count, list or ``"auto"``).
+        strategy: Lightning strategy (``"auto"``, ``"ddp"``...).
+        precision: Lightning precision (``"32-true"``, ``"bf16-mixed"``, ``"16-mixed"``...).
+        num_nodes: number of machines.
+        num_workers: DataLoader worker processes.
+        progress: show Lightning's progress bar and its start-up messages.
+        deterministic: use only deterministic algorithms during the fit.
+        max_time: stop after this many seconds of fitting (``None``: no limit).
+    """
+
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 5
+    seed: int = 0
+    modality_dropout: float = 0.0
+    accelerator: str = "cpu"
+    devices: int | str | list[int] = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    num_nodes: int = 1
+    num_workers: int = 0
+    progress: bool = True
+    deterministic: bool = True
+    max_time: float | None = None
+
+    def __post_init__(self) -> None:
+        def positive(name: str) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise TrainConfigError(f"{name}: expected a positive int, got {v!r}")
+
+        for name in ("epochs", "batch_size", "num_nodes"):
+            positive(name)
+        for name in ("patience", "num_workers", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or (v < 0 and name != "seed"):
+                raise TrainConfigError(f"{name}: expected a non-negative int, got {v!r}")
+        for name in ("lr", "weight_decay"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (name == "lr" and v == 0):
+                raise TrainConfigError(f"{name}: expected a {'positive' if name == 'lr' else 'non-negative'} float, got {v!r}")
+        if not 0.0 <= self.modality_dropout < 1.0:
+            raise TrainConfigError(f"modality_dropout: expected a float in [0, 1), got {self.modality_dropout!r}")
+        if self.max_time is not None and not self.max_time > 0:
+            raise TrainConfigError(f"max_time: expected positive seconds or None, got {self.max_time!r}")
+        precision = str(self.precision)
+        if precision in ("32", "16", "bf16", "64"):
+            precision = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}[precision]
+        self.precision = precision
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied (unknown names raise :class:`TrainConfigError`)."""
+        bad = sorted(set(changes) - set(self.field_names()))
+        if bad:
+            raise TrainConfigError(f"unknown TrainConfig field {bad[0]!r}: expected one of {self.field_names()}")
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class FitResult:
+    """What :func:`mmfuse.training.fit` returns.
+
+    Attributes:
+        model: the trained model with its best validation weights, in eval mode.
+        train_time_s: wall seconds spent fitting (Trainer set-up included).
+        epochs_run: epochs completed, counting those of an interrupted run resumed.
+        val_metrics: :func:`~mmfuse.training.evaluate` on the validation split with
+            the best weights (empty without a validation split).
+        checkpoint: ``out_dir/model.safetensors`` (best weights + config), or None.
+        best_epoch: 0-based epoch of the best validation loss (-1 without validation).
+        history: per-epoch ``{"epoch", "train_loss", "val_loss", "val_accuracy"}``.
+    """
+
+    model: nn.Module
+    train_time_s: float
+    epochs_run: int
+    val_metrics: dict[str, float]
+    checkpoint: Path | None = None
+    best_epoch: int = -1
+    history: list[dict[str, float]] = field(default_factory=list)
