@@ -6,8 +6,8 @@ arguments, in the order given), ``d`` features. Masks are bool, True means keep.
 Every function takes either numpy arrays or torch tensors (not a mix) and returns
 the same type. numpy inputs are computed through torch on the CPU
 (:func:`torch.from_numpy`, no copy of a contiguous array), so both give
-identical results. Bad input
-raises :class:`mmfuse.FusionError` with the expected and the actual value.
+identical results. Bad input raises :class:`mmfuse.FusionError` with the expected
+and the actual value.
 
 The operations::
 
