@@ -26,6 +26,69 @@ def _run_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="train and compare every fusion strategy side by side",
+        description="Train every strategy (and the unimodal baselines) over several seeds, measure accuracy, "
+        "cost and robustness, and write results (JSON, CSV), plots and an HTML report. Re-running into the "
+        "same --out folder skips finished runs. Flags override the --config YAML file.",
+    )
+    p.add_argument("--config", help="YAML file of settings (keys as in mmfuse.bench.BenchConfig)")
+    p.add_argument("--dataset", help="avdigits, mfeat, reviews, synthetic or all; comma-separated for several "
+                   "(default: synthetic)")
+    p.add_argument("--fusions", help="comma-separated strategy names (default: every registered one)")
+    p.add_argument("--seeds", type=int, help="seeds of standard training (default 3)")
+    p.add_argument("--epochs", type=int, help="maximum epochs per run")
+    p.add_argument("--modality-dropout", type=float, help="rate of the modality-dropout training variant (0: off)")
+    p.add_argument("--dropout-seeds", type=int, help="seeds of the modality-dropout variant (default 1)")
+    p.add_argument("--noise-scales", help="comma-separated test-time noise scales (default 0,0.5,1,2)")
+    p.add_argument("--no-unimodal", action="store_true", help="skip the unimodal baselines")
+    p.add_argument("--jobs", type=int, help="runs at the same time (default 2)")
+    p.add_argument("--executor", choices=["local", "serial", "ray"], help="where runs execute (default local)")
+    p.add_argument("--ray-address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--out", help="results folder (default bench-out)")
+    p.add_argument("--data-root", help="folder of the real datasets (default: $MMFUSE_DATA or the cache)")
+    p.add_argument("--no-plots", action="store_true", help="write no PNG plots (the report still has them)")
+    p.add_argument("--no-report", action="store_true", help="write no HTML report")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from mmfuse.bench import BenchConfigError, load_config, run_bench
+    from mmfuse.data import DataError
+
+    def csv_list(value: str | None) -> list[str] | None:
+        return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+    try:
+        scales = csv_list(args.noise_scales)
+        config = load_config(
+            args.config,
+            datasets=csv_list(args.dataset),
+            fusions=csv_list(args.fusions),
+            seeds=args.seeds,
+            epochs=args.epochs,
+            modality_dropout=args.modality_dropout,
+            dropout_seeds=args.dropout_seeds,
+            noise_scales=None if scales is None else [float(s) for s in scales],
+            unimodal=False if args.no_unimodal else None,
+            jobs=args.jobs,
+            executor=args.executor,
+            ray_address=args.ray_address,
+            out=args.out,
+            data_root=args.data_root,
+            plots=False if args.no_plots else None,
+            report=False if args.no_report else None,
+        )
+        outcome = run_bench(config, progress=not args.no_progress, argv=sys.argv)
+    except (BenchConfigError, DataError, ValueError) as exc:
+        print(f"mmfuse bench: error: {exc}", file=sys.stderr)
+        return 2
+    return 1 if outcome.failed else 0
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
@@ -112,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmfuse", description="Multimodal fusion strategies, trained and compared.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_list(sub)
+    _add_bench(sub)
     _add_train(sub)
     _add_data(sub)
     return parser

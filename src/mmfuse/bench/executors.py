@@ -1,0 +1,253 @@
+"""Where the runs of a grid execute: in this process, in a local process pool, or on Ray.
+
+Every executor honours one small protocol, :class:`Executor`: it takes a run function
+(``RunSpec -> result dict``, a module-level function so that it pickles by name) and
+the specs, and yields one *record* per spec as each run ends, in completion order.
+Runs never raise through an executor: :func:`guarded_run` turns an exception into a
+``"failed"`` record with its error and traceback, and a worker process that dies
+(segfault, out of memory) becomes a failed record too, so the rest of the grid
+completes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import ProcessPoolExecutor as _Pool
+from concurrent.futures.process import BrokenProcessPool
+from datetime import datetime, timezone
+from typing import Any, Protocol, runtime_checkable
+
+from mmfuse.bench.grid import RunSpec
+
+__all__ = [
+    "Executor",
+    "ProcessPoolExecutor",
+    "RayExecutor",
+    "RunFn",
+    "SerialExecutor",
+    "available_cpus",
+    "failed_record",
+    "guarded_run",
+    "make_executor",
+    "prepare_worker",
+]
+
+RunFn = Callable[[RunSpec], Mapping[str, Any]]
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs a grid; yields one record per spec as each run ends."""
+
+    name: str
+
+    def map_unordered(self, run_fn: RunFn, specs: Sequence[RunSpec]) -> Iterator[dict[str, Any]]: ...
+
+
+def available_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def prepare_worker(threads: int | None) -> None:
+    """Per-worker setup: torch threads (cores / jobs) and quiet training logs."""
+    if threads is not None:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        import torch
+
+        torch.set_num_threads(threads)
+    for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"lightning(\..*)?")
+    warnings.filterwarnings("ignore", module=r"torch\.utils\.data(\..*)?")
+
+
+def _record(spec: RunSpec, status: str, *, result: Mapping[str, Any] | None = None, error: str | None = None,
+            tb: str | None = None, started: float, started_at: str) -> dict[str, Any]:
+    return {
+        "key": spec.key,
+        "status": status,
+        "label": spec.label,
+        "spec": spec.to_dict(),
+        "result": dict(result) if result is not None else None,
+        "error": error,
+        "traceback": tb,
+        "started_at": started_at,
+        "finished_at": _now(),
+        "wall_s": round(time.perf_counter() - started, 3),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+
+
+def guarded_run(run_fn: RunFn, spec: RunSpec, threads: int | None = None) -> dict[str, Any]:
+    """Run one spec; always returns a record (``status`` ``"ok"`` or ``"failed"``), never raises."""
+    started, started_at = time.perf_counter(), _now()
+    try:
+        prepare_worker(threads)
+        result = run_fn(spec)
+        if not isinstance(result, Mapping):
+            raise TypeError(f"run function {getattr(run_fn, '__name__', run_fn)!r} returned "
+                            f"{type(result).__name__}, expected a dict")
+        return _record(spec, "ok", result=result, started=started, started_at=started_at)
+    except Exception as exc:  # noqa: BLE001 - a failed run is data, the grid goes on
+        return _record(spec, "failed", error=f"{type(exc).__name__}: {exc}", tb=traceback.format_exc(),
+                       started=started, started_at=started_at)
+
+
+def failed_record(spec: RunSpec, error: str, tb: str | None = None) -> dict[str, Any]:
+    """The record of a run that produced none itself (its worker died)."""
+    return _record(spec, "failed", error=error, tb=tb, started=time.perf_counter(), started_at=_now())
+
+
+class SerialExecutor:
+    """Runs every spec in this process, one after the other (debugging, ``--jobs 1``)."""
+
+    name = "serial"
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads
+
+    def map_unordered(self, run_fn: RunFn, specs: Sequence[RunSpec]) -> Iterator[dict[str, Any]]:
+        for spec in specs:
+            yield guarded_run(run_fn, spec, self.threads)
+
+
+class ProcessPoolExecutor:
+    """Runs specs in ``jobs`` local worker processes (spawn start method).
+
+    Each worker uses ``threads`` torch threads (default: available cores / jobs) and
+    keeps its imports and loaded datasets between runs. If a worker dies, every run
+    that was not finished is re-run one at a time in a one-process pool (replaced
+    after each death), so only the run that kills its process is recorded as failed.
+    """
+
+    name = "local"
+
+    def __init__(self, jobs: int, threads: int | None = None) -> None:
+        if jobs < 1:
+            raise ValueError(f"jobs: expected >= 1, got {jobs}")
+        self.jobs = jobs
+        self.threads = threads if threads is not None else max(1, available_cpus() // jobs)
+
+    def _pool(self, workers: int) -> _Pool:
+        import multiprocessing as mp
+
+        return _Pool(max_workers=workers, mp_context=mp.get_context("spawn"),
+                     initializer=prepare_worker, initargs=(self.threads,))
+
+    def map_unordered(self, run_fn: RunFn, specs: Sequence[RunSpec]) -> Iterator[dict[str, Any]]:
+        if not specs:
+            return
+        unfinished: list[RunSpec] = []
+        pool = self._pool(min(self.jobs, len(specs)))
+        try:
+            futures: dict[Future[dict[str, Any]], RunSpec] = {
+                pool.submit(guarded_run, run_fn, spec, self.threads): spec for spec in specs
+            }
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    try:
+                        yield fut.result()
+                    except BrokenProcessPool:
+                        unfinished.append(futures[fut])
+                    except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
+                        yield failed_record(futures[fut], f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        # a worker died: run the unfinished specs one at a time in a one-process pool, so a
+        # spec that kills its process is known exactly; the pool is replaced after each death
+        solo: _Pool | None = None
+        try:
+            for spec in unfinished:
+                solo = solo or self._pool(1)
+                try:
+                    yield solo.submit(guarded_run, run_fn, spec, self.threads).result()
+                except BrokenProcessPool as exc:
+                    yield failed_record(spec, f"worker process died while running this spec ({exc})")
+                    solo.shutdown(wait=True, cancel_futures=True)
+                    solo = None
+        finally:
+            if solo is not None:
+                solo.shutdown(wait=True, cancel_futures=True)
+
+
+class RayExecutor:
+    """Runs specs as Ray tasks: on a local Ray instance, or on a cluster at ``address``.
+
+    Uses the Ray instance already initialised in this process if there is one; else
+    ``ray.init(address=address or $RAY_ADDRESS)``, or a local instance when neither is
+    set. Each task asks for ``num_cpus`` CPUs and uses as many torch threads.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, *, num_cpus: int = 1, local_cpus: int | None = None) -> None:
+        import ray  # noqa: F401  (fail early with ImportError when ray is missing)
+
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.num_cpus = num_cpus
+        self.local_cpus = local_cpus
+
+    def _init(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            return
+        if self.address:
+            ray.init(address=self.address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=self.local_cpus, include_dashboard=False, log_to_driver=False)
+
+    def map_unordered(self, run_fn: RunFn, specs: Sequence[RunSpec]) -> Iterator[dict[str, Any]]:
+        if not specs:
+            return
+        import ray
+
+        self._init()
+        task = ray.remote(num_cpus=self.num_cpus, max_retries=0)(guarded_run)
+        refs = {task.remote(run_fn, spec, self.num_cpus): spec for spec in specs}
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                try:
+                    yield ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - worker crash, node lost, ...
+                    yield failed_record(refs[ref], f"ray task failed: {type(exc).__name__}: {exc}",
+                                        traceback.format_exc())
+
+
+def make_executor(kind: str, *, jobs: int = 1, ray_address: str | None = None) -> Executor:
+    """The executor named ``kind`` (``local``, ``serial`` or ``ray``).
+
+    ``local`` with ``jobs == 1`` runs in-process. ``ray`` without ray installed warns and
+    falls back to ``local``.
+    """
+    if kind == "ray":
+        try:
+            return RayExecutor(ray_address, local_cpus=jobs if not (ray_address or os.environ.get("RAY_ADDRESS")) else None)
+        except ImportError:
+            warnings.warn("executor 'ray': ray is not installed (pip install 'mmfuse[ray]'); "
+                          "running on the local executor instead", stacklevel=2)
+            kind = "local"
+    if kind == "serial" or (kind == "local" and jobs == 1):
+        return SerialExecutor()
+    if kind == "local":
+        return ProcessPoolExecutor(jobs)
+    raise ValueError(f"executor: expected 'local', 'serial' or 'ray', got {kind!r}")

@@ -1,0 +1,214 @@
+"""The self-contained HTML report: one file, images embedded as base64 PNG, no external resources.
+
+Sections: the summary table (with the best unimodal baseline of each dataset and
+every strategy's gain over it, negative gains in red), robustness tables, the
+figures, failed runs with their errors, and the settings and environment that
+reproduce the comparison.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mmfuse.bench.plots import Figure
+from mmfuse.bench.store import atomic_write_text
+
+__all__ = ["fmt_num", "write_report"]
+
+_CSS = """
+body{font-family:-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1400px;
+ color:#1d1d1f;padding:0 16px;line-height:1.45}
+h1{font-size:26px;margin-bottom:4px} h2{font-size:20px;margin-top:36px;border-bottom:1px solid #ddd;padding-bottom:4px}
+h3{font-size:16px;margin-top:22px}
+table{border-collapse:collapse;font-size:13px;margin:8px 0 16px 0}
+th,td{padding:3px 9px;border-bottom:1px solid #e5e5e5;text-align:right;white-space:nowrap}
+th{background:#f3f3f5;position:sticky;top:0} td.l,th.l{text-align:left}
+tr.uni td{color:#555;background:#fafafa} tr.best td{font-weight:600}
+tr.failed td{background:#fdecea}
+.neg{color:#b3261e;font-weight:600} .pos{color:#1b7f3b;font-weight:600}
+.muted{color:#777} .fail{color:#b3261e;font-weight:600}
+figure{margin:18px 0} figure img{max-width:100%;border:1px solid #eee}
+figcaption{font-size:13px;color:#444;max-width:1000px}
+pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px;max-height:360px}
+.note{background:#fff8e1;border-left:4px solid #f0b400;padding:6px 12px;margin:10px 0}
+"""
+
+
+def fmt_num(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def _si(x: float | None) -> str:
+    if x is None:
+        return "—"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= div:
+            return f"{x / div:.1f}{unit}"
+    return f"{x:.0f}"
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "—"
+    return f"{mean:.3f} ± {std:.3f}" if std is not None else f"{mean:.3f}"
+
+
+def _gain(g: float | None) -> str:
+    if g is None:
+        return "<td>—</td>"
+    cls = "neg" if g < -0.0005 else ("pos" if g > 0.0005 else "muted")
+    return f'<td class="{cls}">{g:+.3f}</td>'
+
+
+def _e(s: Any) -> str:
+    return html.escape(str(s))
+
+
+def _summary_table(rows: Sequence[Mapping[str, Any]], dataset: str) -> str:
+    rs = [r for r in rows if r["dataset"] == dataset]
+    rs.sort(key=lambda r: (not r["unimodal"], r["variant"] != "standard",
+                           -(r["accuracy_mean"] if r["accuracy_mean"] is not None else -1)))
+    best = next((r["best_unimodal"] for r in rs if r.get("best_unimodal")), None)
+    head = ("<tr><th class='l'>model</th><th class='l'>training</th><th>seeds ok</th><th>accuracy</th>"
+            "<th>macro-F1</th><th>gain vs best unimodal</th><th>params</th><th>train s</th>"
+            "<th>samples/s</th><th>peak MiB</th><th>worst missing</th><th>noise max</th></tr>")
+    body = []
+    for r in rs:
+        classes = []
+        if r["unimodal"]:
+            classes.append("uni")
+        if r["model"] == best and r["variant"] == "standard":
+            classes.append("best")
+        if r["n_failed"]:
+            classes.append("failed")
+        noise_max = None
+        if r["noise_mean"]:
+            top = max(r["noise_mean"], key=float)
+            noise_max = r["noise_mean"][top]
+        seeds = f"{r['n_ok']}/{r['n_ok'] + r['n_failed']}"
+        if r["n_failed"]:
+            seeds = f"<span class='fail'>{seeds} ✗</span>"
+        name = _e(r["model"]) + (" <span class='muted'>(best unimodal)</span>"
+                                 if r["model"] == best and r["variant"] == "standard" else "")
+        body.append(
+            f"<tr class='{' '.join(classes)}'><td class='l'>{name}</td>"
+            f"<td class='l'>{'modality dropout' if r['variant'] != 'standard' else 'standard'}</td>"
+            f"<td>{seeds}</td><td>{_pm(r['accuracy_mean'], r['accuracy_std'])}</td>"
+            f"<td>{_pm(r['macro_f1_mean'], r['macro_f1_std'])}</td>{_gain(r['gain'])}"
+            f"<td>{_si(r['params'])}</td><td>{fmt_num(r['train_time_s'], 1)}</td>"
+            f"<td>{_si(r['throughput_sps'])}</td><td>{fmt_num(r['peak_rss_mb'], 0)}</td>"
+            f"<td>{fmt_num(r['missing_worst'])}</td><td>{fmt_num(noise_max)}</td></tr>"
+        )
+    return f"<table>{head}{''.join(body)}</table>"
+
+
+def _robust_table(rows: Sequence[Mapping[str, Any]], dataset: str) -> str:
+    rs = [r for r in rows if r["dataset"] == dataset and r["accuracy_mean"] is not None]
+    mods = sorted({m for r in rs for m in r["missing"]})
+    scales = sorted({s for r in rs for s in r["noise_mean"]}, key=float)
+    if not mods and not scales:
+        return ""
+    head = ("<tr><th class='l'>model</th><th class='l'>training</th><th>clean</th>"
+            + "".join(f"<th>no {_e(m)}</th>" for m in mods)
+            + "".join(f"<th>noise {_e(s)}</th>" for s in scales) + "</tr>")
+    body = []
+    for r in sorted(rs, key=lambda r: (not r["unimodal"], r["model"], r["variant"])):
+        cells = "".join(f"<td>{fmt_num(r['missing'].get(m))}</td>" for m in mods)
+        cells += "".join(f"<td>{fmt_num(r['noise_mean'].get(s))}</td>" for s in scales)
+        body.append(f"<tr class='{'uni' if r['unimodal'] else ''}'><td class='l'>{_e(r['model'])}</td>"
+                    f"<td class='l'>{'modality dropout' if r['variant'] != 'standard' else 'standard'}</td>"
+                    f"<td>{fmt_num(r['accuracy_mean'])}</td>{cells}</tr>")
+    return f"<table>{head}{''.join(body)}</table>"
+
+
+def _img(fig: Figure) -> str:
+    data = base64.b64encode(Path(fig.path).read_bytes()).decode("ascii")
+    return (f"<figure><h3>{_e(fig.title)}</h3><img alt='{_e(fig.title)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{_e(fig.caption)}</figcaption></figure>")
+
+
+def _headline(rows: Sequence[Mapping[str, Any]], dataset: str) -> str:
+    rs = [r for r in rows if r["dataset"] == dataset and r["variant"] == "standard" and not r["unimodal"]
+          and r["gain"] is not None]
+    if not rs:
+        return ""
+    best = max(rs, key=lambda r: r["accuracy_mean"])
+    worse = [r["model"] for r in rs if r["gain"] < -0.0005]
+    ref = best.get("best_unimodal")
+    text = (f"Best fusion: <b>{_e(best['model'])}</b> ({best['accuracy_mean']:.3f}, "
+            f"{'+' if best['gain'] >= 0 else ''}{best['gain']:.3f} over the best unimodal baseline "
+            f"<b>{_e(ref)}</b> at {best['best_unimodal_accuracy']:.3f}).")
+    if worse:
+        text += (f" <span class='neg'>{len(worse)} of {len(rs)} strategies do worse than the best single "
+                 f"modality</span>: {_e(', '.join(worse))}.")
+    return f"<p>{text}</p>"
+
+
+def write_report(path: str | Path, rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]],
+                 figures: Sequence[Figure], meta: Mapping[str, Any]) -> Path:
+    """Write the report to ``path`` (atomically) and return it."""
+    datasets: list[str] = []
+    for r in rows:
+        if r["dataset"] not in datasets:
+            datasets.append(r["dataset"])
+    failed = [r for r in records if r.get("status") != "ok"]
+    n_ok = len(records) - len(failed)
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>mmfuse bench: {_e(', '.join(datasets))}</title><style>{_CSS}</style></head><body>",
+        "<h1>mmfuse bench</h1>",
+        f"<p class='muted'>{n_ok} runs ok, {len(failed)} failed · datasets: {_e(', '.join(datasets))} · "
+        f"finished {_e(meta.get('finished_at', ''))} · mmfuse {_e(meta.get('versions', {}).get('mmfuse', '?'))}"
+        f" · git {_e(str(meta.get('git_commit') or 'n/a')[:12])}</p>",
+    ]
+    if failed:
+        parts.append(f"<div class='note'><span class='fail'>{len(failed)} run(s) failed</span>; they are marked "
+                     "✗ in the tables and listed under <a href='#failed'>Failed runs</a>.</div>")
+    parts.append("<h2>Summary</h2><p>Accuracy and macro-F1 are means ± standard deviation over seeds on the "
+                 "test split. <b>Gain</b> is the difference in mean accuracy to the best unimodal baseline of "
+                 "the dataset (grey rows; the best one in bold): <span class='neg'>red</span> means the fusion "
+                 "did worse than using one modality alone. Worst missing: the lowest accuracy when one modality "
+                 "is removed at test time; noise max: accuracy at the largest noise scale (mean over the noised "
+                 "modality).</p>")
+    for ds in datasets:
+        parts.append(f"<h3>{_e(ds)}</h3>{_headline(rows, ds)}{_summary_table(rows, ds)}")
+    parts.append("<h2>Robustness</h2><p>Test accuracy with each modality removed (<i>no m</i>) and with Gaussian "
+                 "noise of the given standard deviation added to one modality at a time (mean over modalities).</p>")
+    for ds in datasets:
+        table = _robust_table(rows, ds)
+        if table:
+            parts.append(f"<h3>{_e(ds)}</h3>{table}")
+    if figures:
+        parts.append("<h2>Figures</h2>")
+        parts.extend(_img(f) for f in figures)
+    if failed:
+        parts.append("<h2 id='failed'>Failed runs</h2><table><tr><th class='l'>dataset</th><th class='l'>model</th>"
+                     "<th class='l'>training</th><th>seed</th><th class='l'>error</th></tr>")
+        for r in failed:
+            s = r.get("spec", {})
+            parts.append(f"<tr class='failed'><td class='l'>{_e(s.get('dataset_label'))}</td>"
+                         f"<td class='l'>{_e(r.get('label'))}</td><td class='l'>{_e(s.get('variant'))}</td>"
+                         f"<td>{_e(s.get('seed'))}</td><td class='l'>{_e(r.get('error'))}</td></tr>")
+        parts.append("</table>")
+        for r in failed:
+            if r.get("traceback"):
+                parts.append(f"<details><summary>{_e(r.get('label'))} · {_e(r['spec'].get('dataset_label'))} · "
+                             f"seed {_e(r['spec'].get('seed'))}</summary><pre>{_e(r['traceback'])}</pre></details>")
+    parts.append("<h2>Settings and environment</h2><p>Everything needed to reproduce this comparison: re-run "
+                 "<code>mmfuse bench</code> with these settings (each run's own settings are in "
+                 "<code>results.json</code>).</p>")
+    parts.append(f"<pre>{_e(json.dumps(dict(meta), indent=2, sort_keys=True, default=str))}</pre>")
+    parts.append("</body></html>\n")
+    path = Path(path)
+    atomic_write_text(path, "\n".join(parts))
+    return path
