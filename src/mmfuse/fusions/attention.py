@@ -61,11 +61,16 @@ from mmfuse.fusions._base import (
 )
 
 __all__ = [
+    "DEFAULT_ADDITIVE_HIDDEN",
     "AdditiveScore",
     "CrossAttentionFusion",
     "MultiheadCrossAttention",
     "MultiheadCrossAttentionFusion",
 ]
+
+
+#: default cap on the hidden width ``d_a`` of the additive score MLP
+DEFAULT_ADDITIVE_HIDDEN = 64
 
 
 # --------------------------------------------------------------------- helpers
@@ -191,8 +196,9 @@ class CrossAttentionFusion(Fusion):
         input_dims: modality -> ``d_i`` (at least two).
         output_dim: ``d_out``.
         dim: common width ``d`` (default ``d_out``).
-        hidden_dim: hidden width ``d_a`` of the score MLP (default ``d``). Memory
-            grows as ``b * t_q * t_k * d_a``.
+        hidden_dim: hidden width ``d_a`` of the score MLP (default
+            ``min(d, 64)``: the MLP outputs one scalar per pair, and its
+            ``(b, t_q, t_k, d_a)`` hidden tensor dominates time and memory).
         query: the query modality of ``"query"``/``"bidirectional"`` (default: the
             first of ``fusion.modalities``, i.e. the first name in sorted order).
         mode: ``"query"``, ``"bidirectional"`` or ``"all"`` (see above).
@@ -231,7 +237,9 @@ class CrossAttentionFusion(Fusion):
         if not pool and mode != "query":
             raise FusionError(f"{owner}: pool=False: expected mode='query' (one query sequence), got mode={mode!r}")
         self.dim = _check_positive_int(owner, "dim", self.output_dim if dim is None else dim)
-        self.hidden_dim = _check_positive_int(owner, "hidden_dim", self.dim if hidden_dim is None else hidden_dim)
+        if hidden_dim is None:
+            hidden_dim = min(self.dim, DEFAULT_ADDITIVE_HIDDEN)
+        self.hidden_dim = _check_positive_int(owner, "hidden_dim", hidden_dim)
         self.mode = mode
         self.add_zero_attn = bool(add_zero_attn)
         self.pool = bool(pool)
