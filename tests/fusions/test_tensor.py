@@ -118,10 +118,10 @@ def test_bad_options_raise(name: str, options: dict) -> None:
 
 def test_low_rank_factors_are_registered_per_modality() -> None:
     fusion = mmfuse.create_fusion("low_rank", input_dims=DIMS, output_dim=OUT, dim=2, rank=5)
-    assert isinstance(fusion.factors_, torch.nn.ParameterDict)
-    assert {k: tuple(v.shape) for k, v in fusion.factors_.items()} == {m: (5, 3, OUT) for m in DIMS}
+    assert isinstance(fusion.factors, torch.nn.ParameterDict)
+    assert {k: tuple(v.shape) for k, v in fusion.factors.items()} == {m: (5, 3, OUT) for m in DIMS}
     names = {n for n, _ in fusion.named_parameters()}
-    assert {f"factors_.{m}" for m in DIMS} <= names
+    assert {f"factors.{m}" for m in DIMS} <= names
 
 
 @pytest.mark.parametrize("rank_weights", [False, True])
@@ -134,7 +134,7 @@ def test_low_rank_equals_tensor_with_rebuilt_weight(rank_weights: bool, dim: int
         with torch.no_grad():
             low.rank_weight.copy_(torch.tensor([0.5, -1.5, 2.0]))
     full = mmfuse.create_fusion("tensor", input_dims=DIMS, output_dim=OUT, dim=dim)
-    w_a, w_i, w_t = (low.factors_[m].detach() for m in sorted(DIMS))
+    w_a, w_i, w_t = (low.factors[m].detach() for m in sorted(DIMS))
     w_r = low.rank_weight.detach() if rank_weights else torch.ones(3)
     # W[a, i, t, o] = sum_r w_r W_audio[r, a, o] W_image[r, i, o] W_text[r, t, o]
     weight = torch.einsum("r,rao,rio,rto->aito", w_r, w_a, w_i, w_t)
@@ -157,7 +157,7 @@ def test_low_rank_matches_formula_by_hand() -> None:
     for r in range(2):
         term = torch.ones(B, OUT)
         for mod, z in zip(sorted(DIMS), zs, strict=True):
-            term = term * (z @ low.factors_[mod][r])
+            term = term * (z @ low.factors[mod][r])
         expected = expected + low.rank_weight[r] * term
     expected = expected + low.bias
     torch.testing.assert_close(low(inputs, masks), expected)
@@ -177,7 +177,7 @@ def test_state_dict_round_trip_is_exact(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["tensor", "low_rank"])
-def test_golden_values(name: str) -> None:
+def test_fixed_weights_worked_by_hand(name: str) -> None:
     torch.manual_seed(0)
     fusion = mmfuse.create_fusion(name, input_dims={"a": 2, "b": 2}, output_dim=2, dim=None)
     with torch.no_grad():

@@ -94,23 +94,23 @@ class FiLMFusion(Fusion):
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim)
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise FusionError(f"dim: expected a positive int, got {dim!r}")
+            raise FusionError(f"{self.name}: dim: expected a positive int, got {dim!r}")
         if mode not in _MODES:
-            raise FusionError(f"mode: expected one of {list(_MODES)}, got {mode!r}")
+            raise FusionError(f"{self.name}: mode: expected one of {list(_MODES)}, got {mode!r}")
         for opt, value in (("target", target), ("conditioner", conditioner)):
             if value is not None and value not in self.modalities:
-                raise FusionError(f"{opt}: expected one of {list(self.modalities)}, got {value!r}")
+                raise FusionError(f"{self.name}: {opt}: expected one of {list(self.modalities)}, got {value!r}")
         if target is not None and target == conditioner:
-            raise FusionError(f"conditioner: expected a modality other than target {target!r}, got {conditioner!r}")
+            raise FusionError(f"{self.name}: conditioner: expected a modality other than target {target!r}, got {conditioner!r}")
         if mode == "all_to_one" and conditioner is not None:
             raise FusionError(
-                f"conditioner: expected None in mode 'all_to_one' (every other modality conditions), got {conditioner!r}"
+                f"{self.name}: conditioner: expected None in mode 'all_to_one' (every other modality conditions), got {conditioner!r}"
             )
         if not 0.0 <= dropout < 1.0:
-            raise FusionError(f"dropout: expected a float in [0, 1), got {dropout!r}")
+            raise FusionError(f"{self.name}: dropout: expected a float in [0, 1), got {dropout!r}")
         for mod in self.modalities:
             if "." in mod:
-                raise FusionError(f"modality {mod!r}: expected a name without '.', got {mod!r}")
+                raise FusionError(f"{self.name}: modality {mod!r}: expected a name without '.', got {mod!r}")
 
         if target is None:
             target = [m for m in self.modalities if m != conditioner][-1]

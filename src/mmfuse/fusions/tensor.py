@@ -31,9 +31,9 @@ from mmfuse.fusions._base import (
 __all__ = ["LowRankFusion", "TensorFusion"]
 
 
-def _check_positive(name: str, value: object) -> int:
+def _check_positive(owner: str, name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise FusionError(f"{name}: expected a positive int, got {value!r}")
+        raise FusionError(f"{owner}: {name}: expected a positive int, got {value!r}")
     return value
 
 
@@ -43,11 +43,11 @@ class _ProjectedFactors(Fusion):
     def __init__(self, *, input_dims: Mapping[str, int], output_dim: int, dim: int | None) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim)
         if dim is not None:
-            _check_positive("dim", dim)
+            _check_positive(self.name, "dim", dim)
         self.dim = dim
         for mod in self.modalities:
             if "." in mod:
-                raise FusionError(f"modality {mod!r}: expected a name without '.', got {mod!r}")
+                raise FusionError(f"{self.name}: modality {mod!r}: expected a name without '.', got {mod!r}")
         # raw inputs when dim is None: no parameters before the product
         self.proj = nn.ModuleDict(
             {} if dim is None else {mod: nn.Linear(d, dim) for mod, d in self.input_dims.items()}
@@ -56,7 +56,7 @@ class _ProjectedFactors(Fusion):
             mod: (d if dim is None else dim) + 1 for mod, d in self.input_dims.items()
         }
 
-    def factors(self, batch: FusionBatch) -> list[Tensor]:
+    def factor_vectors(self, batch: FusionBatch) -> list[Tensor]:
         """``[z_i]`` in modality order, each ``(b, k_i + 1)``; ``[0; 1]`` for a missing one."""
         out = []
         for mod in self.modalities:
@@ -97,14 +97,14 @@ class TensorFusion(_ProjectedFactors):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim, dim=dim)
-        _check_positive("max_size", max_size)
+        _check_positive(self.name, "max_size", max_size)
         if not 0.0 <= dropout < 1.0:
-            raise FusionError(f"dropout: expected a float in [0, 1), got {dropout!r}")
+            raise FusionError(f"{self.name}: dropout: expected a float in [0, 1), got {dropout!r}")
         size = math.prod(self.factor_dims.values())
         if size > max_size:
             formula = " * ".join(f"({k - 1} + 1)" for k in self.factor_dims.values())
             raise FusionError(
-                f"tensor fusion: product size prod_i (k_i + 1) = {formula} = {size} exceeds "
+                f"{self.name}: product size prod_i (k_i + 1) = {formula} = {size} exceeds "
                 f"max_size={max_size}; use a smaller dim, raise max_size, or use 'low_rank'"
             )
         self.product_size = size
@@ -113,7 +113,7 @@ class TensorFusion(_ProjectedFactors):
 
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
         """``(b, d_out)``; ``extras["product"]``: the ``(b, prod_i (k_i + 1))`` product vector."""
-        zs = self.factors(batch)
+        zs = self.factor_vectors(batch)
         z = zs[0]
         for zi in zs[1:]:
             z = torch.einsum("bi,bj->bij", z, zi).reshape(z.shape[0], -1)
@@ -137,7 +137,7 @@ class LowRankFusion(_ProjectedFactors):
         ``out = sum_r w_r prod_i (z_i W_i^(r)) + b``
 
     with ``z_i = [h_i; 1]`` and one factor ``W_i`` of shape ``(r, k_i + 1, d_out)``
-    per modality (``self.factors_[name]``). Cost is linear in the number of
+    per modality (``self.factors[name]``). Cost is linear in the number of
     modalities. ``w_r`` are learned rank weights when ``rank_weights=True`` (as in
     the paper's release; they only rescale the factors), else 1.
 
@@ -161,25 +161,25 @@ class LowRankFusion(_ProjectedFactors):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim, dim=dim)
-        self.rank = _check_positive("rank", rank)
+        self.rank = _check_positive(self.name, "rank", rank)
         if not 0.0 <= dropout < 1.0:
-            raise FusionError(f"dropout: expected a float in [0, 1), got {dropout!r}")
+            raise FusionError(f"{self.name}: dropout: expected a float in [0, 1), got {dropout!r}")
         self.drop = nn.Dropout(dropout)
-        self.factors_ = nn.ParameterDict()
+        self.factors = nn.ParameterDict()
         for mod, k in self.factor_dims.items():
             # std 1/sqrt(k_i + 1): each factor term z_i W_i^(r) is O(1), so their
             # product over modalities neither explodes nor vanishes with M
-            self.factors_[mod] = nn.Parameter(torch.randn(rank, k, output_dim) / math.sqrt(k))
+            self.factors[mod] = nn.Parameter(torch.randn(rank, k, output_dim) / math.sqrt(k))
         self.rank_weight = nn.Parameter(torch.full((rank,), 1.0 / rank)) if rank_weights else None
         self.bias = nn.Parameter(torch.zeros(output_dim))
 
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
         """``(b, d_out)``; ``extras["rank_terms"]``: the ``(b, r, d_out)`` terms before the sum."""
-        zs = self.factors(batch)
+        zs = self.factor_vectors(batch)
         terms = []
         for mod, z in zip(self.modalities, zs, strict=True):
             z = torch.cat([self.drop(z[:, :-1]), z[:, -1:]], dim=-1)
-            terms.append(torch.einsum("bk,rko->bro", z, self.factors_[mod]))
+            terms.append(torch.einsum("bk,rko->bro", z, self.factors[mod]))
         prod = terms[0]
         for term in terms[1:]:
             prod = prod * term

@@ -34,9 +34,9 @@ __all__ = ["CrossModalTransformerFusion"]
 _COMBINE = ("concat", "mean")
 
 
-def _positive(name: str, value: object, *, minimum: int = 1) -> int:
+def _positive(owner: str, name: str, value: object, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise FusionError(f"{name}: expected an int >= {minimum}, got {value!r}")
+        raise FusionError(f"{owner}: {name}: expected an int >= {minimum}, got {value!r}")
     return value
 
 
@@ -90,21 +90,21 @@ class CrossModalTransformerFusion(Fusion):
         combine: Literal["concat", "mean"] = "concat",
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim)
-        _positive("dim", dim)
-        _positive("num_layers", num_layers)
-        _positive("num_self_layers", num_self_layers, minimum=0)
-        _positive("num_heads", num_heads)
+        _positive(self.name, "dim", dim)
+        _positive(self.name, "num_layers", num_layers)
+        _positive(self.name, "num_self_layers", num_self_layers, minimum=0)
+        _positive(self.name, "num_heads", num_heads)
         if dim % num_heads != 0:
-            raise FusionError(f"num_heads: expected a divisor of dim={dim}, got {num_heads}")
+            raise FusionError(f"{self.name}: num_heads: expected a divisor of dim={dim}, got {num_heads}")
         if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or mlp_ratio <= 0:
-            raise FusionError(f"mlp_ratio: expected a positive number, got {mlp_ratio!r}")
+            raise FusionError(f"{self.name}: mlp_ratio: expected a positive number, got {mlp_ratio!r}")
         if not 0.0 <= dropout < 1.0:
-            raise FusionError(f"dropout: expected a float in [0, 1), got {dropout!r}")
+            raise FusionError(f"{self.name}: dropout: expected a float in [0, 1), got {dropout!r}")
         if combine not in _COMBINE:
-            raise FusionError(f"combine: expected one of {list(_COMBINE)}, got {combine!r}")
+            raise FusionError(f"{self.name}: combine: expected one of {list(_COMBINE)}, got {combine!r}")
         for mod in self.modalities:
             if "." in mod:
-                raise FusionError(f"modality {mod!r}: expected a name without '.', got {mod!r}")
+                raise FusionError(f"{self.name}: modality {mod!r}: expected a name without '.', got {mod!r}")
         m = len(self.modalities)
         self.dim = dim
         self.num_layers = num_layers
