@@ -141,7 +141,7 @@ def _run_train(args: argparse.Namespace) -> int:
     console.print(table)
     result = outcome["result"]
     console.print(f"epochs: {result.epochs_run} (best {result.best_epoch + 1}), time: {result.train_time_s:.1f} s")
-    console.print(f"checkpoint: {result.checkpoint}")
+    print(f"checkpoint: {result.checkpoint}")  # plain print: a path must not be wrapped
     return 0
 
 
