@@ -8,16 +8,18 @@ Parameters are checked against ``sum(p.numel())``; FLOPs against
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import mmfuse
 from mmfuse import FusionError
-from mmfuse.fusions.costs import FORMULAS, fusion_cost, markdown_cost_table
+from mmfuse.fusions.costs import FORMULAS, fusion_cost, markdown_cost_table, markdown_formula_table
 
 # (m, d, t, o); t = 1 feeds (b, d) vectors
-SHAPES = [(2, 5, 1, 6), (3, 7, 4, 10), (4, 3, 3, 5), (2, 4, 6, 9)]
+SHAPES = [(2, 5, 1, 6), (3, 7, 4, 10), (4, 3, 3, 5), (2, 4, 6, 9), (3, 2, 2, 70)]
 
 
 def _build(name: str, m: int, d: int, o: int) -> mmfuse.Fusion:
@@ -66,3 +68,10 @@ def test_markdown_table_has_every_strategy_and_marks_refusals() -> None:
     assert tensor_row.split("|")[4].strip() == "refused"  # 17^5 > 2^20
     film_row = next(line for line in lines if line.startswith("| `film`"))
     assert film_row.split("|")[2].strip() == "refused"  # needs 2 modalities
+
+
+def test_docs_tables_are_current() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "costs.md").read_text()
+    assert markdown_formula_table() in doc, "docs/costs.md formulas are stale: regenerate them"
+    shapes = [(2, 64, 1, 64), (3, 128, 1, 64), (3, 128, 32, 64), (4, 256, 64, 128)]
+    assert markdown_cost_table(shapes) in doc, "docs/costs.md numbers are stale: regenerate them"

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from mmfuse.fusions._base import FusionError, list_fusions
 
-__all__ = ["Cost", "CostFormula", "FORMULAS", "fusion_cost", "markdown_cost_table"]
+__all__ = ["Cost", "CostFormula", "FORMULAS", "fusion_cost", "markdown_cost_table", "markdown_formula_table"]
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,8 @@ def _hierarchical(m: int, d: int, t: int, o: int) -> Cost:
 
 
 def _cross_attention(m: int, d: int, t: int, o: int) -> Cost:
-    k = a = o  # dim = d_out, hidden_dim = dim
+    k = o  # dim = d_out
+    a = min(k, 64)  # hidden_dim: capped at 64 by default
     tk = (m - 1) * t  # context tokens
     params = m * _linear(d, k) + (_linear(k, a) + k * a + a) + _linear(k, o)
     flops = 2 * (
@@ -213,9 +214,9 @@ FORMULAS: dict[str, CostFormula] = {
         _hierarchical,
     ),
     "cross_attention": CostFormula(
-        "mode='query', dim = hidden_dim = o (k = a = o), add_zero_attn=True; T = (m-1) t context tokens",
-        "O(m d k + k^2)",
-        "O(m t d k + m t k^2 + m t^2 k)",
+        "mode='query', dim k = o, hidden_dim a = min(k, 64), add_zero_attn=True; T = (m-1) t context tokens",
+        "O(m d k + k a + k o)",
+        "O(m t d k + m t k a + m t^2 a + m t^2 k)",
         "m (d+1) k + (2 k a + 2 a) + (k+1) o",
         "2 (m t d k + 2 t k a + T k a + t T a + t a + t T k + k o)",
         _cross_attention,
@@ -319,4 +320,19 @@ def markdown_cost_table(shapes: Sequence[tuple[int, int, int, int]]) -> str:
             refused = m < fusion_class(name).min_modalities or (name == "tensor" and 17**m > 2**20)
             cells.append("refused" if refused else f"{_human(cost.params)} / {_human(cost.flops)}")
         rows.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def markdown_formula_table() -> str:
+    """A markdown table of every registered strategy's formulas (defaults, big-O, exact)."""
+    rows = [
+        "| strategy | defaults assumed | params (big-O) | params (exact) | FLOPs (big-O) | FLOPs (exact) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in list_fusions():
+        f = FORMULAS[name]
+        rows.append(
+            f"| `{name}` | {f.defaults} | {f.params_big_o} | `{f.params_exact}` | "
+            f"{f.flops_big_o} | `{f.flops_exact}` |"
+        )
     return "\n".join(rows)
