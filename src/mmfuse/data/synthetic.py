@@ -71,7 +71,7 @@ def load_synthetic(
     n: int = 2000,
     dim: int = 32,
     latent_dim: int = 4,
-    noise: float = 0.5,
+    noise: float = 0.3,
     num_classes: int = 2,
     num_modalities: int = 2,
     form: Literal["vector", "sequence"] = "vector",

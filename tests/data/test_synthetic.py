@@ -1,0 +1,168 @@
+"""The synthetic interaction suite: the label depends on the modalities as each task says."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+
+from mmfuse.data import DataError, load_dataset
+from mmfuse.data.synthetic import load_synthetic
+
+
+def _features(ds, mods: list[str]) -> torch.Tensor:
+    parts = []
+    for m in mods:
+        x = ds.inputs[m]
+        if x.dim() == 3:  # mean of the valid tokens
+            w = ds.masks[m].float().unsqueeze(-1)
+            x = (x * w).sum(1) / w.sum(1)
+        parts.append(x)
+    return torch.cat(parts, dim=1)
+
+
+def _mlp_accuracy(splits, mods: list[str], steps: int = 150) -> float:
+    """Test accuracy of a small MLP trained full-batch on the listed modalities."""
+    torch.manual_seed(0)
+    xtr, xte = _features(splits.train, mods), _features(splits.test, mods)
+    mu, sd = xtr.mean(0), xtr.std(0)
+    xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
+    net = torch.nn.Sequential(
+        torch.nn.Linear(xtr.shape[1], 64), torch.nn.ReLU(), torch.nn.Linear(64, splits.num_classes)
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=2e-2, weight_decay=1e-3)
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(xtr), splits.train.labels).backward()
+        opt.step()
+    with torch.no_grad():
+        return (net(xte).argmax(1) == splits.test.labels).float().mean().item()
+
+
+# Test split of 600 samples: chance is 0.5 +- 0.02 (one std), so 0.6 is a > 4 std margin.
+CHANCE_MAX = 0.6
+WELL_ABOVE = 0.8
+
+
+@pytest.fixture(scope="module")
+def suite():
+    return {
+        t: load_synthetic(task=t, n=3000, test_fraction=0.2, seed=0)
+        for t in ("redundancy", "uniqueness", "synergy")
+    }
+
+
+def test_redundancy_either_modality_suffices(suite) -> None:
+    s = suite["redundancy"]
+    assert _mlp_accuracy(s, ["x0"]) > WELL_ABOVE
+    assert _mlp_accuracy(s, ["x1"]) > WELL_ABOVE
+
+
+def test_uniqueness_only_x0_carries_the_label(suite) -> None:
+    s = suite["uniqueness"]
+    assert _mlp_accuracy(s, ["x0"]) > WELL_ABOVE
+    assert _mlp_accuracy(s, ["x1"]) < CHANCE_MAX
+
+
+def test_synergy_needs_both(suite) -> None:
+    s = suite["synergy"]
+    assert _mlp_accuracy(s, ["x0"]) < CHANCE_MAX
+    assert _mlp_accuracy(s, ["x1"]) < CHANCE_MAX
+    assert _mlp_accuracy(s, ["x0", "x1"]) > WELL_ABOVE
+
+
+def test_synergy_labels_are_the_xor_of_the_latent_signs() -> None:
+    """Rebuild the latents from the documented recipe (same draw order) and compare the labels."""
+    n, k, d = 500, 3, 16
+    s = load_synthetic(
+        task="synergy", n=n, dim=d, latent_dim=k, noise=0.0, val_fraction=0.1, test_fraction=0.1
+    )
+    rng = np.random.default_rng(0)
+    proj = [rng.standard_normal((2 * k, d)) / np.sqrt(2 * k) for _ in range(2)]
+    u_c = rng.standard_normal(k)
+    u = [rng.standard_normal(k) for _ in range(2)]
+    z_c = rng.standard_normal((n, k))
+    z = [rng.standard_normal((n, k)) for _ in range(2)]
+    bits = [(z[i] @ u[i] > 0).astype(int) for i in range(2)]
+    labels = torch.cat([s.train.labels, s.val.labels, s.test.labels]).numpy()
+    np.testing.assert_array_equal(labels, bits[0] ^ bits[1])
+    x0 = torch.cat([s.train.inputs["x0"], s.val.inputs["x0"], s.test.inputs["x0"]]).numpy()
+    np.testing.assert_allclose(x0, np.concatenate([z[0], z_c], 1) @ proj[0], rtol=1e-5, atol=1e-5)
+    assert u_c.shape == (k,)
+
+
+def test_classes_are_equally_likely_and_tasks_share_observations() -> None:
+    a = load_synthetic(task="redundancy", num_classes=4, n=4000)
+    b = load_synthetic(task="synergy", num_classes=4, n=4000)
+    counts = torch.cat([a.train.labels, a.val.labels, a.test.labels]).bincount(minlength=4).float()
+    assert counts.min() > 0.8 * 1000 and counts.max() < 1.2 * 1000
+    # Equal-probability bins: the edges are the standard normal quantiles.
+    np.testing.assert_allclose(norm.cdf(norm.ppf([0.25, 0.5, 0.75])), [0.25, 0.5, 0.75])
+    assert torch.equal(a.train.inputs["x0"], b.train.inputs["x0"])
+    assert not torch.equal(a.train.labels, b.train.labels)
+
+
+def test_three_modality_synergy_any_two_are_at_chance() -> None:
+    s = load_synthetic(task="synergy", num_modalities=3, n=3000, test_fraction=0.2)
+    assert s.modalities == ("x0", "x1", "x2")
+    assert _mlp_accuracy(s, ["x0", "x1"]) < CHANCE_MAX
+    assert _mlp_accuracy(s, ["x1", "x2"]) < CHANCE_MAX
+
+
+def test_mixed_task_uses_all_three_rules() -> None:
+    s = load_synthetic(task="mixed", n=3000)
+    mech = np.array(s.info["mechanism"])
+    assert set(np.unique(mech)) == {0, 1, 2}
+    assert np.abs(np.bincount(mech) / 3000 - 1 / 3).max() < 0.05
+
+
+def test_sequence_form_masks_and_padding() -> None:
+    s = load_synthetic(task="redundancy", form="sequence", seq_len=8, n=600, dim=12)
+    x, mask = s.train.inputs["x0"], s.train.masks["x0"]
+    assert x.shape == (420, 8, 12) and x.dtype == torch.float32
+    assert mask.shape == (420, 8) and mask.dtype == torch.bool
+    lengths = mask.sum(1)
+    assert lengths.min() >= 4 and lengths.max() <= 8 and len(lengths.unique()) == 5
+    # Valid tokens first, padding after, padded tokens zero.
+    assert torch.equal(mask, torch.arange(8)[None, :] < lengths[:, None])
+    assert bool((x[~mask] == 0).all())
+    assert s.specs["x0"].kind == "sequence" and s.specs["x0"].shape == (8, 12)
+    # The item of a sequence dataset has a (t,) token mask.
+    assert s.train[0]["masks"]["x0"].shape == (8,)
+
+
+def test_sequence_synergy_needs_both() -> None:
+    s = load_synthetic(task="synergy", form="sequence", n=3000, test_fraction=0.2)
+    assert _mlp_accuracy(s, ["x0"]) < CHANCE_MAX
+    assert _mlp_accuracy(s, ["x0", "x1"]) > WELL_ABOVE
+
+
+def test_splits_sizes_and_determinism() -> None:
+    a = load_dataset("synthetic", task="uniqueness", seed=3)
+    b = load_dataset("synthetic", task="uniqueness", seed=3)
+    c = load_dataset("synthetic", task="uniqueness", seed=4)
+    assert (len(a.train), len(a.val), len(a.test)) == (1400, 300, 300)
+    assert torch.equal(a.test.inputs["x1"], b.test.inputs["x1"]) and torch.equal(
+        a.test.labels, b.test.labels
+    )
+    assert not torch.equal(a.test.inputs["x1"], c.test.inputs["x1"])
+    assert a.num_classes == 2 and a.specs["x0"].shape == (32,)
+    assert a.train.inputs["x0"].dtype == torch.float32 and a.train.labels.dtype == torch.int64
+
+
+@pytest.mark.parametrize(
+    ("option", "match"),
+    [
+        ({"task": "nope"}, "task must be one of"),
+        ({"form": "image"}, "form must be"),
+        ({"num_classes": 1}, "num_classes must be an int >= 2"),
+        ({"num_modalities": 1}, "num_modalities must be an int >= 2"),
+        ({"noise": -1.0}, "noise must be >= 0"),
+        ({"n": 2.5}, "n must be an int"),
+        ({"val_fraction": 0.6, "test_fraction": 0.5}, "must be < 1"),
+    ],
+)
+def test_bad_options_raise(option: dict, match: str) -> None:
+    with pytest.raises(DataError, match=match):
+        load_synthetic(**option)
