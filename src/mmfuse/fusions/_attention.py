@@ -167,11 +167,3 @@ class TransformerBlock(nn.Module):
         x = x + self.drop(self.mlp(self.norm2(x)))
         return x, weights
 
-
-def block_params(dim: int, mlp_ratio: float, *, cross: bool) -> int:
-    """Parameter count of one :class:`TransformerBlock` (used by the cost formulas)."""
-    hidden = max(1, int(dim * mlp_ratio))
-    attn = 4 * (dim * dim + dim)
-    norms = (3 if cross else 2) * 2 * dim
-    mlp = dim * hidden + hidden + hidden * dim + dim
-    return attn + norms + mlp
