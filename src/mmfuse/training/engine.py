@@ -87,21 +87,41 @@ class FusionModule(L.LightningModule):
     def forward(self, inputs: dict[str, Tensor], masks: dict[str, Tensor] | None = None) -> Tensor:
         return self.model(inputs, masks)
 
+    # Losses are summed here and logged once per epoch: one self.log per step costs
+    # more than a small model's whole step.
+    def on_train_epoch_start(self) -> None:
+        self._train_sum = torch.zeros((), device=self.device)
+        self._train_n = 0
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         if self.dropout_transform is not None:
             batch = self.dropout_transform(batch)
         logits = self.model(batch["inputs"], batch["masks"])
         loss = F.cross_entropy(logits.float(), batch["label"])
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["label"].shape[0])
+        b = batch["label"].shape[0]
+        self._train_sum = self._train_sum + loss.detach() * b
+        self._train_n += b
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self._train_n:
+            self.log("train_loss", self._train_sum / self._train_n, prog_bar=True, sync_dist=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_loss = torch.zeros((), device=self.device)
+        self._val_correct = torch.zeros((), device=self.device)
+        self._val_n = 0
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self.model(batch["inputs"], batch["masks"]).float()
-        b = batch["label"].shape[0]
-        loss = F.cross_entropy(logits, batch["label"])
-        acc = (logits.argmax(dim=-1) == batch["label"]).float().mean()
-        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=b, sync_dist=True)
-        self.log("val_accuracy", acc, on_epoch=True, prog_bar=True, batch_size=b, sync_dist=True)
+        self._val_loss += F.cross_entropy(logits, batch["label"], reduction="sum")
+        self._val_correct += (logits.argmax(dim=-1) == batch["label"]).sum()
+        self._val_n += batch["label"].shape[0]
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_n:
+            self.log("val_loss", self._val_loss / self._val_n, prog_bar=True, sync_dist=True)
+            self.log("val_accuracy", self._val_correct / self._val_n, prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
