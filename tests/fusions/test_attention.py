@@ -381,3 +381,19 @@ def test_default_dim_rounds_up_to_the_heads() -> None:
     fusion = mmfuse.create_fusion("multihead_cross_attention", input_dims=DIMS, output_dim=10, num_heads=4)
     assert fusion.dim == 12
     assert fusion(sequences({"audio": 2, "image": 3, "text": 1})[0]).shape == (B, 10)
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("cross_attention", {"mode": "all", "add_zero_attn": False}),
+        ("multihead_cross_attention", {"pool": False, "add_zero_attn": False}),
+    ],
+)
+def test_non_default_modes_compile(name: str, options: dict) -> None:
+    fusion = mmfuse.create_fusion(name, input_dims=DIMS, output_dim=4, **options).eval()
+    inputs, masks = sequences({"audio": 3, "image": 2, "text": 4}, seed=12)
+    masks["image"] = masks["image"] & torch.tensor([True, False, True, True])[:, None]
+    expected = fusion(inputs, masks)
+    compiled = torch.compile(fusion, backend="aot_eager")
+    torch.testing.assert_close(compiled(inputs, masks), expected, rtol=1e-5, atol=1e-5)

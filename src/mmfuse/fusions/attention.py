@@ -517,7 +517,7 @@ class MultiheadCrossAttentionFusion(Fusion):
         attention: dict[str, Tensor] = {}
         queries = self.modalities if self.mode == "all" else (self.query,)
         pooled: list[Tensor] = []
-        y = fallback = None
+        y = context = key_mask = None
         for mod in queries:
             assert mod is not None
             others = tuple(m for m in self.modalities if m != mod)
@@ -526,11 +526,11 @@ class MultiheadCrossAttentionFusion(Fusion):
             if weights is not None:
                 attention[f"{mod}->{'+'.join(others)}"] = weights
             pooled.append(masked_mean(y, masks[mod], dim=1))
-            fallback = masked_mean(context, key_mask, dim=1)
         info = FusionIntermediates(attention=attention if need_intermediates else None)
         if self.mode == "all":
             return self.out(masked_mean(torch.stack(pooled, dim=1), batch.present, dim=1)), info
-        assert self.query is not None and y is not None and fallback is not None
+        assert self.query is not None and y is not None and context is not None and key_mask is not None
+        fallback = masked_mean(context, key_mask, dim=1)
         q_present = batch.presence(self.query)
         if not self.pool:
             return _unpooled_output(self.out, y, masks[self.query], q_present, fallback), info
