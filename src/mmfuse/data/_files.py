@@ -195,6 +195,8 @@ def _load_hash_records() -> dict[str, list]:
 
 def _save_hash_records(records: dict[str, list]) -> None:
     folder = cache_dir()
+    # Forget files that are gone (temporary copies), so the records do not grow forever.
+    records = {k: v for k, v in records.items() if Path(k.removesuffix("/*")).exists()}
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".hashes-", suffix=".json")
