@@ -172,3 +172,28 @@ def test_on_collated_batches_of_a_real_dataset() -> None:
         assert out["masks"]["x0"].shape == batch["masks"]["x0"].shape
         assert bool(_present(out).any(1).all())
         assert bool((out["masks"]["x0"] <= batch["masks"]["x0"]).all())  # only ever removes
+
+
+def test_noise_for_spec_keeps_codes_and_tokens_valid() -> None:
+    from mmfuse.data import ModalitySpec
+
+    tab = ModalitySpec("tabular", (4,), {"num_numeric": 1, "cardinalities": [3, 5, 2]})
+    batch = {
+        "inputs": {"t": torch.tensor([[0.3, 1.0, 4.0, 0.0]] * 50)},
+        "masks": {},
+        "label": torch.zeros(50),
+    }
+    out = GaussianNoise.for_spec("t", tab, 1.0)(batch)["inputs"]["t"]
+    assert torch.equal(out[:, 1:], batch["inputs"]["t"][:, 1:]) and not torch.equal(
+        out[:, 0], batch["inputs"]["t"][:, 0]
+    )
+    text = ModalitySpec("text", (6,), {"vocab_size": 30, "pad_id": 0})
+    ids = torch.tensor([[5, 6, 7, 0, 0, 0]] * 200)
+    out = GaussianNoise.for_spec("x", text, 0.5)(
+        {"inputs": {"x": ids}, "masks": {}, "label": ids[:, 0]}
+    )["inputs"]["x"]
+    assert (
+        torch.equal(out[:, 3:], ids[:, 3:]) and out.max() < 30 and (out[:, :3] != ids[:, :3]).any()
+    )
+    vec = GaussianNoise.for_spec("v", ModalitySpec("vector", (3,)), 0.5)
+    assert vec.features is None and vec.vocab_size is None

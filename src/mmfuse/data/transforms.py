@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mmfuse.data._base import ModalitySpec
+
 __all__ = ["Compose", "GaussianNoise", "MissingModality", "ModalityDropout"]
 
 Batch = Mapping[str, Any]
@@ -185,6 +187,29 @@ class GaussianNoise:
         self.vocab_size = vocab_size
         self.pad_id = pad_id
         self.generator = torch.Generator().manual_seed(seed)
+
+    @classmethod
+    def for_spec(
+        cls, name: str, spec: ModalitySpec, scale: float, *, seed: int = 0
+    ) -> GaussianNoise:
+        """The noise that suits modality ``name`` of kind ``spec.kind``.
+
+        ``tabular``: only the numeric columns (``meta["num_numeric"]``), categorical
+        codes stay valid; ``text``: token replacement with the spec's ``vocab_size`` and
+        ``pad_id``; every other kind: additive noise on all features.
+        """
+        meta = spec.meta
+        if spec.kind == "tabular":
+            return cls(name, scale, seed=seed, features=int(meta["num_numeric"]))
+        if spec.kind == "text":
+            return cls(
+                name,
+                scale,
+                seed=seed,
+                vocab_size=int(meta["vocab_size"]),
+                pad_id=int(meta.get("pad_id", 0)),
+            )
+        return cls(name, scale, seed=seed)
 
     def __call__(self, batch: Batch) -> dict[str, Any]:
         _check_batch(batch, [self.name], "GaussianNoise")
