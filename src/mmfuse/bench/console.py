@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -18,7 +19,15 @@ from rich.table import Table
 
 from mmfuse.bench.report import fmt_num
 
-__all__ = ["make_progress", "print_summary", "summary_tables"]
+__all__ = ["default_console", "make_progress", "print_summary", "summary_tables"]
+
+
+def default_console() -> Console:
+    """Stdout; at least 150 columns wide when it is not a terminal (a log file), so tables are not cut."""
+    console = Console()
+    if not console.is_terminal and console.width < 150:
+        console = Console(width=150)
+    return console
 
 
 def make_progress(console: Console) -> Progress:
@@ -58,13 +67,13 @@ def summary_tables(rows: Sequence[Mapping[str, Any]]) -> list[Table]:
         std = [r for r in rs if r["variant"] == "standard"]
         std.sort(key=lambda r: (not r["unimodal"], -(r["accuracy_mean"] if r["accuracy_mean"] is not None else -1)))
         best = next((r["best_unimodal"] for r in std if r.get("best_unimodal")), None)
-        t = Table(title=f"[bold]{ds}[/]  (best unimodal: {best or 'n/a'})", title_justify="left",
-                  header_style="bold", pad_edge=False)
-        for col, just in (("model", "left"), ("accuracy", "right"), ("macro-F1", "right"),
-                          ("gain", "right"), ("params", "right"), ("train s", "right"),
-                          ("samples/s", "right"), ("peak MiB", "right"), ("worst missing", "right"),
-                          ("noise max", "right"), ("+mdrop acc", "right"), ("+mdrop worst missing", "right")):
-            t.add_column(col, justify=just, no_wrap=True)
+        t = Table(title=f"[bold]{ds}[/]  (* best unimodal: {best or 'n/a'}; gain = accuracy - best unimodal)",
+                  title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+        top = max((float(s) for r in std for s in r["noise_mean"]), default=None)
+        for col in ("model", "acc ± sd", "F1", "gain", "params", "train s", "samp/s", "MiB",
+                    "worst miss", "noise " + (f"{top:g}" if top is not None else "max"), "mdrop acc",
+                    "mdrop miss"):
+            t.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
         for r in std:
             if r["n_ok"] == 0:
                 name = f"[red]{r['model']} ✗ failed[/]"
@@ -73,9 +82,9 @@ def summary_tables(rows: Sequence[Mapping[str, Any]]) -> list[Table]:
             else:
                 name = r["model"]
             if r["unimodal"]:
-                name = f"[dim]{name}[/]" if r["model"] != best else f"[bold]{name}[/] (best uni)"
+                name = f"[dim]{name}[/]" if r["model"] != best else f"[bold]{name}[/] *"
             acc = "—" if r["accuracy_mean"] is None else (
-                f"{r['accuracy_mean']:.3f}" + (f" ± {r['accuracy_std']:.3f}" if r["accuracy_std"] is not None else ""))
+                f"{r['accuracy_mean']:.3f}" + (f"±{r['accuracy_std']:.3f}" if r["accuracy_std"] is not None else ""))
             f1 = fmt_num(r["macro_f1_mean"])
             g = r["gain"]
             gain = "—" if g is None else (f"[red]{g:+.3f}[/]" if g < -0.0005 else

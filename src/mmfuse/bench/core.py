@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 
 from mmfuse.bench.config import BenchConfig, BenchConfigError
-from mmfuse.bench.console import make_progress, print_summary
+from mmfuse.bench.console import default_console, make_progress, print_summary
 from mmfuse.bench.executors import Executor, RunFn, available_cpus, make_executor
 from mmfuse.bench.grid import RunSpec, build_grid
 from mmfuse.bench.store import ResultsStore
@@ -138,7 +138,7 @@ def run_bench(
     """
     t0 = time.perf_counter()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    console = console or Console()
+    console = console or default_console()
     if run_fn is None:
         from mmfuse.bench.run import train_and_evaluate
 

@@ -157,6 +157,12 @@ def plot_noise(rows: Sequence[Mapping[str, Any]], out: Path) -> Figure | None:
             ax.set_ylabel("test accuracy (mean over noised modality)", fontsize=7)
             ax.tick_params(labelsize=8)
             ax.grid(alpha=0.3)
+    for di in range(ncols):
+        col = [fig.axes[vi * ncols + di] for vi in range(len(variants))]
+        lo = min(ax.get_ylim()[0] for ax in col)
+        hi = max(ax.get_ylim()[1] for ax in col)
+        for ax in col:
+            ax.set_ylim(lo, hi)
     fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize=7)
     return Figure(_save(fig, out / "robustness_noise.png"), "Robustness to noise",
                   "Gaussian noise of rising standard deviation is added to one modality at a time at test time; "
@@ -170,38 +176,54 @@ def plot_missing(rows: Sequence[Mapping[str, Any]], out: Path) -> Figure | None:
                 if any(r["missing"] for r in rows if r["dataset"] == d and r["accuracy_mean"] is not None)]
     if not datasets:
         return None
-    nrows, ncols = _grid(len(datasets), 2)
-    blocks = []
-    for ds in datasets:
-        rs = [r for r in rows if r["dataset"] == ds and r["accuracy_mean"] is not None and r["missing"]]
-        rs.sort(key=lambda r: (not r["unimodal"], r["model"], r["variant"]))
-        mods = sorted({m for r in rs for m in r["missing"]})
-        blocks.append((ds, rs, mods))
-    height = max(len(rs) for _, rs, _ in blocks) * 0.27 + 1.5
-    width = max(len(mods) for _, _, mods in blocks) * 0.8 + 3.8
-    fig = MplFigure(figsize=(width * ncols, height * nrows), layout="constrained")
     from matplotlib import colormaps
 
-    cmap = colormaps["RdYlGn"]
-    for i, (ds, rs, mods) in enumerate(blocks):
-        ax = fig.add_subplot(nrows, ncols, i + 1)
+    blocks = []
+    for ds in datasets:
+        std = [r for r in _ok(rows, ds) if r["missing"]]
+        std.sort(key=lambda r: (not r["unimodal"], r["model"]))
+        drop = {r["model"]: r for r in _ok(rows, ds, "modality_dropout") if r["missing"]}
+        mods = sorted({m for r in std for m in r["missing"]})
         cols = ["clean"] + [f"no {m}" for m in mods]
-        data = np.array([[r["accuracy_mean"]] + [np.nan if r["missing"].get(m) is None else r["missing"][m]
-                                                 for m in mods] for r in rs], dtype=float)
+        variants: list[tuple[str, dict[str, Mapping[str, Any]]]] = [("", {r["model"]: r for r in std})]
+        if drop:
+            cols += ["+mdrop clean"] + [f"+mdrop no {m}" for m in mods]
+            variants.append(("+mdrop", drop))
+        data = np.full((len(std), len(cols)), np.nan)
+        for y, r in enumerate(std):
+            for vi, (_, by_model) in enumerate(variants):
+                rr = by_model.get(r["model"])
+                if rr is None:
+                    continue
+                vals = [rr["accuracy_mean"]] + [rr["missing"].get(m) for m in mods]
+                for j, v in enumerate(vals):
+                    data[y, vi * (len(mods) + 1) + j] = np.nan if v is None else v
+        blocks.append((ds, [r["model"] for r in std], cols, data))
+    nrows, ncols = _grid(len(blocks))
+    height = max(len(b[1]) for b in blocks) * 0.3 + 1.6
+    width = max(len(b[2]) for b in blocks) * 0.62 + 2.6
+    fig = MplFigure(figsize=(width * ncols, height * nrows), layout="constrained")
+    cmap = colormaps["RdYlGn"]
+    im = None
+    for i, (ds, labels, cols, data) in enumerate(blocks):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
         im = ax.imshow(data, cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
         for (y, x), v in np.ndenumerate(data):
             if not np.isnan(v):
                 ax.text(x, y, f"{v:.2f}", ha="center", va="center", fontsize=6.5,
-                        color="black" if 0.25 < v < 0.85 else "white")
-        labels = [r["model"] + (" +mdrop" if r["variant"] != "standard" else "") for r in rs]
-        ax.set_yticks(range(len(rs)), labels, fontsize=7)
-        ax.set_xticks(range(len(cols)), cols, fontsize=7, rotation=30, ha="right")
+                        color="black" if 0.2 < v < 0.8 else "white")
+        split = (len(cols) - 1) // 2 + 0.5 if cols[-1].startswith("+mdrop") else None
+        if split is not None:
+            ax.axvline(split, color="black", linewidth=1.5)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_xticks(range(len(cols)), cols, fontsize=7, rotation=35, ha="right")
         ax.set_title(ds, fontsize=10)
-        fig.colorbar(im, ax=ax, shrink=0.6, label="test accuracy")
+    if im is not None:
+        fig.colorbar(im, ax=fig.axes, shrink=0.5, label="test accuracy")
     return Figure(_save(fig, out / "robustness_missing.png"), "Missing modalities",
                   "Test accuracy with all modalities (clean) and with each modality removed in turn at test "
-                  "time. '+mdrop': trained with modality dropout. Unimodal baselines lose everything when "
-                  "their own modality is removed.")
+                  "time (mean over seeds). Right of the black line: the same strategy trained with modality "
+                  "dropout ('+mdrop'). Unimodal baselines fall to chance when their own modality is removed.")
 
 
 # ------------------------------------------------------- what the fusions learned
@@ -247,6 +269,8 @@ def plot_gates(records: Sequence[Mapping[str, Any]], out: Path) -> list[Figure]:
                 parts = ax.violinplot([data[j] for j in keep], positions=keep, showmedians=True, widths=0.8)
                 for body in parts["bodies"]:
                     body.set_alpha(0.55)
+            if len(names) > 1:
+                ax.axhline(1.0 / len(names), color="black", linestyle=":", linewidth=1)
             ax.set_xticks(range(len(names)), names, fontsize=7, rotation=20 if len(names) > 3 else 0)
             ax.set_title(f"{model}: {title}", fontsize=8)
             ax.tick_params(axis="y", labelsize=7)
@@ -255,16 +279,18 @@ def plot_gates(records: Sequence[Mapping[str, Any]], out: Path) -> list[Figure]:
         slug = ds.replace("/", "_")
         figs.append(Figure(_save(fig, out / f"gates_{slug}.png"), f"What the gates learned: {ds}",
                            "Distribution over test samples of each modality's weight or gate value "
-                           "(seed 0, standard training). A weight stuck near one modality means the "
-                           "strategy relies on it."))
+                           "(seed 0, standard training); dotted line: equal weights (1/m). A weight far "
+                           "above it means the strategy relies on that modality."))
     return figs
 
 
 def plot_attention(records: Sequence[Mapping[str, Any]], out: Path) -> list[Figure]:
     figs: list[Figure] = []
     for ds, items in _learned(records).items():
+        # a query over a single key (one token per modality) always has weight 1: nothing to see
         maps = [(model, key, att, learned.get("modalities") or [])
-                for model, learned in items for key, att in (learned.get("attention") or {}).items()]
+                for model, learned in items for key, att in (learned.get("attention") or {}).items()
+                if np.asarray(att["mean"], dtype=float).ndim == 2 and np.asarray(att["mean"]).shape[1] > 1]
         if not maps:
             continue
         n_samples = max(len(att["samples"]) for _, _, att, _ in maps)
@@ -293,7 +319,9 @@ def plot_attention(records: Sequence[Mapping[str, Any]], out: Path) -> list[Figu
         slug = ds.replace("/", "_")
         figs.append(Figure(_save(fig, out / f"attention_{slug}.png"), f"What the attention learned: {ds}",
                            "Attention weights averaged over heads: the mean over test samples, then a few "
-                           "single test samples (seed 0, standard training). Rows are queries, columns keys."))
+                           "single test samples (seed 0, standard training). Rows are queries, columns keys. "
+                           "Maps over a single key (one token per modality, e.g. vector inputs) are always 1 "
+                           "and are left out."))
     return figs
 
 

@@ -148,8 +148,11 @@ def _headline(rows: Sequence[Mapping[str, Any]], dataset: str) -> str:
             f"{'+' if best['gain'] >= 0 else ''}{best['gain']:.3f} over the best unimodal baseline "
             f"<b>{_e(ref)}</b> at {best['best_unimodal_accuracy']:.3f}).")
     if worse:
+        clear = [r["model"] for r in rs if r["gain"] < -max(r["accuracy_std"] or 0.0, 0.0005)]
         text += (f" <span class='neg'>{len(worse)} of {len(rs)} strategies do worse than the best single "
-                 f"modality</span>: {_e(', '.join(worse))}.")
+                 f"modality</span>: {_e(', '.join(worse))}")
+        text += (f" ({len(clear)} of them by more than their seed standard deviation"
+                 f"{': ' + _e(', '.join(clear)) if clear else ''}).")
     return f"<p>{text}</p>"
 
 
