@@ -116,35 +116,36 @@ def _reset_peak_rss() -> None:
 
 
 def measure(step: Callable[[], None], *, device: torch.device, repeats: int, warmup: int) -> tuple[list[float], float]:
-    """Run ``step`` ``max(warmup, 1)`` times, once more for peak memory, then ``repeats`` timed times.
+    """Run ``step`` ``warmup`` times untimed, then ``repeats`` timed times; the first timed
+    step also gives the peak memory (read outside the timed region).
 
-    The first step pays one-time costs (lazy kernel and thread-pool set-up), so memory is
-    measured on a later one. Returns the times in ms and the step's peak memory in MiB
+    The first step pays one-time costs (lazy kernel and thread-pool set-up), so with
+    ``warmup >= 1`` time and memory come from later steps. Returns the times in ms and the step's peak memory in MiB
     above what was allocated before it.
     """
-    for _ in range(max(warmup, 1)):
+    for _ in range(warmup):
         step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        step()
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) - before
-    else:
-        _reset_peak_rss()
-        before = _status_bytes("VmRSS")
-        step()
-        peak = _status_bytes("VmHWM") - before
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    peak = 0
+    for i in range(max(repeats, 1)):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+            if i == 0:
+                torch.cuda.reset_peak_memory_stats(device)
+                before = torch.cuda.memory_allocated(device)
+        elif i == 0:
+            _reset_peak_rss()
+            before = _status_bytes("VmRSS")
         start = time.perf_counter()
         step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append((time.perf_counter() - start) * 1e3)
+        if i == 0:
+            if device.type == "cuda":
+                peak = torch.cuda.max_memory_allocated(device) - before
+            else:
+                peak = _status_bytes("VmHWM") - before
     return times, max(peak, 0) / 2**20
 
 
@@ -261,7 +262,8 @@ def naive_job(kind: str, shapes: Shapes, m: int, device: torch.device, repeats: 
     step = train_step(module, fn)
     slow = kind == "additive/per-position loop"
     try:
-        times, peak = measure(step, device=device, repeats=1, warmup=1) if slow else measure(step, device=device, repeats=repeats, warmup=1)
+        # the loop takes seconds per step: one step, its one-time set-up costs are negligible
+        times, peak = measure(step, device=device, repeats=1 if slow else repeats, warmup=0 if slow else 1)
     except Exception as err:
         return Result("naive", kind, setting, status="skipped", reason=f"run: {type(err).__name__}: {err}")
     return Result("naive", kind, setting, ms=statistics.median(times), ms_min=min(times), peak_mib=peak, repeats=len(times))
@@ -350,16 +352,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes (b=8, t=12, d=32)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=None, help="timed steps per measurement (default 3, quick 2)")
-    parser.add_argument("--only", nargs="*", default=None, help="strategy names to run (default: all registered)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed steps per measurement, after one warm-up step (default 2)")
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="strategy names to run (default: all registered; none: naive only)"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive attention comparisons")
     parser.add_argument("--loop-max-m", type=int, default=2, help="largest M for the per-position loop (it is slow)")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds per measurement before it is skipped")
     parser.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
     args = parser.parse_args(argv)
 
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     shapes = QUICK if args.quick else FULL
-    repeats = args.repeats or (2 if args.quick else 3)
+    repeats = args.repeats or 2
     device = torch.device(args.device)
     fork = device.type == "cpu"
     names = mmfuse.list_fusions() if args.only is None else args.only
