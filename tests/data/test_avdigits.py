@@ -265,3 +265,15 @@ def test_processed_cache_round_trip_and_broken_entry(scratch_cache: Path) -> Non
     entry.write_bytes(b"not an npz")
     np.testing.assert_array_equal(load_or_build("other", key, build)["a"], out["a"])
     assert len(calls) == 4  # rebuilt, not trusted
+
+
+def test_unwritable_cache_only_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmfuse.data._common import load_or_build
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("")  # a file where the cache folder should be
+    monkeypatch.setenv("MMFUSE_CACHE", str(blocked / "cache"))
+    with pytest.warns(UserWarning, match="cannot write the processed cache"):
+        out = load_or_build("thing", {"k": 1}, lambda: {"a": np.ones(3)})
+    np.testing.assert_array_equal(out["a"], np.ones(3))
+    assert load_dataset("mfeat", views=["mor"]).num_classes == 10  # hash records: silently not kept

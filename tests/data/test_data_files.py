@@ -262,3 +262,15 @@ def test_upstream_urls_are_the_documented_sources() -> None:
         .folder_url.format(name="0_george_0.wav")
         .startswith("https://raw.githubusercontent.com/Jakobovski/free-spoken-digit-dataset/")
     )
+
+
+def test_download_into_an_unwritable_root_raises(
+    data_root: Path, tmp_path: Path, scratch_cache: Path
+) -> None:
+    # A file where the root folder should be: unwritable whatever the user's rights.
+    blocked = tmp_path / "blocked"
+    blocked.write_text("")
+    with serve(data_root) as url, pytest.raises(DataError, match="cannot write into"):
+        download("mnist", blocked, base_url=url, progress=False)
+    with serve(data_root) as url, pytest.raises(DataError, match="cannot write into"):
+        download("fsdd", blocked, base_url=url, progress=False)

@@ -366,8 +366,13 @@ def _atomic_write(
     target: Path, write: Callable[[IO[bytes]], str], expected: str, what: str
 ) -> None:
     """Write via ``write`` into a temp file beside ``target``, check its SHA-256, then rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    except OSError as e:
+        raise DataError(
+            f"cannot write into {target.parent}: {e} (choose a writable data root)"
+        ) from e
     try:
         with os.fdopen(fd, "wb") as out:
             digest = write(out)
@@ -432,8 +437,15 @@ def _download_folder(
     target = base / src.folder
     if not _verify_source(src, base):
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part"))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmpdir = Path(
+            tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        )
+    except OSError as e:
+        raise DataError(
+            f"cannot write into {target.parent}: {e} (choose a writable data root)"
+        ) from e
     bar = _Progress(src.folder, len(src.folder_names), progress, unit="files")
     try:
 
