@@ -168,3 +168,20 @@ def test_report_renders_in_headless_chromium(tiny_run, tmp_path: Path) -> None:
     assert dom.returncode == 0
     assert "<table>" in dom.stdout and "gain vs best unimodal" in dom.stdout
     assert all(f in dom.stdout for f in _fusions())
+
+
+def test_missing_modality_is_scored_on_samples_that_keep_another() -> None:
+    import torch
+
+    from mmfuse.bench.run import _others_present
+    from mmfuse.data import ModalitySpec, MultimodalDataset
+
+    ds = MultimodalDataset(
+        "t", {"a": torch.zeros(4, 3), "b": torch.zeros(4, 5, 2)}, torch.tensor([0, 1, 0, 1]),
+        specs={"a": ModalitySpec("vector", (3,)), "b": ModalitySpec("sequence", (5, 2))}, num_classes=2,
+        masks={"a": torch.tensor([True, True, False, True]),
+               "b": torch.tensor([[True] * 5, [False] * 5, [True, False, False, False, False], [False] * 5])},
+    )
+    # without a, only samples whose b has a valid token remain; without b, those where a is present
+    assert _others_present(ds, "a").tolist() == [True, False, True, False]
+    assert _others_present(ds, "b").tolist() == [True, True, False, True]

@@ -91,13 +91,19 @@ def plot_accuracy(rows: Sequence[Mapping[str, Any]], out: Path) -> Figure | None
             ax.legend(loc="lower right", fontsize=7)
         lo = min(a - e for a, e in zip(acc, err, strict=True))
         ax.set_xlim(max(0.0, lo - 0.05), min(1.0, max(a + e for a, e in zip(acc, err, strict=True)) + 0.02))
+        failed = sorted({r["model"] + (" +mdrop" if r["variant"] != "standard" else "")
+                         for r in rows if r["dataset"] == ds and r["n_failed"]})
+        if failed:
+            ax.text(0.01, 0.005, "failed runs: " + ", ".join(failed), transform=ax.transAxes, fontsize=7,
+                    color="#b3261e", va="bottom", ha="left", wrap=True)
         ax.set_title(ds, fontsize=10)
         ax.set_xlabel("test accuracy (mean ± std over seeds)", fontsize=8)
         ax.tick_params(axis="x", labelsize=8)
         ax.grid(axis="x", alpha=0.3)
     return Figure(_save(fig, out / "accuracy.png"), "Test accuracy per strategy",
                   "Bars: mean test accuracy over seeds, whiskers: standard deviation. Grey bars are unimodal "
-                  "baselines; the dashed line is the best of them: a fusion left of it did not help.")
+                  "baselines; the dashed line is the best of them: a fusion left of it did not help. "
+                  "Strategies with failed runs are named in red (see the failed runs table).")
 
 
 # ------------------------------------------------------------------------- cost
@@ -108,25 +114,31 @@ def plot_cost(rows: Sequence[Mapping[str, Any]], out: Path, *, field: str, xlabe
         return None
     colors = _colors([r["model"] for r in rows])
     nrows, ncols = _grid(len(datasets))
-    fig = MplFigure(figsize=(5.2 * ncols, 4.0 * nrows), layout="constrained")
+    fig = MplFigure(figsize=(4.8 * ncols + 1.8, 3.8 * nrows), layout="constrained")
+    handles: dict[str, Any] = {}
     for i, ds in enumerate(datasets):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         rs = [r for r in _ok(rows, ds) if r.get(field)]
         for r in rs:
-            ax.errorbar(r[field], r["accuracy_mean"], yerr=r["accuracy_std"] or 0.0, fmt="o",
-                        color=colors[r["model"]], markersize=5, capsize=2,
-                        markeredgecolor="black" if r["unimodal"] else "none")
-            ax.annotate(r["model"], (r[field], r["accuracy_mean"]), fontsize=6.5,
-                        xytext=(3, 3), textcoords="offset points")
+            h = ax.errorbar(r[field], r["accuracy_mean"], yerr=r["accuracy_std"] or 0.0,
+                            fmt="s" if r["unimodal"] else "o", color=colors[r["model"]], markersize=6,
+                            capsize=2, elinewidth=0.8, markeredgecolor="black" if r["unimodal"] else "none")
+            if r["unimodal"]:  # baselines share one colour: name them on the plot
+                ax.annotate(r["model"], (r[field], r["accuracy_mean"]), fontsize=7,
+                            xytext=(4, -3), textcoords="offset points")
+            else:
+                handles.setdefault(r["model"], h)
         ax.set_xscale("log")
         ax.set_title(ds, fontsize=10)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.set_ylabel("test accuracy", fontsize=8)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3, which="both")
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize=7)
     return Figure(_save(fig, out / f"{name}.png"), title,
-                  f"Each point is one strategy (mean over seeds); x: {xlabel}, log scale. "
-                  "Up and to the left is better.")
+                  f"Each point is one strategy (mean over seeds, whiskers: std); x: {xlabel}, log scale. "
+                  "Grey squares: unimodal baselines. Up and to the left is better.")
 
 
 # ------------------------------------------------------------------- robustness
@@ -245,7 +257,8 @@ def _weight_panels(learned: Mapping[str, Any]) -> list[tuple[str, dict[str, list
         panels.append(("modality weights", dict(learned["modality_weights"])))
     for key, g in (learned.get("gates") or {}).items():
         if "per_modality" in g:
-            panels.append((f"gate '{key}'", dict(g["per_modality"])))
+            extra = " (mean over features)" if len(g.get("shape") or []) > 1 else ""
+            panels.append((f"gate '{key}'{extra}", dict(g["per_modality"])))
         elif "mean" in g:
             panels.append((f"gate '{key}' (mean over {g.get('shape')})", {key: list(g["mean"])}))
     return panels
@@ -284,6 +297,18 @@ def plot_gates(records: Sequence[Mapping[str, Any]], out: Path) -> list[Figure]:
     return figs
 
 
+def _token_names(key: str, mods: Sequence[str]) -> dict[str, list[str] | None]:
+    """Token names read from a ``"query->key"`` attention key whose sides name modalities (``a+b``)."""
+    out: dict[str, list[str] | None] = {"x": None, "y": None}
+    if "->" in key:
+        q, k = key.split("/")[0].split("->", 1)
+        for axis, side in (("y", q), ("x", k)):
+            parts = side.split("+")
+            if all(p in mods for p in parts):
+                out[axis] = parts
+    return out
+
+
 def plot_attention(records: Sequence[Mapping[str, Any]], out: Path) -> list[Figure]:
     figs: list[Figure] = []
     for ds, items in _learned(records).items():
@@ -306,10 +331,13 @@ def plot_attention(records: Sequence[Mapping[str, Any]], out: Path) -> list[Figu
                     ax.axis("off")
                     continue
                 im = ax.imshow(a, cmap="viridis", vmin=0.0, vmax=max(1e-6, float(np.nanmax(a))))
+                names = _token_names(key, mods)
                 for axis, size in (("x", a.shape[1]), ("y", a.shape[0])):
-                    if size == len(mods) and size <= 8:
+                    labels = names[axis] if names[axis] and len(names[axis]) == size else (
+                        mods if size == len(mods) else None)
+                    if labels and size <= 8:
                         ticks = (ax.set_xticks if axis == "x" else ax.set_yticks)
-                        ticks(range(size), mods, fontsize=6, rotation=45 if axis == "x" else 0)
+                        ticks(range(size), labels, fontsize=6, rotation=45 if axis == "x" else 0)
                     else:
                         ax.tick_params(axis=axis, labelsize=6)
                 ax.set_title(f"{model} [{key}]\n{sub}" if j == 0 else sub, fontsize=7)

@@ -8,8 +8,12 @@ builds the model with :func:`mmfuse.models.build_model` (or the unimodal baselin
 trains it with :func:`mmfuse.training.fit` and measures, on the test split:
 
 - accuracy and macro-F1 (and AUROC for binary tasks) with :func:`mmfuse.training.evaluate`;
-- robustness: accuracy with each modality missing in turn (``MissingModality``) and
-  with Gaussian noise of each scale added to each modality in turn (``GaussianNoise``);
+- robustness: accuracy with each modality missing in turn (``MissingModality``, on
+  the test samples that keep at least one other modality: ``missing_n`` counts them) and
+  with Gaussian noise of each scale added to each modality in turn
+  (``GaussianNoise.for_spec``: numeric columns only for tabular data; for token ids,
+  whose noise is a fraction of replaced tokens in ``[0, 1]``, the fraction is
+  ``scale / max(noise_scales)``);
 - cost: parameter count, training wall time, inference throughput (samples/s of the
   model's forward pass alone, batches of 512, after one warm-up batch, no gradients)
   and peak memory;
@@ -123,8 +127,11 @@ def _intermediates(model: nn.Module, ds: Any, n: int, modalities: tuple[str, ...
         gates: dict[str, Any] = {}
         for key, g in info.gates.items():
             g = g.detach().float()
-            if g.dim() == 2 and g.shape[1] == len(modalities) and len(modalities) > 1:
-                gates[key] = {"per_modality": {m: _round(g[:, i]) for i, m in enumerate(modalities)}}
+            if g.dim() >= 2 and g.shape[1] == len(modalities) and len(modalities) > 1:
+                # (b, m) or (b, m, d...): one value per sample and modality (mean over features)
+                per = g.reshape(g.shape[0], g.shape[1], -1).mean(dim=2)
+                gates[key] = {"per_modality": {m: _round(per[:, i]) for i, m in enumerate(modalities)},
+                              "shape": list(g.shape[1:])}
             else:
                 gates[key] = {"mean": _round(g.reshape(g.shape[0], -1).mean(dim=1)), "shape": list(g.shape[1:])}
         learned["gates"] = gates
@@ -140,6 +147,24 @@ def _intermediates(model: nn.Module, ds: Any, n: int, modalities: tuple[str, ...
             att[key] = {"samples": _round(a[:_ATTENTION_SAMPLES], 3), "mean": _round(a.mean(dim=0), 3)}
         learned["attention"] = att
     return learned if len(learned) > 1 else None
+
+
+def _others_present(ds: Any, mod: str) -> Tensor:
+    """``(n,)`` bool: the sample has at least one modality other than ``mod`` present."""
+    out = torch.zeros(len(ds), dtype=torch.bool)
+    for name, mask in ds.masks.items():
+        if name != mod:
+            out |= mask if mask.dim() == 1 else mask.any(dim=1)
+    return out
+
+
+def _noise(cls: Any, mod: str, mspec: Any, scale: float, top: float, seed: int) -> Any:
+    """Gaussian noise suited to the modality's kind (token ids: a replaced fraction ``scale / top``)."""
+    if not hasattr(cls, "for_spec"):
+        return cls(mod, scale, seed=seed)
+    if mspec.kind == "text":
+        scale = scale / top if top > 0 else 0.0
+    return cls.for_spec(mod, mspec, scale, seed=seed)
 
 
 def _count_params(model: nn.Module) -> int:
@@ -177,19 +202,29 @@ def train_and_evaluate(spec: RunSpec) -> dict[str, Any]:
     missing: dict[str, float | None] = {}
     noise: dict[str, dict[str, float | None]] = {}
     problems: dict[str, str] = {}
+    missing_n: dict[str, int] = {}
     if len(splits.modalities) > 1:
         for mod in splits.modalities:
+            # samples that keep another modality (a sample whose other modalities are
+            # already missing in the data would have nothing left)
+            keep = _others_present(test, mod)
+            missing_n[mod] = int(keep.sum())
             try:
-                missing[mod] = evaluate(model, test, corruption=MissingModality(mod))["accuracy"]
-            except Exception as exc:  # noqa: BLE001 - e.g. a unimodal model that loses its only input
+                if not bool(keep.any()):
+                    raise ValueError(f"no test sample has a modality besides {mod!r}")
+                ds = test if bool(keep.all()) else test.subset(keep.nonzero().squeeze(1))
+                missing[mod] = evaluate(model, ds, corruption=MissingModality(mod))["accuracy"]
+            except Exception as exc:  # noqa: BLE001 - a failed measurement is recorded, the run goes on
                 missing[mod] = None
                 problems[f"missing:{mod}"] = f"{type(exc).__name__}: {exc}"
+    top = max(spec.noise_scales, default=0.0)
     for mod in splits.modalities:
         noise[mod] = {}
         for scale in spec.noise_scales:
             try:
                 acc = (clean["accuracy"] if scale == 0 else
-                       evaluate(model, test, corruption=GaussianNoise(mod, scale, seed=spec.seed))["accuracy"])
+                       evaluate(model, test, corruption=_noise(GaussianNoise, mod, splits.specs[mod], scale, top,
+                                                               spec.seed))["accuracy"])
             except Exception as exc:  # noqa: BLE001 - e.g. noise on token ids
                 acc = None
                 problems[f"noise:{mod}:{scale:g}"] = f"{type(exc).__name__}: {exc}"
@@ -217,6 +252,7 @@ def train_and_evaluate(spec: RunSpec) -> dict[str, Any]:
         "peak_rss_mb": round(peak, 1),
         "peak_method": method,
         "missing": missing,
+        "missing_n": missing_n,
         "noise": noise,
         "noise_mean": noise_mean,
         "robustness_errors": problems,
