@@ -1,8 +1,9 @@
 """Masked multi-head attention and a pre-norm transformer block, shared by the
-``bottleneck`` and ``cross_modal_transformer`` strategies.
+``multihead_cross_attention``, ``bottleneck`` and ``cross_modal_transformer``
+strategies, and the per-modality token projection they all start with.
 
 Shape legend: ``b`` batch, ``h`` heads, ``t_q`` query tokens, ``t_k`` key tokens,
-``d`` features (``d_h = d / h`` per head).
+``d`` features (``d_h = d / h`` per head), ``d_i`` input features of modality ``i``.
 
 Key masks are bool ``(b, t_k)`` and True means the key takes part, as in
 :func:`torch.nn.functional.scaled_dot_product_attention`. A query row whose keys are
@@ -15,40 +16,71 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmfuse.fusions._base import masked_softmax
+from mmfuse.fusions._base import FusionBatch, FusionError, masked_softmax
 from mmfuse.layers import Mlp
 
-__all__ = ["MaskedAttention", "TransformerBlock"]
+__all__ = ["MaskedAttention", "TransformerBlock", "project_tokens"]
+
+
+def project_tokens(proj: nn.ModuleDict, batch: FusionBatch) -> tuple[list[Tensor], list[Tensor]]:
+    """Each modality's ``(b, t_i, d_i)`` tokens (a vector is one token) through its
+    own ``proj[modality]``, and their ``(b, t_i)`` keep-masks, in ``batch.modalities``
+    order."""
+    tokens: list[Tensor] = []
+    masks: list[Tensor] = []
+    for mod in batch.modalities:
+        x, mask = batch.as_sequence(mod)
+        tokens.append(proj[mod](x))
+        masks.append(mask)
+    return tokens, masks
 
 
 class MaskedAttention(nn.Module):
     """Multi-head attention of ``query`` tokens over ``context`` tokens with a key mask.
 
-    ``out = W_o concat_h(softmax(q_h k_h^T / sqrt(d_h)) v_h) + b_o`` with
-    ``q = W_q query``, ``k = W_k context``, ``v = W_v context``. The fused kernel
-    (:func:`~torch.nn.functional.scaled_dot_product_attention`) runs unless the
-    weights are asked for; then the weights are computed explicitly. Rows with no
-    valid key output zeros (the output bias is not added to them either).
+    ``out = Concat_h(softmax(q_h k_h^T / sqrt(d_h)) v_h) W^O + b^O`` with
+    ``q = query W^Q``, ``k = context W^K``, ``v = context W^V`` (every projection
+    with a bias): the same parameters and math as ``nn.MultiheadAttention``
+    (``in_proj_weight = [W^Q; W^K; W^V]``). The fused kernel
+    :func:`~torch.nn.functional.scaled_dot_product_attention` (boolean mask, True =
+    takes part) runs unless the weights are asked for; then they are computed
+    explicitly. A row with no valid key outputs zeros (no output bias either) and
+    all-zero weights, never NaN.
+
+    Zero attention slot (``add_zero_attn``): one extra key and value, both the zero
+    vector, take part in every softmax of a row that has a valid key, as
+    ``add_zero_attn`` of ``nn.MultiheadAttention``; its weight is not returned.
 
     Args:
         dim: feature width ``d`` of queries, keys and output.
         num_heads: heads ``h``; must divide ``dim``.
         dropout: dropout on the attention weights (training only).
         kv_dim: feature width of ``context`` (default ``dim``).
+        add_zero_attn: a zero key and value take part in every softmax.
     """
 
-    def __init__(self, dim: int, num_heads: int, *, dropout: float = 0.0, kv_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        dropout: float = 0.0,
+        kv_dim: int | None = None,
+        add_zero_attn: bool = False,
+    ) -> None:
         super().__init__()
         if dim % num_heads != 0:
-            raise ValueError(f"num_heads {num_heads} must divide dim {dim}")
+            raise FusionError(f"num_heads: expected a divisor of dim {dim}, got {num_heads}")
         kv_dim = dim if kv_dim is None else kv_dim
         self.dim = dim
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.dropout = dropout
+        self.dropout = float(dropout)
+        self.add_zero_attn = bool(add_zero_attn)
         self.q_proj = nn.Linear(dim, dim)
         self.k_proj = nn.Linear(kv_dim, dim)
         self.v_proj = nn.Linear(kv_dim, dim)
@@ -66,31 +98,40 @@ class MaskedAttention(nn.Module):
 
         Args:
             query: ``(b, t_q, d)``.
-            context: ``(b, t_k, d_kv)``.
+            context: ``(b, t_k, d_kv)`` keys and values.
             key_mask: ``(b, t_k)`` bool, True = the key takes part.
-            need_weights: also return the ``(b, h, t_q, t_k)`` weights (masked keys 0).
+            need_weights: also return the ``(b, h, t_q, t_k)`` weights (masked keys
+                0; the zero slot's weight is not included).
 
         Returns:
             ``(b, t_q, d)`` and the weights or ``None``.
         """
+        b, t_q, _ = query.shape
+        t_k = context.shape[1]
         q = self._heads(self.q_proj(query))
         k = self._heads(self.k_proj(context))
         v = self._heads(self.v_proj(context))
         has_key = key_mask.any(dim=1)  # (b,)
+        mask = key_mask
+        if self.add_zero_attn:
+            zeros = k.new_zeros(b, self.num_heads, 1, self.head_dim)
+            k = torch.cat([k, zeros], dim=2)
+            v = torch.cat([v, zeros], dim=2)
+            mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
         p = self.dropout if self.training else 0.0
         weights: Tensor | None = None
         if need_weights:
             scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
-            weights = masked_softmax(scores, key_mask[:, None, None, :], dim=-1)
-            attn = F.dropout(weights, p=p, training=self.training) @ v
+            full = masked_softmax(scores, mask[:, None, None, :], dim=-1)
+            attn = F.dropout(full, p=p, training=self.training) @ v
+            weights = full[..., :t_k]
         else:
             # a row with every key masked would be NaN in the kernel: let it see all
-            # keys, then zero its output below
-            safe = key_mask | ~has_key.unsqueeze(1)
+            # keys (finite values), then zero its output below
+            safe = mask | ~has_key.unsqueeze(1)
             attn = F.scaled_dot_product_attention(q, k, v, attn_mask=safe[:, None, None, :], dropout_p=p)
-        b, _, t_q, _ = attn.shape
         out = self.out_proj(attn.transpose(1, 2).reshape(b, t_q, self.dim))
-        return out * has_key.to(out.dtype)[:, None, None], weights
+        return torch.where(has_key[:, None, None], out, out.new_zeros(())), weights
 
 
 class TransformerBlock(nn.Module):

@@ -47,9 +47,9 @@ from collections.abc import Mapping
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmfuse.fusions._attention import MaskedAttention, project_tokens
 from mmfuse.fusions._base import (
     Fusion,
     FusionBatch,
@@ -59,6 +59,7 @@ from mmfuse.fusions._base import (
     masked_softmax,
     register_fusion,
 )
+from mmfuse.fusions._checks import check_choice, check_dropout, check_int, check_module_names
 
 __all__ = [
     "DEFAULT_ADDITIVE_HIDDEN",
@@ -74,16 +75,20 @@ DEFAULT_ADDITIVE_HIDDEN = 64
 
 
 # --------------------------------------------------------------------- helpers
-def _check_positive_int(owner: str, name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise FusionError(f"{owner}: {name}: expected a positive int, got {value!r}")
-    return value
+def _check_mode(owner: str, mode: str, modes: tuple[str, ...], query: str | None, pool: bool) -> None:
+    """``mode`` is one of ``modes``; ``query`` only names a modality when one modality
+    queries; ``pool=False`` only with ``mode="query"`` (one query sequence)."""
+    check_choice(owner, "mode", mode, modes)
+    if mode == "all" and query is not None:
+        raise FusionError(f"{owner}: query: expected None with mode='all' (every modality queries), got {query!r}")
+    if not pool and mode != "query":
+        raise FusionError(f"{owner}: pool=False: expected mode='query' (one query sequence), got mode={mode!r}")
 
 
-def _check_module_names(owner: str, modalities: tuple[str, ...]) -> None:
-    for mod in modalities:
-        if "." in mod:
-            raise FusionError(f"{owner}: modality {mod!r}: expected a name without '.', got {mod!r}")
+def _project(proj: nn.ModuleDict, batch: FusionBatch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Modality -> ``(b, t_i, d)`` projected tokens and modality -> ``(b, t_i)`` masks."""
+    tokens, masks = project_tokens(proj, batch)
+    return dict(zip(batch.modalities, tokens, strict=True)), dict(zip(batch.modalities, masks, strict=True))
 
 
 def _resolve_query(owner: str, query: str | None, modalities: tuple[str, ...]) -> str:
@@ -101,10 +106,26 @@ def _concat_tokens(tokens: Mapping[str, Tensor], masks: Mapping[str, Tensor], na
     return torch.cat([tokens[n] for n in names], dim=1), torch.cat([masks[n] for n in names], dim=1)
 
 
-def _unpooled_output(out: nn.Linear, enriched: Tensor, q_mask: Tensor, q_present: Tensor, fallback: Tensor) -> Tensor:
-    """``(b, t_q, d_out)`` for ``pool=False``: valid query tokens carry ``out(enriched)``,
-    padded ones zeros, and every token of a sample whose query is missing carries
-    ``out(fallback)``."""
+def _query_output(
+    out: nn.Linear,
+    enriched: Tensor,
+    q_mask: Tensor,
+    q_present: Tensor,
+    context: Tensor,
+    key_mask: Tensor,
+    *,
+    pool: bool,
+) -> Tensor:
+    """Output of ``mode="query"`` from the ``(b, t_q, d)`` enriched query tokens.
+
+    ``pool=True``: ``(b, d_out)``, ``out`` of their mask-aware mean. ``pool=False``:
+    ``(b, t_q, d_out)``, valid query tokens carry ``out(enriched)`` and padded ones
+    zeros. A sample whose query is missing falls back to ``out`` of the mean of its
+    ``(b, t_k, d)`` context tokens (at every token with ``pool=False``).
+    """
+    fallback = masked_mean(context, key_mask, dim=1)
+    if pool:
+        return out(torch.where(q_present[:, None], masked_mean(enriched, q_mask, dim=1), fallback))
     tokens = torch.where(q_mask.unsqueeze(-1), out(enriched), enriched.new_zeros(()))
     return torch.where(q_present[:, None, None], tokens, out(fallback).unsqueeze(1))
 
@@ -229,17 +250,12 @@ class CrossAttentionFusion(Fusion):
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim)
         owner = "cross_attention"
-        _check_module_names(owner, self.modalities)
-        if mode not in _ADDITIVE_MODES:
-            raise FusionError(f"{owner}: mode: expected one of {list(_ADDITIVE_MODES)}, got {mode!r}")
-        if mode == "all" and query is not None:
-            raise FusionError(f"{owner}: query: expected None with mode='all' (every modality queries), got {query!r}")
-        if not pool and mode != "query":
-            raise FusionError(f"{owner}: pool=False: expected mode='query' (one query sequence), got mode={mode!r}")
-        self.dim = _check_positive_int(owner, "dim", self.output_dim if dim is None else dim)
+        check_module_names(owner, self.modalities)
+        _check_mode(owner, mode, _ADDITIVE_MODES, query, pool)
+        self.dim = check_int(owner, "dim", self.output_dim if dim is None else dim)
         if hidden_dim is None:
             hidden_dim = min(self.dim, DEFAULT_ADDITIVE_HIDDEN)
-        self.hidden_dim = _check_positive_int(owner, "hidden_dim", hidden_dim)
+        self.hidden_dim = check_int(owner, "hidden_dim", hidden_dim)
         self.mode = mode
         self.add_zero_attn = bool(add_zero_attn)
         self.pool = bool(pool)
@@ -253,18 +269,10 @@ class CrossAttentionFusion(Fusion):
         self.scorers = nn.ModuleDict({r: AdditiveScore(self.dim, self.hidden_dim) for r in roles})
         self.out = nn.Linear(self.dim, self.output_dim)
 
-    def _project(self, batch: FusionBatch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        tokens, masks = {}, {}
-        for mod in self.modalities:
-            x, mask = batch.as_sequence(mod)
-            tokens[mod] = self.proj[mod](x)
-            masks[mod] = mask
-        return tokens, masks
-
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
         """``(b, d_out)`` (``(b, t_q, d_out)`` with ``pool=False``); intermediates:
         ``attention`` per direction, ``present``."""
-        tokens, masks = self._project(batch)
+        tokens, masks = _project(self.proj, batch)
         attention: dict[str, Tensor] = {}
         if self.mode == "all":
             sides = []
@@ -290,7 +298,6 @@ class CrossAttentionFusion(Fusion):
             self.scorers[query], q, keys, key_mask, add_zero_attn=self.add_zero_attn
         )
         attention[f"{query}->{ctx_name}"] = weights.unsqueeze(1)
-        info = FusionIntermediates()
         if self.mode == "bidirectional":
             ctx_enriched, ctx_weights = additive_attend(
                 self.scorers["context"], keys, q, q_mask, add_zero_attn=self.add_zero_attn
@@ -302,15 +309,8 @@ class CrossAttentionFusion(Fusion):
             side_present = torch.stack([q_present, key_mask.any(dim=1)], dim=1)
             fused = self.out(masked_mean(sides, side_present, dim=1))
         else:
-            fallback = masked_mean(keys, key_mask, dim=1)
-            if self.pool:
-                pooled = torch.where(q_present[:, None], masked_mean(enriched, q_mask, dim=1), fallback)
-                fused = self.out(pooled)
-            else:
-                fused = _unpooled_output(self.out, enriched, q_mask, q_present, fallback)
-        if need_intermediates:
-            info.attention = attention
-        return fused, info
+            fused = _query_output(self.out, enriched, q_mask, q_present, keys, key_mask, pool=self.pool)
+        return fused, FusionIntermediates(attention=attention if need_intermediates else None)
 
     def extra_repr(self) -> str:
         return (
@@ -320,85 +320,9 @@ class CrossAttentionFusion(Fusion):
 
 
 # ---------------------------------------------------------- multi-head attention
-class MultiheadCrossAttention(nn.Module):
-    """Multi-head attention of query tokens over context tokens with a key mask.
-
-    ``out = Concat_h(softmax(q_h k_h^T / sqrt(d / h)) v_h) W^O + b^O`` with
-    ``q = query W^Q``, ``k = context W^K``, ``v = context W^V`` (every projection
-    with a bias), the same parameters and math as ``nn.MultiheadAttention``
-    (``in_proj_weight = [W^Q; W^K; W^V]``). The fused kernel
-    :func:`~torch.nn.functional.scaled_dot_product_attention` (boolean mask, True =
-    takes part) runs unless the weights are asked for; then they are computed
-    explicitly. A row with no valid key outputs zeros (no output bias either) and
-    all-zero weights, never NaN.
-
-    Args:
-        dim: feature width ``d``.
-        num_heads: heads ``h``; must divide ``d``.
-        dropout: dropout on the attention weights (training only).
-        add_zero_attn: a zero key and value take part in every softmax.
-    """
-
-    def __init__(self, dim: int, num_heads: int, *, dropout: float = 0.0, add_zero_attn: bool = False) -> None:
-        super().__init__()
-        if dim % num_heads != 0:
-            raise FusionError(f"num_heads: expected a divisor of dim {dim}, got {num_heads}")
-        self.dim = dim
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.dropout = float(dropout)
-        self.add_zero_attn = bool(add_zero_attn)
-        self.q_proj = nn.Linear(dim, dim)
-        self.k_proj = nn.Linear(dim, dim)
-        self.v_proj = nn.Linear(dim, dim)
-        self.out_proj = nn.Linear(dim, dim)
-
-    def _heads(self, x: Tensor) -> Tensor:
-        """``(b, t, d) -> (b, h, t, d / h)``."""
-        b, t, _ = x.shape
-        return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-
-    def forward(
-        self, query: Tensor, context: Tensor, key_mask: Tensor, *, need_weights: bool = False
-    ) -> tuple[Tensor, Tensor | None]:
-        """Attend.
-
-        Args:
-            query: ``(b, t_q, d)``.
-            context: ``(b, t_k, d)`` keys and values.
-            key_mask: ``(b, t_k)`` bool, True = the key takes part.
-            need_weights: also return the ``(b, h, t_q, t_k)`` weights (masked keys
-                0; the zero slot's weight is not included).
-
-        Returns:
-            ``(b, t_q, d)`` and the weights or ``None``.
-        """
-        b, t_q, _ = query.shape
-        t_k = context.shape[1]
-        q = self._heads(self.q_proj(query))
-        k = self._heads(self.k_proj(context))
-        v = self._heads(self.v_proj(context))
-        has_key = key_mask.any(dim=1)  # (b,)
-        mask = key_mask
-        if self.add_zero_attn:
-            zeros = k.new_zeros(b, self.num_heads, 1, self.head_dim)
-            k = torch.cat([k, zeros], dim=2)
-            v = torch.cat([v, zeros], dim=2)
-            mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
-        p = self.dropout if self.training else 0.0
-        weights: Tensor | None = None
-        if need_weights:
-            scores = torch.einsum("bhqc,bhkc->bhqk", q, k) / math.sqrt(self.head_dim)
-            full = masked_softmax(scores, mask[:, None, None, :], dim=-1)
-            attn = torch.einsum("bhqk,bhkc->bhqc", F.dropout(full, p=p, training=self.training), v)
-            weights = full[..., :t_k]
-        else:
-            # a row with every key masked is NaN in the kernel: let it see every key
-            # (finite values), its output is zeroed below
-            safe = mask | ~has_key.unsqueeze(1)
-            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=safe[:, None, None, :], dropout_p=p)
-        out = self.out_proj(attn.transpose(1, 2).reshape(b, t_q, self.dim))
-        return torch.where(has_key[:, None, None], out, out.new_zeros(())), weights
+#: the multi-head core of ``multihead_cross_attention``: the shared masked attention,
+#: equal to ``nn.MultiheadAttention`` (``add_zero_attn`` included) on the same weights
+MultiheadCrossAttention = MaskedAttention
 
 
 _MULTIHEAD_MODES = ("query", "all")
@@ -468,21 +392,15 @@ class MultiheadCrossAttentionFusion(Fusion):
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim)
         owner = "multihead_cross_attention"
-        _check_module_names(owner, self.modalities)
-        num_heads = _check_positive_int(owner, "num_heads", num_heads)
+        check_module_names(owner, self.modalities)
+        num_heads = check_int(owner, "num_heads", num_heads)
         if dim is None:
             dim = num_heads * math.ceil(self.output_dim / num_heads)
-        dim = _check_positive_int(owner, "dim", dim)
+        dim = check_int(owner, "dim", dim)
         if dim % num_heads != 0:
             raise FusionError(f"{owner}: dim: expected a multiple of num_heads={num_heads}, got {dim}")
-        if mode not in _MULTIHEAD_MODES:
-            raise FusionError(f"{owner}: mode: expected one of {list(_MULTIHEAD_MODES)}, got {mode!r}")
-        if mode == "all" and query is not None:
-            raise FusionError(f"{owner}: query: expected None with mode='all' (every modality queries), got {query!r}")
-        if not pool and mode != "query":
-            raise FusionError(f"{owner}: pool=False: expected mode='query' (one query sequence), got mode={mode!r}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise FusionError(f"{owner}: dropout: expected a float in [0, 1), got {dropout!r}")
+        _check_mode(owner, mode, _MULTIHEAD_MODES, query, pool)
+        check_dropout(owner, dropout)
         self.dim = dim
         self.num_heads = num_heads
         self.mode = mode
@@ -492,7 +410,7 @@ class MultiheadCrossAttentionFusion(Fusion):
         roles = list(self.modalities) if mode == "all" else [self.query]
         self.proj = nn.ModuleDict({m: nn.Linear(self.input_dims[m], dim) for m in self.modalities})
         self.attn = nn.ModuleDict(
-            {r: MultiheadCrossAttention(dim, num_heads, dropout=dropout, add_zero_attn=add_zero_attn) for r in roles}
+            {r: MaskedAttention(dim, num_heads, dropout=dropout, add_zero_attn=add_zero_attn) for r in roles}
         )
         self.norms = nn.ModuleDict({r: nn.LayerNorm(dim) for r in roles}) if norm else None
         self.out = nn.Linear(dim, self.output_dim)
@@ -508,12 +426,7 @@ class MultiheadCrossAttentionFusion(Fusion):
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
         """``(b, d_out)`` (``(b, t_q, d_out)`` with ``pool=False``); intermediates:
         ``attention`` per query modality (only when asked), ``present``."""
-        tokens: dict[str, Tensor] = {}
-        masks: dict[str, Tensor] = {}
-        for mod in self.modalities:
-            x, mask = batch.as_sequence(mod)
-            tokens[mod] = self.proj[mod](x)
-            masks[mod] = mask
+        tokens, masks = _project(self.proj, batch)
         attention: dict[str, Tensor] = {}
         queries = self.modalities if self.mode == "all" else (self.query,)
         pooled: list[Tensor] = []
@@ -530,11 +443,8 @@ class MultiheadCrossAttentionFusion(Fusion):
         if self.mode == "all":
             return self.out(masked_mean(torch.stack(pooled, dim=1), batch.present, dim=1)), info
         assert self.query is not None and y is not None and context is not None and key_mask is not None
-        fallback = masked_mean(context, key_mask, dim=1)
         q_present = batch.presence(self.query)
-        if not self.pool:
-            return _unpooled_output(self.out, y, masks[self.query], q_present, fallback), info
-        return self.out(torch.where(q_present[:, None], pooled[0], fallback)), info
+        return _query_output(self.out, y, masks[self.query], q_present, context, key_mask, pool=self.pool), info
 
     def extra_repr(self) -> str:
         return (

@@ -1,0 +1,48 @@
+"""Checks of fusion constructor options, shared by the strategies.
+
+Each raises :class:`~mmfuse.fusions._base.FusionError` naming the strategy
+(``owner``), the option, what was expected and what was given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mmfuse.fusions._base import FusionError
+
+__all__ = ["check_choice", "check_dropout", "check_int", "check_module_names", "check_positive_number"]
+
+
+def check_int(owner: str, name: str, value: object, *, minimum: int = 1) -> int:
+    """An int (not a bool) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        expected = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise FusionError(f"{owner}: {name}: expected {expected}, got {value!r}")
+    return value
+
+
+def check_positive_number(owner: str, name: str, value: object) -> float:
+    """A real number (not a bool) above zero."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise FusionError(f"{owner}: {name}: expected a positive number, got {value!r}")
+    return float(value)
+
+
+def check_dropout(owner: str, value: object) -> float:
+    """A dropout probability in ``[0, 1)``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise FusionError(f"{owner}: dropout: expected a float in [0, 1), got {value!r}")
+    return float(value)
+
+
+def check_choice(owner: str, name: str, value: object, choices: Sequence[str]) -> None:
+    """One of ``choices``."""
+    if value not in choices:
+        raise FusionError(f"{owner}: {name}: expected one of {list(choices)}, got {value!r}")
+
+
+def check_module_names(owner: str, modalities: Sequence[str]) -> None:
+    """Modality names usable as ``nn.ModuleDict`` keys (no ``'.'``)."""
+    for mod in modalities:
+        if "." in mod:
+            raise FusionError(f"{owner}: modality {mod!r}: expected a name without '.', got {mod!r}")
