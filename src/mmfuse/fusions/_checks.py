@@ -10,7 +10,14 @@ from collections.abc import Sequence
 
 from mmfuse.fusions._base import FusionError
 
-__all__ = ["check_choice", "check_dropout", "check_int", "check_module_names", "check_positive_number"]
+__all__ = [
+    "check_choice",
+    "check_dropout",
+    "check_int",
+    "check_module_names",
+    "check_positive_number",
+    "check_transformer_options",
+]
 
 
 def check_int(owner: str, name: str, value: object, *, minimum: int = 1) -> int:
@@ -46,3 +53,19 @@ def check_module_names(owner: str, modalities: Sequence[str]) -> None:
     for mod in modalities:
         if "." in mod:
             raise FusionError(f"{owner}: modality {mod!r}: expected a name without '.', got {mod!r}")
+
+
+def check_transformer_options(
+    owner: str, modalities: Sequence[str], *, dim: object, num_heads: object, mlp_ratio: object, dropout: object
+) -> None:
+    """The options of a stack of :class:`~mmfuse.fusions._attention.TransformerBlock`
+    over per-modality projections: ``dim`` and ``num_heads`` positive ints with
+    ``num_heads`` dividing ``dim``, ``mlp_ratio`` positive, ``dropout`` in ``[0, 1)``,
+    modality names usable as module keys."""
+    dim = check_int(owner, "dim", dim)
+    num_heads = check_int(owner, "num_heads", num_heads)
+    if dim % num_heads != 0:
+        raise FusionError(f"{owner}: num_heads: expected a divisor of dim={dim}, got {num_heads}")
+    check_positive_number(owner, "mlp_ratio", mlp_ratio)
+    check_dropout(owner, dropout)
+    check_module_names(owner, modalities)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from mmfuse.fusions._attention import TransformerBlock
+from mmfuse.fusions._attention import TransformerBlock, project_tokens
 from mmfuse.fusions._base import (
     Fusion,
     FusionBatch,
@@ -24,14 +24,9 @@ from mmfuse.fusions._base import (
     masked_mean,
     register_fusion,
 )
+from mmfuse.fusions._checks import check_int, check_transformer_options
 
 __all__ = ["BottleneckFusion"]
-
-
-def _positive(owner: str, name: str, value: object, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise FusionError(f"{owner}: {name}: expected an int >= {minimum}, got {value!r}")
-    return value
 
 
 @register_fusion("bottleneck")
@@ -89,22 +84,14 @@ class BottleneckFusion(Fusion):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim)
-        _positive(self.name, "dim", dim)
-        _positive(self.name, "num_layers", num_layers)
-        _positive(self.name, "num_heads", num_heads)
-        _positive(self.name, "num_fusion_tokens", num_fusion_tokens)
-        _positive(self.name, "fusion_layer", fusion_layer, minimum=0)
+        check_transformer_options(
+            self.name, self.modalities, dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout
+        )
+        check_int(self.name, "num_layers", num_layers)
+        check_int(self.name, "num_fusion_tokens", num_fusion_tokens)
+        check_int(self.name, "fusion_layer", fusion_layer, minimum=0)
         if fusion_layer > num_layers:
             raise FusionError(f"{self.name}: fusion_layer: expected an int in [0, num_layers={num_layers}], got {fusion_layer}")
-        if dim % num_heads != 0:
-            raise FusionError(f"{self.name}: num_heads: expected a divisor of dim={dim}, got {num_heads}")
-        if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or mlp_ratio <= 0:
-            raise FusionError(f"{self.name}: mlp_ratio: expected a positive number, got {mlp_ratio!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise FusionError(f"{self.name}: dropout: expected a float in [0, 1), got {dropout!r}")
-        for mod in self.modalities:
-            if "." in mod:
-                raise FusionError(f"{self.name}: modality {mod!r}: expected a name without '.', got {mod!r}")
         self.dim = dim
         self.num_layers = num_layers
         self.num_fusion_tokens = num_fusion_tokens
@@ -128,12 +115,7 @@ class BottleneckFusion(Fusion):
 
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
         """``(b, d_out)``; attention weights per layer and modality when asked."""
-        xs: list[Tensor] = []
-        masks: list[Tensor] = []
-        for mod in self.modalities:
-            x, mask = batch.as_sequence(mod)
-            xs.append(self.proj[mod](x))
-            masks.append(mask)
+        xs, masks = project_tokens(self.proj, batch)
         b = batch.batch_size
         present = batch.present.to(xs[0].dtype)  # (b, m)
         n = self.num_fusion_tokens
@@ -166,8 +148,7 @@ class BottleneckFusion(Fusion):
         pooled = torch.stack(
             [masked_mean(self.norm(x), mask, dim=1) for x, mask in zip(xs, masks, strict=True)], dim=1
         )  # (b, m, k)
-        combined = (pooled * present.unsqueeze(-1)).sum(dim=1) / present.sum(dim=1, keepdim=True).clamp_min(1.0)
-        fused = self.out(combined)
+        fused = self.out(masked_mean(pooled, batch.present, dim=1))
         info = FusionIntermediates()
         if need_intermediates:
             info.attention = attention

@@ -19,25 +19,19 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from mmfuse.fusions._attention import TransformerBlock
+from mmfuse.fusions._attention import TransformerBlock, project_tokens
 from mmfuse.fusions._base import (
     Fusion,
     FusionBatch,
-    FusionError,
     FusionIntermediates,
     masked_mean,
     register_fusion,
 )
+from mmfuse.fusions._checks import check_choice, check_int, check_transformer_options
 
 __all__ = ["CrossModalTransformerFusion"]
 
 _COMBINE = ("concat", "mean")
-
-
-def _positive(owner: str, name: str, value: object, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise FusionError(f"{owner}: {name}: expected an int >= {minimum}, got {value!r}")
-    return value
 
 
 @register_fusion("cross_modal_transformer")
@@ -90,21 +84,12 @@ class CrossModalTransformerFusion(Fusion):
         combine: Literal["concat", "mean"] = "concat",
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim)
-        _positive(self.name, "dim", dim)
-        _positive(self.name, "num_layers", num_layers)
-        _positive(self.name, "num_self_layers", num_self_layers, minimum=0)
-        _positive(self.name, "num_heads", num_heads)
-        if dim % num_heads != 0:
-            raise FusionError(f"{self.name}: num_heads: expected a divisor of dim={dim}, got {num_heads}")
-        if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or mlp_ratio <= 0:
-            raise FusionError(f"{self.name}: mlp_ratio: expected a positive number, got {mlp_ratio!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise FusionError(f"{self.name}: dropout: expected a float in [0, 1), got {dropout!r}")
-        if combine not in _COMBINE:
-            raise FusionError(f"{self.name}: combine: expected one of {list(_COMBINE)}, got {combine!r}")
-        for mod in self.modalities:
-            if "." in mod:
-                raise FusionError(f"{self.name}: modality {mod!r}: expected a name without '.', got {mod!r}")
+        check_transformer_options(
+            self.name, self.modalities, dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout
+        )
+        check_int(self.name, "num_layers", num_layers)
+        check_int(self.name, "num_self_layers", num_self_layers, minimum=0)
+        check_choice(self.name, "combine", combine, _COMBINE)
         m = len(self.modalities)
         self.dim = dim
         self.num_layers = num_layers
@@ -143,12 +128,7 @@ class CrossModalTransformerFusion(Fusion):
 
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
         """``(b, d_out)``; attention weights per stream layer and self layer when asked."""
-        xs: list[Tensor] = []
-        masks: list[Tensor] = []
-        for mod in self.modalities:
-            x, mask = batch.as_sequence(mod)
-            xs.append(self.proj[mod](x))
-            masks.append(mask)
+        xs, masks = project_tokens(self.proj, batch)
         present = batch.present.to(xs[0].dtype)  # (b, m)
         attention: dict[str, Tensor] = {}
         per_target: list[Tensor] = []
@@ -170,16 +150,12 @@ class CrossModalTransformerFusion(Fusion):
                     attention[f"{target}/self{layer_idx}"] = w
             # a missing target has no valid token: masked_mean gives zeros
             per_target.append(masked_mean(self.norms[i](z), masks[i], dim=1))
-        stacked = torch.stack(per_target, dim=1) * present.unsqueeze(-1)  # (b, m, s)
+        stacked = torch.stack(per_target, dim=1)  # (b, m, s)
         if self.combine == "concat":
-            combined = stacked.flatten(1)
+            combined = (stacked * present.unsqueeze(-1)).flatten(1)
         else:
-            combined = stacked.sum(dim=1) / present.sum(dim=1, keepdim=True).clamp_min(1.0)
-        fused = self.out(combined)
-        info = FusionIntermediates()
-        if need_intermediates:
-            info.attention = attention
-        return fused, info
+            combined = masked_mean(stacked, batch.present, dim=1)
+        return self.out(combined), FusionIntermediates(attention=attention if need_intermediates else None)
 
     def extra_repr(self) -> str:
         return (
