@@ -12,100 +12,51 @@ missing modalities are dropped, not masked), with attention written as plain
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
-import torch.nn.functional as F
+from _fusion_helpers import (
+    MIXED_B,
+    MIXED_DIMS,
+    block,
+    check_state_dict_round_trip,
+    lin,
+    ln,
+    mixed_inputs,
+    valid_tokens,
+)
 
 import mmfuse
 from mmfuse import FusionError
 
-DIMS = {"audio": 5, "image": 3, "text": 4}
-LENGTHS = {"audio": 4, "text": 6}  # image is a vector
+DIMS = MIXED_DIMS  # audio and text are sequences, image a vector
 OUT = 3
-B = 4
+B = MIXED_B
 K = 8
 H = 2
 
 
-def _ln(norm: torch.nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    mu = x.mean(-1, keepdim=True)
-    var = ((x - mu) ** 2).mean(-1, keepdim=True)
-    return (x - mu) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
-
-
-def _lin(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    return x @ layer.weight.T + layer.bias
-
-
-def _attend(attn: torch.nn.Module, q_in: torch.Tensor, kv_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain multi-head attention of ``q_in (t_q, d)`` over ``kv_in (t_k, d)``; every key valid."""
-    dh = attn.dim // attn.num_heads
-    q = _lin(attn.q_proj, q_in).view(-1, attn.num_heads, dh).transpose(0, 1)
-    k = _lin(attn.k_proj, kv_in).view(-1, attn.num_heads, dh).transpose(0, 1)
-    v = _lin(attn.v_proj, kv_in).view(-1, attn.num_heads, dh).transpose(0, 1)
-    weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(dh), dim=-1)  # (h, t_q, t_k)
-    out = (weights @ v).transpose(0, 1).reshape(q_in.shape[0], attn.dim)
-    return _lin(attn.out_proj, out), weights
-
-
-def _block(block: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    a, weights = _attend(block.attn, _ln(block.norm1, x), _ln(block.norm1, x))
-    x = x + a
-    lin1, lin2 = block.mlp.net[0], block.mlp.net[-1]
-    return x + _lin(lin2, F.gelu(_lin(lin1, _ln(block.norm2, x)))), weights
-
-
 def _reference(fusion: mmfuse.Fusion, inputs: dict, masks: dict, n: int) -> tuple[torch.Tensor, dict]:
     """Output of sample ``n`` and its first-layer attention weights per modality."""
-    xs: dict[str, torch.Tensor] = {}
-    for mod in fusion.modalities:
-        x = inputs[mod][n]
-        mask = masks.get(mod)
-        if x.dim() == 1:
-            x = x[None]
-            valid = torch.ones(1, dtype=torch.bool) if mask is None else mask[n].reshape(1)
-        else:
-            valid = torch.ones(x.shape[0], dtype=torch.bool) if mask is None else mask[n]
-            if valid.dim() == 0:
-                valid = valid.expand(x.shape[0])
-        if valid.any():
-            xs[mod] = _lin(fusion.proj[mod], x[valid])
+    xs = valid_tokens(fusion, inputs, masks, n)
     f = fusion.fusion_tokens
     first: dict[str, torch.Tensor] = {}
     for layer_idx, layer in enumerate(fusion.layers):
         blocks = dict(zip(fusion.modalities, layer, strict=True))
         if layer_idx < fusion.fusion_layer:
             for mod in xs:
-                xs[mod], w = _block(blocks[mod], xs[mod])
+                xs[mod], w = block(blocks[mod], xs[mod])
                 first.setdefault(mod, w)
             continue
         updates = []
         for mod in xs:
             t = xs[mod].shape[0]
-            joint, w = _block(blocks[mod], torch.cat([xs[mod], f]))
+            joint, w = block(blocks[mod], torch.cat([xs[mod], f]))
             xs[mod] = joint[:t]
             updates.append(joint[t:])
             first.setdefault(mod, w)
         f = torch.stack(updates).mean(0)
-    pooled = torch.stack([_ln(fusion.norm, x).mean(0) for x in xs.values()]).mean(0)
-    return _lin(fusion.out, pooled), first
-
-
-def _inputs(seed: int = 1) -> tuple[dict, dict]:
-    g = torch.Generator().manual_seed(seed)
-    inputs = {
-        "audio": torch.randn(B, LENGTHS["audio"], DIMS["audio"], generator=g),
-        "image": torch.randn(B, DIMS["image"], generator=g),
-        "text": torch.randn(B, LENGTHS["text"], DIMS["text"], generator=g),
-    }
-    masks = {
-        "audio": torch.arange(4)[None] < torch.tensor([4, 1, 0, 2])[:, None],  # sample 2: audio missing
-        "image": torch.tensor([True, True, True, False]),
-        "text": torch.arange(6)[None] < torch.tensor([6, 3, 5, 2])[:, None],
-    }
-    return inputs, masks
+    pooled = torch.stack([ln(fusion.norm, x).mean(0) for x in xs.values()]).mean(0)
+    return lin(fusion.out, pooled), first
 
 
 def _fusion(**options: object) -> mmfuse.Fusion:
@@ -116,7 +67,7 @@ def _fusion(**options: object) -> mmfuse.Fusion:
 @pytest.mark.parametrize(("num_layers", "fusion_layer"), [(1, 0), (2, 1), (2, 2), (3, 1)])
 def test_matches_per_sample_reference(num_layers: int, fusion_layer: int) -> None:
     fusion = _fusion(num_layers=num_layers, fusion_layer=fusion_layer)
-    inputs, masks = _inputs()
+    inputs, masks = mixed_inputs()
     out, info = fusion(inputs, masks, return_intermediates=True)
     torch.testing.assert_close(fusion(inputs, masks), out, rtol=1e-5, atol=1e-6)
     for n in range(B):
@@ -132,7 +83,7 @@ def test_matches_per_sample_reference(num_layers: int, fusion_layer: int) -> Non
 
 
 def test_fusion_tokens_carry_information_across_modalities() -> None:
-    inputs, masks = _inputs()
+    inputs, masks = mixed_inputs()
     changed = {**inputs, "text": inputs["text"] + 1.0}
     fused = _fusion(num_layers=2, fusion_layer=1)
     # text changes reach audio's tokens only through the fusion tokens
@@ -146,7 +97,7 @@ def test_fusion_tokens_carry_information_across_modalities() -> None:
 
 def test_missing_modality_is_excluded_from_the_fusion_token_mean() -> None:
     fusion = _fusion(num_layers=2, fusion_layer=0)
-    inputs, masks = _inputs()
+    inputs, masks = mixed_inputs()
     out = fusion(inputs, masks)
     # sample 2 has no audio: same output as a fusion that never had audio, same weights
     two = mmfuse.create_fusion(
@@ -186,11 +137,4 @@ def test_bad_options_raise(options: dict) -> None:
 
 
 def test_state_dict_round_trip_is_exact() -> None:
-    torch.manual_seed(0)
-    a = _fusion()
-    torch.manual_seed(1)
-    b = _fusion()
-    inputs, masks = _inputs()
-    assert not torch.equal(a(inputs, masks), b(inputs, masks))
-    b.load_state_dict(a.state_dict())
-    assert torch.equal(a(inputs, masks), b(inputs, masks))
+    check_state_dict_round_trip(_fusion, *mixed_inputs())

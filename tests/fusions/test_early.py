@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
+from _fusion_helpers import check_contract
 from torch import Tensor, nn
 
 import mmfuse
@@ -147,27 +146,6 @@ def test_norm_and_dropout_options_reach_the_mlp() -> None:
 def test_bad_options_raise(options: dict, message: str) -> None:
     with pytest.raises(FusionError, match=message):
         mmfuse.create_fusion("early", input_dims=DIMS, output_dim=OUT, **options)
-
-
-def check_contract(fusion: mmfuse.Fusion, inputs: dict[str, Tensor], masks: dict[str, Tensor], missing: str) -> None:
-    """Every parameter trains; a missing modality's values do not leak; state_dict round-trips."""
-    fusion.train()
-    out = fusion(inputs, masks)
-    (out * torch.randn_like(out)).sum().backward()
-    for pname, p in fusion.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, f"{pname} got no gradient"
-    fusion.eval()
-    present = torch.tensor([True, False] * (B // 2))
-    mk = {**masks, missing: present if inputs[missing].dim() == 2 else masks[missing] & present[:, None]}
-    keep = present.view(-1, *([1] * (inputs[missing].dim() - 1)))
-    noisy = {**inputs, missing: torch.where(keep, inputs[missing], torch.randn_like(inputs[missing]) * 50)}
-    out = fusion(inputs, mk)
-    torch.testing.assert_close(fusion(noisy, mk), out)
-    clone = copy.deepcopy(fusion)
-    for p in clone.parameters():
-        p.data.normal_()
-    clone.load_state_dict(fusion.state_dict())
-    torch.testing.assert_close(clone(inputs, mk), out, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(

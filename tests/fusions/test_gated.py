@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
+from _fusion_helpers import check_contract
 from torch import Tensor
 
 import mmfuse
@@ -155,27 +154,6 @@ def test_bad_options_raise(options: dict, message: str) -> None:
 def test_one_modality_raises() -> None:
     with pytest.raises(FusionError, match=r"expected at least 2 modalities, got 1"):
         mmfuse.create_fusion("gated", input_dims={"audio": 3}, output_dim=OUT)
-
-
-def check_contract(fusion: mmfuse.Fusion, inputs: dict[str, Tensor], masks: dict[str, Tensor], missing: str) -> None:
-    """Every parameter trains; a missing modality's values do not leak; state_dict round-trips."""
-    fusion.train()
-    out = fusion(inputs, masks)
-    (out * torch.randn_like(out)).sum().backward()
-    for pname, p in fusion.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, f"{pname} got no gradient"
-    fusion.eval()
-    present = torch.tensor([True, False] * (B // 2))
-    mk = {**masks, missing: present if inputs[missing].dim() == 2 else masks[missing] & present[:, None]}
-    keep = present.view(-1, *([1] * (inputs[missing].dim() - 1)))
-    noisy = {**inputs, missing: torch.where(keep, inputs[missing], torch.randn_like(inputs[missing]) * 50)}
-    out = fusion(inputs, mk)
-    torch.testing.assert_close(fusion(noisy, mk), out)
-    clone = copy.deepcopy(fusion)
-    for p in clone.parameters():
-        p.data.normal_()
-    clone.load_state_dict(fusion.state_dict())
-    torch.testing.assert_close(clone(inputs, mk), out, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("dims", [DIMS2, DIMS3], ids=["M2", "M3"])

@@ -12,71 +12,32 @@ missing modalities are dropped, not masked), with attention written as plain
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
-import torch.nn.functional as F
+from _fusion_helpers import (
+    MIXED_B,
+    MIXED_DIMS,
+    block,
+    check_state_dict_round_trip,
+    lin,
+    ln,
+    mixed_inputs,
+    valid_tokens,
+)
 
 import mmfuse
 from mmfuse import FusionError
 
-DIMS = {"audio": 5, "image": 3, "text": 4}
-LENGTHS = {"audio": 4, "text": 6}  # image is a vector
+DIMS = MIXED_DIMS  # audio and text are sequences, image a vector
 OUT = 3
-B = 4
+B = MIXED_B
 K = 4
 H = 2
 
 
-def _ln(norm: torch.nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    mu = x.mean(-1, keepdim=True)
-    var = ((x - mu) ** 2).mean(-1, keepdim=True)
-    return (x - mu) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
-
-
-def _lin(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    return x @ layer.weight.T + layer.bias
-
-
-def _attend(attn: torch.nn.Module, q_in: torch.Tensor, kv_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain multi-head attention of ``q_in (t_q, d)`` over ``kv_in (t_k, d)``; every key valid."""
-    dh = attn.dim // attn.num_heads
-    q = _lin(attn.q_proj, q_in).view(-1, attn.num_heads, dh).transpose(0, 1)
-    k = _lin(attn.k_proj, kv_in).view(-1, attn.num_heads, dh).transpose(0, 1)
-    v = _lin(attn.v_proj, kv_in).view(-1, attn.num_heads, dh).transpose(0, 1)
-    weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(dh), dim=-1)  # (h, t_q, t_k)
-    out = (weights @ v).transpose(0, 1).reshape(q_in.shape[0], attn.dim)
-    return _lin(attn.out_proj, out), weights
-
-
-def _block(block: torch.nn.Module, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple:
-    q = _ln(block.norm1, x)
-    kv = q if context is None else _ln(block.norm_kv, context)
-    a, weights = _attend(block.attn, q, kv)
-    x = x + a
-    lin1, lin2 = block.mlp.net[0], block.mlp.net[-1]
-    return x + _lin(lin2, F.gelu(_lin(lin1, _ln(block.norm2, x)))), weights
-
-
-def _valid_tokens(fusion: mmfuse.Fusion, inputs: dict, masks: dict, n: int) -> dict[str, torch.Tensor]:
-    xs = {}
-    for mod in fusion.modalities:
-        x = inputs[mod][n]
-        mask = masks.get(mod)
-        if x.dim() == 1:
-            x = x[None]
-            valid = torch.ones(1, dtype=torch.bool) if mask is None else mask[n].reshape(1)
-        else:
-            valid = torch.ones(x.shape[0], dtype=torch.bool) if mask is None else mask[n]
-        if valid.any():
-            xs[mod] = _lin(fusion.proj[mod], x[valid])
-    return xs
-
-
 def _reference(fusion: mmfuse.Fusion, inputs: dict, masks: dict, n: int) -> tuple[torch.Tensor, dict]:
     """Output of sample ``n`` and every attention map of it (valid queries x valid keys)."""
-    xs = _valid_tokens(fusion, inputs, masks, n)
+    xs = valid_tokens(fusion, inputs, masks, n)
     weights: dict[str, torch.Tensor] = {}
     per_target = []
     for i, target in enumerate(fusion.modalities):
@@ -90,36 +51,21 @@ def _reference(fusion: mmfuse.Fusion, inputs: dict, masks: dict, n: int) -> tupl
             if source not in xs:
                 streams.append(torch.zeros_like(z))
                 continue
-            for layer_idx, block in enumerate(stream):
-                z, w = _block(block, z, xs[source])
+            for layer_idx, layer in enumerate(stream):
+                z, w = block(layer, z, xs[source])
                 weights[f"{target}->{source}/layer{layer_idx}"] = w
             streams.append(z)
         z = torch.cat(streams, dim=-1)
-        for layer_idx, block in enumerate(fusion.self_layers[i]):
-            z, w = _block(block, z)
+        for layer_idx, layer in enumerate(fusion.self_layers[i]):
+            z, w = block(layer, z)
             weights[f"{target}/self{layer_idx}"] = w
-        per_target.append(_ln(fusion.norms[i], z).mean(0))
+        per_target.append(ln(fusion.norms[i], z).mean(0))
     if fusion.combine == "concat":
         combined = torch.cat(per_target)
     else:
         present = [m in xs for m in fusion.modalities]
         combined = sum(u for u, p in zip(per_target, present, strict=True) if p) / sum(present)
-    return _lin(fusion.out, combined), weights
-
-
-def _inputs(seed: int = 1) -> tuple[dict, dict]:
-    g = torch.Generator().manual_seed(seed)
-    inputs = {
-        "audio": torch.randn(B, LENGTHS["audio"], DIMS["audio"], generator=g),
-        "image": torch.randn(B, DIMS["image"], generator=g),
-        "text": torch.randn(B, LENGTHS["text"], DIMS["text"], generator=g),
-    }
-    masks = {
-        "audio": torch.arange(4)[None] < torch.tensor([4, 1, 0, 2])[:, None],  # sample 2: audio missing
-        "image": torch.tensor([True, True, True, False]),  # sample 3: image missing
-        "text": torch.arange(6)[None] < torch.tensor([6, 3, 5, 2])[:, None],
-    }
-    return inputs, masks
+    return lin(fusion.out, combined), weights
 
 
 def _fusion(dims: dict | None = None, **options: object) -> mmfuse.Fusion:
@@ -140,7 +86,7 @@ def _mask_of(masks: dict, mod: str, n: int) -> torch.Tensor:
 )
 def test_matches_per_sample_reference(options: dict) -> None:
     fusion = _fusion(**options)
-    inputs, masks = _inputs()
+    inputs, masks = mixed_inputs()
     out, info = fusion(inputs, masks, return_intermediates=True)
     torch.testing.assert_close(fusion(inputs, masks), out, rtol=1e-5, atol=1e-6)
     for n in range(B):
@@ -160,7 +106,7 @@ def test_streams_are_one_per_ordered_pair() -> None:
     assert fusion.stream_width == 2 * K
     assert len(fusion.streams) == 3 and all(len(s) == 2 for s in fusion.streams)
     assert all(len(stream) == 3 for s in fusion.streams for stream in s)
-    inputs, masks = _inputs()
+    inputs, masks = mixed_inputs()
     _, info = fusion(inputs, masks, return_intermediates=True)
     pairs = {k.split("/")[0] for k in info.attention if "->" in k}
     assert pairs == {f"{a}->{b}" for a in DIMS for b in DIMS if a != b}
@@ -168,7 +114,7 @@ def test_streams_are_one_per_ordered_pair() -> None:
 
 def test_missing_source_contributes_nothing_and_missing_target_is_excluded() -> None:
     fusion = _fusion(num_layers=1, combine="mean")
-    inputs, masks = _inputs()
+    inputs, masks = mixed_inputs()
     out = fusion(inputs, masks)
     noisy = {**inputs, "image": inputs["image"] + 10.0 * torch.randn(B, DIMS["image"])}
     # image is missing in sample 3: changing it changes nothing there
@@ -200,11 +146,4 @@ def test_one_modality_is_refused() -> None:
 
 
 def test_state_dict_round_trip_is_exact() -> None:
-    torch.manual_seed(0)
-    a = _fusion()
-    torch.manual_seed(1)
-    b = _fusion()
-    inputs, masks = _inputs()
-    assert not torch.equal(a(inputs, masks), b(inputs, masks))
-    b.load_state_dict(a.state_dict())
-    assert torch.equal(a(inputs, masks), b(inputs, masks))
+    check_state_dict_round_trip(_fusion, *mixed_inputs())
