@@ -27,6 +27,7 @@ from mmfuse.fusions._base import (
     FusionIntermediates,
     register_fusion,
 )
+from mmfuse.fusions._checks import check_int, check_module_names
 
 __all__ = ["FiLMFusion"]
 
@@ -93,8 +94,7 @@ class FiLMFusion(Fusion):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim)
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise FusionError(f"{self.name}: dim: expected a positive int, got {dim!r}")
+        check_int(self.name, "dim", dim)
         if mode not in _MODES:
             raise FusionError(f"{self.name}: mode: expected one of {list(_MODES)}, got {mode!r}")
         for opt, value in (("target", target), ("conditioner", conditioner)):
@@ -108,9 +108,7 @@ class FiLMFusion(Fusion):
             )
         if not 0.0 <= dropout < 1.0:
             raise FusionError(f"{self.name}: dropout: expected a float in [0, 1), got {dropout!r}")
-        for mod in self.modalities:
-            if "." in mod:
-                raise FusionError(f"{self.name}: modality {mod!r}: expected a name without '.', got {mod!r}")
+        check_module_names(self.name, self.modalities)
 
         if target is None:
             target = [m for m in self.modalities if m != conditioner][-1]

@@ -38,6 +38,7 @@ from mmfuse.fusions._base import (
     create_fusion,
     register_fusion,
 )
+from mmfuse.fusions._checks import check_int, check_module_names
 
 __all__ = ["HierarchicalFusion", "default_groups"]
 
@@ -140,13 +141,10 @@ class HierarchicalFusion(Fusion):
         global_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim)
-        for mod in self.modalities:
-            if "." in mod:
-                raise FusionError(f"hierarchical: modality {mod!r}: expected a name without '.', got {mod!r}")
+        check_module_names("hierarchical", self.modalities)
         if local_dim is None:
             local_dim = self.output_dim
-        if isinstance(local_dim, bool) or not isinstance(local_dim, int) or local_dim < 1:
-            raise FusionError(f"hierarchical: local_dim: expected a positive int, got {local_dim!r}")
+        check_int("hierarchical", "local_dim", local_dim)
         self.groups = default_groups(self.modalities) if groups is None else _check_groups(groups, self.modalities)
         self.group_names = tuple("+".join(g) for g in self.groups)
         self.local_dim = local_dim

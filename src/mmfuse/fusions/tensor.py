@@ -27,14 +27,9 @@ from mmfuse.fusions._base import (
     FusionIntermediates,
     register_fusion,
 )
+from mmfuse.fusions._checks import check_int, check_module_names
 
 __all__ = ["LowRankFusion", "TensorFusion"]
-
-
-def _check_positive(owner: str, name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise FusionError(f"{owner}: {name}: expected a positive int, got {value!r}")
-    return value
 
 
 class _ProjectedFactors(Fusion):
@@ -43,11 +38,9 @@ class _ProjectedFactors(Fusion):
     def __init__(self, *, input_dims: Mapping[str, int], output_dim: int, dim: int | None) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim)
         if dim is not None:
-            _check_positive(self.name, "dim", dim)
+            check_int(self.name, "dim", dim)
         self.dim = dim
-        for mod in self.modalities:
-            if "." in mod:
-                raise FusionError(f"{self.name}: modality {mod!r}: expected a name without '.', got {mod!r}")
+        check_module_names(self.name, self.modalities)
         # raw inputs when dim is None: no parameters before the product
         self.proj = nn.ModuleDict(
             {} if dim is None else {mod: nn.Linear(d, dim) for mod, d in self.input_dims.items()}
@@ -97,7 +90,7 @@ class TensorFusion(_ProjectedFactors):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim, dim=dim)
-        _check_positive(self.name, "max_size", max_size)
+        check_int(self.name, "max_size", max_size)
         if not 0.0 <= dropout < 1.0:
             raise FusionError(f"{self.name}: dropout: expected a float in [0, 1), got {dropout!r}")
         size = math.prod(self.factor_dims.values())
@@ -161,7 +154,7 @@ class LowRankFusion(_ProjectedFactors):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim, dim=dim)
-        self.rank = _check_positive(self.name, "rank", rank)
+        self.rank = check_int(self.name, "rank", rank)
         if not 0.0 <= dropout < 1.0:
             raise FusionError(f"{self.name}: dropout: expected a float in [0, 1), got {dropout!r}")
         self.drop = nn.Dropout(dropout)
