@@ -61,6 +61,9 @@ def test_results_files_are_complete(tmp_path: Path, calls: Path) -> None:
     assert meta["versions"]["torch"] and meta["versions"]["mmfuse"]
     assert meta["config"]["seeds"] == 2 and meta["fusions"] == FUSIONS
     assert "git_commit" in meta
+    # every run says which code produced it; one version here
+    assert all(set(r["code"]) == {"mmfuse", "git_commit", "git_dirty_src"} for r in doc["runs"])
+    assert len(meta["code_versions"]) == 1
     # each run carries its full settings
     assert {"dataset_options", "train", "fusion_options", "seed", "variant"} <= set(doc["runs"][0]["spec"])
 
@@ -128,6 +131,16 @@ def test_resume_skips_finished_runs(tmp_path: Path, calls: Path) -> None:
 
     changed = _run(_config(out, seeds=1, epochs=2, **quiet))  # a changed setting is a new run
     assert changed.ran == 6
+
+    # runs resumed from an older version of the code are flagged in the report
+    log = out / "runs.jsonl"
+    lines = log.read_text().splitlines()
+    old = json.loads(lines[0])
+    old["code"] = {**old["code"], "git_commit": "0" * 40}
+    log.write_text("\n".join([json.dumps(old), *lines[1:]]) + "\n")
+    mixed = _run(_config(out, seeds=1))
+    assert mixed.ran == 0
+    assert "versions of the code" in (out / "report.html").read_text()
 
 
 def test_failed_run_is_recorded_and_the_rest_complete(tmp_path: Path, calls: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 import sys
@@ -99,8 +100,6 @@ def resolve_fusions(config: BenchConfig) -> list[str]:
 
 
 def _dataset_modalities(dataset: str, options: Mapping[str, Any], config: BenchConfig) -> list[str]:
-    import json
-
     from mmfuse.bench.run import _load
 
     return list(_load(dataset, json.dumps(dict(options), sort_keys=True), config.data_seed, config.data_root)
@@ -159,6 +158,10 @@ def run_bench(
                   f"{config.out}), {len(names)} strategies, executor {executor.name}"
                   + (f" x {config.jobs} jobs" if executor.name == "local" else ""))
 
+    # which code produced each record: a resumed folder may mix runs of several versions
+    env = environment()
+    code = {"mmfuse": env["versions"].get("mmfuse"), "git_commit": env["git_commit"],
+            "git_dirty_src": env["git_dirty_src"]}
     n_failed_now = 0
     if todo:
         prog = make_progress(console) if progress else None
@@ -167,6 +170,7 @@ def run_bench(
             prog.start()
         try:
             for record in executor.map_unordered(run_fn, todo):
+                record["code"] = code
                 store.append(record)
                 if record["status"] != "ok":
                     n_failed_now += 1
@@ -197,7 +201,8 @@ def run_bench(
                             "started (ru_maxrss_process); includes interpreter, torch and the dataset.",
         "throughput_note": "throughput_sps: test samples per second of the trained model's forward pass, "
                            "batches of 512, after one warm-up batch, torch threads per run as recorded.",
-        **environment(),
+        "code_versions": sorted({json.dumps(r.get("code"), sort_keys=True) for r in records}),
+        **env,
     }
     files = write_outputs(config, rows, records, meta)
     n_failed = sum(1 for r in records if r.get("status") != "ok")

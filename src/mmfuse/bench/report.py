@@ -121,7 +121,7 @@ def _robust_table(rows: Sequence[Mapping[str, Any]], dataset: str) -> str:
             + "".join(f"<th>no {_e(m)}</th>" for m in mods)
             + "".join(f"<th>noise {_e(s)}</th>" for s in scales) + "</tr>")
     body = []
-    for r in sorted(rs, key=lambda r: (not r["unimodal"], r["model"], r["variant"])):
+    for r in sorted(rs, key=lambda r: (not r["unimodal"], r["model"], r["variant"] != "standard")):
         cells = "".join(f"<td>{fmt_num(r['missing'].get(m))}</td>" for m in mods)
         cells += "".join(f"<td>{fmt_num(r['noise_mean'].get(s))}</td>" for s in scales)
         body.append(f"<tr class='{'uni' if r['unimodal'] else ''}'><td class='l'>{_e(r['model'])}</td>"
@@ -153,6 +153,10 @@ def _headline(rows: Sequence[Mapping[str, Any]], dataset: str) -> str:
                  f"modality</span>: {_e(', '.join(worse))}")
         text += (f" ({len(clear)} of them by more than their seed standard deviation"
                  f"{': ' + _e(', '.join(clear)) if clear else ''}).")
+    small = [r for r in rs if r["accuracy_std"] is not None and abs(r["gain"]) <= r["accuracy_std"]]
+    if small:
+        text += (f" <span class='muted'>{len(small)} of {len(rs)} gains or losses are within one seed "
+                 f"standard deviation: treat them as ties.</span>")
     return f"<p>{text}</p>"
 
 
@@ -177,6 +181,12 @@ def write_report(path: str | Path, rows: Sequence[Mapping[str, Any]], records: S
     if failed:
         parts.append(f"<div class='note'><span class='fail'>{len(failed)} run(s) failed</span>; they are marked "
                      "✗ in the tables and listed under <a href='#failed'>Failed runs</a>.</div>")
+    versions = meta.get("code_versions") or []
+    if len(versions) > 1:
+        parts.append(f"<div class='note'>These results come from {len(versions)} versions of the code (the "
+                     "results folder was resumed after the code changed): compare with care, or re-run into a "
+                     "fresh folder. Each run's <code>code</code> field in <code>results.json</code> says which "
+                     "version produced it.</div>")
     parts.append("<h2>Summary</h2><p>Accuracy and macro-F1 are means ± standard deviation over seeds on the "
                  "test split. <b>Gain</b> is the difference in mean accuracy to the best unimodal baseline of "
                  "the dataset (grey rows; the best one in bold): <span class='neg'>red</span> means the fusion "
@@ -186,7 +196,10 @@ def write_report(path: str | Path, rows: Sequence[Mapping[str, Any]], records: S
     for ds in datasets:
         parts.append(f"<h3>{_e(ds)}</h3>{_headline(rows, ds)}{_summary_table(rows, ds)}")
     parts.append("<h2>Robustness</h2><p>Test accuracy with each modality removed (<i>no m</i>) and with Gaussian "
-                 "noise of the given standard deviation added to one modality at a time (mean over modalities).</p>")
+                 "noise of the given standard deviation added to one modality at a time (mean over modalities; "
+                 "tabular data: numeric columns only; token ids: the fraction scale / largest scale of the "
+                 "tokens is replaced by random ones). A modality is removed only from test samples that keep "
+                 "another one.</p>")
     for ds in datasets:
         table = _robust_table(rows, ds)
         if table:
