@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
+from matplotlib.ticker import FuncFormatter, LogLocator
 
 __all__ = ["Figure", "make_all_plots"]
 
@@ -107,6 +108,14 @@ def plot_accuracy(rows: Sequence[Mapping[str, Any]], out: Path) -> Figure | None
 
 
 # ------------------------------------------------------------------------- cost
+def _plain(v: float, _pos: int) -> str:
+    """Axis label without exponents: 0.5, 2, 20k, 1.5M."""
+    for unit, div in (("M", 1e6), ("k", 1e3)):
+        if v >= div:
+            return f"{v / div:g}{unit}"
+    return f"{v:g}"
+
+
 def plot_cost(rows: Sequence[Mapping[str, Any]], out: Path, *, field: str, xlabel: str, name: str,
               title: str) -> Figure | None:
     datasets = [d for d in _datasets(rows) if any(r.get(field) for r in _ok(rows, d))]
@@ -129,6 +138,9 @@ def plot_cost(rows: Sequence[Mapping[str, Any]], out: Path, *, field: str, xlabe
             else:
                 handles.setdefault(r["model"], h)
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(_plain))
+        ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(FuncFormatter(_plain))
         ax.set_title(ds, fontsize=10)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.set_ylabel("test accuracy", fontsize=8)
