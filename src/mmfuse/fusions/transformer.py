@@ -44,8 +44,10 @@ class CrossModalTransformerFusion(Fusion):
        pre-norm cross-modal blocks: ``z <- z + Attn(LN(z), LN(x_j))``,
        ``z <- z + MLP(LN(z))``, starting from ``z = x_i``; the keys are always the
        source's projected tokens ``x_j`` (MulT's low-level source features).
-    3. The target's ``m - 1`` streams are concatenated along features (``(b, t_i, s)``);
-       a stream whose source is missing for a sample is zero there.
+    3. The target's ``m - 1`` streams are concatenated along features (``(b, t_i, s)``).
+       Where a stream's source is missing for a sample, its attention terms are zero
+       and the stream is the target's own tokens through the residual and MLP path,
+       so a target keeps its information when every source is missing.
     4. ``num_self_layers`` self-attention blocks of width ``s`` over the target's
        tokens, ``LayerNorm``, and the mask-aware mean over the target's valid tokens
        (MulT reads the last token; a mean does not depend on padding).
@@ -141,8 +143,10 @@ class CrossModalTransformerFusion(Fusion):
                     z, w = block(z, masks[j], xs[j], need_weights=need_intermediates)
                     if w is not None:
                         attention[f"{target}->{self.modalities[j]}/layer{layer_idx}"] = w
-                # a missing source contributes nothing: its stream is zero
-                streams.append(z * present[:, j, None, None])
+                # a missing source has no valid key, so each block's attention term is
+                # zero and the stream carries the target's own tokens through the
+                # residual path: the source contributes nothing, the target is kept
+                streams.append(z)
             z = torch.cat(streams, dim=-1)  # (b, t_i, s)
             for layer_idx, block in enumerate(self.self_layers[i]):
                 z, w = block(z, masks[i], need_weights=need_intermediates)
