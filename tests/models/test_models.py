@@ -163,6 +163,23 @@ def test_modalities_subset() -> None:
     assert model(inputs, masks).shape == (6, K)  # extra modalities in the batch are ignored
 
 
+def test_build_from_the_dataset_itself() -> None:
+    ds = tiny_dataset()
+    torch.manual_seed(0)
+    from_ds = build_model(ds, fusion="gated", hidden_dim=8)
+    torch.manual_seed(0)
+    from_specs = build_model(SPECS, K, "gated", hidden_dim=8)
+    assert from_ds.config == from_specs.config
+    inputs, masks = batch(ds)
+    torch.testing.assert_close(from_ds.eval()(inputs, masks), from_specs.eval()(inputs, masks))
+    uni = build_unimodal_model(ds, modality="vec", hidden_dim=8)
+    assert uni.config["num_classes"] == K
+    with pytest.raises(FusionError, match="num_classes"):
+        build_model(SPECS, fusion="gated")
+    with pytest.raises(FusionError, match="modality"):
+        build_unimodal_model(ds)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from mmfuse.data._base import ModalitySpec
+from mmfuse.data._base import DatasetSplits, ModalitySpec, MultimodalDataset
 from mmfuse.encoders import build_encoder
 from mmfuse.fusions._base import FusionError, create_fusion
 from mmfuse.layers import Mlp
@@ -39,6 +39,16 @@ def _head(in_dim: int, num_classes: int, hidden_dim: int, dropout: float) -> Mlp
     return Mlp(in_dim, num_classes, hidden_dims=(hidden_dim,), norm_layer=nn.LayerNorm, dropout=dropout)
 
 
+def _specs_and_classes(source: Any, num_classes: int | None) -> tuple[Mapping[str, ModalitySpec], int]:
+    """``(specs, num_classes)`` from a specs mapping, or from a dataset or its splits
+    (anything with ``.specs`` and ``.num_classes``, whose class count is the default)."""
+    if not isinstance(source, Mapping) and hasattr(source, "specs") and hasattr(source, "num_classes"):
+        return source.specs, source.num_classes if num_classes is None else num_classes
+    if num_classes is None:
+        raise FusionError("num_classes: expected an int >= 2 (needed when specs is a mapping), got None")
+    return source, num_classes
+
+
 def _check_common(specs: Mapping[str, ModalitySpec], num_classes: int, hidden_dim: int, dropout: float) -> None:
     if not isinstance(specs, Mapping) or not specs:
         raise FusionError(f"specs: expected a non-empty mapping of modality -> ModalitySpec, got {specs!r}")
@@ -54,8 +64,8 @@ def _check_common(specs: Mapping[str, ModalitySpec], num_classes: int, hidden_di
 
 
 def build_model(
-    specs: Mapping[str, ModalitySpec],
-    num_classes: int,
+    specs: Mapping[str, ModalitySpec] | DatasetSplits | MultimodalDataset,
+    num_classes: int | None = None,
     fusion: str = "gated",
     *,
     hidden_dim: int = 64,
@@ -71,8 +81,10 @@ def build_model(
     outputs ``num_classes`` log-probabilities and gets no head.
 
     Args:
-        specs: modality -> :class:`~mmfuse.data.ModalitySpec` (e.g. ``splits.specs``).
-        num_classes: ``k``.
+        specs: modality -> :class:`~mmfuse.data.ModalitySpec` (e.g. ``splits.specs``),
+            or the dataset itself (:class:`~mmfuse.data.DatasetSplits` or
+            :class:`~mmfuse.data.MultimodalDataset`): ``build_model(splits, fusion="gated")``.
+        num_classes: ``k`` (default: the dataset's, when a dataset is given).
         fusion: a name from :func:`mmfuse.list_fusions`.
         hidden_dim: ``d``.
         fusion_options: keyword options of the fusion (JSON values, if the model is
@@ -82,6 +94,7 @@ def build_model(
             ``{"text": {"num_layers": 1}}``).
         dropout: dropout of the head's hidden layer.
     """
+    specs, num_classes = _specs_and_classes(specs, num_classes)
     _check_common(specs, num_classes, hidden_dim, dropout)
     names = sorted(specs) if modalities is None else sorted(modalities)
     unknown = [m for m in names if m not in specs]
@@ -115,9 +128,9 @@ def build_model(
 
 
 def build_unimodal_model(
-    specs: Mapping[str, ModalitySpec],
-    num_classes: int,
-    modality: str,
+    specs: Mapping[str, ModalitySpec] | DatasetSplits | MultimodalDataset,
+    num_classes: int | None = None,
+    modality: str | None = None,
     *,
     hidden_dim: int = 64,
     encoder_options: Mapping[str, Any] | None = None,
@@ -127,13 +140,16 @@ def build_unimodal_model(
     ``modality`` and the same MLP head.
 
     Args:
-        specs: modality -> :class:`~mmfuse.data.ModalitySpec`.
-        num_classes: ``k``.
-        modality: the modality to read.
+        specs: modality -> :class:`~mmfuse.data.ModalitySpec`, or the dataset itself.
+        num_classes: ``k`` (default: the dataset's, when a dataset is given).
+        modality: the modality to read (required).
         hidden_dim: ``d``.
         encoder_options: keyword options of the encoder.
         dropout: dropout of the head's hidden layer.
     """
+    specs, num_classes = _specs_and_classes(specs, num_classes)
+    if modality is None:
+        raise FusionError(f"modality: expected one of {sorted(specs)}, got None")
     _check_common(specs, num_classes, hidden_dim, dropout)
     if modality not in specs:
         raise FusionError(f"modality: expected one of {sorted(specs)}, got {modality!r}")
