@@ -200,7 +200,7 @@ class ResumeState(L.Callback):
                 self.stopped = True
                 trainer.should_stop = True
         if self.out_dir is not None:
-            trainer.save_checkpoint(self.out_dir / LAST)
+            trainer.save_checkpoint(self.out_dir / LAST, weights_only=False)  # full state, for resume
 
     def state_dict(self) -> dict[str, Any]:
         return {
