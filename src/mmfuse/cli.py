@@ -126,6 +126,8 @@ def _run_train(args: argparse.Namespace) -> int:
     except (DataError, FusionError, ValueError) as exc:
         print(f"mmfuse train: error: {exc}", file=sys.stderr)
         return 2
+    if not outcome["result"].is_global_zero:
+        return 0  # another process of a multi-process (DDP) run: rank 0 reports
     from rich.console import Console
     from rich.table import Table
 

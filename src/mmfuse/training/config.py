@@ -115,6 +115,8 @@ class FitResult:
         checkpoint: ``out_dir/model.safetensors`` (best weights + config), or None.
         best_epoch: 0-based epoch of the best validation loss (-1 without validation).
         history: per-epoch ``{"epoch", "train_loss", "val_loss", "val_accuracy"}``.
+        is_global_zero: False in the other processes of a multi-process run (DDP), so
+            callers report and write files once.
     """
 
     model: nn.Module
@@ -124,3 +126,4 @@ class FitResult:
     checkpoint: Path | None = None
     best_epoch: int = -1
     history: list[dict[str, float]] = field(default_factory=list)
+    is_global_zero: bool = True

@@ -372,6 +372,7 @@ def fit(
             "train_config": cfg.to_dict(),
             "model_config": getattr(model, "config", None),
             "epochs_run": trainer.current_epoch,
+            "world_size": trainer.world_size,
             "best_epoch": state.best_epoch,
             "val_metrics": val_metrics,
             "history": state.history,
@@ -387,4 +388,5 @@ def fit(
         checkpoint=checkpoint,
         best_epoch=state.best_epoch,
         history=list(state.history),
+        is_global_zero=bool(trainer.is_global_zero),
     )
