@@ -17,7 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from mmfuse.bench.report import fmt_num
+from mmfuse.bench.report import fmt_num, fmt_si
 
 __all__ = ["default_console", "make_progress", "print_summary", "summary_tables"]
 
@@ -43,15 +43,6 @@ def make_progress(console: Console) -> Progress:
         console=console,
         transient=False,
     )
-
-
-def _si(x: float | None) -> str:
-    if x is None:
-        return "—"
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(x) >= div:
-            return f"{x / div:.1f}{unit}"
-    return f"{x:.0f}"
 
 
 def summary_tables(rows: Sequence[Mapping[str, Any]]) -> list[Table]:
@@ -93,8 +84,8 @@ def summary_tables(rows: Sequence[Mapping[str, Any]]) -> list[Table]:
             if r["noise_mean"]:
                 noise_max = r["noise_mean"][max(r["noise_mean"], key=float)]
             md = mdrop.get(r["model"])
-            t.add_row(name, acc, f1, gain, _si(r["params"]), fmt_num(r["train_time_s"], 1),
-                      _si(r["throughput_sps"]), fmt_num(r["peak_rss_mb"], 0), fmt_num(r["missing_worst"]),
+            t.add_row(name, acc, f1, gain, fmt_si(r["params"]), fmt_num(r["train_time_s"], 1),
+                      fmt_si(r["throughput_sps"]), fmt_num(r["peak_rss_mb"], 0), fmt_num(r["missing_worst"]),
                       fmt_num(noise_max), fmt_num(md["accuracy_mean"]) if md else "",
                       fmt_num(md["missing_worst"]) if md else "")
         tables.append(t)

@@ -47,7 +47,8 @@ def fmt_num(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
-def _si(x: float | None) -> str:
+def fmt_si(x: float | None) -> str:
+    """A count with a k/M/G suffix (``"—"`` for missing), for tables."""
     if x is None:
         return "—"
     for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
@@ -104,8 +105,8 @@ def _summary_table(rows: Sequence[Mapping[str, Any]], dataset: str) -> str:
             f"<td class='l'>{'modality dropout' if r['variant'] != 'standard' else 'standard'}</td>"
             f"<td>{seeds}</td><td>{_pm(r['accuracy_mean'], r['accuracy_std'])}</td>"
             f"<td>{_pm(r['macro_f1_mean'], r['macro_f1_std'])}</td>{_gain(r['gain'])}"
-            f"<td>{_si(r['params'])}</td><td>{fmt_num(r['train_time_s'], 1)}</td>"
-            f"<td>{_si(r['throughput_sps'])}</td><td>{fmt_num(r['peak_rss_mb'], 0)}</td>"
+            f"<td>{fmt_si(r['params'])}</td><td>{fmt_num(r['train_time_s'], 1)}</td>"
+            f"<td>{fmt_si(r['throughput_sps'])}</td><td>{fmt_num(r['peak_rss_mb'], 0)}</td>"
             f"<td>{fmt_num(r['missing_worst'])}</td><td>{fmt_num(noise_max)}</td></tr>"
         )
     return f"<table>{head}{''.join(body)}</table>"
