@@ -15,7 +15,7 @@ os.environ.setdefault("MMFUSE_DATA", str(SHARED_DATA))
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def data_root() -> Path:
     """The offline copy of the real datasets (skips when it is not beside the project)."""
     root = Path(os.environ["MMFUSE_DATA"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -34,11 +33,6 @@ def copy_source(data_root: Path, tmp_path: Path) -> Callable[[str], Path]:
 
 
 @pytest.fixture(scope="module")
-def real_root() -> Path:
-    """The real data root, for module-scoped fixtures (skips like ``data_root``)."""
-    root = Path(os.environ["MMFUSE_DATA"])
-    if not root.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI: real data not found at {root}")
-        pytest.skip(f"real data not found at {root} (set MMFUSE_DATA)")
-    return root
+def real_root(data_root: Path) -> Path:
+    """The real data root, for module-scoped fixtures (skips or fails like ``data_root``)."""
+    return data_root
