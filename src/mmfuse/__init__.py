@@ -1,8 +1,8 @@
 """mmfuse: multimodal fusion strategies on one contract, with training and benchmarks."""
 
+from mmfuse.errors import CheckpointError, ConfigError, DataError, FusionError, MmfuseError
 from mmfuse.fusions import (
     Fusion,
-    FusionError,
     FusionIntermediates,
     create_fusion,
     list_fusions,
@@ -13,6 +13,10 @@ from mmfuse.models import MultimodalModel, build_model, build_unimodal_model
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "MmfuseError",
     "Fusion",
     "FusionError",
     "FusionIntermediates",

@@ -56,36 +56,31 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from mmfuse.bench import BenchConfigError, load_config, run_bench
-    from mmfuse.data import DataError
+    from mmfuse.bench import load_config, run_bench
 
     def csv_list(value: str | None) -> list[str] | None:
         return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
-    try:
-        scales = csv_list(args.noise_scales)
-        config = load_config(
-            args.config,
-            datasets=csv_list(args.dataset),
-            fusions=csv_list(args.fusions),
-            seeds=args.seeds,
-            epochs=args.epochs,
-            modality_dropout=args.modality_dropout,
-            dropout_seeds=args.dropout_seeds,
-            noise_scales=None if scales is None else [float(s) for s in scales],
-            unimodal=False if args.no_unimodal else None,
-            jobs=args.jobs,
-            executor=args.executor,
-            ray_address=args.ray_address,
-            out=args.out,
-            data_root=args.data_root,
-            plots=False if args.no_plots else None,
-            report=False if args.no_report else None,
-        )
-        outcome = run_bench(config, progress=not args.no_progress, argv=sys.argv)
-    except (BenchConfigError, DataError, ValueError) as exc:
-        print(f"mmfuse bench: error: {exc}", file=sys.stderr)
-        return 2
+    scales = csv_list(args.noise_scales)
+    config = load_config(
+        args.config,
+        datasets=csv_list(args.dataset),
+        fusions=csv_list(args.fusions),
+        seeds=args.seeds,
+        epochs=args.epochs,
+        modality_dropout=args.modality_dropout,
+        dropout_seeds=args.dropout_seeds,
+        noise_scales=None if scales is None else [float(s) for s in scales],
+        unimodal=False if args.no_unimodal else None,
+        jobs=args.jobs,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        out=args.out,
+        data_root=args.data_root,
+        plots=False if args.no_plots else None,
+        report=False if args.no_report else None,
+    )
+    outcome = run_bench(config, progress=not args.no_progress, argv=sys.argv)
     return 1 if outcome.failed else 0
 
 
@@ -111,21 +106,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from mmfuse.data import DataError
-    from mmfuse.fusions import FusionError
+    from mmfuse.errors import ConfigError
     from mmfuse.training.settings import default_out_dir, resolve_settings, run_training
 
-    try:
-        settings = resolve_settings(
-            args.dataset, args.fusion, args.settings, config_file=args.config, unimodal=args.unimodal
-        )
-        if args.resume and not args.out:
-            raise ValueError("--resume: expected --out naming the run folder to continue")
-        out = args.out or default_out_dir(settings)
-        outcome = run_training(settings, out, resume=args.resume, root=args.data_root)
-    except (DataError, FusionError, ValueError) as exc:
-        print(f"mmfuse train: error: {exc}", file=sys.stderr)
-        return 2
+    settings = resolve_settings(
+        args.dataset, args.fusion, args.settings, config_file=args.config, unimodal=args.unimodal
+    )
+    if args.resume and not args.out:
+        raise ConfigError("--resume: expected --out naming the run folder to continue")
+    out = args.out or default_out_dir(settings)
+    outcome = run_training(settings, out, resume=args.resume, root=args.data_root)
     if not outcome["result"].is_global_zero:
         return 0  # another process of a multi-process (DDP) run: rank 0 reports
     from rich.console import Console
@@ -156,16 +146,12 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_data(args: argparse.Namespace) -> int:
-    from mmfuse.data import DataError, download, verify
+    from mmfuse.data import download, verify
 
-    try:
-        if args.action == "download":
-            print(f"{args.name}: files in {download(args.name, args.data_root)}")
-            return 0
-        problems = verify(args.name, args.data_root)
-    except (DataError, ValueError) as exc:
-        print(f"mmfuse data: error: {exc}", file=sys.stderr)
-        return 2
+    if args.action == "download":
+        print(f"{args.name}: files in {download(args.name, args.data_root)}")
+        return 0
+    problems = verify(args.name, args.data_root)
     for problem in problems:
         print(problem)
     if not problems:
@@ -184,9 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; an :class:`~mmfuse.errors.MmfuseError` (bad input) prints
+    ``mmfuse <command>: error: <message>`` and returns 2, anything else raises with its
+    traceback (a bug to report)."""
+    from mmfuse.errors import MmfuseError
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except MmfuseError as exc:
+        print(f"mmfuse {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def test_view_subset_and_bad_views() -> None:
         load_dataset("mfeat", views=["pix", "nope"])
     with pytest.raises(DataError, match="views must be distinct names"):
         load_dataset("mfeat", views=[])
-    with pytest.raises(DataError, match="test_fraction must be in"):
+    with pytest.raises(DataError, match="test_fraction: expected a float in"):
         load_dataset("mfeat", test_fraction=1.0)
 
 

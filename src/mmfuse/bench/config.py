@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from mmfuse.errors import ConfigError
+
 __all__ = [
     "DATASET_CHOICES",
     "DEFAULT_DATASET_OPTIONS",
@@ -36,7 +38,7 @@ DEFAULT_DATASET_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-class BenchConfigError(ValueError):
+class BenchConfigError(ConfigError):
     """A bad benchmark setting: unknown key, wrong type or value. Names the key."""
 
 

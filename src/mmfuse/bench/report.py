@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mmfuse.bench.plots import Figure
-from mmfuse.bench.store import atomic_write_text
+from mmfuse.io import atomic_write
 
 __all__ = ["fmt_num", "write_report"]
 
@@ -227,5 +227,5 @@ def write_report(path: str | Path, rows: Sequence[Mapping[str, Any]], records: S
     parts.append(f"<pre>{_e(json.dumps(dict(meta), indent=2, sort_keys=True, default=str))}</pre>")
     parts.append("</body></html>\n")
     path = Path(path)
-    atomic_write_text(path, "\n".join(parts))
+    atomic_write(path, "\n".join(parts))
     return path

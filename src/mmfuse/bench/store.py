@@ -22,13 +22,14 @@ import io
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CSV_COLUMNS", "ResultsStore", "atomic_write_text", "flat_row"]
+from mmfuse.io import atomic_write
+
+__all__ = ["CSV_COLUMNS", "ResultsStore", "flat_row"]
 
 #: columns every ``results.csv`` has, in order; per-modality robustness columns
 #: (``missing:<modality>``, ``noise:<scale>``) follow them
@@ -55,21 +56,6 @@ CSV_COLUMNS = [
     "error",
     "settings",
 ]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (readers never see half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _finite(x: Any) -> Any:
@@ -143,7 +129,7 @@ class ResultsStore:
                    summary: Sequence[Mapping[str, Any]]) -> Path:
         path = self.root / "results.json"
         doc = {"meta": dict(meta), "summary": list(summary), "runs": list(records)}
-        atomic_write_text(path, json.dumps(_finite(doc), indent=1, sort_keys=True, default=str) + "\n")
+        atomic_write(path, json.dumps(_finite(doc), indent=1, sort_keys=True, default=str) + "\n")
         return path
 
     def write_csv(self, records: Sequence[Mapping[str, Any]]) -> Path:
@@ -155,7 +141,7 @@ class ResultsStore:
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-        atomic_write_text(path, buf.getvalue())
+        atomic_write(path, buf.getvalue())
         return path
 
 

@@ -22,6 +22,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from mmfuse.errors import DataError
+
 __all__ = [
     "DataError",
     "DatasetSplits",
@@ -36,8 +38,6 @@ __all__ = [
 ModalityKind = Literal["vector", "sequence", "image", "audio", "text", "tabular"]
 
 
-class DataError(RuntimeError):
-    """A dataset cannot be loaded: missing or corrupt file, bad option. Names the file."""
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -17,6 +15,8 @@ import numpy as np
 
 from mmfuse.data._base import DataError
 from mmfuse.data._files import cache_dir
+from mmfuse.errors import check_fraction
+from mmfuse.io import atomic_write
 
 __all__ = ["check_fractions", "fit_standardise", "load_or_build", "stratified_split"]
 
@@ -24,8 +24,7 @@ __all__ = ["check_fractions", "fit_standardise", "load_or_build", "stratified_sp
 def check_fractions(dataset: str, val_fraction: float, test_fraction: float) -> None:
     """:class:`DataError` unless both fractions are in ``(0, 1)`` and leave a training part."""
     for what, v in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 < v < 1.0:
-            raise DataError(f"{dataset}: {what} must be in (0, 1), got {v}")
+        check_fraction(f"{dataset}: {what}", v, error=DataError, low_open=True)
     if val_fraction + test_fraction >= 1.0:
         raise DataError(
             f"{dataset}: val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}"
@@ -88,11 +87,7 @@ def load_or_build(
             path.unlink(missing_ok=True)  # a broken cache entry is rebuilt
     arrays = build()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}-", suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: np.savez(f, **arrays))
     except OSError as e:
         warnings.warn(f"mmfuse: cannot write the processed cache {path}: {e}", stacklevel=2)
     return arrays

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO
 
 from mmfuse.data._base import DataError, data_root
+from mmfuse.io import atomic_write
 
 __all__ = ["SOURCES", "cache_dir", "download", "require", "sources_of", "verify"]
 
@@ -203,11 +204,7 @@ def _save_hash_records(records: dict[str, list]) -> None:
     # Forget files that are gone (temporary copies), so the records do not grow forever.
     records = {k: v for k, v in records.items() if Path(k.removesuffix("/*")).exists()}
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".hashes-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(records, f)
-        os.replace(tmp, folder / "hashes.json")
+        atomic_write(folder / "hashes.json", json.dumps(records))
     except OSError:
         pass  # an unwritable cache only costs rehashing next time
 
@@ -366,24 +363,22 @@ def _atomic_write(
     target: Path, write: Callable[[IO[bytes]], str], expected: str, what: str
 ) -> None:
     """Write via ``write`` into a temp file beside ``target``, check its SHA-256, then rename."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    except OSError as e:
-        raise DataError(
-            f"cannot write into {target.parent}: {e} (choose a writable data root)"
-        ) from e
-    try:
-        with os.fdopen(fd, "wb") as out:
-            digest = write(out)
+    def write_checked(out: IO[bytes]) -> None:
+        digest = write(out)
         if digest != expected:
             raise DataError(
                 f"{what}: downloaded file has SHA-256 {digest}, expected {expected}; not kept"
             )
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.TemporaryFile(dir=target.parent)
+        probe.close()
+    except OSError as e:
+        raise DataError(
+            f"cannot write into {target.parent}: {e} (choose a writable data root)"
+        ) from e
+    atomic_write(target, write_checked, suffix=".part")
 
 
 def _download_files(

@@ -49,6 +49,7 @@ from mmfuse.data._base import (
 )
 from mmfuse.data._common import load_or_build, stratified_split
 from mmfuse.data._files import FSDD_SPEAKERS, SOURCES, require
+from mmfuse.errors import check_fraction
 
 __all__ = ["MNIST_TEST_COUNTS", "load_avdigits", "read_fsdd", "read_mnist"]
 
@@ -184,8 +185,7 @@ def load_avdigits(
         )
     if image_noise < 0:
         raise DataError(f"avdigits: image_noise must be >= 0, got {image_noise}")
-    if not 0.0 < val_fraction < 1.0:
-        raise DataError(f"avdigits: val_fraction must be in (0, 1), got {val_fraction}")
+    check_fraction("avdigits: val_fraction", val_fraction, error=DataError, low_open=True)
     if test_speaker not in FSDD_SPEAKERS:
         raise DataError(
             f"avdigits: test_speaker must be one of {list(FSDD_SPEAKERS)}, got {test_speaker!r}"

@@ -32,6 +32,8 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor, nn
 
+from mmfuse.errors import FusionError
+
 __all__ = [
     "Fusion",
     "FusionBatch",
@@ -46,8 +48,6 @@ __all__ = [
 ]
 
 
-class FusionError(ValueError):
-    """Bad input to a fusion: raised where inputs enter, with expected and actual values."""
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mmfuse.fusions._base import FusionError
+from mmfuse.errors import FusionError, check_fraction
 
 __all__ = [
     "check_choice",
@@ -37,9 +37,7 @@ def check_positive_number(owner: str, name: str, value: object) -> float:
 
 def check_dropout(owner: str, value: object) -> float:
     """A dropout probability in ``[0, 1)``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise FusionError(f"{owner}: dropout: expected a float in [0, 1), got {value!r}")
-    return float(value)
+    return check_fraction(f"{owner}: dropout", value, error=FusionError)
 
 
 def check_choice(owner: str, name: str, value: object, choices: Sequence[str]) -> None:

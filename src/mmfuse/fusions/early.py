@@ -30,6 +30,7 @@ from mmfuse.fusions._base import (
     masked_mean,
     register_fusion,
 )
+from mmfuse.fusions._checks import check_dropout
 from mmfuse.layers import Mlp
 
 __all__ = ["EarlyFusion"]
@@ -90,8 +91,7 @@ class EarlyFusion(Fusion):
         super().__init__(input_dims=input_dims, output_dim=output_dim)
         if align not in _ALIGNS:
             raise FusionError(f"early: align: expected one of {list(_ALIGNS)}, got {align!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise FusionError(f"early: dropout: expected a float in [0, 1), got {dropout!r}")
+        check_dropout("early", dropout)
         if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in hidden_dims):
             raise FusionError(f"early: hidden_dims: expected positive ints, got {tuple(hidden_dims)!r}")
         if encoder is not None and not isinstance(encoder, nn.Module):

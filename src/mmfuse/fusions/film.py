@@ -27,7 +27,7 @@ from mmfuse.fusions._base import (
     FusionIntermediates,
     register_fusion,
 )
-from mmfuse.fusions._checks import check_int, check_module_names
+from mmfuse.fusions._checks import check_dropout, check_int, check_module_names
 
 __all__ = ["FiLMFusion"]
 
@@ -106,8 +106,7 @@ class FiLMFusion(Fusion):
             raise FusionError(
                 f"{self.name}: conditioner: expected None in mode 'all_to_one' (every other modality conditions), got {conditioner!r}"
             )
-        if not 0.0 <= dropout < 1.0:
-            raise FusionError(f"{self.name}: dropout: expected a float in [0, 1), got {dropout!r}")
+        check_dropout(self.name, dropout)
         check_module_names(self.name, self.modalities)
 
         if target is None:

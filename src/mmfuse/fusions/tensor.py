@@ -27,7 +27,7 @@ from mmfuse.fusions._base import (
     FusionIntermediates,
     register_fusion,
 )
-from mmfuse.fusions._checks import check_int, check_module_names
+from mmfuse.fusions._checks import check_dropout, check_int, check_module_names
 
 __all__ = ["LowRankFusion", "TensorFusion"]
 
@@ -91,8 +91,7 @@ class TensorFusion(_ProjectedFactors):
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim, dim=dim)
         check_int(self.name, "max_size", max_size)
-        if not 0.0 <= dropout < 1.0:
-            raise FusionError(f"{self.name}: dropout: expected a float in [0, 1), got {dropout!r}")
+        check_dropout(self.name, dropout)
         size = math.prod(self.factor_dims.values())
         if size > max_size:
             formula = " * ".join(f"({k - 1} + 1)" for k in self.factor_dims.values())
@@ -155,8 +154,7 @@ class LowRankFusion(_ProjectedFactors):
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim, dim=dim)
         self.rank = check_int(self.name, "rank", rank)
-        if not 0.0 <= dropout < 1.0:
-            raise FusionError(f"{self.name}: dropout: expected a float in [0, 1), got {dropout!r}")
+        check_dropout(self.name, dropout)
         self.drop = nn.Dropout(dropout)
         self.factors = nn.ParameterDict()
         for mod, k in self.factor_dims.items():

@@ -18,7 +18,8 @@ from torch import nn
 
 from mmfuse.data._base import DatasetSplits, ModalitySpec, MultimodalDataset
 from mmfuse.encoders import build_encoder
-from mmfuse.fusions._base import FusionError, create_fusion
+from mmfuse.errors import FusionError, check_fraction
+from mmfuse.fusions._base import create_fusion
 from mmfuse.layers import Mlp
 from mmfuse.models.multimodal import MultimodalModel, UnimodalModel
 
@@ -59,8 +60,7 @@ def _check_common(specs: Mapping[str, ModalitySpec], num_classes: int, hidden_di
         raise FusionError(f"num_classes: expected an int >= 2, got {num_classes!r}")
     if isinstance(hidden_dim, bool) or not isinstance(hidden_dim, int) or hidden_dim < 1:
         raise FusionError(f"hidden_dim: expected a positive int, got {hidden_dim!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise FusionError(f"dropout: expected a float in [0, 1), got {dropout!r}")
+    check_fraction("dropout", dropout, error=FusionError)
 
 
 def build_model(

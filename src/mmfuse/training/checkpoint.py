@@ -26,40 +26,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mmfuse.errors import CheckpointError
+from mmfuse.io import atomic_write
+
 __all__ = ["CheckpointError", "load_checkpoint", "load_tree", "save_checkpoint", "save_tree"]
 
 MODEL_FORMAT = "mmfuse.model/1"
 TREE_FORMAT = "mmfuse.tree/1"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint cannot be written or read: names the file and what is wrong."""
 
 
 # ------------------------------------------------------------------ atomic write
 def _atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: Path) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    atomic_write(path, save(tensors, metadata=metadata))
 
 
 def _read(path: str | os.PathLike[str], expected: str) -> tuple[dict[str, str], dict[str, Tensor]]:

@@ -12,10 +12,12 @@ from typing import Any
 
 from torch import nn
 
+from mmfuse.errors import ConfigError, check_fraction
+
 __all__ = ["FitResult", "TrainConfig", "TrainConfigError"]
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(ConfigError):
     """A training setting out of range, or an unknown setting name. Names the setting."""
 
 
@@ -78,8 +80,7 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (name == "lr" and v == 0):
                 raise TrainConfigError(f"{name}: expected a {'positive' if name == 'lr' else 'non-negative'} float, got {v!r}")
-        if not 0.0 <= self.modality_dropout < 1.0:
-            raise TrainConfigError(f"modality_dropout: expected a float in [0, 1), got {self.modality_dropout!r}")
+        check_fraction("modality_dropout", self.modality_dropout, error=TrainConfigError)
         if self.max_time is not None and not self.max_time > 0:
             raise TrainConfigError(f"max_time: expected positive seconds or None, got {self.max_time!r}")
         precision = str(self.precision)

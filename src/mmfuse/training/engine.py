@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from mmfuse.data._base import DatasetSplits
+from mmfuse.io import atomic_write
 from mmfuse.training.checkpoint import load_tree, save_checkpoint, save_tree
 from mmfuse.training.config import FitResult, TrainConfig, TrainConfigError
 from mmfuse.training.metrics import BatchView, collate_batch, evaluate
@@ -377,9 +378,7 @@ def fit(
             "val_metrics": val_metrics,
             "history": state.history,
         }
-        tmp = out / ".fit.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2, default=str))
-        os.replace(tmp, out / "fit.json")
+        atomic_write(out / "fit.json", json.dumps(summary, indent=2, default=str))
     return FitResult(
         model=model,
         train_time_s=train_time,
