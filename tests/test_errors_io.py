@@ -9,7 +9,14 @@ import pytest
 
 import mmfuse
 from mmfuse import cli
-from mmfuse.errors import CheckpointError, ConfigError, DataError, FusionError, MmfuseError, check_fraction
+from mmfuse.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    FusionError,
+    MmfuseError,
+    check_fraction,
+)
 from mmfuse.io import atomic_write
 
 
