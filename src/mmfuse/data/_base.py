@@ -29,6 +29,8 @@ __all__ = [
     "DatasetSplits",
     "ModalitySpec",
     "MultimodalDataset",
+    "TASKS",
+    "Task",
     "data_root",
     "list_datasets",
     "load_dataset",
@@ -36,6 +38,10 @@ __all__ = [
 ]
 
 ModalityKind = Literal["vector", "sequence", "image", "audio", "text", "tabular"]
+#: what the target is: one class of 2 (``binary``) or of k (``multiclass``), a 0/1 vector
+#: of k labels (``multilabel``), or real values (``regression``)
+Task = Literal["binary", "multiclass", "multilabel", "regression"]
+TASKS: tuple[str, ...] = ("binary", "multiclass", "multilabel", "regression")
 
 
 
@@ -66,12 +72,16 @@ class MultimodalDataset(Dataset):
     Args:
         name: dataset name (e.g. ``"mfeat"``), for reports.
         inputs: modality -> ``(n, ...)`` tensor.
-        labels: ``(n,)`` int64 class indices.
+        labels: the targets: ``(n,)`` int64 class indices (``binary``, ``multiclass``),
+            ``(n, k)`` float 0/1 (``multilabel``), ``(n,)`` or ``(n, k)`` float
+            (``regression``; a 1-d target is stored as ``(n, 1)``).
         specs: modality -> :class:`ModalitySpec`.
-        num_classes: number of classes.
+        num_classes: number of model outputs: classes (``binary``: 2, ``multiclass``:
+            k), labels (``multilabel``: k) or target columns (``regression``).
         masks: modality -> ``(n,)`` or ``(n, t)`` bool; modalities not given are
             present everywhere.
-        class_names: optional names of the classes.
+        class_names: optional names of the classes (or labels, or target columns).
+        task: see :data:`Task`; default ``binary`` for 2 classes, else ``multiclass``.
     """
 
     def __init__(
@@ -84,8 +94,23 @@ class MultimodalDataset(Dataset):
         num_classes: int,
         masks: Mapping[str, Tensor] | None = None,
         class_names: Sequence[str] | None = None,
+        task: Task | None = None,
     ) -> None:
         n = labels.shape[0]
+        task = task or ("binary" if int(num_classes) == 2 else "multiclass")
+        if task not in TASKS:
+            raise DataError(f"{name}: task: expected one of {list(TASKS)}, got {task!r}")
+        if task in ("binary", "multiclass"):
+            if labels.dim() != 1 or labels.dtype.is_floating_point:
+                raise DataError(f"{name}: {task} labels must be (n,) integer class indices, got "
+                                f"{labels.dtype} {tuple(labels.shape)}")
+            labels = labels.long()
+        else:
+            if task == "regression" and labels.dim() == 1:
+                labels = labels.unsqueeze(1)
+            if labels.dim() != 2 or labels.shape[1] != int(num_classes):
+                raise DataError(f"{name}: {task} targets must be (n, {int(num_classes)}), got {tuple(labels.shape)}")
+            labels = labels.float()
         if set(inputs) != set(specs):
             raise DataError(f"{name}: inputs {sorted(inputs)} and specs {sorted(specs)} name different modalities")
         for mod, x in inputs.items():
@@ -101,7 +126,8 @@ class MultimodalDataset(Dataset):
         self.modalities: tuple[str, ...] = tuple(sorted(inputs))
         self.inputs = {m: inputs[m] for m in self.modalities}
         self.masks = {m: masks[m] for m in self.modalities}
-        self.labels = labels.long()
+        self.labels = labels
+        self.task: Task = task
         self.specs = {m: specs[m] for m in self.modalities}
         self.num_classes = int(num_classes)
         self.class_names = list(class_names) if class_names is not None else None
@@ -127,9 +153,14 @@ class MultimodalDataset(Dataset):
             num_classes=self.num_classes,
             masks={m: k[idx] for m, k in self.masks.items()},
             class_names=self.class_names,
+            task=self.task,
         )
 
     def class_counts(self) -> Tensor:
+        if self.task == "multilabel":
+            return self.labels.sum(dim=0).long()
+        if self.task == "regression":
+            raise DataError(f"{self.name}: a regression target has no class counts")
         return torch.bincount(self.labels, minlength=self.num_classes)
 
     def __repr__(self) -> str:
@@ -158,6 +189,10 @@ class DatasetSplits:
     @property
     def modalities(self) -> tuple[str, ...]:
         return self.train.modalities
+
+    @property
+    def task(self) -> Task:
+        return self.train.task
 
 
 def data_root(root: str | os.PathLike[str] | None = None) -> Path:
