@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 
 def _add_list(sub: argparse._SubParsersAction) -> None:
@@ -26,56 +27,83 @@ def _run_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_common(p: argparse.ArgumentParser, *, bench: bool) -> None:
+    """The flags ``mmfuse train`` and ``mmfuse bench`` share, spelled the same on both."""
+    p.add_argument("--dataset", help=f"dataset name{', comma-separated for several, or all' if bench else ''} "
+                   "(synthetic, avdigits, mfeat, reviews; default: synthetic)")
+    p.add_argument("--config", help="YAML file of settings (the same keys as key=value)")
+    p.add_argument("--out", help="results folder" + (" (default bench-out/<datasets>)" if bench else
+                                                    " (default runs/<dataset>-<model>-<time>)"))
+    p.add_argument("--force", action="store_true",
+                   help="write into an existing folder that holds another run" + ("s' comparison" if bench else ""))
+    p.add_argument("--epochs", type=int, help="most epochs per model (a shortcut for epochs=N)")
+    p.add_argument("--data-root", help="folder of the real datasets (default: $MMFUSE_DATA or the cache)")
+    p.add_argument("settings", nargs="*", metavar="key=value",
+                   help="training settings (epochs=5 lr=3e-4 batch_size=64 precision=bf16-mixed devices=2 ...), "
+                   + ("measure.<setting>, or any bench setting (seeds=2)" if bench else
+                      "model (hidden_dim=32), data.<option>, fusion.<option>, encoder.<modality>.<option>"))
+
+
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
         help="train and compare every fusion strategy side by side",
-        description="Train every strategy (and the unimodal baselines) over several seeds, measure accuracy, "
+        description="Train every strategy (and the unimodal baselines) over several seeds, measure score, "
         "cost and robustness, and write results (JSON, CSV), plots and an HTML report. Re-running into the "
-        "same --out folder skips finished runs. Flags override the --config YAML file.",
+        "same --out folder skips finished runs and re-measures saved models with new test-time settings "
+        "(--noise-scales) without training them again. Precedence: --config YAML, then key=value, then flags.",
     )
-    p.add_argument("--config", help="YAML file of settings (keys as in mmfuse.bench.BenchConfig)")
-    p.add_argument("--dataset", help="avdigits, mfeat, reviews, synthetic or all; comma-separated for several "
-                   "(default: synthetic)")
+    _add_common(p, bench=True)
     p.add_argument("--fusions", help="comma-separated strategy names (default: every registered one)")
     p.add_argument("--seeds", type=int, help="seeds of standard training (default 3)")
-    p.add_argument("--epochs", type=int, help="maximum epochs per run")
     p.add_argument("--modality-dropout", type=float, help="rate of the modality-dropout training variant (0: off)")
     p.add_argument("--dropout-seeds", type=int, help="seeds of the modality-dropout variant (default 1)")
-    p.add_argument("--noise-scales", help="comma-separated test-time noise scales (default 0,0.5,1,2)")
+    p.add_argument("--noise-scales", help="comma-separated test-time noise scales (default 0.5,1,2)")
     p.add_argument("--no-unimodal", action="store_true", help="skip the unimodal baselines")
     p.add_argument("--jobs", type=int, help="runs at the same time (default 2)")
     p.add_argument("--executor", choices=["local", "serial", "ray"], help="where runs execute (default local)")
-    p.add_argument("--ray-address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--out", help="results folder (default bench-out)")
-    p.add_argument("--data-root", help="folder of the real datasets (default: $MMFUSE_DATA or the cache)")
-    p.add_argument("--no-plots", action="store_true", help="write no PNG plots (the report still has them)")
+    p.add_argument("--ray-address", help="Ray cluster address (with --executor ray; default: $RAY_ADDRESS, "
+                   "else a local Ray)")
+    p.add_argument("--no-plots", action="store_true", help="write no PNG files (the report still shows the figures)")
     p.add_argument("--no-report", action="store_true", help="write no HTML report")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_bench)
 
 
+def _csv_list(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _floats(flag: str, values: list[str] | None) -> list[float] | None:
+    from mmfuse.errors import ConfigError
+
+    if values is None:
+        return None
+    try:
+        return [float(v) for v in values]
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: expected comma-separated numbers, got {','.join(values)!r}") from exc
+
+
 def _run_bench(args: argparse.Namespace) -> int:
     from mmfuse.bench import load_config, run_bench
 
-    def csv_list(value: str | None) -> list[str] | None:
-        return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
-
-    scales = csv_list(args.noise_scales)
     config = load_config(
         args.config,
-        datasets=csv_list(args.dataset),
-        fusions=csv_list(args.fusions),
+        settings=args.settings,
+        datasets=_csv_list(args.dataset),
+        fusions=_csv_list(args.fusions),
         seeds=args.seeds,
         epochs=args.epochs,
         modality_dropout=args.modality_dropout,
         dropout_seeds=args.dropout_seeds,
-        noise_scales=None if scales is None else [float(s) for s in scales],
+        noise_scales=_floats("--noise-scales", _csv_list(args.noise_scales)),
         unimodal=False if args.no_unimodal else None,
         jobs=args.jobs,
         executor=args.executor,
         ray_address=args.ray_address,
         out=args.out,
+        force=True if args.force else None,
         data_root=args.data_root,
         plots=False if args.no_plots else None,
         report=False if args.no_report else None,
@@ -89,52 +117,44 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train one model (a fusion, or a unimodal baseline) on one dataset",
         description="Train with early stopping on validation, print val/test metrics and write a checkpoint "
-        "(safetensors + JSON config) to --out. Settings are key=value: TrainConfig fields (epochs=5 lr=3e-4 "
-        "accelerator=gpu devices=2 strategy=ddp precision=bf16-mixed), model options (hidden_dim=32), "
-        "data.<option> (data.task=synergy), fusion.<option> (fusion.gate=feature) and "
-        "encoder.<modality>.<option>; they override the --config YAML file.",
+        "(safetensors + JSON config), the run's settings (spec.json) and its record (run.json) to --out. "
+        "Settings are key=value: TrainConfig fields (epochs=5 lr=3e-4 accelerator=gpu devices=2 strategy=ddp "
+        "precision=bf16-mixed), model options (hidden_dim=32), data.<option> (data.task=synergy), "
+        "fusion.<option> (fusion.gate=feature) and encoder.<modality>.<option>; they override the --config "
+        "YAML file.",
     )
-    p.add_argument("--dataset", help="dataset name (synthetic, avdigits, mfeat, reviews)")
+    _add_common(p, bench=False)
     p.add_argument("--fusion", help="fusion strategy (default gated; see `mmfuse list`)")
     p.add_argument("--unimodal", metavar="MODALITY", help="train the single-modality baseline instead of a fusion")
-    p.add_argument("--config", help="YAML file of settings (same keys as the key=value overrides)")
-    p.add_argument("--out", help="run folder (default runs/<dataset>-<fusion>-<timestamp>)")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
-    p.add_argument("--data-root", help="folder of the real datasets (default: $MMFUSE_DATA or the cache)")
-    p.add_argument("settings", nargs="*", metavar="key=value", help="settings overrides")
+    p.add_argument("--seed", type=int, help="training seed (a shortcut for seed=N)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (same settings)")
     p.set_defaults(func=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from mmfuse.errors import ConfigError
-    from mmfuse.training.settings import default_out_dir, resolve_settings, run_training
+    from mmfuse.experiment import parse_overrides, read_yaml
+    from mmfuse.experiment.command import train_command
+    from mmfuse.experiment.config import flatten_settings
 
-    settings = resolve_settings(
-        args.dataset, args.fusion, args.settings, config_file=args.config, unimodal=args.unimodal
-    )
-    if args.resume and not args.out:
-        raise ConfigError("--resume: expected --out naming the run folder to continue")
-    out = args.out or default_out_dir(settings)
-    outcome = run_training(settings, out, resume=args.resume, root=args.data_root)
-    if not outcome["result"].is_global_zero:
-        return 0  # another process of a multi-process (DDP) run: rank 0 reports
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"{settings.dataset} / {settings.label}")
-    for col in ("split", "accuracy", "macro_f1", "auroc", "n"):
-        table.add_column(col, justify="left" if col == "split" else "right")
-    for split in ("val", "test"):
-        m = outcome[split]
-        auroc = f"{m['auroc']:.4f}" if "auroc" in m else "-"
-        table.add_row(split, f"{m.get('accuracy', float('nan')):.4f}", f"{m.get('macro_f1', float('nan')):.4f}",
-                      auroc, str(m.get("n", 0)))
-    console = Console()
-    console.print(table)
-    result = outcome["result"]
-    console.print(f"epochs: {result.epochs_run} (best {result.best_epoch + 1}), time: {result.train_time_s:.1f} s")
-    print(f"checkpoint: {result.checkpoint}")  # plain print: a path must not be wrapped
-    return 0
+    settings: dict[str, object] = {}
+    dataset, fusion, unimodal = args.dataset, args.fusion, args.unimodal
+    if args.config is not None:
+        loaded = read_yaml(args.config)
+        dataset = dataset or loaded.pop("dataset", None)
+        if isinstance(loaded.get("fusion"), str):
+            fusion = fusion or loaded.pop("fusion")
+        unimodal = unimodal or loaded.pop("unimodal", None)
+        settings.update(flatten_settings(loaded))
+    settings.update(parse_overrides(args.settings))
+    if args.epochs is not None:
+        settings["epochs"] = args.epochs
+    if args.seed is not None:
+        settings["seed"] = args.seed
+    if fusion is not None and unimodal is not None:
+        raise ConfigError(f"--fusion {fusion} and --unimodal {unimodal}: give one of them")
+    return train_command(settings, dataset=dataset or "synthetic", fusion=fusion, unimodal=unimodal,
+                             out=args.out, resume=args.resume, force=args.force, data_root=args.data_root)
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
@@ -159,8 +179,35 @@ def _run_data(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a suggestion for a mistyped flag (``--epoch`` -> ``--epochs``) instead of
+    silently taking a prefix for the flag it abbreviates."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        import difflib
+        import re
+
+        bad = re.findall(r"(--?[\w-]+)", message.split(":", 1)[-1]) if "unrecognized arguments" in message else []
+        known = [o for a in self._actions for o in a.option_strings]
+        for sub in (a for a in self._actions if isinstance(a, argparse._SubParsersAction)):
+            for p in sub.choices.values():
+                known += [o for a in p._actions for o in a.option_strings]
+        hints = []
+        for flag in bad:
+            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+            if close:
+                hints.append(f"{flag}: did you mean {close[0]}?")
+            elif flag.startswith("--") and "=" not in flag:
+                hints.append(f"{flag}: not a flag; settings are key=value (e.g. {flag[2:].replace('-', '_')}=...)")
+        super().error(message + ("\n" + "\n".join(hints) if hints else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmfuse", description="Multimodal fusion strategies, trained and compared.")
+    parser = _Parser(prog="mmfuse", description="Multimodal fusion strategies, trained and compared.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_list(sub)
     _add_bench(sub)
@@ -173,10 +220,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; an :class:`~mmfuse.errors.MmfuseError` (bad input) prints
     ``mmfuse <command>: error: <message>`` and returns 2, anything else raises with its
     traceback (a bug to report)."""
+    import re
+
     from mmfuse.errors import MmfuseError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value settings may come after flags (argparse stops a positional list at the first flag)
+    settings = [a for a in extra if re.match(r"^[A-Za-z_][\w.]*=", a)]
+    unknown = [a for a in extra if a not in settings]
+    if settings and hasattr(args, "settings"):
+        args.settings = [*args.settings, *settings]
+    elif settings:
+        unknown = extra
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.func(args) or 0)
     except MmfuseError as exc:

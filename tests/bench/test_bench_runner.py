@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 
 import pytest
-from _bench_fakes import BASE, accuracy_of, dying_run, fake_run, modalities_of
+from _bench_fakes import BASE, accuracy_of, dying_run, failing_run, fake_run, modalities_of
 from rich.console import Console
 
 from mmfuse.bench import (
@@ -20,13 +20,15 @@ from mmfuse.bench import (
     run_bench,
 )
 from mmfuse.bench.store import CSV_COLUMNS
+from mmfuse.errors import ConfigError
+from mmfuse.training import TrainConfig
 
 FUSIONS = ["alpha", "beta"]
 
 
-def _config(out: Path, **kw) -> BenchConfig:
+def _config(out: Path | None, **kw) -> BenchConfig:
     base = dict(datasets=["synthetic"], synthetic_tasks=["synergy"], seeds=2, dropout_seeds=1,
-                epochs=1, out=str(out), noise_scales=[0, 1])
+                train=TrainConfig(epochs=1, progress=False), out=None if out is None else str(out))
     base.update(kw)
     return BenchConfig(**base)
 
@@ -51,7 +53,7 @@ def test_results_files_are_complete(tmp_path: Path, calls: Path) -> None:
     out = tmp_path / "res"
     outcome = _run(_config(out))
     # grid: 2 unimodal x 2 seeds + 2 fusions x 2 seeds + 2 fusions x 1 dropout seed
-    assert len(outcome.specs) == 10 and outcome.ran == 10 and outcome.failed == 0
+    assert len(outcome.runs) == 10 and outcome.ran == 10 and outcome.failed == 0
     assert _n_calls(calls) == 10
 
     doc = json.loads((out / "results.json").read_text())
@@ -65,20 +67,23 @@ def test_results_files_are_complete(tmp_path: Path, calls: Path) -> None:
     assert all(set(r["code"]) == {"mmfuse", "git_commit", "git_dirty_src"} for r in doc["runs"])
     assert len(meta["code_versions"]) == 1
     # each run carries its full settings
-    assert {"dataset_options", "train", "fusion_options", "seed", "variant"} <= set(doc["runs"][0]["spec"])
+    assert {"data", "model", "train", "schema"} <= set(doc["runs"][0]["spec"])
+    assert {"options", "seed"} <= set(doc["runs"][0]["spec"]["data"])
 
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert len(rows) == 10
     header = list(rows[0])
     assert header[: len(CSV_COLUMNS)] == CSV_COLUMNS
-    assert {"missing:a", "missing:b", "noise:0", "noise:1"} <= set(header)
+    assert {"missing:a", "missing:b", "noise:0.5", "noise:1", "noise:2"} <= set(header)
+    assert "noise:0" not in header  # clean data is the score itself, not a noise column
     by_key = {r["key"]: r for r in rows}
     for rec in doc["runs"]:
         row = by_key[rec["key"]]
-        spec = rec["spec"]
-        want = accuracy_of(rec["label"], spec["seed"]) - (0.05 if spec["variant"] == "modality_dropout" else 0)
-        assert float(row["accuracy"]) == pytest.approx(want)
-        assert float(row["missing_worst"]) == pytest.approx(want - 0.4)
+        seed, variant = rec["spec"]["train"]["seed"], row["variant"]
+        want = accuracy_of(rec["label"], seed) - (0.05 if variant == "modality_dropout" else 0)
+        assert float(row["accuracy"]) == pytest.approx(want) == float(row["score"])
+        if not rec["label"].startswith("uni:"):
+            assert float(row["missing_worst"]) == pytest.approx(want - 0.4)
 
     pngs = {p.name: p.stat().st_size for p in (out / "plots").glob("*.png")}
     for name in ("accuracy.png", "cost_params.png", "cost_train_time.png", "robustness_noise.png",
@@ -99,17 +104,20 @@ def test_results_files_are_complete(tmp_path: Path, calls: Path) -> None:
 
 def test_summary_mean_std_and_gain(tmp_path: Path, calls: Path) -> None:
     outcome = _run(_config(tmp_path / "res", seeds=3, modality_dropout=0.0, plots=False, report=False))
-    rows = {(r["model"], r["variant"]): r for r in outcome.summary}
-    assert set(rows) == {(m, "standard") for m in ["uni:a", "uni:b", *FUSIONS]}
+    rows = {r.model: r for r in outcome.summary}
+    assert set(rows) == {"uni:a", "uni:b", *FUSIONS}
     for model in BASE:
         accs = [accuracy_of(model, s) for s in range(3)]
-        r = rows[(model, "standard")]
-        assert r["accuracy_mean"] == pytest.approx(statistics.fmean(accs))
-        assert r["accuracy_std"] == pytest.approx(statistics.stdev(accs))
-        assert r["best_unimodal"] == "uni:b"
-        assert r["gain"] == pytest.approx(statistics.fmean(accs) - (0.70 + 0.01))
-    assert rows[("beta", "standard")]["gain"] == pytest.approx(-0.05)
-    assert rows[("alpha", "standard")]["noise_mean"]["1"] == pytest.approx(0.81 - 0.15)
+        r = rows[model]
+        assert r.variant == ("unimodal" if model.startswith("uni:") else "standard") and r.standard
+        assert r.metric == "accuracy" and r.higher_is_better
+        assert r.score_mean == pytest.approx(statistics.fmean(accs))
+        assert r.score_std == pytest.approx(statistics.stdev(accs))
+        assert r.metrics["macro_f1"] == pytest.approx(statistics.fmean(accs) - 0.02)
+        assert r.best_unimodal == "uni:b"
+        assert r.gain == pytest.approx(statistics.fmean(accs) - (0.70 + 0.01))
+    assert rows["beta"].gain == pytest.approx(-0.05)
+    assert rows["alpha"].noise_mean["1"] == pytest.approx(0.81 - 0.15)
 
 
 def test_resume_skips_finished_runs(tmp_path: Path, calls: Path) -> None:
@@ -117,20 +125,20 @@ def test_resume_skips_finished_runs(tmp_path: Path, calls: Path) -> None:
     quiet = {"plots": False, "report": False}
     first = _run(_config(out, seeds=1, **quiet))
     assert first.ran == 6 and _n_calls(calls) == 6
-    stamps = {r["key"]: r["finished_at"] for r in ResultsStore(out).records()}
+    stamps = {r.key: r.finished_at for r in ResultsStore(out).records()}
 
     again = _run(_config(out, seeds=1, **quiet))
     assert again.ran == 0 and again.skipped == 6
     assert _n_calls(calls) == 6  # the run function was not called again
     assert len(ResultsStore(out).records()) == 6
-    assert {r["key"]: r["finished_at"] for r in again.records} == stamps
+    assert {r.key: r.finished_at for r in again.records} == stamps
 
     more = _run(_config(out, seeds=2, **quiet))  # one more seed: only the new runs execute
     assert more.ran == 4 and more.skipped == 6 and _n_calls(calls) == 10
     assert len(json.loads((out / "results.json").read_text())["runs"]) == 10
 
-    changed = _run(_config(out, seeds=1, epochs=2, **quiet))  # a changed setting is a new run
-    assert changed.ran == 6
+    changed = _run(_config(out, seeds=1, train=TrainConfig(epochs=2, progress=False), **quiet))
+    assert changed.ran == 6  # a changed training setting is a new run
 
     # runs resumed from an older version of the code are flagged in the report
     log = out / "runs.jsonl"
@@ -145,48 +153,189 @@ def test_resume_skips_finished_runs(tmp_path: Path, calls: Path) -> None:
 
 def test_failed_run_is_recorded_and_the_rest_complete(tmp_path: Path, calls: Path) -> None:
     out = tmp_path / "res"
-    cfg = _config(out, seeds=1, fusion_options={"beta": {"explode": True}})
-    outcome = _run(cfg)
+    outcome = _run(_config(out, seeds=1), run_fn=failing_run)
     assert outcome.failed == 2  # beta standard + beta with dropout
     recs = ResultsStore(out).records()
     assert len(recs) == 6
-    bad = [r for r in recs if r["status"] == "failed"]
-    assert {r["label"] for r in bad} == {"beta"}
+    bad = [r for r in recs if r.status == "failed"]
+    assert {r.label for r in bad} == {"beta"}
     for r in bad:
-        assert "unknown option 'explode'" in r["error"] and "ValueError" in r["error"]
-        assert "Traceback" in r["traceback"] and "fake_run" in r["traceback"]
-        assert r["result"] is None
-    assert all(r["result"]["metrics"]["accuracy"] > 0 for r in recs if r["status"] == "ok")
+        assert "broke at run time" in r.error and "ValueError" in r.error
+        assert "Traceback" in r.traceback and "failing_run" in r.traceback
+        assert r.measurement is None and not r.ok
+    assert all(r.measurement.score > 0 for r in recs if r.ok)
 
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert sorted(r["status"] for r in rows) == ["failed"] * 2 + ["ok"] * 4
-    assert all("explode" in r["error"] for r in rows if r["status"] == "failed")
+    assert all("broke" in r["error"] for r in rows if r["status"] == "failed")
     html = (out / "report.html").read_text()
-    assert "2 run(s) failed" in html and "id='failed'" in html and "explode" in html
+    assert "2 run(s) failed" in html and "id='failed'" in html and "broke at run time" in html
 
     # a failed run is run again on resume; the finished ones are not
     n = _n_calls(calls)
-    retry = _run(_config(out, seeds=1, fusion_options={"beta": {"explode": True}}, plots=False, report=False))
+    retry = _run(_config(out, seeds=1, plots=False, report=False), run_fn=failing_run)
     assert retry.ran == 2 and _n_calls(calls) == n + 2
 
 
-def test_torn_last_line_is_skipped(tmp_path: Path, calls: Path) -> None:
+def test_the_whole_config_is_checked_before_the_first_run(tmp_path: Path, calls: Path) -> None:
+    with pytest.raises(ConfigError, match="fusion 'gated': unknown option 'explode'"):
+        run_bench(_config(tmp_path / "a", fusion_options={"gated": {"explode": True}}), run_fn=fake_run,
+                  executor=SerialExecutor(), modalities_of=modalities_of, fusions=["gated"],
+                  console=Console(file=open("/dev/null", "w")))
+    with pytest.raises(ConfigError, match="'film' is not among the strategies compared"):
+        run_bench(_config(tmp_path / "b", fusion_options={"film": {"dim": 4}}), run_fn=fake_run,
+                  executor=SerialExecutor(), modalities_of=modalities_of, fusions=["gated"],
+                  console=Console(file=open("/dev/null", "w")))
+    assert _n_calls(calls) == 0
+
+
+def test_a_torn_last_line_never_swallows_the_next_record(tmp_path: Path, calls: Path) -> None:
     out = tmp_path / "res"
     _run(_config(out, seeds=1, modality_dropout=0.0, plots=False, report=False))
-    with (out / "runs.jsonl").open("a") as f:
-        f.write('{"key": "abc", "status": "o')  # the process died mid-write
-    with pytest.warns(UserWarning, match="not valid JSON"):
+    log = out / "runs.jsonl"
+    lines = log.read_text().splitlines()
+    # the process died mid-write of the last record
+    log.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])
+    with pytest.warns(UserWarning, match="torn"):
         again = _run(_config(out, seeds=1, modality_dropout=0.0, plots=False, report=False))
-    assert again.ran == 0
+    assert again.ran == 1 and again.failed == 0  # the torn run is run again, and recorded whole
+    assert len(ResultsStore(out).records()) == 4 == len(json.loads((out / "results.json").read_text())["runs"])
+    assert all(json.loads(line) for line in log.read_text().splitlines())
+
+
+def test_records_of_an_older_version_are_refused_with_a_way_out(tmp_path: Path) -> None:
+    out = tmp_path / "res"
+    out.mkdir()
+    (out / "runs.jsonl").write_text(json.dumps({"key": "k", "status": "ok", "spec": {}, "result": {}}) + "\n")
+    with pytest.raises(ConfigError, match="another version of mmfuse; re-run into a new --out"):
+        ResultsStore(out).records()
+
+
+def test_no_plots_writes_no_png_and_stale_plots_are_removed(tmp_path: Path, calls: Path) -> None:
+    out = tmp_path / "res"
+    _run(_config(out, seeds=1, plots=False))
+    assert not (out / "plots").exists()
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 5  # drawn in memory for the report
+    (out / "plots").mkdir()
+    (out / "plots" / "old_figure.png").write_bytes(b"stale")
+    _run(_config(out, seeds=1))
+    names = {p.name for p in (out / "plots").glob("*.png")}
+    assert "old_figure.png" not in names and "accuracy.png" in names
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == len(names)
+
+
+def test_default_folder_per_dataset_set_and_no_silent_mixing(tmp_path: Path, monkeypatch, calls: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = _config(None, seeds=1, modality_dropout=0.0, plots=False, report=False)
+    assert cfg.out_dir == Path("bench-out/synthetic")
+    _run(cfg)
+    assert (tmp_path / "bench-out" / "synthetic" / "results.json").is_file()
+    other = _config(tmp_path / "bench-out" / "synthetic", datasets=["mfeat"], seeds=1, plots=False, report=False)
+    with pytest.raises(ConfigError, match="holds a comparison of \\['synthetic'\\], not \\['mfeat'\\]"):
+        run_bench(other, run_fn=fake_run, executor=SerialExecutor(), modalities_of=modalities_of, fusions=FUSIONS,
+                  console=Console(file=open("/dev/null", "w")))
+
+
+def test_a_read_only_out_folder_fails_before_any_run(tmp_path: Path, calls: Path) -> None:
+    if os.geteuid() == 0:
+        blocker = tmp_path / "file"
+        blocker.write_text("")
+        out = blocker / "res"  # a folder under a file: not creatable, even for root
+    else:
+        out = tmp_path / "ro"
+        out.mkdir(mode=0o500)
+    with pytest.raises(ConfigError, match="is not writable"):
+        _run(_config(out, seeds=1))
+    assert _n_calls(calls) == 0
 
 
 def test_process_pool_runs_the_grid_and_survives_a_dying_worker(tmp_path: Path, calls: Path) -> None:
     out = tmp_path / "res"
     cfg = _config(out, seeds=1, modality_dropout=0.0, plots=False, report=False)
     outcome = _run(cfg, executor=ProcessPoolExecutor(2, threads=1), run_fn=dying_run)
-    status = {r["label"]: r["status"] for r in outcome.records}
+    status = {r.label: r.status for r in outcome.records}
     assert status == {"uni:a": "ok", "uni:b": "ok", "alpha": "ok", "beta": "failed"}
-    beta = next(r for r in outcome.records if r["label"] == "beta")
-    assert "worker process died" in beta["error"]
-    pids = {r["pid"] for r in outcome.records if r["status"] == "ok"}
+    beta = next(r for r in outcome.records if r.label == "beta")
+    assert "worker process died" in beta.error
+    pids = {r.pid for r in outcome.records if r.ok}
     assert os.getpid() not in pids  # ran in worker processes
+
+
+def _bench_script(tmp_path: Path) -> Path:
+    script = tmp_path / "slow_bench.py"
+    script.write_text(f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from _bench_fakes import modalities_of, slow_run
+from rich.console import Console
+from mmfuse.bench import BenchConfig, ProcessPoolExecutor, run_bench
+from mmfuse.training import TrainConfig
+if __name__ == "__main__":
+    cfg = BenchConfig(datasets=["synthetic"], synthetic_tasks=["synergy"], seeds=2, modality_dropout=0.0,
+                      train=TrainConfig(epochs=1, progress=False), out={str(tmp_path / 'res')!r}, plots=False,
+                      report=False)
+    run_bench(cfg, run_fn=slow_run, executor=ProcessPoolExecutor(2, threads=1), modalities_of=modalities_of,
+              fusions=["alpha"], console=Console(file=open("/dev/null", "w")), progress=False)
+""")
+    return script
+
+
+def _children(pid: int) -> set[int]:
+    """Every process whose parent chain reaches ``pid`` (read from /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    out: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - out
+        out |= frontier
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc")
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_killing_the_bench_leaves_no_worker_behind(tmp_path: Path, sig: str) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    started = tmp_path / "started"
+    started.mkdir()
+    env = {**os.environ, "MMFUSE_BENCH_TEST_STARTED": str(started)}
+    proc = subprocess.Popen([sys.executable, str(_bench_script(tmp_path))], start_new_session=True, env=env)
+    try:
+        deadline = time.time() + 180  # a loaded machine takes a while to start two workers
+        while time.time() < deadline and len(list(started.iterdir())) < 2:
+            time.sleep(0.5)
+        workers = {int(p.name.split(".")[0]) for p in started.iterdir()}
+        assert len(workers) == 2, "the workers did not start their runs"
+        workers |= _children(proc.pid)  # the resource tracker too
+        os.kill(proc.pid, getattr(signal, sig))
+        proc.wait(timeout=30)
+
+        def alive(p: int) -> bool:
+            try:
+                state = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                return False
+            return state != "Z"
+
+        deadline = time.time() + 10
+        while time.time() < deadline and any(alive(p) for p in workers):
+            time.sleep(0.2)
+        assert not [p for p in workers if alive(p)], f"left running after {sig}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for p in _children(proc.pid):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass

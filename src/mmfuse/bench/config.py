@@ -1,33 +1,38 @@
-"""Settings of a comparison run: defaults, YAML files, command-line overrides.
+"""Settings of a comparison run: defaults, YAML files, command-line flags and ``key=value`` settings.
 
 A :class:`BenchConfig` says *what* to compare (datasets, strategies, seeds, training
-variants) and *how* (epochs, sizes, executor, jobs, output folder). It is built from
-defaults, then a YAML file (``--config``), then command-line flags, each later layer
-overriding the earlier one. Unknown keys raise :class:`BenchConfigError` naming the
-key and the allowed ones.
+variants), *how to train* (one nested :class:`~mmfuse.training.TrainConfig`), *what to
+measure* (one nested :class:`~mmfuse.experiment.MeasureConfig`) and *where* (executor,
+jobs, output folder). It is built from defaults, then a YAML file (``--config``), then
+``key=value`` settings, then command-line flags, each later layer overriding the
+earlier one. Training settings are written as in ``mmfuse train``: ``epochs=5`` or
+``train.epochs=5`` on the command line, top-level or under ``train:`` in YAML.
+Unknown keys raise :class:`BenchConfigError` naming the key and the allowed ones, and
+the whole config (fusion option names included) is checked before the first run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from mmfuse.errors import ConfigError
+from mmfuse.errors import ConfigError, check_fraction
+from mmfuse.experiment.specs import MeasureConfig
+from mmfuse.training.config import TrainConfig
 
 __all__ = [
-    "DATASET_CHOICES",
     "DEFAULT_DATASET_OPTIONS",
+    "DEFAULT_TRAIN",
     "SYNTHETIC_TASKS",
     "BenchConfig",
     "BenchConfigError",
     "load_config",
 ]
 
-#: dataset names accepted by ``--dataset`` (``all`` expands to every real one plus synthetic)
-DATASET_CHOICES = ("avdigits", "mfeat", "reviews", "synthetic")
 #: the tasks of the synthetic interaction suite, each run as its own dataset
 SYNTHETIC_TASKS = ("redundancy", "uniqueness", "synergy")
 
@@ -37,9 +42,21 @@ DEFAULT_DATASET_OPTIONS: dict[str, dict[str, Any]] = {
     "synthetic": {"n": 2000},
 }
 
+#: how the bench trains unless told otherwise: shorter and quieter than a single
+#: ``mmfuse train`` (15 epochs, patience 4, a higher learning rate, no progress bar)
+DEFAULT_TRAIN = TrainConfig(epochs=15, batch_size=128, lr=3e-3, weight_decay=1e-4, patience=4, progress=False)
+#: what the bench measures unless told otherwise
+DEFAULT_MEASURE = MeasureConfig(noise_scales=(0.5, 1.0, 2.0), intermediates_samples=512)
+
 
 class BenchConfigError(ConfigError):
     """A bad benchmark setting: unknown key, wrong type or value. Names the key."""
+
+
+def _datasets() -> list[str]:
+    from mmfuse.data import list_datasets
+
+    return list_datasets()
 
 
 @dataclass
@@ -47,7 +64,7 @@ class BenchConfig:
     """Everything that decides a comparison grid and how it is run.
 
     Attributes:
-        datasets: names from :data:`DATASET_CHOICES` (``"all"`` expands to all of them).
+        datasets: registered dataset names (``"all"`` expands to every one).
             ``synthetic`` runs each task of ``synthetic_tasks`` as its own dataset.
         fusions: strategy names; ``None`` means every registered one.
         unimodal: also train one unimodal baseline per modality (the best of them is
@@ -55,29 +72,28 @@ class BenchConfig:
         seeds: number of seeds (``0 .. seeds-1``) of the standard training variant.
         modality_dropout: rate of the modality-dropout training variant; ``0`` turns
             the variant off.
-        dropout_seeds: seeds of the modality-dropout variant (fusions only; it is the
-            costly part of the grid, hence fewer seeds by default).
-        epochs, batch_size, lr, weight_decay, patience: training settings.
-        hidden_dim: encoder and fusion width of every model.
-        noise_scales: standard deviations of the Gaussian noise added to one modality
-            at a time at test time.
-        intermediates_samples: test samples whose fusion intermediates (gates,
-            modality weights) are kept for the "what did it learn" plots; attention
-            maps are kept for the first 4 of them.
+        dropout_seeds: seeds of the modality-dropout variant (fusions only).
         synthetic_tasks: tasks of the synthetic suite.
         data_seed: seed of the data splits (fixed across model seeds, so seeds measure
             training variance on one split).
         dataset_options: per dataset name, options for its loader (merged over
             :data:`DEFAULT_DATASET_OPTIONS`).
         fusion_options: per strategy name, keyword options for ``create_fusion``.
+        hidden_dim: encoder and fusion width of every model.
+        train: how every model is trained (:data:`DEFAULT_TRAIN`; the seed is set per run).
+        measure: what is measured on each trained model (:data:`DEFAULT_MEASURE`);
+            changing it re-measures saved models without retraining them.
         executor: ``local`` (a process pool when ``jobs > 1``, else in-process),
-            ``serial`` (always in-process) or ``ray``.
+            ``serial`` or ``ray``.
         jobs: runs at the same time (local executor).
         ray_address: Ray cluster address; ``None`` uses ``$RAY_ADDRESS`` or starts a
             local Ray instance.
-        out: results folder; re-running into the same folder skips finished runs.
+        out: results folder (default ``bench-out/<datasets>``); re-running into the
+            same folder skips finished runs and re-measures saved models.
+        force: write into a folder that holds another comparison (other datasets).
         data_root: where the real datasets live (``None``: ``$MMFUSE_DATA`` or the cache).
-        plots, report: write the PNG plots and the HTML report.
+        plots: also write the figures as PNG files (the report embeds them either way).
+        report: write the HTML report.
     """
 
     datasets: list[str] = field(default_factory=lambda: ["synthetic"])
@@ -86,22 +102,18 @@ class BenchConfig:
     seeds: int = 3
     modality_dropout: float = 0.3
     dropout_seeds: int = 1
-    epochs: int = 15
-    batch_size: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    patience: int = 4
-    hidden_dim: int = 64
-    noise_scales: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0])
-    intermediates_samples: int = 512
     synthetic_tasks: list[str] = field(default_factory=lambda: list(SYNTHETIC_TASKS))
     data_seed: int = 0
     dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     fusion_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hidden_dim: int = 64
+    train: TrainConfig = field(default_factory=lambda: DEFAULT_TRAIN)
+    measure: MeasureConfig = field(default_factory=lambda: DEFAULT_MEASURE)
     executor: str = "local"
     jobs: int = 2
     ray_address: str | None = None
-    out: str = "bench-out"
+    out: str | None = None
+    force: bool = False
     data_root: str | None = None
     plots: bool = True
     report: bool = True
@@ -112,17 +124,15 @@ class BenchConfig:
     # ---------------------------------------------------------------- validation
     def validate(self) -> None:
         """Raise :class:`BenchConfigError` on the first bad setting."""
+        choices = _datasets()
         if isinstance(self.datasets, str):
-            self.datasets = [self.datasets]
+            self.datasets = [d for d in self.datasets.split(",") if d]
         _check_list_of_str("datasets", self.datasets)
         expanded: list[str] = []
         for name in self.datasets:
-            names = list(DATASET_CHOICES) if name == "all" else [name]
-            for n in names:
-                if n not in DATASET_CHOICES:
-                    raise BenchConfigError(
-                        f"datasets: unknown dataset {n!r}: expected one of {[*DATASET_CHOICES, 'all']}"
-                    )
+            for n in (choices if name == "all" else [name]):
+                if n not in choices:
+                    raise BenchConfigError(f"datasets: unknown dataset {n!r}: expected one of {[*choices, 'all']}")
                 if n not in expanded:
                     expanded.append(n)
         if not expanded:
@@ -132,34 +142,22 @@ class BenchConfig:
             self.fusions = [f for f in self.fusions.split(",") if f]
         if self.fusions is not None:
             _check_list_of_str("fusions", self.fusions)
-        for key in ("seeds", "dropout_seeds", "epochs", "batch_size", "patience", "hidden_dim",
-                    "intermediates_samples", "data_seed", "jobs"):
+        for key in ("seeds", "dropout_seeds", "hidden_dim", "data_seed", "jobs"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise BenchConfigError(f"{key}: expected an int, got {value!r}")
-            low = 0 if key in ("dropout_seeds", "intermediates_samples", "data_seed", "patience") else 1
+            low = 0 if key in ("dropout_seeds", "data_seed") else 1
             if value < low:
                 raise BenchConfigError(f"{key}: expected an int >= {low}, got {value}")
-        for key in ("lr", "weight_decay", "modality_dropout"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise BenchConfigError(f"{key}: expected a number, got {value!r}")
-            setattr(self, key, float(value))
-        if not 0.0 <= self.modality_dropout < 1.0:
-            raise BenchConfigError(f"modality_dropout: expected a rate in [0, 1), got {self.modality_dropout}")
-        if self.lr <= 0:
-            raise BenchConfigError(f"lr: expected a positive number, got {self.lr}")
-        if not isinstance(self.noise_scales, (list, tuple)) or not all(
-            isinstance(s, (int, float)) and not isinstance(s, bool) and s >= 0 for s in self.noise_scales
-        ):
-            raise BenchConfigError(f"noise_scales: expected a list of numbers >= 0, got {self.noise_scales!r}")
-        self.noise_scales = sorted({float(s) for s in self.noise_scales})
+        self.modality_dropout = check_fraction("modality_dropout", self.modality_dropout, error=BenchConfigError)
         if isinstance(self.synthetic_tasks, str):
             self.synthetic_tasks = [t for t in self.synthetic_tasks.split(",") if t]
         _check_list_of_str("synthetic_tasks", self.synthetic_tasks)
+        from mmfuse.data.synthetic import SYNTHETIC_TASKS as KNOWN_TASKS
+
         for task in self.synthetic_tasks:
-            if task not in SYNTHETIC_TASKS:
-                raise BenchConfigError(f"synthetic_tasks: unknown task {task!r}: expected one of {list(SYNTHETIC_TASKS)}")
+            if task not in KNOWN_TASKS:
+                raise BenchConfigError(f"synthetic_tasks: unknown task {task!r}: expected one of {list(KNOWN_TASKS)}")
         for key in ("dataset_options", "fusion_options"):
             value = getattr(self, key)
             if not isinstance(value, Mapping) or not all(
@@ -168,44 +166,51 @@ class BenchConfig:
                 raise BenchConfigError(f"{key}: expected a mapping of name -> mapping of options, got {value!r}")
             setattr(self, key, {k: dict(v) for k, v in value.items()})
         for name in self.dataset_options:
-            if name not in DATASET_CHOICES:
-                raise BenchConfigError(f"dataset_options: unknown dataset {name!r}: expected one of {list(DATASET_CHOICES)}")
+            if name not in choices:
+                raise BenchConfigError(f"dataset_options: unknown dataset {name!r}: expected one of {choices}")
+        if not isinstance(self.train, TrainConfig):
+            raise BenchConfigError(f"train: expected a TrainConfig, got {type(self.train).__name__}")
+        if not isinstance(self.measure, MeasureConfig):
+            raise BenchConfigError(f"measure: expected a MeasureConfig, got {type(self.measure).__name__}")
         if self.executor not in ("local", "serial", "ray"):
             raise BenchConfigError(f"executor: expected 'local', 'serial' or 'ray', got {self.executor!r}")
-        for key in ("unimodal", "plots", "report"):
+        for key in ("unimodal", "plots", "report", "force"):
             if not isinstance(getattr(self, key), bool):
                 raise BenchConfigError(f"{key}: expected true or false, got {getattr(self, key)!r}")
-        if not isinstance(self.out, (str, os.PathLike)) or not str(self.out):
-            raise BenchConfigError(f"out: expected a folder path, got {self.out!r}")
-        self.out = str(self.out)
+        if self.out is not None:
+            if not isinstance(self.out, (str, os.PathLike)) or not str(self.out):
+                raise BenchConfigError(f"out: expected a folder path, got {self.out!r}")
+            self.out = str(self.out)
+        if self.ray_address is not None and self.executor != "ray":
+            raise BenchConfigError(f"ray_address: given ({self.ray_address!r}) but executor is {self.executor!r}: "
+                                   "add --executor ray")
 
     # ------------------------------------------------------------------- helpers
+    @property
+    def out_dir(self) -> Path:
+        """``out``, or ``bench-out/<datasets>`` (one folder per set of datasets)."""
+        if self.out is not None:
+            return Path(self.out)
+        return Path("bench-out") / "+".join(self.datasets)
+
     def options_for(self, dataset: str) -> dict[str, Any]:
         """Loader options of ``dataset``: the defaults, overridden by ``dataset_options``."""
         return {**DEFAULT_DATASET_OPTIONS.get(dataset, {}), **self.dataset_options.get(dataset, {})}
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_json(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["train"] = self.train.to_dict()
+        d["measure"] = self.measure.to_json()
+        return d
 
     @classmethod
     def keys(cls) -> list[str]:
         return [f.name for f in fields(cls)]
 
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "config") -> BenchConfig:
-        """Build from a mapping (a parsed YAML file), rejecting unknown keys."""
-        if not isinstance(data, Mapping):
-            raise BenchConfigError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
-        allowed = cls.keys()
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise BenchConfigError(f"{source}: unknown key {unknown[0]!r}: expected one of {allowed}")
-        return cls(**dict(data))
-
     def replace(self, **overrides: Any) -> BenchConfig:
         """A copy with ``overrides`` (``None`` values are ignored: flag not given)."""
         allowed = self.keys()
-        data = self.to_dict()
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         for key, value in overrides.items():
             if key not in allowed:
                 raise BenchConfigError(f"unknown setting {key!r}: expected one of {allowed}")
@@ -219,23 +224,76 @@ def _check_list_of_str(key: str, value: Any) -> None:
         raise BenchConfigError(f"{key}: expected a list of names, got {value!r}")
 
 
-def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> BenchConfig:
-    """Defaults, then the YAML file at ``path`` (if any), then ``overrides`` (``None`` skipped)."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        import yaml
+def _apply(config: BenchConfig, settings: Mapping[str, Any], source: str) -> BenchConfig:
+    """``settings`` (a YAML mapping, or ``key=value`` pairs) over ``config``.
 
-        p = Path(path)
-        if not p.is_file():
-            raise BenchConfigError(f"config file {str(p)!r} does not exist")
+    Keys: BenchConfig fields; ``train`` / ``measure`` sections (mappings); TrainConfig
+    fields, bare or ``train.``-prefixed; ``measure.<field>``.
+    """
+    from mmfuse.experiment.config import train_config
+
+    top: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    measure: dict[str, Any] = {}
+    train_names = TrainConfig.field_names()
+    measure_names = [f.name for f in dataclasses.fields(MeasureConfig)]
+    for key, value in settings.items():
+        if key in ("train", "measure"):
+            if not isinstance(value, Mapping):
+                raise BenchConfigError(f"{source}: {key}: expected a mapping of settings, got {value!r}")
+            (train if key == "train" else measure).update(value)
+        elif key.startswith("train.") or (key in train_names and key not in BenchConfig.keys()):
+            train[key.removeprefix("train.")] = value
+        elif key.startswith("measure.") or key in measure_names:
+            name = key.removeprefix("measure.")
+            if name not in measure_names:
+                raise BenchConfigError(f"{source}: unknown measure setting {key!r}: expected one of {measure_names}")
+            measure[name] = value
+        elif key in BenchConfig.keys():
+            top[key] = value
+        else:
+            raise BenchConfigError(
+                f"{source}: unknown key {key!r}: expected one of {BenchConfig.keys()}, a training setting "
+                f"({', '.join(train_names)}) or measure.<{'|'.join(measure_names)}>")
+    try:
+        if train:
+            top["train"] = train_config(train, config.train)
+        if measure:
+            top["measure"] = MeasureConfig.from_json({**config.measure.to_json(), **measure})
+    except ConfigError as exc:
+        raise BenchConfigError(f"{source}: {exc}") from exc
+    return config.replace(**top)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    settings: Mapping[str, Any] | Sequence[str] | None = None,
+    **flags: Any,
+) -> BenchConfig:
+    """Defaults, then the YAML file at ``path``, then ``settings`` (``key=value`` strings or a
+    mapping), then ``flags`` (``None`` skipped: the flag was not given).
+
+    Flags are BenchConfig fields, ``epochs`` (a training setting), and ``noise_scales``
+    (a measure setting).
+    """
+    from mmfuse.experiment.config import flatten_settings, parse_overrides, read_yaml
+
+    config = BenchConfig()
+    if path is not None:
         try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise BenchConfigError(f"config file {str(p)!r}: not valid YAML: {exc}") from exc
-        if loaded is None:
-            loaded = {}
-        data = dict(BenchConfig.from_mapping(loaded, source=f"config file {str(p)!r}").to_dict())
-        # keep only keys the file set, so that defaults stay defaults
-        data = {k: v for k, v in data.items() if k in loaded}
-    cfg = BenchConfig(**data)
-    return cfg.replace(**overrides)
+            loaded = read_yaml(path)
+        except ConfigError as exc:
+            raise BenchConfigError(str(exc)) from exc
+        config = _apply(config, loaded, f"config file {str(path)!r}")
+    if settings:
+        pairs = parse_overrides(settings) if not isinstance(settings, Mapping) else dict(settings)
+        config = _apply(config, flatten_settings(pairs), "setting")
+    flag_settings: dict[str, Any] = {}
+    for key in ("epochs", "noise_scales"):
+        value = flags.pop(key, None)
+        if value is not None:
+            flag_settings[key] = value
+    if flag_settings:
+        config = _apply(config, flag_settings, "flag")
+    return config.replace(**flags)

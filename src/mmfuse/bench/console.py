@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from rich import box
 from rich.console import Console
@@ -18,6 +17,7 @@ from rich.progress import (
 from rich.table import Table
 
 from mmfuse.bench.report import fmt_num, fmt_si
+from mmfuse.bench.summary import SummaryRow
 
 __all__ = ["default_console", "make_progress", "print_summary", "summary_tables"]
 
@@ -45,54 +45,53 @@ def make_progress(console: Console) -> Progress:
     )
 
 
-def summary_tables(rows: Sequence[Mapping[str, Any]]) -> list[Table]:
+def summary_tables(rows: Sequence[SummaryRow]) -> list[Table]:
     """One table per dataset: standard-training rows, with the modality-dropout variant as extra columns."""
     tables = []
     datasets: list[str] = []
     for r in rows:
-        if r["dataset"] not in datasets:
-            datasets.append(r["dataset"])
+        if r.dataset not in datasets:
+            datasets.append(r.dataset)
     for ds in datasets:
-        rs = [r for r in rows if r["dataset"] == ds]
-        mdrop = {r["model"]: r for r in rs if r["variant"] != "standard"}
-        std = [r for r in rs if r["variant"] == "standard"]
-        std.sort(key=lambda r: (not r["unimodal"], -(r["accuracy_mean"] if r["accuracy_mean"] is not None else -1)))
-        best = next((r["best_unimodal"] for r in std if r.get("best_unimodal")), None)
-        t = Table(title=f"[bold]{ds}[/]  (* best unimodal: {best or 'n/a'}; gain = accuracy - best unimodal)",
+        rs = [r for r in rows if r.dataset == ds]
+        mdrop = {r.model: r for r in rs if not r.standard}
+        std = [r for r in rs if r.standard]
+        sign = 1 if (std and std[0].higher_is_better) else -1
+        std.sort(key=lambda r: (not r.unimodal, -sign * (r.score_mean if r.score_mean is not None else -sign * 1e9)))
+        best = next((r.best_unimodal for r in std if r.best_unimodal), None)
+        metric = std[0].metric if std else "score"
+        t = Table(title=f"[bold]{ds}[/]  ({metric}; * best unimodal: {best or 'n/a'}; gain = better than it by)",
                   title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
-        top = max((float(s) for r in std for s in r["noise_mean"]), default=None)
-        for col in ("model", "acc ± sd", "F1", "gain", "params", "train s", "samp/s", "MiB",
-                    "worst miss", "noise " + (f"{top:g}" if top is not None else "max"), "mdrop acc",
+        top = max((float(s) for r in std for s in r.noise_mean), default=None)
+        for col in ("model", f"{metric[:8]} ± sd", "gain", "params", "train s", "samp/s", "MiB",
+                    "worst miss", "noise " + (f"{top:g}" if top is not None else "max"), "mdrop",
                     "mdrop miss"):
             t.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
         for r in std:
-            if r["n_ok"] == 0:
-                name = f"[red]{r['model']} ✗ failed[/]"
-            elif r["n_failed"]:
-                name = f"{r['model']} [red]({r['n_failed']} failed)[/]"
+            if r.n_ok == 0:
+                name = f"[red]{r.model} ✗ failed[/]"
+            elif r.n_failed:
+                name = f"{r.model} [red]({r.n_failed} failed)[/]"
             else:
-                name = r["model"]
-            if r["unimodal"]:
-                name = f"[dim]{name}[/]" if r["model"] != best else f"[bold]{name}[/] *"
-            acc = "—" if r["accuracy_mean"] is None else (
-                f"{r['accuracy_mean']:.3f}" + (f"±{r['accuracy_std']:.3f}" if r["accuracy_std"] is not None else ""))
-            f1 = fmt_num(r["macro_f1_mean"])
-            g = r["gain"]
+                name = r.model
+            if r.unimodal:
+                name = f"[dim]{name}[/]" if r.model != best else f"[bold]{name}[/] *"
+            score = "—" if r.score_mean is None else (
+                f"{r.score_mean:.3f}" + (f"±{r.score_std:.3f}" if r.score_std is not None else ""))
+            g = r.gain
             gain = "—" if g is None else (f"[red]{g:+.3f}[/]" if g < -0.0005 else
                                           f"[green]{g:+.3f}[/]" if g > 0.0005 else f"{g:+.3f}")
-            noise_max = None
-            if r["noise_mean"]:
-                noise_max = r["noise_mean"][max(r["noise_mean"], key=float)]
-            md = mdrop.get(r["model"])
-            t.add_row(name, acc, f1, gain, fmt_si(r["params"]), fmt_num(r["train_time_s"], 1),
-                      fmt_si(r["throughput_sps"]), fmt_num(r["peak_rss_mb"], 0), fmt_num(r["missing_worst"]),
-                      fmt_num(noise_max), fmt_num(md["accuracy_mean"]) if md else "",
-                      fmt_num(md["missing_worst"]) if md else "")
+            noise_max = r.noise_mean[max(r.noise_mean, key=float)] if r.noise_mean else None
+            md = mdrop.get(r.model)
+            t.add_row(name, score, gain, fmt_si(r.params), fmt_num(r.train_time_s, 1),
+                      fmt_si(r.throughput_sps), fmt_num(r.memory_mb, 1), fmt_num(r.missing_worst),
+                      fmt_num(noise_max), fmt_num(md.score_mean) if md else "",
+                      fmt_num(md.missing_worst) if md else "")
         tables.append(t)
     return tables
 
 
-def print_summary(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:
+def print_summary(console: Console, rows: Sequence[SummaryRow]) -> None:
     for t in summary_tables(rows):
         console.print(t)
         console.print()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import platform
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -19,9 +21,11 @@ from rich.console import Console
 from mmfuse.bench.config import BenchConfig, BenchConfigError
 from mmfuse.bench.console import default_console, make_progress, print_summary
 from mmfuse.bench.executors import Executor, RunFn, available_cpus, make_executor
-from mmfuse.bench.grid import RunSpec, build_grid
+from mmfuse.bench.grid import BenchRun, build_grid
 from mmfuse.bench.store import ResultsStore
-from mmfuse.bench.summary import summarize
+from mmfuse.bench.summary import SummaryRow, summarize
+from mmfuse.experiment.results import RunRecord
+from mmfuse.experiment.specs import DataSpec
 
 __all__ = ["BenchOutcome", "environment", "resolve_fusions", "run_bench", "write_outputs"]
 
@@ -35,21 +39,23 @@ class BenchOutcome:
 
     Attributes:
         out: the results folder.
-        specs: every run of the grid.
+        runs: every run of the grid.
         records: the latest record of each run, in grid order.
         summary: one row per dataset x model x variant (see :mod:`mmfuse.bench.summary`).
         ran: runs executed by this call; skipped: runs already finished in ``out``.
+        trained: models trained by this call (the others were loaded from ``out/models``).
         failed: runs whose latest record is a failure.
         files: written files by kind (``json``, ``csv``, ``report``, ``plots``).
         wall_s: wall time of this call.
     """
 
     out: Path
-    specs: list[RunSpec]
-    records: list[dict[str, Any]]
-    summary: list[dict[str, Any]]
+    runs: list[BenchRun]
+    records: list[RunRecord]
+    summary: list[SummaryRow]
     ran: int
     skipped: int
+    trained: int
     failed: int
     files: dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
@@ -99,11 +105,54 @@ def resolve_fusions(config: BenchConfig) -> list[str]:
     return list(dict.fromkeys(config.fusions))
 
 
-def _dataset_modalities(dataset: str, options: Mapping[str, Any], config: BenchConfig) -> list[str]:
-    from mmfuse.bench.run import _load
+def _dataset_modalities(data: DataSpec) -> list[str]:
+    from mmfuse.experiment import load_data
 
-    return list(_load(dataset, json.dumps(dict(options), sort_keys=True), config.data_seed, config.data_root)
-                .modalities)
+    return list(load_data(data).modalities)
+
+
+def _check_fusion_options(config: BenchConfig, names: Sequence[str]) -> None:
+    """Every strategy named in ``fusion_options`` is compared, and every option exists."""
+    from mmfuse.experiment.config import check_fusion_options
+
+    for name, options in config.fusion_options.items():
+        if name not in names:
+            raise BenchConfigError(f"fusion_options: {name!r} is not among the strategies compared ({names})")
+        check_fusion_options(name, options)
+
+
+def _check_folder(store: ResultsStore, config: BenchConfig) -> None:
+    """Refuse (without ``force``) a folder holding a comparison of other datasets."""
+    store.check_writable()
+    previous = store.root / "results.json"
+    if config.force or not previous.is_file():
+        return
+    try:
+        meta = json.loads(previous.read_text())["meta"]
+        before = list(meta["config"]["datasets"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if sorted(before) != sorted(config.datasets):
+        raise BenchConfigError(
+            f"results folder {str(store.root)!r} holds a comparison of {before}, not {config.datasets}: choose "
+            "another --out, or pass --force to write this comparison there")
+
+
+@contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM (``timeout``, a job scheduler) unwinds like Ctrl-C, so workers are stopped."""
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def run_bench(
@@ -111,7 +160,7 @@ def run_bench(
     *,
     run_fn: RunFn | None = None,
     executor: Executor | None = None,
-    modalities_of: Callable[[str, Mapping[str, Any]], Sequence[str]] | None = None,
+    modalities_of: Callable[[DataSpec], Sequence[str]] | None = None,
     fusions: Sequence[str] | None = None,
     console: Console | None = None,
     progress: bool = True,
@@ -119,17 +168,18 @@ def run_bench(
 ) -> BenchOutcome:
     """Run the comparison described by ``config`` and write its results, plots and report.
 
-    Runs already finished in ``config.out`` (same settings hash) are skipped; failed
-    ones are run again. Each record is appended to ``runs.jsonl`` as its run ends.
+    Runs already measured in the results folder (same measurement key) are skipped;
+    failed ones are run again; a run whose model is saved in ``out/models`` (same
+    training key) is measured from it without training. Each record is appended to
+    ``runs.jsonl`` as its run ends.
 
     Args:
         config: the settings.
-        run_fn: ``RunSpec -> result dict``; default
-            :func:`mmfuse.bench.run.train_and_evaluate`. Must be a module-level
-            function for the process-pool and Ray executors.
+        run_fn: ``BenchRun -> RunResult``; default :func:`mmfuse.bench.run.run_one`.
+            Must be a module-level function for the process-pool and Ray executors.
         executor: default from ``config.executor`` / ``config.jobs``.
-        modalities_of: ``(dataset, options) -> modality names`` for the unimodal
-            baselines; default loads the dataset.
+        modalities_of: ``DataSpec -> modality names`` for the unimodal baselines;
+            default loads the dataset.
         fusions: strategies to compare; default :func:`resolve_fusions`.
         console: where the progress bar and the table go (default: stdout).
         progress: show the progress bar.
@@ -139,98 +189,112 @@ def run_bench(
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     console = console or default_console()
     if run_fn is None:
-        from mmfuse.bench.run import train_and_evaluate
+        from mmfuse.bench.run import run_one
 
-        run_fn = train_and_evaluate
+        run_fn = run_one
     names = list(fusions) if fusions is not None else resolve_fusions(config)
-    if modalities_of is None:
-        def modalities_of(ds: str, opts: Mapping[str, Any]) -> Sequence[str]:
-            return _dataset_modalities(ds, opts, config)
-    specs = build_grid(config, fusions=names, modalities_of=modalities_of)
-    if not specs:
+    _check_fusion_options(config, names)
+    store = ResultsStore(config.out_dir)
+    _check_folder(store, config)
+    runs = build_grid(config, fusions=names, modalities_of=modalities_of or _dataset_modalities,
+                      models_dir=str(store.models))
+    if not runs:
         raise BenchConfigError("the grid is empty: no strategy and no unimodal baseline to run")
 
-    store = ResultsStore(config.out)
     finished = store.finished()
-    todo = [s for s in specs if s.key not in finished]
+    todo = [r for r in runs if r.key not in finished]
     executor = executor or make_executor(config.executor, jobs=config.jobs, ray_address=config.ray_address)
-    console.print(f"[bold]mmfuse bench[/]: {len(specs)} runs ({len(specs) - len(todo)} already done in "
-                  f"{config.out}), {len(names)} strategies, executor {executor.name}"
+    console.print(f"[bold]mmfuse bench[/]: {len(runs)} runs ({len(runs) - len(todo)} already done in "
+                  f"{store.root}), {len(names)} strategies, executor {executor.name}"
                   + (f" x {config.jobs} jobs" if executor.name == "local" else ""))
 
     # which code produced each record: a resumed folder may mix runs of several versions
     env = environment()
-    code = {"mmfuse": env["versions"].get("mmfuse"), "git_commit": env["git_commit"],
+    code = {"mmfuse": env["versions"]["mmfuse"], "git_commit": env["git_commit"],
             "git_dirty_src": env["git_dirty_src"]}
-    n_failed_now = 0
+    n_failed_now = n_trained = 0
     if todo:
         prog = make_progress(console) if progress else None
         task = prog.add_task("", total=len(todo), failed=0) if prog else None
         if prog:
             prog.start()
         try:
-            for record in executor.map_unordered(run_fn, todo):
-                record["code"] = code
-                store.append(record)
-                if record["status"] != "ok":
-                    n_failed_now += 1
-                    console.print(f"[red]failed[/] {record['label']} on {record['spec']['dataset_label']} "
-                                  f"seed {record['spec']['seed']}: {record.get('error')}")
-                if prog is not None and task is not None:
-                    prog.update(task, advance=1, failed=n_failed_now,
-                                description=f"{record['label']} · {record['spec']['dataset_label']}")
+            with _sigterm_as_exit():
+                for record in executor.map_unordered(run_fn, todo):
+                    record = record.replace(code=code)
+                    store.append(record)
+                    if record.training is not None and record.training.trained_now:
+                        n_trained += 1
+                    if not record.ok:
+                        n_failed_now += 1
+                        console.print(f"[red]failed[/] {record.label} on {record.dataset} "
+                                      f"seed {record.spec.seed}: {record.error}")
+                    if prog is not None and task is not None:
+                        prog.update(task, advance=1, failed=n_failed_now,
+                                    description=f"{record.label} · {record.dataset}")
         finally:
             if prog:
                 prog.stop()
 
-    latest = store.latest(s.key for s in specs)
-    records = [latest[s.key] for s in specs if s.key in latest]
+    latest = store.latest(r.key for r in runs)
+    records = [latest[r.key] for r in runs if r.key in latest]
     rows = summarize(records)
+    versions: list[dict[str, Any]] = []
+    for r in records:
+        if r.code is not None and r.code not in versions:
+            versions.append(r.code)
     meta = {
-        "config": config.to_dict(),
+        "config": config.to_json(),
+        "out": str(store.root),
         "fusions": names,
         "command": list(argv) if argv is not None else sys.argv,
         "executor": executor.name,
         "started_at": started_at,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "runs_total": len(specs),
+        "runs_total": len(runs),
         "runs_executed_now": len(todo),
-        "runs_skipped": len(specs) - len(todo),
-        "peak_memory_note": "peak_rss_mb: resident-set high-water mark of the process running the run, "
-                            "reset at its start (vmhwm_reset) or, where that is impossible, since the process "
-                            "started (ru_maxrss_process); includes interpreter, torch and the dataset.",
+        "models_trained_now": n_trained,
+        "runs_skipped": len(runs) - len(todo),
+        "memory_note": "memory_mb: the model's own memory for one training step: parameters, gradients and "
+                       "AdamW's two moments (4 x parameter bytes) plus the activations autograd saves for one "
+                       "training batch; not the process's memory.",
         "throughput_note": "throughput_sps: test samples per second of the trained model's forward pass, "
-                           "batches of 512, after one warm-up batch, torch threads per run as recorded.",
-        "code_versions": sorted({json.dumps(r.get("code"), sort_keys=True) for r in records}),
+                           "after one warm-up batch, torch threads per run as recorded.",
+        "code_versions": versions,
         **env,
     }
     files = write_outputs(config, rows, records, meta)
-    n_failed = sum(1 for r in records if r.get("status") != "ok")
+    n_failed = sum(1 for r in records if not r.ok)
     print_summary(console, rows)
     wall = time.perf_counter() - t0
-    console.print(f"{len(records)} runs ({len(todo)} now, {len(specs) - len(todo)} resumed), "
-                  f"{n_failed} failed, {wall:.1f}s. Results: {files['json']}, {files['csv']}"
+    console.print(f"{len(records)} runs ({len(todo)} now, of which {n_trained} trained; "
+                  f"{len(runs) - len(todo)} already done), {n_failed} failed, {wall:.1f}s. "
+                  f"Results: {files['json']}, {files['csv']}"
                   + (f"; report: {files['report']}" if files.get("report") else ""))
-    return BenchOutcome(out=Path(config.out), specs=specs, records=records, summary=rows, ran=len(todo),
-                        skipped=len(specs) - len(todo), failed=n_failed, files=files, wall_s=wall)
+    return BenchOutcome(out=store.root, runs=runs, records=records, summary=rows, ran=len(todo),
+                        skipped=len(runs) - len(todo), trained=n_trained, failed=n_failed, files=files, wall_s=wall)
 
 
-def write_outputs(config: BenchConfig, rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]],
-                  meta: Mapping[str, Any]) -> dict[str, Any]:
-    """Write ``results.json``, ``results.csv`` and, as configured, the plots and the report."""
-    store = ResultsStore(config.out)
+def write_outputs(config: BenchConfig, rows: Sequence[SummaryRow], records: Sequence[RunRecord],
+                  meta: dict[str, Any]) -> dict[str, Any]:
+    """Write ``results.json``, ``results.csv`` and, as configured, the plots (PNG) and the report.
+
+    Figures are drawn in memory; PNG files are written only with ``plots`` on (and the
+    folder then holds exactly this comparison's figures).
+    """
+    store = ResultsStore(config.out_dir)
     files: dict[str, Any] = {
         "json": store.write_json(records, meta, rows),
         "csv": store.write_csv(records),
     }
-    figures = []
     if config.plots or config.report:
-        from mmfuse.bench.plots import make_all_plots
+        from mmfuse.bench.plots import make_all_plots, write_plots
 
-        figures = make_all_plots(rows, records, store.root / "plots")
-        files["plots"] = [f.path for f in figures]
-    if config.report:
-        from mmfuse.bench.report import write_report
+        figures = make_all_plots(rows, records)
+        if config.plots:
+            files["plots"] = write_plots(figures, store.root / "plots")
+        if config.report:
+            from mmfuse.bench.report import write_report
 
-        files["report"] = write_report(store.root / "report.html", rows, records, figures, meta)
+            files["report"] = write_report(store.root / "report.html", rows, records, figures, meta)
     return files

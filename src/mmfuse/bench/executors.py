@@ -1,12 +1,17 @@
 """Where the runs of a grid execute: in this process, in a local process pool, or on Ray.
 
 Every executor honours one small protocol, :class:`Executor`: it takes a run function
-(``RunSpec -> result dict``, a module-level function so that it pickles by name) and
-the specs, and yields one *record* per spec as each run ends, in completion order.
-Runs never raise through an executor: :func:`guarded_run` turns an exception into a
-``"failed"`` record with its error and traceback, and a worker process that dies
-(segfault, out of memory) becomes a failed record too, so the rest of the grid
-completes.
+(``BenchRun -> RunResult``, a module-level function so that it pickles by name) and
+the runs, and yields one :class:`~mmfuse.experiment.RunRecord` per run as each ends,
+in completion order. Runs never raise through an executor: :func:`guarded_run` turns
+an exception into a ``"failed"`` record with its error and traceback, and a worker
+process that dies (segfault, out of memory) becomes a failed record too, so the rest
+of the grid completes.
+
+Local worker processes die with the process that started them: on Linux each asks
+the kernel for ``SIGTERM`` when its parent dies (``PR_SET_PDEATHSIG``), so killing
+``mmfuse bench`` (even with ``SIGKILL``) leaves no worker behind, and the parent
+turns ``SIGTERM`` into a clean shutdown of its pool.
 """
 
 from __future__ import annotations
@@ -14,17 +19,20 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures import ProcessPoolExecutor as _Pool
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timezone
 from typing import Any, Protocol, runtime_checkable
 
-from mmfuse.bench.grid import RunSpec
+from mmfuse.bench.grid import BenchRun
+from mmfuse.errors import ConfigError
+from mmfuse.experiment.results import RunRecord
 
 __all__ = [
     "Executor",
@@ -39,7 +47,7 @@ __all__ = [
     "prepare_worker",
 ]
 
-RunFn = Callable[[RunSpec], Mapping[str, Any]]
+RunFn = Callable[[BenchRun], Any]
 
 
 @runtime_checkable
@@ -48,7 +56,7 @@ class Executor(Protocol):
 
     name: str
 
-    def map_unordered(self, run_fn: RunFn, specs: Sequence[RunSpec]) -> Iterator[dict[str, Any]]: ...
+    def map_unordered(self, run_fn: RunFn, specs: Sequence[BenchRun]) -> Iterator[RunRecord]: ...
 
 
 def available_cpus() -> int:
@@ -62,8 +70,28 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def prepare_worker(threads: int | None) -> None:
-    """Per-worker setup: torch threads (cores / jobs) and quiet training logs."""
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to send this process SIGTERM when its parent dies (no-op elsewhere); if the
+    parent ``parent`` died already (while this process was starting), exit now."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            pr_set_pdeathsig = 1
+            libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # re-parented: the process that started this one is gone
+        os._exit(1)
+
+
+def prepare_worker(threads: int | None, *, parent: int | None = None) -> None:
+    """Per-run setup: torch threads (cores / jobs) and quiet training logs; in a worker
+    process (``parent`` given), also die with the parent."""
+    if parent is not None:
+        _die_with_parent(parent)
     if threads is not None:
         os.environ["OMP_NUM_THREADS"] = str(threads)
         import torch
@@ -75,42 +103,54 @@ def prepare_worker(threads: int | None) -> None:
     warnings.filterwarnings("ignore", module=r"torch\.utils\.data(\..*)?")
 
 
-def _record(spec: RunSpec, status: str, *, result: Mapping[str, Any] | None = None, error: str | None = None,
-            tb: str | None = None, started: float, started_at: str) -> dict[str, Any]:
-    return {
-        "key": spec.key,
-        "status": status,
-        "label": spec.label,
-        "spec": spec.to_dict(),
-        "result": dict(result) if result is not None else None,
-        "error": error,
-        "traceback": tb,
-        "started_at": started_at,
-        "finished_at": _now(),
-        "wall_s": round(time.perf_counter() - started, 3),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-    }
+def _record(run: BenchRun, status: str, *, result: Any = None, error: str | None = None,
+            tb: str | None = None, started: float, started_at: str) -> RunRecord:
+    return RunRecord(
+        spec=run.spec,
+        measure=run.measure,
+        status=status,
+        training=getattr(result, "training", None),
+        measurement=getattr(result, "measurement", None),
+        error=error,
+        traceback=tb,
+        started_at=started_at,
+        finished_at=_now(),
+        wall_s=round(time.perf_counter() - started, 3),
+        host=socket.gethostname(),
+        pid=os.getpid(),
+    )
 
 
-def guarded_run(run_fn: RunFn, spec: RunSpec, threads: int | None = None) -> dict[str, Any]:
-    """Run one spec; always returns a record (``status`` ``"ok"`` or ``"failed"``), never raises."""
+def guarded_run(run_fn: RunFn, run: BenchRun, threads: int | None = None) -> RunRecord:
+    """Run one grid entry; always returns a record (``status`` ``"ok"`` or ``"failed"``), never raises."""
+    from mmfuse.bench.run import RunResult
+
     started, started_at = time.perf_counter(), _now()
     try:
         prepare_worker(threads)
-        result = run_fn(spec)
-        if not isinstance(result, Mapping):
+        result = run_fn(run)
+        if not isinstance(result, RunResult):
             raise TypeError(f"run function {getattr(run_fn, '__name__', run_fn)!r} returned "
-                            f"{type(result).__name__}, expected a dict")
-        return _record(spec, "ok", result=result, started=started, started_at=started_at)
+                            f"{type(result).__name__}, expected a RunResult")
+        return _record(run, "ok", result=result, started=started, started_at=started_at)
     except Exception as exc:  # noqa: BLE001 - a failed run is data, the grid goes on
-        return _record(spec, "failed", error=f"{type(exc).__name__}: {exc}", tb=traceback.format_exc(),
+        return _record(run, "failed", error=f"{type(exc).__name__}: {exc}", tb=traceback.format_exc(),
                        started=started, started_at=started_at)
 
 
-def failed_record(spec: RunSpec, error: str, tb: str | None = None) -> dict[str, Any]:
+def failed_record(run: BenchRun, error: str, tb: str | None = None) -> RunRecord:
     """The record of a run that produced none itself (its worker died)."""
-    return _record(spec, "failed", error=error, tb=tb, started=time.perf_counter(), started_at=_now())
+    return _record(run, "failed", error=error, tb=tb, started=time.perf_counter(), started_at=_now())
+
+
+def _kill_pool(pool: _Pool) -> None:
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        if proc.is_alive():
+            proc.terminate()
+
+
+def _init_worker(threads: int | None, parent: int) -> None:
+    prepare_worker(threads, parent=parent)
 
 
 class SerialExecutor:
@@ -121,7 +161,7 @@ class SerialExecutor:
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads
 
-    def map_unordered(self, run_fn: RunFn, specs: Sequence[RunSpec]) -> Iterator[dict[str, Any]]:
+    def map_unordered(self, run_fn: RunFn, specs: Sequence[BenchRun]) -> Iterator[RunRecord]:
         for spec in specs:
             yield guarded_run(run_fn, spec, self.threads)
 
@@ -139,7 +179,7 @@ class ProcessPoolExecutor:
 
     def __init__(self, jobs: int, threads: int | None = None) -> None:
         if jobs < 1:
-            raise ValueError(f"jobs: expected >= 1, got {jobs}")
+            raise ConfigError(f"jobs: expected >= 1, got {jobs}")
         self.jobs = jobs
         self.threads = threads if threads is not None else max(1, available_cpus() // jobs)
 
@@ -147,15 +187,15 @@ class ProcessPoolExecutor:
         import multiprocessing as mp
 
         return _Pool(max_workers=workers, mp_context=mp.get_context("spawn"),
-                     initializer=prepare_worker, initargs=(self.threads,))
+                     initializer=_init_worker, initargs=(self.threads, os.getpid()))
 
-    def map_unordered(self, run_fn: RunFn, specs: Sequence[RunSpec]) -> Iterator[dict[str, Any]]:
+    def map_unordered(self, run_fn: RunFn, specs: Sequence[BenchRun]) -> Iterator[RunRecord]:
         if not specs:
             return
-        unfinished: list[RunSpec] = []
+        unfinished: list[BenchRun] = []
         pool = self._pool(min(self.jobs, len(specs)))
         try:
-            futures: dict[Future[dict[str, Any]], RunSpec] = {
+            futures: dict[Future[RunRecord], BenchRun] = {
                 pool.submit(guarded_run, run_fn, spec, self.threads): spec for spec in specs
             }
             pending = set(futures)
@@ -168,6 +208,9 @@ class ProcessPoolExecutor:
                         unfinished.append(futures[fut])
                     except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
                         yield failed_record(futures[fut], f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        except BaseException:
+            _kill_pool(pool)  # interrupted (SIGTERM, Ctrl-C): stop the workers now, not after their runs
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         # a worker died: run the unfinished specs one at a time in a one-process pool, so a
@@ -214,7 +257,7 @@ class RayExecutor:
         else:
             ray.init(num_cpus=self.local_cpus, include_dashboard=False, log_to_driver=False)
 
-    def map_unordered(self, run_fn: RunFn, specs: Sequence[RunSpec]) -> Iterator[dict[str, Any]]:
+    def map_unordered(self, run_fn: RunFn, specs: Sequence[BenchRun]) -> Iterator[RunRecord]:
         if not specs:
             return
         import ray
@@ -236,18 +279,16 @@ class RayExecutor:
 def make_executor(kind: str, *, jobs: int = 1, ray_address: str | None = None) -> Executor:
     """The executor named ``kind`` (``local``, ``serial`` or ``ray``).
 
-    ``local`` with ``jobs == 1`` runs in-process. ``ray`` without ray installed warns and
-    falls back to ``local``.
+    ``local`` with ``jobs == 1`` runs in-process. ``ray`` without ray installed raises
+    :class:`~mmfuse.errors.ConfigError` naming the extra to install.
     """
     if kind == "ray":
         try:
             return RayExecutor(ray_address, local_cpus=jobs if not (ray_address or os.environ.get("RAY_ADDRESS")) else None)
-        except ImportError:
-            warnings.warn("executor 'ray': ray is not installed (pip install 'mmfuse[ray]'); "
-                          "running on the local executor instead", stacklevel=2)
-            kind = "local"
+        except ImportError as exc:
+            raise ConfigError(f"executor 'ray': ray is not installed ({exc}); pip install 'mmfuse[ray]'") from exc
     if kind == "serial" or (kind == "local" and jobs == 1):
         return SerialExecutor()
     if kind == "local":
         return ProcessPoolExecutor(jobs)
-    raise ValueError(f"executor: expected 'local', 'serial' or 'ray', got {kind!r}")
+    raise ConfigError(f"executor: expected 'local', 'serial' or 'ray', got {kind!r}")

@@ -2,15 +2,18 @@
 
 Shape legend: ``m`` modalities, ``t_q``/``t_k`` query/key tokens of an attention map.
 
-Every function takes summary rows (see :mod:`mmfuse.bench.summary`) or run records
-and a folder, writes PNG files and returns them as :class:`Figure` entries (path,
-title, caption) for the report. A figure with nothing to show is not written.
+Every function takes summary rows (:class:`~mmfuse.bench.summary.SummaryRow`) or run
+records (:class:`~mmfuse.experiment.RunRecord`) and returns :class:`Figure` entries
+(file name, title, caption, PNG bytes drawn in memory): the report embeds them, and
+:func:`write_plots` writes them as files only when asked. A figure with nothing to show
+is not drawn.
 """
 
 from __future__ import annotations
 
+import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import FuncFormatter, LogLocator
 
-__all__ = ["Figure", "make_all_plots"]
+from mmfuse.bench.summary import SummaryRow
+from mmfuse.experiment.results import Learned, RunRecord
+from mmfuse.io import atomic_write
+
+__all__ = ["Figure", "make_all_plots", "write_plots"]
 
 _UNI_COLOR = "#9a9a9a"
 _DPI = 110
@@ -28,9 +35,12 @@ _DPI = 110
 
 @dataclass(frozen=True)
 class Figure:
-    path: Path
+    """One drawn figure: its file name, title and caption, and the PNG itself."""
+
+    name: str
     title: str
     caption: str
+    png: bytes
 
 
 def _colors(models: Sequence[str]) -> dict[str, Any]:
@@ -48,63 +58,99 @@ def _grid(n: int, ncols: int = 3) -> tuple[int, int]:
     return math.ceil(n / ncols), ncols
 
 
-def _save(fig: MplFigure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _png(fig: MplFigure) -> bytes:
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=_DPI, bbox_inches="tight", facecolor="white")
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight", facecolor="white")
+    return buf.getvalue()
 
 
-def _datasets(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+def _figure(fig: MplFigure, name: str, title: str, caption: str) -> Figure:
+    return Figure(name=f"{name}.png", title=title, caption=caption, png=_png(fig))
+
+
+def write_plots(figures: Sequence[Figure], folder: str | Path) -> list[Path]:
+    """Write ``figures`` as PNG files into ``folder``, removing PNGs of earlier runs that
+    these figures do not replace (the folder then shows exactly what the report shows)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {f.name for f in figures}
+    for old in folder.glob("*.png"):
+        if old.name not in names:
+            old.unlink()
+    paths = []
+    for f in figures:
+        atomic_write(folder / f.name, f.png)
+        paths.append(folder / f.name)
+    return paths
+
+
+def _datasets(rows: Sequence[SummaryRow]) -> list[str]:
     out: list[str] = []
     for r in rows:
-        if r["dataset"] not in out:
-            out.append(r["dataset"])
+        if r.dataset not in out:
+            out.append(r.dataset)
     return out
 
 
-def _ok(rows: Sequence[Mapping[str, Any]], dataset: str, variant: str = "standard") -> list[Mapping[str, Any]]:
-    return [r for r in rows if r["dataset"] == dataset and r["variant"] == variant and r["accuracy_mean"] is not None]
+def _ok(rows: Sequence[SummaryRow], dataset: str, variant: str = "standard") -> list[SummaryRow]:
+    """Rows of ``dataset`` with a score: standard training (unimodal baselines included) or modality dropout."""
+    return [r for r in rows if r.dataset == dataset and r.score_mean is not None
+            and (r.standard if variant == "standard" else r.variant == variant)]
+
+
+def _metric(rows: Sequence[SummaryRow]) -> tuple[str, bool]:
+    """The metric name of these rows (``"score"`` if they mix tasks) and its direction."""
+    names = {(r.metric, r.higher_is_better) for r in rows}
+    return next(iter(names)) if len(names) == 1 else ("score", True)
+
+
+_BOUNDED = {"accuracy", "macro_f1", "micro_f1", "auroc", "map", "score"}
 
 
 # --------------------------------------------------------------------- accuracy
-def plot_accuracy(rows: Sequence[Mapping[str, Any]], out: Path) -> Figure | None:
+def plot_accuracy(rows: Sequence[SummaryRow]) -> Figure | None:
     datasets = [d for d in _datasets(rows) if _ok(rows, d)]
     if not datasets:
         return None
-    colors = _colors([r["model"] for r in rows])
+    colors = _colors([r.model for r in rows])
     nrows, ncols = _grid(len(datasets))
     height = max(len(_ok(rows, d)) for d in datasets) * 0.32 + 1.2
     fig = MplFigure(figsize=(5.2 * ncols, height * nrows), layout="constrained")
     for i, ds in enumerate(datasets):
         ax = fig.add_subplot(nrows, ncols, i + 1)
-        rs = sorted(_ok(rows, ds), key=lambda r: r["accuracy_mean"])
+        rs = sorted(_ok(rows, ds), key=lambda r: r.score_mean)
         y = np.arange(len(rs))
-        acc = [r["accuracy_mean"] for r in rs]
-        err = [r["accuracy_std"] or 0.0 for r in rs]
-        ax.barh(y, acc, xerr=err, color=[colors[r["model"]] for r in rs], capsize=2.5,
+        acc = [r.score_mean for r in rs]
+        err = [r.score_std or 0.0 for r in rs]
+        ax.barh(y, acc, xerr=err, color=[colors[r.model] for r in rs], capsize=2.5,
                 error_kw={"elinewidth": 0.8})
-        ax.set_yticks(y, [r["model"] for r in rs], fontsize=8)
-        best = next((r for r in rs if r["model"] == r.get("best_unimodal")), None)
+        ax.set_yticks(y, [r.model for r in rs], fontsize=8)
+        best = next((r for r in rs if r.model == r.best_unimodal), None)
+        metric, higher = _metric(rs)
         if best is not None:
-            ax.axvline(best["accuracy_mean"], color="black", linestyle="--", linewidth=1,
-                       label=f"best unimodal ({best['model']})")
+            ax.axvline(best.score_mean, color="black", linestyle="--", linewidth=1,
+                       label=f"best unimodal ({best.model})")
             ax.legend(loc="lower right", fontsize=7)
-        lo = min(a - e for a, e in zip(acc, err, strict=True))
-        ax.set_xlim(max(0.0, lo - 0.05), min(1.0, max(a + e for a, e in zip(acc, err, strict=True)) + 0.02))
-        failed = sorted({r["model"] + (" +mdrop" if r["variant"] != "standard" else "")
-                         for r in rows if r["dataset"] == ds and r["n_failed"]})
+        # one scale for every panel, from zero: small gaps must look small
+        if metric in _BOUNDED:
+            ax.set_xlim(0.0, 1.0)
+        else:
+            ax.set_xlim(min(0.0, min(acc)), max(a + e for a, e in zip(acc, err, strict=True)) * 1.05)
+        failed = sorted({r.model + ("" if r.standard else " +mdrop")
+                         for r in rows if r.dataset == ds and r.n_failed})
         if failed:
             ax.text(0.01, 0.005, "failed runs: " + ", ".join(failed), transform=ax.transAxes, fontsize=7,
                     color="#b3261e", va="bottom", ha="left", wrap=True)
         ax.set_title(ds, fontsize=10)
-        ax.set_xlabel("test accuracy (mean ± std over seeds)", fontsize=8)
+        ax.set_xlabel(f"test {metric} (mean ± std over seeds; {'higher' if higher else 'lower'} is better)",
+                      fontsize=8)
         ax.tick_params(axis="x", labelsize=8)
         ax.grid(axis="x", alpha=0.3)
-    return Figure(_save(fig, out / "accuracy.png"), "Test accuracy per strategy",
-                  "Bars: mean test accuracy over seeds, whiskers: standard deviation. Grey bars are unimodal "
-                  "baselines; the dashed line is the best of them: a fusion left of it did not help. "
-                  "Strategies with failed runs are named in red (see the failed runs table).")
+    return _figure(fig, "accuracy", "Test score per strategy",
+                   "Bars: mean test score (the task's main metric) over seeds, whiskers: standard deviation, on "
+                   "one axis from 0 for every dataset. Grey bars are unimodal baselines; the dashed line is the "
+                   "best of them. Strategies with failed runs are named in red (see the failed runs table).")
 
 
 # ------------------------------------------------------------------------- cost
@@ -116,51 +162,52 @@ def _plain(v: float, _pos: int) -> str:
     return f"{v:g}"
 
 
-def plot_cost(rows: Sequence[Mapping[str, Any]], out: Path, *, field: str, xlabel: str, name: str,
+def plot_cost(rows: Sequence[SummaryRow], *, field: str, xlabel: str, name: str,
               title: str) -> Figure | None:
-    datasets = [d for d in _datasets(rows) if any(r.get(field) for r in _ok(rows, d))]
+    datasets = [d for d in _datasets(rows) if any(getattr(r, field) for r in _ok(rows, d))]
     if not datasets:
         return None
-    colors = _colors([r["model"] for r in rows])
+    colors = _colors([r.model for r in rows])
     nrows, ncols = _grid(len(datasets))
     fig = MplFigure(figsize=(4.8 * ncols + 1.8, 3.8 * nrows), layout="constrained")
     handles: dict[str, Any] = {}
     for i, ds in enumerate(datasets):
         ax = fig.add_subplot(nrows, ncols, i + 1)
-        rs = [r for r in _ok(rows, ds) if r.get(field)]
+        rs = [r for r in _ok(rows, ds) if getattr(r, field)]
         for r in rs:
-            h = ax.errorbar(r[field], r["accuracy_mean"], yerr=r["accuracy_std"] or 0.0,
-                            fmt="s" if r["unimodal"] else "o", color=colors[r["model"]], markersize=6,
-                            capsize=2, elinewidth=0.8, markeredgecolor="black" if r["unimodal"] else "none")
-            if r["unimodal"]:  # baselines share one colour: name them on the plot
-                ax.annotate(r["model"], (r[field], r["accuracy_mean"]), fontsize=7,
+            h = ax.errorbar(getattr(r, field), r.score_mean, yerr=r.score_std or 0.0,
+                            fmt="s" if r.unimodal else "o", color=colors[r.model], markersize=6,
+                            capsize=2, elinewidth=0.8, markeredgecolor="black" if r.unimodal else "none")
+            if r.unimodal:  # baselines share one colour: name them on the plot
+                ax.annotate(r.model, (getattr(r, field), r.score_mean), fontsize=7,
                             xytext=(4, -3), textcoords="offset points")
             else:
-                handles.setdefault(r["model"], h)
+                handles.setdefault(r.model, h)
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(_plain))
         ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
         ax.xaxis.set_minor_formatter(FuncFormatter(_plain))
         ax.set_title(ds, fontsize=10)
         ax.set_xlabel(xlabel, fontsize=8)
-        ax.set_ylabel("test accuracy", fontsize=8)
+        ax.set_ylabel(f"test {_metric(rs)[0]}", fontsize=8)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3, which="both")
     if handles:
         fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize=7)
-    return Figure(_save(fig, out / f"{name}.png"), title,
-                  f"Each point is one strategy (mean over seeds, whiskers: std); x: {xlabel}, log scale. "
-                  "Grey squares: unimodal baselines. Up and to the left is better.")
+    return _figure(fig, name, title,
+                   f"Each point is one strategy (mean over seeds, whiskers: std); x: {xlabel}, log scale. "
+                   "Grey squares: unimodal baselines. Left is cheaper; up is better for a score where higher "
+                   "is better.")
 
 
 # ------------------------------------------------------------------- robustness
-def plot_noise(rows: Sequence[Mapping[str, Any]], out: Path) -> Figure | None:
-    datasets = [d for d in _datasets(rows) if any(r["noise_mean"] for r in _ok(rows, d))]
+def plot_noise(rows: Sequence[SummaryRow]) -> Figure | None:
+    datasets = [d for d in _datasets(rows) if any(r.noise_mean for r in _ok(rows, d))]
     if not datasets:
         return None
     variants = [v for v in ("standard", "modality_dropout")
-                if any(r["variant"] == v and r["noise_mean"] for r in rows)]
-    colors = _colors([r["model"] for r in rows])
+                if any((r.standard if v == "standard" else r.variant == v) and r.noise_mean for r in rows)]
+    colors = _colors([r.model for r in rows])
     ncols = len(datasets)
     fig = MplFigure(figsize=(4.4 * ncols + 1.8, 3.6 * len(variants)), layout="constrained")
     handles: dict[str, Any] = {}
@@ -168,17 +215,17 @@ def plot_noise(rows: Sequence[Mapping[str, Any]], out: Path) -> Figure | None:
         for di, ds in enumerate(datasets):
             ax = fig.add_subplot(len(variants), ncols, vi * ncols + di + 1)
             for r in _ok(rows, ds, variant):
-                pts = [(float(s), a) for s, a in r["noise_mean"].items() if a is not None]
+                pts = [(float(s), a) for s, a in r.noise_mean.items() if a is not None]
                 if not pts:
                     continue
                 xs, ys = zip(*sorted(pts), strict=True)
-                (line,) = ax.plot(xs, ys, marker="o", markersize=3, color=colors[r["model"]],
-                                  linestyle="--" if r["unimodal"] else "-", linewidth=1.2, label=r["model"])
-                handles.setdefault(r["model"], line)
+                (line,) = ax.plot(xs, ys, marker="o", markersize=3, color=colors[r.model],
+                                  linestyle="--" if r.unimodal else "-", linewidth=1.2, label=r.model)
+                handles.setdefault(r.model, line)
             ax.set_title(f"{ds}\n{'trained with modality dropout' if variant != 'standard' else 'standard training'}",
                          fontsize=9)
             ax.set_xlabel("noise std on one modality", fontsize=8)
-            ax.set_ylabel("test accuracy (mean over noised modality)", fontsize=7)
+            ax.set_ylabel(f"test {_metric(rows)[0]} (mean over noised modality)", fontsize=7)
             ax.tick_params(labelsize=8)
             ax.grid(alpha=0.3)
     for di in range(ncols):
@@ -188,41 +235,41 @@ def plot_noise(rows: Sequence[Mapping[str, Any]], out: Path) -> Figure | None:
         for ax in col:
             ax.set_ylim(lo, hi)
     fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize=7)
-    return Figure(_save(fig, out / "robustness_noise.png"), "Robustness to noise",
+    return _figure(fig, "robustness_noise", "Robustness to noise",
                   "Gaussian noise of rising standard deviation is added to one modality at a time at test time; "
                   "the curve is the accuracy averaged over which modality is noised. Dashed grey: unimodal "
                   "baselines (unaffected when another modality is noised). Bottom row: the fusions trained with "
                   "modality dropout.")
 
 
-def plot_missing(rows: Sequence[Mapping[str, Any]], out: Path) -> Figure | None:
+def plot_missing(rows: Sequence[SummaryRow]) -> Figure | None:
     datasets = [d for d in _datasets(rows)
-                if any(r["missing"] for r in rows if r["dataset"] == d and r["accuracy_mean"] is not None)]
+                if any(r.missing for r in rows if r.dataset == d and r.score_mean is not None)]
     if not datasets:
         return None
     from matplotlib import colormaps
 
     blocks = []
     for ds in datasets:
-        std = [r for r in _ok(rows, ds) if r["missing"]]
-        std.sort(key=lambda r: (not r["unimodal"], r["model"]))
-        drop = {r["model"]: r for r in _ok(rows, ds, "modality_dropout") if r["missing"]}
-        mods = sorted({m for r in std for m in r["missing"]})
+        std = [r for r in _ok(rows, ds) if r.missing]
+        std.sort(key=lambda r: (not r.unimodal, r.model))
+        drop = {r.model: r for r in _ok(rows, ds, "modality_dropout") if r.missing}
+        mods = sorted({m for r in std for m in r.missing})
         cols = ["clean"] + [f"no {m}" for m in mods]
-        variants: list[tuple[str, dict[str, Mapping[str, Any]]]] = [("", {r["model"]: r for r in std})]
+        variants: list[tuple[str, dict[str, SummaryRow]]] = [("", {r.model: r for r in std})]
         if drop:
             cols += ["+mdrop clean"] + [f"+mdrop no {m}" for m in mods]
             variants.append(("+mdrop", drop))
         data = np.full((len(std), len(cols)), np.nan)
         for y, r in enumerate(std):
             for vi, (_, by_model) in enumerate(variants):
-                rr = by_model.get(r["model"])
+                rr = by_model.get(r.model)
                 if rr is None:
                     continue
-                vals = [rr["accuracy_mean"]] + [rr["missing"].get(m) for m in mods]
+                vals = [rr.score_mean] + [rr.missing.get(m) for m in mods]
                 for j, v in enumerate(vals):
                     data[y, vi * (len(mods) + 1) + j] = np.nan if v is None else v
-        blocks.append((ds, [r["model"] for r in std], cols, data))
+        blocks.append((ds, [r.model for r in std], cols, data))
     nrows, ncols = _grid(len(blocks))
     height = max(len(b[1]) for b in blocks) * 0.3 + 1.6
     width = max(len(b[2]) for b in blocks) * 0.62 + 2.6
@@ -243,40 +290,39 @@ def plot_missing(rows: Sequence[Mapping[str, Any]], out: Path) -> Figure | None:
         ax.set_xticks(range(len(cols)), cols, fontsize=7, rotation=35, ha="right")
         ax.set_title(ds, fontsize=10)
     if im is not None:
-        fig.colorbar(im, ax=fig.axes, shrink=0.5, label="test accuracy")
-    return Figure(_save(fig, out / "robustness_missing.png"), "Missing modalities",
+        fig.colorbar(im, ax=fig.axes, shrink=0.5, label=f"test {_metric(rows)[0]}")
+    return _figure(fig, "robustness_missing", "Missing modalities",
                   "Test accuracy with all modalities (clean) and with each modality removed in turn at test "
                   "time (mean over seeds). Right of the black line: the same strategy trained with modality "
                   "dropout ('+mdrop'). Unimodal baselines fall to chance when their own modality is removed.")
 
 
 # ------------------------------------------------------- what the fusions learned
-def _learned(records: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[str, Mapping[str, Any]]]]:
-    out: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
+def _learned(records: Sequence[RunRecord]) -> dict[str, list[tuple[str, Learned]]]:
+    out: dict[str, list[tuple[str, Learned]]] = {}
     for rec in records:
-        res = rec.get("result") or {}
-        if rec.get("status") == "ok" and res.get("learned"):
-            out.setdefault(rec["spec"]["dataset_label"], []).append((rec["label"], res["learned"]))
+        if rec.ok and rec.measurement is not None and rec.measurement.learned is not None:
+            out.setdefault(rec.dataset, []).append((rec.label, rec.measurement.learned))
     for v in out.values():
         v.sort(key=lambda x: x[0])
     return out
 
 
-def _weight_panels(learned: Mapping[str, Any]) -> list[tuple[str, dict[str, list[float]]]]:
+def _weight_panels(learned: Learned) -> list[tuple[str, dict[str, list[float]]]]:
     """``(panel title, {group: values})`` per weight-like intermediate."""
     panels: list[tuple[str, dict[str, list[float]]]] = []
-    if learned.get("modality_weights"):
-        panels.append(("modality weights", dict(learned["modality_weights"])))
-    for key, g in (learned.get("gates") or {}).items():
-        if "per_modality" in g:
-            extra = " (mean over features)" if len(g.get("shape") or []) > 1 else ""
-            panels.append((f"gate '{key}'{extra}", dict(g["per_modality"])))
-        elif "mean" in g:
-            panels.append((f"gate '{key}' (mean over {g.get('shape')})", {key: list(g["mean"])}))
+    if learned.modality_weights:
+        panels.append(("modality weights", dict(learned.modality_weights)))
+    for key, g in learned.gates.items():
+        if g.per_modality is not None:
+            extra = " (mean over features)" if len(g.shape) > 1 else ""
+            panels.append((f"gate '{key}'{extra}", dict(g.per_modality)))
+        elif g.mean is not None:
+            panels.append((f"gate '{key}' (mean over {g.shape})", {key: list(g.mean)}))
     return panels
 
 
-def plot_gates(records: Sequence[Mapping[str, Any]], out: Path) -> list[Figure]:
+def plot_gates(records: Sequence[RunRecord]) -> list[Figure]:
     figs: list[Figure] = []
     for ds, items in _learned(records).items():
         entries = [(model, title, groups) for model, learned in items for title, groups in _weight_panels(learned)]
@@ -302,7 +348,7 @@ def plot_gates(records: Sequence[Mapping[str, Any]], out: Path) -> list[Figure]:
             ax.grid(axis="y", alpha=0.3)
         fig.suptitle(f"{ds}: gate and modality-weight distributions on test samples", fontsize=10)
         slug = ds.replace("/", "_")
-        figs.append(Figure(_save(fig, out / f"gates_{slug}.png"), f"What the gates learned: {ds}",
+        figs.append(_figure(fig, f"gates_{slug}", f"What the gates learned: {ds}",
                            "Distribution over test samples of each modality's weight or gate value "
                            "(seed 0, standard training); dotted line: equal weights (1/m). A weight far "
                            "above it means the strategy relies on that modality."))
@@ -321,21 +367,21 @@ def _token_names(key: str, mods: Sequence[str]) -> dict[str, list[str] | None]:
     return out
 
 
-def plot_attention(records: Sequence[Mapping[str, Any]], out: Path) -> list[Figure]:
+def plot_attention(records: Sequence[RunRecord]) -> list[Figure]:
     figs: list[Figure] = []
     for ds, items in _learned(records).items():
         # a query over a single key (one token per modality) always has weight 1: nothing to see
-        maps = [(model, key, att, learned.get("modalities") or [])
-                for model, learned in items for key, att in (learned.get("attention") or {}).items()
-                if np.asarray(att["mean"], dtype=float).ndim == 2 and np.asarray(att["mean"]).shape[1] > 1]
+        maps = [(model, key, att, learned.modalities)
+                for model, learned in items for key, att in learned.attention.items()
+                if np.asarray(att.mean, dtype=float).ndim == 2 and np.asarray(att.mean).shape[1] > 1]
         if not maps:
             continue
-        n_samples = max(len(att["samples"]) for _, _, att, _ in maps)
+        n_samples = max(len(att.samples) for _, _, att, _ in maps)
         ncols = 1 + n_samples
         fig = MplFigure(figsize=(2.3 * ncols + 0.6, 2.3 * len(maps) + 0.4), layout="constrained")
         for i, (model, key, att, mods) in enumerate(maps):
-            panels = [("mean over test samples", att["mean"])] + [
-                (f"sample {j}", s) for j, s in enumerate(att["samples"])]
+            panels = [("mean over test samples", att.mean)] + [
+                (f"sample {j}", s) for j, s in enumerate(att.samples)]
             for j, (sub, mat) in enumerate(panels):
                 ax = fig.add_subplot(len(maps), ncols, i * ncols + j + 1)
                 a = np.asarray(mat, dtype=float)
@@ -357,7 +403,7 @@ def plot_attention(records: Sequence[Mapping[str, Any]], out: Path) -> list[Figu
                     fig.colorbar(im, ax=ax, shrink=0.7).ax.tick_params(labelsize=6)
         fig.suptitle(f"{ds}: attention (query rows x key columns), averaged over heads", fontsize=10)
         slug = ds.replace("/", "_")
-        figs.append(Figure(_save(fig, out / f"attention_{slug}.png"), f"What the attention learned: {ds}",
+        figs.append(_figure(fig, f"attention_{slug}", f"What the attention learned: {ds}",
                            "Attention weights averaged over heads: the mean over test samples, then a few "
                            "single test samples (seed 0, standard training). Rows are queries, columns keys. "
                            "Maps over a single key (one token per modality, e.g. vector inputs) are always 1 "
@@ -365,19 +411,17 @@ def plot_attention(records: Sequence[Mapping[str, Any]], out: Path) -> list[Figu
     return figs
 
 
-def make_all_plots(rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]],
-                   out: str | Path) -> list[Figure]:
-    """Every figure of the comparison, written under ``out``."""
-    out = Path(out)
+def make_all_plots(rows: Sequence[SummaryRow], records: Sequence[RunRecord]) -> list[Figure]:
+    """Every figure of the comparison, drawn in memory."""
     figs: list[Figure | None] = [
-        plot_accuracy(rows, out),
-        plot_cost(rows, out, field="params", xlabel="parameters", name="cost_params",
-                  title="Accuracy vs parameter count"),
-        plot_cost(rows, out, field="train_time_s", xlabel="training time (s)", name="cost_train_time",
-                  title="Accuracy vs training time"),
-        plot_noise(rows, out),
-        plot_missing(rows, out),
+        plot_accuracy(rows),
+        plot_cost(rows, field="params", xlabel="parameters", name="cost_params",
+                  title="Score vs parameter count"),
+        plot_cost(rows, field="train_time_s", xlabel="training time (s)", name="cost_train_time",
+                  title="Score vs training time"),
+        plot_noise(rows),
+        plot_missing(rows),
     ]
-    figs += plot_gates(records, out)
-    figs += plot_attention(records, out)
+    figs += plot_gates(records)
+    figs += plot_attention(records)
     return [f for f in figs if f is not None]

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from mmfuse.bench.plots import Figure
+from mmfuse.bench.summary import SummaryRow
+from mmfuse.experiment.results import RunRecord
 from mmfuse.io import atomic_write
 
 __all__ = ["fmt_num", "write_report"]
@@ -36,6 +38,7 @@ figure{margin:18px 0} figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:13px;color:#444;max-width:1000px}
 pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px;max-height:360px}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:6px 12px;margin:10px 0}
+.scroll{overflow-x:auto;max-width:100%}
 """
 
 
@@ -75,100 +78,105 @@ def _e(s: Any) -> str:
 
 
 def _summary_table(rows: Sequence[Mapping[str, Any]], dataset: str) -> str:
-    rs = [r for r in rows if r["dataset"] == dataset]
-    rs.sort(key=lambda r: (not r["unimodal"], r["variant"] != "standard",
-                           -(r["accuracy_mean"] if r["accuracy_mean"] is not None else -1)))
-    best = next((r["best_unimodal"] for r in rs if r.get("best_unimodal")), None)
-    head = ("<tr><th class='l'>model</th><th class='l'>training</th><th>seeds ok</th><th>accuracy</th>"
-            "<th>macro-F1</th><th>gain vs best unimodal</th><th>params</th><th>train s</th>"
-            "<th>samples/s</th><th>peak MiB</th><th>worst missing</th><th>noise max</th></tr>")
+    rs = [r for r in rows if r.dataset == dataset]
+    sign = 1 if (rs and rs[0].higher_is_better) else -1
+    rs.sort(key=lambda r: (not r.unimodal, not r.standard,
+                           -sign * (r.score_mean if r.score_mean is not None else -sign * 1e9)))
+    metric = rs[0].metric if rs else "score"
+    best = next((r.best_unimodal for r in rs if r.best_unimodal), None)
+    second = next((k for k in ("macro_f1", "mae", "micro_f1") if any(k in r.metrics for r in rs)), None)
+    head = (f"<tr><th class='l'>model</th><th class='l'>training</th><th>seeds ok</th><th>{_e(metric)}</th>"
+            + (f"<th>{_e(second)}</th>" if second else "")
+            + "<th>gain vs best unimodal</th><th>params</th><th>train s</th>"
+            "<th>samples/s</th><th>model MiB</th><th>worst missing</th><th>noise max</th></tr>")
     body = []
     for r in rs:
         classes = []
-        if r["unimodal"]:
+        if r.unimodal:
             classes.append("uni")
-        if r["model"] == best and r["variant"] == "standard":
+        if r.model == best and r.standard:
             classes.append("best")
-        if r["n_failed"]:
+        if r.n_failed:
             classes.append("failed")
         noise_max = None
-        if r["noise_mean"]:
-            top = max(r["noise_mean"], key=float)
-            noise_max = r["noise_mean"][top]
-        seeds = f"{r['n_ok']}/{r['n_ok'] + r['n_failed']}"
-        if r["n_failed"]:
+        if r.noise_mean:
+            top = max(r.noise_mean, key=float)
+            noise_max = r.noise_mean[top]
+        seeds = f"{r.n_ok}/{r.n_ok + r.n_failed}"
+        if r.n_failed:
             seeds = f"<span class='fail'>{seeds} ✗</span>"
-        name = _e(r["model"]) + (" <span class='muted'>(best unimodal)</span>"
-                                 if r["model"] == best and r["variant"] == "standard" else "")
+        name = _e(r.model) + (" <span class='muted'>(best unimodal)</span>"
+                                 if r.model == best and r.standard else "")
         body.append(
             f"<tr class='{' '.join(classes)}'><td class='l'>{name}</td>"
-            f"<td class='l'>{'modality dropout' if r['variant'] != 'standard' else 'standard'}</td>"
-            f"<td>{seeds}</td><td>{_pm(r['accuracy_mean'], r['accuracy_std'])}</td>"
-            f"<td>{_pm(r['macro_f1_mean'], r['macro_f1_std'])}</td>{_gain(r['gain'])}"
-            f"<td>{fmt_si(r['params'])}</td><td>{fmt_num(r['train_time_s'], 1)}</td>"
-            f"<td>{fmt_si(r['throughput_sps'])}</td><td>{fmt_num(r['peak_rss_mb'], 0)}</td>"
-            f"<td>{fmt_num(r['missing_worst'])}</td><td>{fmt_num(noise_max)}</td></tr>"
+            f"<td class='l'>{'modality dropout' if not r.standard else 'standard'}</td>"
+            f"<td>{seeds}</td><td>{_pm(r.score_mean, r.score_std)}</td>"
+            + (f"<td>{_pm(r.metrics.get(second), r.metrics_std.get(second))}</td>" if second else "")
+            + f"{_gain(r.gain)}"
+            f"<td>{fmt_si(r.params)}</td><td>{fmt_num(r.train_time_s, 1)}</td>"
+            f"<td>{fmt_si(r.throughput_sps)}</td><td>{fmt_num(r.memory_mb, 1)}</td>"
+            f"<td>{fmt_num(r.missing_worst)}</td><td>{fmt_num(noise_max)}</td></tr>"
         )
-    return f"<table>{head}{''.join(body)}</table>"
+    return f"<div class='scroll'><table>{head}{''.join(body)}</table></div>"
 
 
 def _robust_table(rows: Sequence[Mapping[str, Any]], dataset: str) -> str:
-    rs = [r for r in rows if r["dataset"] == dataset and r["accuracy_mean"] is not None]
-    mods = sorted({m for r in rs for m in r["missing"]})
-    scales = sorted({s for r in rs for s in r["noise_mean"]}, key=float)
+    rs = [r for r in rows if r.dataset == dataset and r.score_mean is not None]
+    mods = sorted({m for r in rs for m in r.missing})
+    scales = sorted({s for r in rs for s in r.noise_mean}, key=float)
     if not mods and not scales:
         return ""
     head = ("<tr><th class='l'>model</th><th class='l'>training</th><th>clean</th>"
             + "".join(f"<th>no {_e(m)}</th>" for m in mods)
             + "".join(f"<th>noise {_e(s)}</th>" for s in scales) + "</tr>")
     body = []
-    for r in sorted(rs, key=lambda r: (not r["unimodal"], r["model"], r["variant"] != "standard")):
-        cells = "".join(f"<td>{fmt_num(r['missing'].get(m))}</td>" for m in mods)
-        cells += "".join(f"<td>{fmt_num(r['noise_mean'].get(s))}</td>" for s in scales)
-        body.append(f"<tr class='{'uni' if r['unimodal'] else ''}'><td class='l'>{_e(r['model'])}</td>"
-                    f"<td class='l'>{'modality dropout' if r['variant'] != 'standard' else 'standard'}</td>"
-                    f"<td>{fmt_num(r['accuracy_mean'])}</td>{cells}</tr>")
-    return f"<table>{head}{''.join(body)}</table>"
+    for r in sorted(rs, key=lambda r: (not r.unimodal, r.model, not r.standard)):
+        cells = "".join(f"<td>{fmt_num(r.missing.get(m))}</td>" for m in mods)
+        cells += "".join(f"<td>{fmt_num(r.noise_mean.get(s))}</td>" for s in scales)
+        body.append(f"<tr class='{'uni' if r.unimodal else ''}'><td class='l'>{_e(r.model)}</td>"
+                    f"<td class='l'>{'modality dropout' if not r.standard else 'standard'}</td>"
+                    f"<td>{fmt_num(r.score_mean)}</td>{cells}</tr>")
+    return f"<div class='scroll'><table>{head}{''.join(body)}</table></div>"
 
 
 def _img(fig: Figure) -> str:
-    data = base64.b64encode(Path(fig.path).read_bytes()).decode("ascii")
+    data = base64.b64encode(fig.png).decode("ascii")
     return (f"<figure><h3>{_e(fig.title)}</h3><img alt='{_e(fig.title)}' src='data:image/png;base64,{data}'>"
             f"<figcaption>{_e(fig.caption)}</figcaption></figure>")
 
 
 def _headline(rows: Sequence[Mapping[str, Any]], dataset: str) -> str:
-    rs = [r for r in rows if r["dataset"] == dataset and r["variant"] == "standard" and not r["unimodal"]
-          and r["gain"] is not None]
+    rs = [r for r in rows if r.dataset == dataset and r.standard and not r.unimodal
+          and r.gain is not None]
     if not rs:
         return ""
-    best = max(rs, key=lambda r: r["accuracy_mean"])
-    worse = [r["model"] for r in rs if r["gain"] < -0.0005]
-    ref = best.get("best_unimodal")
-    text = (f"Best fusion: <b>{_e(best['model'])}</b> ({best['accuracy_mean']:.3f}, "
-            f"{'+' if best['gain'] >= 0 else ''}{best['gain']:.3f} over the best unimodal baseline "
-            f"<b>{_e(ref)}</b> at {best['best_unimodal_accuracy']:.3f}).")
+    best = max(rs, key=lambda r: r.score_mean if r.higher_is_better else -(r.score_mean or 0.0))
+    worse = [r.model for r in rs if r.gain < -0.0005]
+    ref = best.best_unimodal
+    text = (f"Best fusion: <b>{_e(best.model)}</b> ({best.metric} {best.score_mean:.3f}, "
+            f"{'+' if best.gain >= 0 else ''}{best.gain:.3f} better than the best unimodal baseline "
+            f"<b>{_e(ref)}</b> at {best.best_unimodal_score:.3f}).")
     if worse:
-        clear = [r["model"] for r in rs if r["gain"] < -max(r["accuracy_std"] or 0.0, 0.0005)]
+        clear = [r.model for r in rs if r.gain < -max(r.score_std or 0.0, 0.0005)]
         text += (f" <span class='neg'>{len(worse)} of {len(rs)} strategies do worse than the best single "
                  f"modality</span>: {_e(', '.join(worse))}")
         text += (f" ({len(clear)} of them by more than their seed standard deviation"
                  f"{': ' + _e(', '.join(clear)) if clear else ''}).")
-    small = [r for r in rs if r["accuracy_std"] is not None and abs(r["gain"]) <= r["accuracy_std"]]
+    small = [r for r in rs if r.score_std is not None and abs(r.gain) <= r.score_std]
     if small:
         text += (f" <span class='muted'>{len(small)} of {len(rs)} gains or losses are within one seed "
                  f"standard deviation: treat them as ties.</span>")
     return f"<p>{text}</p>"
 
 
-def write_report(path: str | Path, rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]],
+def write_report(path: str | Path, rows: Sequence[SummaryRow], records: Sequence[RunRecord],
                  figures: Sequence[Figure], meta: Mapping[str, Any]) -> Path:
     """Write the report to ``path`` (atomically) and return it."""
     datasets: list[str] = []
     for r in rows:
-        if r["dataset"] not in datasets:
-            datasets.append(r["dataset"])
-    failed = [r for r in records if r.get("status") != "ok"]
+        if r.dataset not in datasets:
+            datasets.append(r.dataset)
+    failed = [r for r in records if not r.ok]
     n_ok = len(records) - len(failed)
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -176,20 +184,21 @@ def write_report(path: str | Path, rows: Sequence[Mapping[str, Any]], records: S
         f"<title>mmfuse bench: {_e(', '.join(datasets))}</title><style>{_CSS}</style></head><body>",
         "<h1>mmfuse bench</h1>",
         f"<p class='muted'>{n_ok} runs ok, {len(failed)} failed · datasets: {_e(', '.join(datasets))} · "
-        f"finished {_e(meta.get('finished_at', ''))} · mmfuse {_e(meta.get('versions', {}).get('mmfuse', '?'))}"
-        f" · git {_e(str(meta.get('git_commit') or 'n/a')[:12])}</p>",
+        f"finished {_e(meta['finished_at'])} · mmfuse {_e(meta['versions']['mmfuse'])}"
+        f" · git {_e(str(meta['git_commit'] or 'n/a')[:12])}</p>",
     ]
     if failed:
         parts.append(f"<div class='note'><span class='fail'>{len(failed)} run(s) failed</span>; they are marked "
                      "✗ in the tables and listed under <a href='#failed'>Failed runs</a>.</div>")
-    versions = meta.get("code_versions") or []
+    versions = meta["code_versions"]
     if len(versions) > 1:
         parts.append(f"<div class='note'>These results come from {len(versions)} versions of the code (the "
                      "results folder was resumed after the code changed): compare with care, or re-run into a "
                      "fresh folder. Each run's <code>code</code> field in <code>results.json</code> says which "
                      "version produced it.</div>")
-    parts.append("<h2>Summary</h2><p>Accuracy and macro-F1 are means ± standard deviation over seeds on the "
-                 "test split. <b>Gain</b> is the difference in mean accuracy to the best unimodal baseline of "
+    parts.append("<h2>Summary</h2><p>Scores (the task's main metric, e.g. accuracy) are means ± standard "
+                 "deviation over seeds on the test split. <b>Gain</b> is how much better the mean score is than "
+                 "that of the best unimodal baseline of "
                  "the dataset (grey rows; the best one in bold): <span class='neg'>red</span> means the fusion "
                  "did worse than using one modality alone. Worst missing: the lowest accuracy when one modality "
                  "is removed at test time; noise max: accuracy at the largest noise scale (mean over the noised "
@@ -212,15 +221,14 @@ def write_report(path: str | Path, rows: Sequence[Mapping[str, Any]], records: S
         parts.append("<h2 id='failed'>Failed runs</h2><table><tr><th class='l'>dataset</th><th class='l'>model</th>"
                      "<th class='l'>training</th><th>seed</th><th class='l'>error</th></tr>")
         for r in failed:
-            s = r.get("spec", {})
-            parts.append(f"<tr class='failed'><td class='l'>{_e(s.get('dataset_label'))}</td>"
-                         f"<td class='l'>{_e(r.get('label'))}</td><td class='l'>{_e(s.get('variant'))}</td>"
-                         f"<td>{_e(s.get('seed'))}</td><td class='l'>{_e(r.get('error'))}</td></tr>")
+            parts.append(f"<tr class='failed'><td class='l'>{_e(r.dataset)}</td>"
+                         f"<td class='l'>{_e(r.label)}</td><td class='l'>{_e(r.spec.variant.value)}</td>"
+                         f"<td>{_e(r.spec.seed)}</td><td class='l'>{_e(r.error)}</td></tr>")
         parts.append("</table>")
         for r in failed:
-            if r.get("traceback"):
-                parts.append(f"<details><summary>{_e(r.get('label'))} · {_e(r['spec'].get('dataset_label'))} · "
-                             f"seed {_e(r['spec'].get('seed'))}</summary><pre>{_e(r['traceback'])}</pre></details>")
+            if r.traceback:
+                parts.append(f"<details><summary>{_e(r.label)} · {_e(r.dataset)} · "
+                             f"seed {_e(r.spec.seed)}</summary><pre>{_e(r.traceback)}</pre></details>")
     parts.append("<h2>Settings and environment</h2><p>Everything needed to reproduce this comparison: re-run "
                  "<code>mmfuse bench</code> with these settings (each run's own settings are in "
                  "<code>results.json</code>).</p>")

@@ -1,18 +1,21 @@
-"""The results folder: an append-only JSON-lines log of finished runs, and the tables written from it.
+"""The results folder: an append-only JSON-lines log of finished runs, saved models, and the tables written from them.
 
 Layout of a results folder::
 
-    runs.jsonl     one record per finished run (ok or failed), appended as each run
+    runs.jsonl     one RunRecord per finished run (ok or failed), appended as each run
                    ends: one ``write`` of one line, flushed and fsynced, so a crash of
                    the whole process loses at most the runs still in flight
-    results.json   settings, environment (package versions, git commit) and every record
+    models/        each trained model under its training key: weights (safetensors)
+                   and training facts (JSON); a re-measurement loads them
+    results.json   settings, environment (package versions, git commit), the summary
+                   and every record of the current grid
     results.csv    one row per run, flat columns
-    plots/*.png    figures
+    plots/*.png    figures (with plots on)
     report.html    the self-contained report
 
-A record is a dict with at least ``key``, ``status`` (``"ok"`` or ``"failed"``) and
-``spec`` (the :class:`~mmfuse.bench.grid.RunSpec` as a dict). The last record of a
-key wins, so a failed run that is re-run successfully is reported as ok.
+The last record of a key wins, so a failed run that is re-run successfully is reported
+as ok. A torn last line (a crash mid-write) is cut off before the next append, so it
+never swallows the next record.
 """
 
 from __future__ import annotations
@@ -20,14 +23,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmfuse.io import atomic_write
+from mmfuse.errors import ConfigError
+from mmfuse.experiment.results import RunRecord
+from mmfuse.io import atomic_write, file_mode
 
 __all__ = ["CSV_COLUMNS", "ResultsStore", "flat_row"]
 
@@ -35,21 +39,25 @@ __all__ = ["CSV_COLUMNS", "ResultsStore", "flat_row"]
 #: (``missing:<modality>``, ``noise:<scale>``) follow them
 CSV_COLUMNS = [
     "key",
+    "train_key",
     "status",
     "dataset",
     "model",
     "modality",
     "variant",
     "seed",
+    "metric",
+    "score",
     "accuracy",
     "macro_f1",
     "auroc",
     "params",
     "train_time_s",
+    "trained_now",
     "epochs_run",
+    "threads",
     "throughput_sps",
-    "peak_rss_mb",
-    "peak_method",
+    "memory_mb",
     "missing_worst",
     "wall_s",
     "finished_at",
@@ -58,33 +66,62 @@ CSV_COLUMNS = [
 ]
 
 
-def _finite(x: Any) -> Any:
-    """JSON has no NaN: non-finite floats become ``None``."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    return x
-
-
 class ResultsStore:
     """The results folder of one comparison (see the module docstring for its layout)."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.log = self.root / "runs.jsonl"
+        self.models = self.root / "models"
 
-    def append(self, record: Mapping[str, Any]) -> None:
-        """Append one record as one line, flushed and fsynced before returning."""
-        if "key" not in record or "status" not in record:
-            raise ValueError(f"a result record needs 'key' and 'status', got keys {sorted(record)}")
-        self.root.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(_finite(dict(record)), sort_keys=True, default=str) + "\n"
-        fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    def check_writable(self) -> None:
+        """:class:`ConfigError` now, before any work, if the folder cannot be written."""
         try:
-            data = line.encode("utf-8")
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-test-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"results folder {str(self.root)!r} is not writable: {exc}") from exc
+
+    def _repair_tail(self) -> None:
+        """Cut a torn last line (no final newline) so the next record starts on its own line."""
+        if not self.log.is_file():
+            return
+        with self.log.open("rb+") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            if size == 0:
+                return
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return
+            # find the last newline; everything after it is the torn record
+            pos = size - 1
+            chunk = 4096
+            cut = 0
+            while pos > 0:
+                start = max(0, pos - chunk)
+                f.seek(start)
+                data = f.read(pos - start)
+                idx = data.rfind(b"\n")
+                if idx >= 0:
+                    cut = start + idx + 1
+                    break
+                pos = start
+            warnings.warn(f"{self.log}: its last line was torn (a crash mid-write): {size - cut} bytes cut off; "
+                          "that run will be run again", stacklevel=3)
+            f.truncate(cut)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def append(self, record: RunRecord) -> None:
+        """Append one record as one line, flushed and fsynced before returning."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._repair_tail()
+        data = (json.dumps(record.to_json(), sort_keys=True, default=str) + "\n").encode("utf-8")
+        fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, file_mode())
+        try:
             written = os.write(fd, data)
             while written < len(data):  # a short write only happens on odd file systems
                 written += os.write(fd, data[written:])
@@ -92,47 +129,53 @@ class ResultsStore:
         finally:
             os.close(fd)
 
-    def records(self) -> list[dict[str, Any]]:
-        """Every record in the log, oldest first; a torn last line (crash mid-write) is skipped."""
+    def records(self) -> list[RunRecord]:
+        """Every record in the log, oldest first; a torn last line is skipped with a warning.
+
+        Raises:
+            ConfigError: the log was written by another version of mmfuse (it says to re-run).
+        """
         if not self.log.is_file():
             return []
-        out: list[dict[str, Any]] = []
+        out: list[RunRecord] = []
         with self.log.open(encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
                 line = line.strip()
                 if not line:
                     continue
                 try:
-                    rec = json.loads(line)
+                    data = json.loads(line)
                 except json.JSONDecodeError:
                     warnings.warn(f"{self.log}: line {n} is not valid JSON (interrupted write?); skipped", stacklevel=2)
                     continue
-                if isinstance(rec, dict) and "key" in rec:
-                    out.append(rec)
+                try:
+                    out.append(RunRecord.from_json(data))
+                except ConfigError as exc:
+                    raise ConfigError(f"{self.log}: line {n}: {exc}") from exc
         return out
 
-    def latest(self, keys: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
-        """The last record of each key (restricted to ``keys`` when given)."""
+    def latest(self, keys: Iterable[str] | None = None) -> dict[str, RunRecord]:
+        """The last record of each measurement key (restricted to ``keys`` when given)."""
         wanted = None if keys is None else set(keys)
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, RunRecord] = {}
         for rec in self.records():
-            if wanted is None or rec["key"] in wanted:
-                out[rec["key"]] = rec
+            if wanted is None or rec.key in wanted:
+                out[rec.key] = rec
         return out
 
     def finished(self) -> set[str]:
         """Keys whose last record is a successful run (failed runs are run again)."""
-        return {k for k, rec in self.latest().items() if rec.get("status") == "ok"}
+        return {k for k, rec in self.latest().items() if rec.ok}
 
     # ------------------------------------------------------------------ tables
-    def write_json(self, records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any],
-                   summary: Sequence[Mapping[str, Any]]) -> Path:
+    def write_json(self, records: Sequence[RunRecord], meta: Mapping[str, Any], summary: Sequence[Any]) -> Path:
         path = self.root / "results.json"
-        doc = {"meta": dict(meta), "summary": list(summary), "runs": list(records)}
-        atomic_write(path, json.dumps(_finite(doc), indent=1, sort_keys=True, default=str) + "\n")
+        doc = {"meta": dict(meta), "summary": [row.to_json() for row in summary],
+               "runs": [r.to_json() for r in records]}
+        atomic_write(path, json.dumps(doc, indent=1, sort_keys=True, default=str) + "\n")
         return path
 
-    def write_csv(self, records: Sequence[Mapping[str, Any]]) -> Path:
+    def write_csv(self, records: Sequence[RunRecord]) -> Path:
         path = self.root / "results.csv"
         rows = [flat_row(r) for r in records]
         extra = sorted({k for r in rows for k in r} - set(CSV_COLUMNS), key=_extra_order)
@@ -155,39 +198,39 @@ def _extra_order(col: str) -> tuple[int, str, float]:
     return (0 if kind == "missing" else 2, rest, 0.0)
 
 
-def flat_row(record: Mapping[str, Any]) -> dict[str, Any]:
+def flat_row(record: RunRecord) -> dict[str, Any]:
     """One CSV row of a record: settings, metrics, costs and robustness in flat columns."""
-    spec = record.get("spec", {})
-    res = record.get("result") or {}
-    metrics = res.get("metrics") or {}
+    spec, t, m = record.spec, record.training, record.measurement
     row: dict[str, Any] = {
-        "key": record["key"],
-        "status": record["status"],
-        "dataset": spec.get("dataset_label"),
-        "model": record.get("label"),
-        "modality": spec.get("modality"),
-        "variant": spec.get("variant"),
-        "seed": spec.get("seed"),
-        "accuracy": metrics.get("accuracy"),
-        "macro_f1": metrics.get("macro_f1"),
-        "auroc": metrics.get("auroc"),
-        "params": res.get("params"),
-        "train_time_s": res.get("train_time_s"),
-        "epochs_run": res.get("epochs_run"),
-        "throughput_sps": res.get("throughput_sps"),
-        "peak_rss_mb": res.get("peak_rss_mb"),
-        "peak_method": res.get("peak_method"),
-        "missing_worst": None,
-        "wall_s": record.get("wall_s"),
-        "finished_at": record.get("finished_at"),
-        "error": record.get("error"),
-        "settings": json.dumps(spec, sort_keys=True, default=str),
+        "key": record.key,
+        "train_key": record.train_key,
+        "status": record.status,
+        "dataset": record.dataset,
+        "model": record.label,
+        "modality": spec.model.unimodal,
+        "variant": spec.variant.value,
+        "seed": spec.seed,
+        "metric": m.metric if m else None,
+        "score": m.score if m else None,
+        "accuracy": m.metrics.get("accuracy") if m else None,
+        "macro_f1": m.metrics.get("macro_f1") if m else None,
+        "auroc": m.metrics.get("auroc") if m else None,
+        "params": t.params if t else None,
+        "train_time_s": t.train_time_s if t else None,
+        "trained_now": t.trained_now if t else None,
+        "epochs_run": t.epochs_run if t else None,
+        "threads": t.threads if t else None,
+        "throughput_sps": m.throughput_sps if m else None,
+        "memory_mb": m.memory_mb if m else None,
+        "missing_worst": m.missing_worst if m else None,
+        "wall_s": record.wall_s,
+        "finished_at": record.finished_at,
+        "error": record.error,
+        "settings": json.dumps(spec.to_json(), sort_keys=True, default=str),
     }
-    missing = res.get("missing") or {}
-    for mod, acc in missing.items():
-        row[f"missing:{mod}"] = acc
-    if missing:
-        row["missing_worst"] = min(missing.values())
-    for scale, acc in (res.get("noise_mean") or {}).items():
-        row[f"noise:{float(scale):g}"] = acc
+    if m:
+        for mod, val in m.missing.items():
+            row[f"missing:{mod}"] = val
+        for scale, val in m.noise_mean.items():
+            row[f"noise:{float(scale):g}"] = val
     return row

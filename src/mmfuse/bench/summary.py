@@ -1,19 +1,25 @@
 """From run records to the comparison table: mean and spread over seeds, gain over the best unimodal baseline.
 
-One summary row per dataset x model x training variant. The *best unimodal
-baseline* of a dataset is the unimodal model with the highest mean test accuracy;
-every row's ``gain`` is its mean accuracy minus that baseline's (negative: fusion
-did not help).
+One :class:`SummaryRow` per dataset x model x training variant. Scores are the
+task's main metric (accuracy for classification; see
+:func:`mmfuse.training.metrics.main_metric`). The *best unimodal baseline* of a dataset
+is the unimodal model with the best mean score; every row's ``gain`` is how much
+better its mean score is than that baseline's (negative: fusion did not help), in the
+metric's own direction (for an error such as RMSE, a lower value is a positive gain).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["best_unimodal", "mean_std", "summarize"]
+from mmfuse.experiment.results import RunRecord
+
+__all__ = ["SummaryRow", "best_unimodal", "mean_std", "summarize"]
 
 
 def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
@@ -28,69 +34,129 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return mean_std(values)[0]
 
 
-def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Summary rows (see the module docstring), in the order the runs first appear."""
-    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
-    for rec in records:
-        spec = rec.get("spec", {})
-        key = (spec.get("dataset_label", "?"), rec.get("label", "?"), spec.get("variant", "?"))
-        groups.setdefault(key, []).append(rec)
+@dataclass
+class SummaryRow:
+    """One dataset x model x variant of the comparison, over its seeds.
 
-    rows: list[dict[str, Any]] = []
+    Attributes:
+        metric, higher_is_better: the task's main metric and its direction.
+        score_mean, score_std: that metric over the seeds (std None below 2 seeds).
+        metrics: the mean of every test metric; metrics_std likewise.
+        gain: mean score better (>0) or worse (<0) than the best unimodal baseline's.
+        missing: per modality, the mean score with it missing; missing_worst the worst.
+        noise_mean: per noise scale, the mean over noised modalities; noise: per modality.
+    """
+
+    dataset: str
+    model: str
+    variant: str
+    unimodal: bool
+    metric: str
+    higher_is_better: bool
+    seeds: list[int]
+    n_ok: int
+    n_failed: int
+    errors: list[str]
+    score_mean: float | None
+    score_std: float | None
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    metrics_std: dict[str, float | None] = field(default_factory=dict)
+    params: float | None = None
+    fusion_params: float | None = None
+    train_time_s: float | None = None
+    epochs_run: float | None = None
+    throughput_sps: float | None = None
+    memory_mb: float | None = None
+    missing: dict[str, float | None] = field(default_factory=dict)
+    missing_worst: float | None = None
+    noise_mean: dict[str, float | None] = field(default_factory=dict)
+    noise: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    best_unimodal: str | None = None
+    best_unimodal_score: float | None = None
+    gain: float | None = None
+
+    @property
+    def standard(self) -> bool:
+        """Trained the standard way (a fusion without modality dropout, or a unimodal baseline)."""
+        return self.variant != "modality_dropout"
+
+    def better(self, a: float, b: float) -> bool:
+        """``a`` is better than ``b`` in this row's metric."""
+        return a > b if self.higher_is_better else a < b
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def summarize(records: Sequence[RunRecord]) -> list[SummaryRow]:
+    """Summary rows (see the module docstring), in the order the runs first appear."""
+    groups: dict[tuple[str, str, str], list[RunRecord]] = {}
+    for rec in records:
+        groups.setdefault((rec.dataset, rec.label, rec.spec.variant.value), []).append(rec)
+
+    rows: list[SummaryRow] = []
     for (dataset, label, variant), recs in groups.items():
-        ok = [r for r in recs if r.get("status") == "ok" and r.get("result")]
-        res = [r["result"] for r in ok]
-        spec = recs[0].get("spec", {})
-        acc_m, acc_s = mean_std(r.get("metrics", {}).get("accuracy") for r in res)
-        f1_m, f1_s = mean_std(r.get("metrics", {}).get("macro_f1") for r in res)
-        mods = sorted({m for r in res for m in (r.get("missing") or {})})
-        scales = sorted({s for r in res for s in (r.get("noise_mean") or {})}, key=float)
-        noise_mods = sorted({m for r in res for m in (r.get("noise") or {})})
-        missing = {m: _mean((r.get("missing") or {}).get(m) for r in res) for m in mods}
+        ok = [r for r in recs if r.ok]
+        ms = [r.measurement for r in ok if r.measurement is not None]
+        ts = [r.training for r in ok if r.training is not None]
+        metric = ms[0].metric if ms else "accuracy"
+        higher = ms[0].higher_is_better if ms else True
+        score_m, score_s = mean_std(m.score for m in ms)
+        names = sorted({k for m in ms for k in m.metrics})
+        stats = {k: mean_std(m.metrics.get(k) for m in ms) for k in names}
+        mods = sorted({k for m in ms for k in m.missing})
+        scales = sorted({s for m in ms for s in m.noise_mean}, key=float)
+        noise_mods = sorted({k for m in ms for k in m.noise})
+        missing = {k: _mean(m.missing.get(k) for m in ms) for k in mods}
         present = [v for v in missing.values() if v is not None]
-        rows.append({
-            "dataset": dataset,
-            "model": label,
-            "variant": variant,
-            "unimodal": spec.get("model") == "unimodal",
-            "seeds": sorted(r["spec"]["seed"] for r in ok),
-            "n_ok": len(ok),
-            "n_failed": len(recs) - len(ok),
-            "errors": [r.get("error") for r in recs if r.get("status") != "ok"],
-            "accuracy_mean": acc_m,
-            "accuracy_std": acc_s,
-            "macro_f1_mean": f1_m,
-            "macro_f1_std": f1_s,
-            "params": _mean(r.get("params") for r in res),
-            "fusion_params": _mean(r.get("fusion_params") for r in res),
-            "train_time_s": _mean(r.get("train_time_s") for r in res),
-            "epochs_run": _mean(r.get("epochs_run") for r in res),
-            "throughput_sps": _mean(r.get("throughput_sps") for r in res),
-            "peak_rss_mb": max((r["peak_rss_mb"] for r in res if r.get("peak_rss_mb") is not None), default=None),
-            "missing": missing,
-            "missing_worst": min(present) if present else None,
-            "noise_mean": {s: _mean((r.get("noise_mean") or {}).get(s) for r in res) for s in scales},
-            "noise": {m: {s: _mean(((r.get("noise") or {}).get(m) or {}).get(s) for r in res) for s in scales}
-                      for m in noise_mods},
-        })
+        worst = (min(present) if higher else max(present)) if present else None
+        rows.append(SummaryRow(
+            dataset=dataset,
+            model=label,
+            variant=variant,
+            unimodal=recs[0].spec.model.unimodal is not None,
+            metric=metric,
+            higher_is_better=higher,
+            seeds=sorted(r.spec.seed for r in ok),
+            n_ok=len(ok),
+            n_failed=len(recs) - len(ok),
+            errors=[r.error or "" for r in recs if not r.ok],
+            score_mean=score_m,
+            score_std=score_s,
+            metrics={k: v[0] for k, v in stats.items()},
+            metrics_std={k: v[1] for k, v in stats.items()},
+            params=_mean(t.params for t in ts),
+            fusion_params=_mean(t.fusion_params for t in ts),
+            train_time_s=_mean(t.train_time_s for t in ts),
+            epochs_run=_mean(t.epochs_run for t in ts),
+            throughput_sps=_mean(m.throughput_sps for m in ms),
+            memory_mb=_mean(m.memory_mb for m in ms),
+            missing=missing,
+            missing_worst=worst,
+            noise_mean={s: _mean(m.noise_mean.get(s) for m in ms) for s in scales},
+            noise={k: {s: _mean(m.noise.get(k, {}).get(s) for m in ms) for s in scales} for k in noise_mods},
+        ))
 
     best = best_unimodal(rows)
     for row in rows:
-        ref = best.get(row["dataset"])
-        row["best_unimodal"] = ref["model"] if ref else None
-        row["best_unimodal_accuracy"] = ref["accuracy_mean"] if ref else None
-        row["gain"] = (row["accuracy_mean"] - ref["accuracy_mean"]
-                       if ref and row["accuracy_mean"] is not None else None)
+        ref = best.get(row.dataset)
+        if ref is None:
+            continue
+        row.best_unimodal = ref.model
+        row.best_unimodal_score = ref.score_mean
+        if row.score_mean is not None and ref.score_mean is not None:
+            diff = row.score_mean - ref.score_mean
+            row.gain = diff if row.higher_is_better else -diff
     return rows
 
 
-def best_unimodal(rows: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
-    """Per dataset, the standard-variant unimodal row with the highest mean accuracy."""
-    best: dict[str, Mapping[str, Any]] = {}
+def best_unimodal(rows: Sequence[SummaryRow]) -> dict[str, SummaryRow]:
+    """Per dataset, the unimodal row with the best mean score."""
+    best: dict[str, SummaryRow] = {}
     for row in rows:
-        if not row["unimodal"] or row["variant"] != "standard" or row["accuracy_mean"] is None:
+        if not row.unimodal or row.score_mean is None:
             continue
-        cur = best.get(row["dataset"])
-        if cur is None or row["accuracy_mean"] > cur["accuracy_mean"]:
-            best[row["dataset"]] = row
+        cur = best.get(row.dataset)
+        if cur is None or row.better(row.score_mean, cur.score_mean or 0.0):
+            best[row.dataset] = row
     return best

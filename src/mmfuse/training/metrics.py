@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from mmfuse.data._base import MultimodalDataset
 
-__all__ = ["BatchView", "classification_metrics", "evaluate", "iter_batches", "to_device"]
+__all__ = ["BatchView", "classification_metrics", "evaluate", "iter_batches", "main_metric", "to_device"]
 
 Batch = dict[str, Any]
 
@@ -125,6 +125,13 @@ def predict_logits(
     finally:
         model.train(was_training)
     return torch.cat(outs)
+
+
+def main_metric(task: str) -> tuple[str, bool]:
+    """The main metric of ``task`` (a key of :func:`evaluate`'s result) and whether higher is better."""
+    if task in ("binary", "multiclass"):
+        return "accuracy", True
+    raise ValueError(f"main_metric: no metric for task {task!r} yet")
 
 
 def evaluate(

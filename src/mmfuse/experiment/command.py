@@ -1,0 +1,146 @@
+"""What ``mmfuse train`` does: check the run folder, train through :func:`train_one`, measure, report.
+
+Shape legend: none (no tensors here).
+
+A run folder holds ``spec.json`` (the :class:`~mmfuse.experiment.ExperimentSpec`,
+written before training), the fit's resumable state and best weights, ``run.json``
+(the :class:`~mmfuse.experiment.RunRecord`) and ``metrics.json`` (validation and test
+metrics). An existing run folder is never overwritten silently: ``resume`` continues
+it (only with the same weight-changing settings; the differences are named), ``force``
+replaces it, and default folders never collide.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from mmfuse.errors import ConfigError
+from mmfuse.experiment.config import experiment_from_settings
+from mmfuse.experiment.results import RunRecord
+from mmfuse.experiment.specs import ExperimentSpec, MeasureConfig
+from mmfuse.io import atomic_write
+
+__all__ = ["default_out_dir", "prepare_run_folder", "train_command"]
+
+#: settings a resumed run may change: it may be given more epochs or more time
+_MAY_GROW = ("train.epochs", "train.max_time")
+#: files a run folder may hold, removed by ``force``
+_RUN_FILES = ("spec.json", "run.json", "metrics.json", "fit.json", "model.safetensors", "last.safetensors")
+
+
+def default_out_dir(spec: ExperimentSpec, base: str | Path = "runs") -> Path:
+    """``runs/<dataset>-<model>-<time>``, with a counter if that folder exists already."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = f"{spec.data.display.replace('/', '-')}-{spec.label.replace(':', '-')}-{stamp}"
+    out = Path(base) / name
+    n = 2
+    while out.exists():
+        out = Path(base) / f"{name}-{n}"
+        n += 1
+    return out
+
+
+def _secondary_process() -> bool:
+    """A process a distributed launcher started besides the first (its rank is set and not 0)."""
+    return any(os.environ.get(k, "0") != "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+
+
+def prepare_run_folder(out: Path, spec: ExperimentSpec, *, resume: bool, force: bool) -> None:
+    """Check (and, with ``force``, clear) the run folder; write ``spec.json``.
+
+    Raises:
+        ConfigError: ``out`` holds a run and neither ``resume`` nor ``force`` is given;
+            ``resume`` with no run in ``out`` (a mistyped folder), or with other settings.
+    """
+    if _secondary_process():
+        return  # rank 0 checked and prepared the folder; this process only joins the fit
+    spec_file = out / "spec.json"
+    occupied = out.is_dir() and any(out.iterdir())
+    if resume:
+        if not spec_file.is_file():
+            raise ConfigError(f"--resume: {str(out)!r} holds no run to continue (no spec.json): check --out")
+        try:
+            before = ExperimentSpec.from_json(json.loads(spec_file.read_text()))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--resume: {spec_file}: cannot read the run's settings: {exc}") from exc
+        diffs = spec.differences(before, ignore=_MAY_GROW)
+        if diffs:
+            raise ConfigError(f"--resume: the settings differ from the run in {str(out)!r} (now != then): "
+                              + "; ".join(diffs) + ". Resume with the same settings, or start a new run")
+        atomic_write(spec_file, json.dumps(spec.to_json(), indent=2, sort_keys=True))
+        return
+    if occupied:
+        if not force:
+            raise ConfigError(f"{str(out)!r} already holds files: pass --resume to continue that run, "
+                              "--force to replace it, or choose another --out")
+        for name in _RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(spec_file, json.dumps(spec.to_json(), indent=2, sort_keys=True))
+    except OSError as exc:
+        raise ConfigError(f"run folder {str(out)!r} is not writable: {exc}") from exc
+
+
+def train_command(
+    settings: Mapping[str, Any],
+    *,
+    dataset: str,
+    fusion: str | None,
+    unimodal: str | None,
+    out: str | None,
+    resume: bool,
+    force: bool,
+    data_root: str | None,
+) -> int:
+    """Everything ``mmfuse train`` does; returns the exit code."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mmfuse.experiment.run import measure, train_one
+
+    spec = experiment_from_settings(settings, dataset=dataset, fusion=fusion, unimodal=unimodal, data_root=data_root)
+    if resume and out is None:
+        raise ConfigError("--resume: expected --out naming the run folder to continue")
+    folder = Path(out) if out is not None else default_out_dir(spec)
+    prepare_run_folder(folder, spec, resume=resume, force=force)
+    console = Console()
+    console.print(f"[bold]mmfuse train[/]: {spec.data.display} / {spec.label}, seed {spec.seed} -> {folder}")
+    started, started_at = time.perf_counter(), datetime.now(timezone.utc).isoformat(timespec="seconds")
+    trained = train_one(spec, out_dir=folder, resume=resume)
+    if trained.fit is not None and not trained.fit.is_global_zero:
+        return 0  # another process of a multi-process (DDP) run: rank 0 reports
+    measure_config = MeasureConfig(noise_scales=(), missing=True)
+    m = measure(trained, measure_config)
+    record = RunRecord(spec=spec, measure=measure_config, status="ok", training=trained.facts, measurement=m,
+                       started_at=started_at, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       wall_s=round(time.perf_counter() - started, 3), host=socket.gethostname(), pid=os.getpid())
+    atomic_write(folder / "run.json", json.dumps(record.to_json(), indent=2, sort_keys=True))
+    metrics = {"val": trained.facts.val_metrics, "test": {**m.metrics, "n": m.n_test}}
+    atomic_write(folder / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+
+    names = [k for k in m.metrics if k != "n"]
+    table = Table(title=f"{spec.data.display} / {spec.label}")
+    table.add_column("split")
+    for name in names:
+        table.add_column(name, justify="right")
+    table.add_column("n", justify="right")
+    for split, values in (("val", trained.facts.val_metrics), ("test", m.metrics)):
+        table.add_row(split, *[f"{values[k]:.4f}" if k in values else "-" for k in names],
+                      str(int(values.get("n", m.n_test if split == "test" else 0))))
+    console.print(table)
+    if m.missing:
+        console.print(f"test {m.metric} with one modality missing: "
+                      + ", ".join(f"{k} {v:.4f}" if v is not None else f"{k} -" for k, v in m.missing.items()))
+    f = trained.facts
+    console.print(f"epochs: {f.epochs_run} (best {f.best_epoch + 1}), time: {f.train_time_s:.1f} s, "
+                  f"threads: {f.threads}")
+    print(f"checkpoint: {trained.checkpoint}")  # plain print: a path must not be wrapped
+    return 0

@@ -1,0 +1,279 @@
+"""Typed results of one experiment: what training produced, what was measured, and the record of a run.
+
+Shape legend: ``b`` batch, ``t_q``/``t_k`` query/key tokens of an attention map (kept
+as nested lists here: records are JSON).
+
+A :class:`RunRecord` is what the bench's store, summary, plots, report and console
+read; it has ``to_json``/``from_json`` with a schema version, and ``from_json`` is
+the only place that reads a record's JSON. Records of mmfuse 0.1 (no schema) are
+refused with a message that says to re-run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mmfuse.errors import ConfigError
+from mmfuse.experiment.specs import SPEC_SCHEMA, ExperimentSpec, MeasureConfig, measure_key
+
+__all__ = [
+    "AttentionSummary",
+    "GateSummary",
+    "Learned",
+    "Measurement",
+    "RunRecord",
+    "TrainingFacts",
+]
+
+
+def _finite(x: Any) -> Any:
+    """JSON has no NaN: non-finite floats become ``None``."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field {unknown[0]!r}: expected one of {sorted(names)}")
+    return cls(**data)
+
+
+@dataclass(frozen=True)
+class TrainingFacts:
+    """What training produced (or, for a model re-used from its checkpoint, what it had produced).
+
+    Attributes:
+        params: parameters of the whole model; fusion_params: of its fusion alone.
+        train_time_s: wall seconds of the fit; epochs_run; best_epoch (0-based, -1
+            without validation).
+        val_metrics: metrics of the best weights on the validation split.
+        threads: torch intra-op threads the fit ran with.
+        trained_now: False when the weights were loaded from a saved checkpoint.
+    """
+
+    params: int
+    fusion_params: int | None
+    train_time_s: float
+    epochs_run: int
+    best_epoch: int
+    val_metrics: dict[str, float]
+    threads: int
+    trained_now: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return _finite(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, data: Any) -> TrainingFacts:
+        return _build(cls, data, "training")
+
+
+@dataclass(frozen=True)
+class GateSummary:
+    """A gate over the first test samples: per modality (mean over features), or its per-sample mean."""
+
+    shape: list[int]
+    per_modality: dict[str, list[float]] | None = None
+    mean: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class AttentionSummary:
+    """An attention map averaged over heads: a few single samples and the mean, ``(t_q, t_k)`` each."""
+
+    samples: list[Any]
+    mean: list[Any]
+    query_tokens: list[str] | None = None
+    key_tokens: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class Learned:
+    """What a fusion computed on the first test samples, reduced for plotting."""
+
+    modalities: list[str]
+    modality_weights: dict[str, list[float]] = field(default_factory=dict)
+    gates: dict[str, GateSummary] = field(default_factory=dict)
+    attention: dict[str, AttentionSummary] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return _finite(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, data: Any) -> Learned:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"learned: expected a mapping, got {type(data).__name__}")
+        d = dict(data)
+        gates = {k: _build(GateSummary, v, f"learned.gates.{k}") for k, v in dict(d.pop("gates", {})).items()}
+        att = {k: _build(AttentionSummary, v, f"learned.attention.{k}")
+               for k, v in dict(d.pop("attention", {})).items()}
+        return _build(cls, {**d, "gates": gates, "attention": att}, "learned")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Everything computed on the test split of one trained model.
+
+    Attributes:
+        metric: the task's main metric (e.g. ``accuracy``); higher_is_better: its direction.
+        metrics: every clean test metric; n_test: test samples.
+        missing: the main metric with each modality missing in turn, on the test samples
+            that keep another modality (``missing_n`` counts them); ``None`` where it failed.
+        noise: per modality, per noise scale (as ``"0.5"``), the main metric with that
+            modality noised; noise_mean: the mean over modalities per scale.
+        errors: measurements that failed, with their reason.
+        throughput_sps: test samples per second of the forward pass alone.
+        memory_mb: the model's own memory for one training step: parameters, their
+            gradients and AdamW's two moments, plus the activations autograd saves for
+            one batch (the training batch size); not the process's memory.
+        learned: gates, modality weights and attention maps (when asked for).
+    """
+
+    metric: str
+    higher_is_better: bool
+    metrics: dict[str, float]
+    n_test: int
+    missing: dict[str, float | None] = field(default_factory=dict)
+    missing_n: dict[str, int] = field(default_factory=dict)
+    noise: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    noise_mean: dict[str, float | None] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    throughput_sps: float | None = None
+    memory_mb: float | None = None
+    learned: Learned | None = None
+
+    @property
+    def score(self) -> float | None:
+        return self.metrics.get(self.metric)
+
+    @property
+    def missing_worst(self) -> float | None:
+        vals = [v for v in self.missing.values() if v is not None]
+        if not vals:
+            return None
+        return min(vals) if self.higher_is_better else max(vals)
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["learned"] = self.learned.to_json() if self.learned is not None else None
+        return _finite(d)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Measurement:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"measurement: expected a mapping, got {type(data).__name__}")
+        d = dict(data)
+        learned = d.pop("learned", None)
+        d["learned"] = Learned.from_json(learned) if learned is not None else None
+        return _build(cls, d, "measurement")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of the bench (or of ``mmfuse train``), ok or failed.
+
+    Attributes:
+        spec: the trained model's settings; measure: what was measured.
+        status: ``"ok"`` or ``"failed"``.
+        training, measurement: the results (``None`` when the run failed before them).
+        error, traceback: why it failed.
+        started_at, finished_at (ISO times), wall_s, host, pid: where and when.
+        code: which code produced it (``mmfuse`` version, git commit, dirty flag).
+    """
+
+    spec: ExperimentSpec
+    measure: MeasureConfig
+    status: str
+    training: TrainingFacts | None = None
+    measurement: Measurement | None = None
+    error: str | None = None
+    traceback: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    wall_s: float | None = None
+    host: str | None = None
+    pid: int | None = None
+    code: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in ("ok", "failed"):
+            raise ConfigError(f"record status: expected 'ok' or 'failed', got {self.status!r}")
+
+    @property
+    def train_key(self) -> str:
+        return self.spec.key
+
+    @property
+    def key(self) -> str:
+        """The measurement key: training key plus measure settings."""
+        return measure_key(self.spec.key, self.measure)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and self.measurement is not None
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    @property
+    def dataset(self) -> str:
+        return self.spec.data.display
+
+    def replace(self, **changes: Any) -> RunRecord:
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SPEC_SCHEMA,
+            "key": self.key,
+            "train_key": self.train_key,
+            "status": self.status,
+            "label": self.label,
+            "dataset": self.dataset,
+            "spec": self.spec.to_json(),
+            "measure": self.measure.to_json(),
+            "training": self.training.to_json() if self.training else None,
+            "measurement": self.measurement.to_json() if self.measurement else None,
+            "error": self.error,
+            "traceback": self.traceback,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "wall_s": self.wall_s,
+            "host": self.host,
+            "pid": self.pid,
+            "code": self.code,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> RunRecord:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"run record: expected a mapping, got {type(data).__name__}")
+        if data.get("schema") != SPEC_SCHEMA:
+            raise ConfigError(
+                f"run record of schema {data.get('schema', '0.1 (none)')!r}, expected {SPEC_SCHEMA}: the results "
+                "were written by another version of mmfuse; re-run into a new --out folder (or delete its "
+                "runs.jsonl)")
+        d = {k: v for k, v in data.items() if k not in ("schema", "key", "train_key", "label", "dataset")}
+        d["spec"] = ExperimentSpec.from_json(d.get("spec"))
+        d["measure"] = MeasureConfig.from_json(d.get("measure"))
+        d["training"] = TrainingFacts.from_json(d["training"]) if d.get("training") is not None else None
+        d["measurement"] = Measurement.from_json(d["measurement"]) if d.get("measurement") is not None else None
+        rec = _build(cls, d, "run record")
+        if "key" in data and data["key"] != rec.key:
+            raise ConfigError(f"run record {data['key']!r}: its key does not match its settings ({rec.key}): "
+                              "the record was edited or written by another version; re-run it")
+        return rec

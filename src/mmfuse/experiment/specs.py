@@ -1,0 +1,325 @@
+"""Typed, frozen descriptions of one experiment: what data, what model, how to train, how to measure.
+
+Shape legend: none (no tensors here).
+
+An :class:`ExperimentSpec` is everything that decides a trained model's weights:
+its :class:`DataSpec`, its :class:`ModelSpec` and one
+:class:`~mmfuse.training.TrainConfig` (nested, never re-declared; the seed is
+``train.seed``). Its :attr:`~ExperimentSpec.key` hashes only those settings, so two
+runs with the same key train the same weights and a finished model can be re-used.
+A :class:`MeasureConfig` says what is computed on the test split afterwards; a
+measurement is keyed by the training key plus the measure settings
+(:func:`measure_key`), so a new noise scale re-measures the saved model without
+retraining it.
+
+Every spec has ``to_json`` / ``from_json`` with a schema version; unknown or missing
+fields raise :class:`~mmfuse.errors.ConfigError` naming them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from mmfuse.errors import ConfigError
+from mmfuse.training.config import TrainConfig
+
+__all__ = [
+    "SPEC_SCHEMA",
+    "DataSpec",
+    "ExperimentSpec",
+    "MeasureConfig",
+    "ModelSpec",
+    "Variant",
+    "measure_key",
+    "stable_hash",
+]
+
+#: schema version of the JSON form of specs and records
+SPEC_SCHEMA = 2
+
+#: TrainConfig fields that say how a run is shown or where it reads data from, not what it
+#: learns: they are left out of the training key
+_DISPLAY_ONLY = ("progress", "verbose", "num_workers")
+
+
+def stable_hash(obj: Any) -> str:
+    """16 hex digits of the SHA-256 of ``obj`` as canonical JSON."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _plain(value: Any) -> Any:
+    """Mappings and sequences as dicts and lists (JSON's own types)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _fields(cls: type, data: Any, where: str) -> dict[str, Any]:
+    """``data`` as keyword arguments of dataclass ``cls``, refusing unknown names."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field {unknown[0]!r}: expected one of {sorted(names)}")
+    return dict(data)
+
+
+class Variant(str, Enum):
+    """How a run's model was trained, as the bench groups runs."""
+
+    STANDARD = "standard"
+    UNIMODAL = "unimodal"
+    MODALITY_DROPOUT = "modality_dropout"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which dataset, with which loader options and split seed.
+
+    Attributes:
+        name: a registered dataset (:func:`mmfuse.data.list_datasets`).
+        options: keyword options of its loader (``{"task": "synergy", "n": 2000}``).
+        seed: seed of the splits (fixed across model seeds).
+        root: folder of the real datasets' files; it says where, not what, so it is
+            not part of any key.
+        label: the name shown in tables (default: ``name``, or ``name/task``).
+    """
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    root: str | None = None
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"data: name: expected a dataset name, got {self.name!r}")
+        if not isinstance(self.options, Mapping):
+            raise ConfigError(f"data: options: expected a mapping, got {self.options!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ConfigError(f"data: seed: expected an int in [0, 2**32), got {self.seed!r}")
+        object.__setattr__(self, "options", _plain(self.options))
+
+    @property
+    def display(self) -> str:
+        if self.label:
+            return self.label
+        task = self.options.get("task")
+        return f"{self.name}/{task}" if isinstance(task, str) else self.name
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the data (the root and label left out)."""
+        return {"name": self.name, "options": self.options, "seed": self.seed}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "options": self.options, "seed": self.seed, "root": self.root,
+                "label": self.label}
+
+    @classmethod
+    def from_json(cls, data: Any) -> DataSpec:
+        return cls(**_fields(cls, data, "data"))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model: a fusion strategy (or a unimodal baseline) and its sizes and options.
+
+    Attributes:
+        fusion: a registered strategy (:func:`mmfuse.list_fusions`); ``None`` for a
+            unimodal baseline.
+        unimodal: the modality of a unimodal baseline, else ``None``.
+        hidden_dim: encoder and fusion width.
+        dropout: dropout of encoders and head.
+        modalities: the modalities to use (default: all of the dataset's).
+        fusion_options: keyword options of the strategy.
+        encoder_options: per modality, keyword options of its encoder.
+    """
+
+    fusion: str | None = "gated"
+    unimodal: str | None = None
+    hidden_dim: int = 64
+    dropout: float = 0.1
+    modalities: tuple[str, ...] | None = None
+    fusion_options: Mapping[str, Any] = field(default_factory=dict)
+    encoder_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from mmfuse.errors import check_fraction
+
+        if (self.fusion is None) == (self.unimodal is None):
+            raise ConfigError(f"model: expected exactly one of fusion and unimodal, got fusion={self.fusion!r}, "
+                              f"unimodal={self.unimodal!r}")
+        if isinstance(self.hidden_dim, bool) or not isinstance(self.hidden_dim, int) or self.hidden_dim < 1:
+            raise ConfigError(f"model: hidden_dim: expected a positive int, got {self.hidden_dim!r}")
+        check_fraction("model: dropout", self.dropout)
+        if isinstance(self.modalities, str):
+            object.__setattr__(self, "modalities", (self.modalities,))
+        if self.modalities is not None:
+            if not all(isinstance(m, str) and m for m in self.modalities) or not self.modalities:
+                raise ConfigError(f"model: modalities: expected a list of names, got {self.modalities!r}")
+            object.__setattr__(self, "modalities", tuple(self.modalities))
+        for name in ("fusion_options", "encoder_options"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise ConfigError(f"model: {name}: expected a mapping, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, _plain(getattr(self, name)))
+        if self.unimodal is not None and self.fusion_options:
+            raise ConfigError("model: fusion_options: a unimodal baseline has no fusion")
+
+    @property
+    def label(self) -> str:
+        """``uni:<modality>`` for a baseline, else the strategy's name."""
+        return f"uni:{self.unimodal}" if self.unimodal is not None else str(self.fusion)
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["modalities"] = list(self.modalities) if self.modalities is not None else None
+        return _plain(d)
+
+    @classmethod
+    def from_json(cls, data: Any) -> ModelSpec:
+        d = _fields(cls, data, "model")
+        if d.get("modalities") is not None:
+            d["modalities"] = tuple(d["modalities"])
+        return cls(**d)
+
+
+def _train_from_json(data: Any) -> TrainConfig:
+    d = _fields(TrainConfig, data, "train")
+    return TrainConfig(**d)
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """One model to train: data, model and training settings (the seed is ``train.seed``)."""
+
+    data: DataSpec
+    model: ModelSpec
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        for name, cls in (("data", DataSpec), ("model", ModelSpec), ("train", TrainConfig)):
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(f"{name}: expected a {cls.__name__}, got {type(getattr(self, name)).__name__}")
+
+    @property
+    def seed(self) -> int:
+        return self.train.seed
+
+    @property
+    def variant(self) -> Variant:
+        if self.model.unimodal is not None:
+            return Variant.UNIMODAL
+        if self.train.modality_dropout > 0:
+            return Variant.MODALITY_DROPOUT
+        return Variant.STANDARD
+
+    @property
+    def label(self) -> str:
+        return self.model.label
+
+    def weights_identity(self) -> dict[str, Any]:
+        """Every setting that changes the trained weights (nothing that only says where or how loud)."""
+        train = {k: v for k, v in self.train.to_dict().items() if k not in _DISPLAY_ONLY}
+        return {"schema": SPEC_SCHEMA, "data": self.data.identity(), "model": self.model.to_json(),
+                "train": _plain(train)}
+
+    @property
+    def key(self) -> str:
+        """The training key: a hash of :meth:`weights_identity`."""
+        return stable_hash(self.weights_identity())
+
+    def replace(self, **changes: Any) -> ExperimentSpec:
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": SPEC_SCHEMA, "data": self.data.to_json(), "model": self.model.to_json(),
+                "train": _plain(self.train.to_dict())}
+
+    @classmethod
+    def from_json(cls, data: Any) -> ExperimentSpec:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"experiment spec: expected a mapping, got {type(data).__name__}")
+        if data.get("schema") != SPEC_SCHEMA:
+            raise ConfigError(f"experiment spec: schema {data.get('schema')!r} is not {SPEC_SCHEMA} (written by "
+                              "another version of mmfuse): re-run it with this version")
+        d = _fields(cls, {k: v for k, v in data.items() if k != "schema"}, "experiment spec")
+        return cls(data=DataSpec.from_json(d["data"]), model=ModelSpec.from_json(d["model"]),
+                   train=_train_from_json(d["train"]))
+
+    def differences(self, other: ExperimentSpec, *, ignore: tuple[str, ...] = ()) -> list[str]:
+        """``"section.field: mine != theirs"`` for every weight-changing setting that differs
+        (dotted names in ``ignore`` left out)."""
+        a, b = _flat(self.weights_identity()), _flat(other.weights_identity())
+        return [f"{k}: {a.get(k)!r} != {b.get(k)!r}" for k in sorted(set(a) | set(b))
+                if a.get(k) != b.get(k) and k not in ignore]
+
+
+def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, Mapping) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """What is measured on the test split of a trained model.
+
+    Attributes:
+        noise_scales: standard deviations of the Gaussian noise added to one modality
+            at a time (clean data, scale 0, is always measured; it is not repeated here).
+        intermediates_samples: test samples whose fusion intermediates (gates, modality
+            weights, attention maps) are kept (0: none).
+        throughput_batch: batch size of the inference-throughput measurement.
+        missing: also measure each modality missing in turn.
+    """
+
+    noise_scales: tuple[float, ...] = (0.5, 1.0, 2.0)
+    intermediates_samples: int = 0
+    throughput_batch: int = 512
+    missing: bool = True
+
+    def __post_init__(self) -> None:
+        scales = self.noise_scales
+        if isinstance(scales, (int, float)) and not isinstance(scales, bool):
+            scales = (scales,)
+        if not isinstance(scales, (list, tuple)) or not all(
+            isinstance(s, (int, float)) and not isinstance(s, bool) and s >= 0 and s == s for s in scales
+        ):
+            raise ConfigError(f"noise_scales: expected a list of numbers >= 0, got {self.noise_scales!r}")
+        object.__setattr__(self, "noise_scales", tuple(sorted({float(s) for s in scales if s > 0})))
+        for name, low in (("intermediates_samples", 0), ("throughput_batch", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ConfigError(f"{name}: expected an int >= {low}, got {v!r}")
+        if not isinstance(self.missing, bool):
+            raise ConfigError(f"missing: expected true or false, got {self.missing!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"noise_scales": list(self.noise_scales), "intermediates_samples": self.intermediates_samples,
+                "throughput_batch": self.throughput_batch, "missing": self.missing}
+
+    @classmethod
+    def from_json(cls, data: Any) -> MeasureConfig:
+        d = _fields(cls, data, "measure")
+        if "noise_scales" in d:
+            d["noise_scales"] = tuple(d["noise_scales"])
+        return cls(**d)
+
+
+def measure_key(train_key: str, config: MeasureConfig) -> str:
+    """The key of one measurement: the trained model's key plus the measure settings."""
+    return stable_hash({"train": train_key, "measure": config.to_json(), "schema": SPEC_SCHEMA})
