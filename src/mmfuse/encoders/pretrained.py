@@ -149,6 +149,9 @@ class EncoderSpec:
             parts.append(self.output)
         if self.revision:
             parts.append(f"revision={self.revision}")
+        for key, default in (("max_length", 128), ("batch_size", 64)):
+            if getattr(self, key) != default:
+                parts.append(f"{key}={getattr(self, key)}")
         return ",".join(parts)
 
 
@@ -315,7 +318,9 @@ class PretrainedBackbone(nn.Module):
             self.image_std = None  # type: ignore[assignment]
         self._forward_args: set[str] | None = None
         if kind == "text":
-            self._forward_args = set(inspect.signature(model.forward).parameters)
+            params = inspect.signature(model.forward).parameters
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+                self._forward_args = set(params)
         self.preprocess = self._preprocess_facts()
         apply_finetune(self.model, spec.finetune, spec.name)
         with torch.no_grad():
@@ -452,11 +457,12 @@ def _hf_backbone(spec: EncoderSpec, kind: str) -> PretrainedBackbone:
             pre = transformers.AutoImageProcessor.from_pretrained(mid, **kwargs)
         else:
             pre = transformers.AutoFeatureExtractor.from_pretrained(mid, **kwargs)
-    except OSError as err:
-        if local:
-            raise ConfigError(f"encoder {spec.name!r}: the folder {mid!r} does not hold a complete "
-                              f"transformers model with its {kind} preprocessor: {err}") from err
-        raise _unreachable(spec, err) from err
+    except (OSError, KeyError, ValueError) as err:
+        if isinstance(err, OSError) and not local:
+            raise _unreachable(spec, err) from err
+        what = f"the folder {mid!r}" if local else f"the model {mid!r}"
+        raise ConfigError(f"encoder {spec.name!r}: {what} does not hold a complete transformers model with "
+                          f"a {kind} preprocessor ({type(err).__name__}: {err})") from err
     # two-tower models (CLIP, SigLIP): keep the tower of this modality only
     tower = {"text": "text_model", "image": "vision_model"}.get(kind)
     if hasattr(config, "text_config") and hasattr(config, "vision_config") and tower and hasattr(model, tower):
