@@ -419,3 +419,36 @@ def test_avdigits_image_via_tiny_vit_trains(data_root: Path, tmp_path: Path) -> 
     res = fit(model, enc, TrainConfig(epochs=6, batch_size=50, lr=3e-3, patience=10, progress=False))
     acc = evaluate(res.model, enc.test)["accuracy"]
     assert acc > 0.3  # 10 balanced classes: chance is 0.1 (the built-in audio encoder learns the digits)
+
+
+def test_prepare_encoders_splits_frozen_from_finetuned(bert_dir: Path, vit_dir: Path, tmp_path: Path) -> None:
+    from mmfuse.encoders import prepare_encoders
+    from mmfuse.models import build_model
+
+    splits = _toy()
+    enc, opts = prepare_encoders(splits, {"image": f"hf:{vit_dir}", "text": f"hf:{bert_dir},finetune_last=1"},
+                                 cache_dir=tmp_path, progress=False)
+    assert enc.specs["image"].kind == "vector" and enc.specs["text"] == splits.specs["text"]
+    assert opts == {"text": {"pretrained": f"hf:{bert_dir},finetune_last=1", "vocab": VOCAB}}
+    model = build_model(enc, fusion="gated", hidden_dim=8, encoder_options=opts)
+    batch = enc.train[:5]
+    loss = torch.nn.functional.cross_entropy(model(batch["inputs"], batch["masks"]), batch["label"])
+    loss.backward()
+    bert = model.encoders["text"].backbone.model
+    assert bert.encoder.layer[1].output.dense.weight.grad is not None
+    assert bert.encoder.layer[0].output.dense.weight.grad is None
+    # the same model rebuilt from its JSON config (the checkpoint path)
+    from mmfuse.models import build_model_from_config
+
+    again = build_model_from_config(model.config)
+    assert isinstance(again.encoders["text"], PretrainedEncoder)
+
+
+def test_changed_chunk_size_does_not_mix_chunks(bert_dir: Path, tmp_path: Path) -> None:
+    splits = _toy()
+    enc = {"text": f"hf:{bert_dir}"}
+    first = encode_dataset(splits, enc, cache_dir=tmp_path, progress=False, chunk_size=4)
+    stats: dict = {}
+    again = encode_dataset(splits, enc, cache_dir=tmp_path, progress=False, chunk_size=5, stats=stats)
+    assert stats["text"]["train"].encoded == len(splits.train)  # 4-row chunks are not 5-row chunks
+    torch.testing.assert_close(again.train.inputs["text"], first.train.inputs["text"])

@@ -22,7 +22,13 @@ from typing import Any
 from mmfuse.data._base import ModalitySpec
 from mmfuse.encoders._base import Encoder, EncoderError
 from mmfuse.encoders.audio import AudioEncoder
-from mmfuse.encoders.cache import CacheStats, clear_cache, default_cache_dir, encode_dataset
+from mmfuse.encoders.cache import (
+    CacheStats,
+    clear_cache,
+    default_cache_dir,
+    encode_dataset,
+    prepare_encoders,
+)
 from mmfuse.encoders.image import ImageEncoder
 from mmfuse.encoders.pretrained import (
     EncoderSpec,
@@ -54,6 +60,7 @@ __all__ = [
     "encode_dataset",
     "load_backbone",
     "parse_encoder",
+    "prepare_encoders",
 ]
 
 

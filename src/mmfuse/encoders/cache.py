@@ -56,7 +56,7 @@ from mmfuse.encoders.pretrained import (
 from mmfuse.errors import ConfigError
 from mmfuse.io import atomic_write
 
-__all__ = ["CACHE_VERSION", "CacheStats", "clear_cache", "default_cache_dir", "encode_dataset"]
+__all__ = ["CACHE_VERSION", "CacheStats", "clear_cache", "default_cache_dir", "encode_dataset", "prepare_encoders"]
 
 CACHE_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -135,10 +135,11 @@ class _Progress:
             self.total = -1
             return
         try:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
             self._rich = Progress("[progress.description]{task.description}", BarColumn(),
-                                  MofNCompleteColumn(), TimeRemainingColumn(), transient=False)
+                                  MofNCompleteColumn(), TimeRemainingColumn(), console=Console(stderr=True))
             self._rich.start()
             self._bar = self._rich.add_task(label, total=total)
         except ImportError:
@@ -182,7 +183,7 @@ def _encode_rows(backbone: PretrainedBackbone, raw: Any, present: Tensor, output
     return {"x": feats.float().cpu().contiguous(), "mask": present.cpu().contiguous()}
 
 
-def _chunk_ok(path: Path, want_sha: str | None, rows: int, key: str) -> dict[str, Tensor] | None:
+def _chunk_ok(path: Path, want_sha: str | None, lo: int, rows: int, key: str) -> dict[str, Tensor] | None:
     """The chunk's tensors, or None when it is missing, unreadable or not what is expected."""
     from safetensors import SafetensorError
     from safetensors.torch import load
@@ -197,7 +198,7 @@ def _chunk_ok(path: Path, want_sha: str | None, rows: int, key: str) -> dict[str
         with_meta = _safetensors_meta(blob)
     except (OSError, SafetensorError, ValueError, RuntimeError, json.JSONDecodeError):
         return None
-    if with_meta.get("key") != key or set(tensors) != {"x", "mask"}:
+    if with_meta.get("key") != key or with_meta.get("rows") != f"{lo}:{lo + rows}" or set(tensors) != {"x", "mask"}:
         return None
     if tensors["x"].shape[0] != rows or tensors["mask"].shape[0] != rows or tensors["mask"].dtype != torch.bool:
         return None
@@ -246,7 +247,7 @@ def _encode_entry(
         path = folder / f"chunk-{i:05d}.safetensors" if folder is not None else None
         got = None
         if path is not None:
-            got = _chunk_ok(path, shas[i] if i < len(shas) else None, hi - lo, key or "")
+            got = _chunk_ok(path, shas[i] if i < len(shas) else None, lo, hi - lo, key or "")
             if got is None and path.is_file():
                 stats.rebuilt_chunks += 1
         if got is not None:
@@ -414,3 +415,44 @@ def encode_dataset(
     info = dict(splits.info)
     info["encoders"] = {**dict(info.get("encoders", {})), **record}
     return DatasetSplits(splits.name, out["train"], out["val"], out["test"], info)
+
+
+def prepare_encoders(
+    splits: DatasetSplits,
+    encoders: Mapping[str, str | EncoderSpec],
+    **encode_options: Any,
+) -> tuple[DatasetSplits, dict[str, dict[str, Any]]]:
+    """Apply per-modality encoder names the way a run needs them: frozen pretrained
+    encoders are run once (:func:`encode_dataset`, cached), fine-tuned ones go into the
+    model.
+
+    Returns ``(splits, encoder_options)``: the splits with the frozen modalities
+    replaced by their embeddings, and the ``encoder_options`` to pass to
+    :func:`mmfuse.models.build_model` (``{modality: {"pretrained": name, ...}}`` for
+    each fine-tuned encoder; a text modality also gets its ``vocab``). ``builtin``
+    leaves a modality as it is.
+
+    Example (the ``--encoder image=timm:resnet18 --encoder text=hf:./my-bert`` flags)::
+
+        splits, enc_opts = prepare_encoders(splits, {"image": "timm:resnet18", "text": "hf:./my-bert"})
+        model = build_model(splits, fusion="gated", encoder_options=enc_opts)
+    """
+    parsed = {m: parse_encoder(e) for m, e in encoders.items()}
+    unknown = sorted(set(parsed) - set(splits.modalities))
+    if unknown:
+        raise ConfigError(f"encoders: unknown modality {unknown[0]!r}: expected one of {list(splits.modalities)}")
+    frozen = {m: e for m, e in parsed.items() if e.source != "builtin" and e.frozen}
+    options: dict[str, dict[str, Any]] = {}
+    for m, e in sorted(parsed.items()):
+        if e.source == "builtin" or e.frozen:
+            continue
+        opts: dict[str, Any] = {"pretrained": str(e)}
+        if splits.specs[m].kind == "text" and "vocab" not in splits.specs[m].meta:
+            vocab = _vocab_for(splits, m)
+            if vocab is None:
+                raise ConfigError(f"encoders: text modality {m!r}: expected its vocabulary (id -> word) in "
+                                  f"splits.info['vocab'] or spec.meta['vocab'], got none")
+            opts["vocab"] = vocab
+        options[m] = opts
+    out = encode_dataset(splits, frozen, **encode_options) if frozen else splits
+    return out, options
