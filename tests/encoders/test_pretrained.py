@@ -452,3 +452,36 @@ def test_changed_chunk_size_does_not_mix_chunks(bert_dir: Path, tmp_path: Path) 
     again = encode_dataset(splits, enc, cache_dir=tmp_path, progress=False, chunk_size=5, stats=stats)
     assert stats["text"]["train"].encoded == len(splits.train)  # 4-row chunks are not 5-row chunks
     torch.testing.assert_close(again.train.inputs["text"], first.train.inputs["text"])
+
+
+def test_wav2vec2_on_raw_waveforms(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    cfg = transformers.Wav2Vec2Config(
+        vocab_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embeddings=4,
+        num_conv_pos_embedding_groups=2, feat_extract_norm="layer", do_stable_layer_norm=True,
+    )
+    folder = tmp_path / "w2v"
+    transformers.Wav2Vec2Model(cfg).save_pretrained(folder)
+    transformers.Wav2Vec2FeatureExtractor(sampling_rate=8000, return_attention_mask=True).save_pretrained(folder)
+    n = 6
+    specs = {"audio": ModalitySpec("audio", (4, 5)), "x": ModalitySpec("vector", (2,))}
+    ds = MultimodalDataset("toy", {"audio": torch.zeros(n, 4, 5), "x": torch.randn(n, 2)}, torch.arange(n) % 2,
+                           specs=specs, num_classes=2)
+    splits = DatasetSplits("toy", ds, ds.subset([0, 1]), ds.subset([2, 3]))
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(800 + 300 * i).astype(np.float32) for i in range(n)]
+    raw = {"train": waves, "val": waves[:2], "test": waves[2:4]}
+    with pytest.raises(ConfigError, match="reads waveforms"):
+        encode_dataset(splits, {"audio": f"hf:{folder}"}, cache_dir=tmp_path / "c")
+    out = encode_dataset(splits, {"audio": f"hf:{folder}"}, cache_dir=tmp_path / "c", progress=False,
+                         raw_inputs={"audio": raw})
+    assert out.specs["audio"].kind == "vector" and out.specs["audio"].shape == (16,)
+    # each clip alone (no padding) gives the mean of its frames: padding in a batch changes nothing
+    model = transformers.Wav2Vec2Model.from_pretrained(folder).eval()
+    fe = transformers.Wav2Vec2FeatureExtractor.from_pretrained(folder)
+    for i in (0, 5):
+        v = fe(waves[i], sampling_rate=8000, return_tensors="pt").input_values
+        with torch.no_grad():
+            want = model(v).last_hidden_state[0].mean(0)
+        torch.testing.assert_close(out.train.inputs["audio"][i], want, atol=1e-4, rtol=1e-4)
