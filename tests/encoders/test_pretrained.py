@@ -485,3 +485,29 @@ def test_wav2vec2_on_raw_waveforms(tmp_path: Path) -> None:
         with torch.no_grad():
             want = model(v).last_hidden_state[0].mean(0)
         torch.testing.assert_close(out.train.inputs["audio"][i], want, atol=1e-4, rtol=1e-4)
+
+
+def test_unwritable_cache_warns_and_encodes(bert_dir: Path, tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with pytest.warns(UserWarning, match="cannot write the embedding cache"):
+        out = encode_dataset(_toy(), {"text": f"hf:{bert_dir}"}, cache_dir=blocked, progress=False)
+    ref = encode_dataset(_toy(), {"text": f"hf:{bert_dir}"}, cache=False, progress=False)
+    torch.testing.assert_close(out.test.inputs["text"], ref.test.inputs["text"])
+
+
+def test_token_embeddings_feed_a_token_fusion_and_padding_is_ignored(bert_dir: Path, tmp_path: Path) -> None:
+    from mmfuse.models import build_model
+
+    out = encode_dataset(_toy(), {"text": f"hf:{bert_dir},tokens,max_length=10"}, cache_dir=tmp_path,
+                         progress=False)
+    model = build_model(out, fusion="cross_modal_transformer", hidden_dim=16).eval()
+    batch = out.train[:6]
+    with torch.no_grad():
+        y = model(batch["inputs"], batch["masks"])
+        noisy = dict(batch["inputs"])
+        pad = ~batch["masks"]["text"]
+        noisy["text"] = torch.where(pad.unsqueeze(-1), torch.randn_like(noisy["text"]) * 100, noisy["text"])
+        y2 = model(noisy, batch["masks"])
+    assert pad.any()
+    torch.testing.assert_close(y, y2)

@@ -35,6 +35,7 @@ import json
 import os
 import shutil
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,7 +269,11 @@ def _encode_entry(
         stats.encoded += hi - lo
         if path is not None and got:
             blob = save(got, metadata={"key": key or "", "rows": f"{lo}:{hi}"})
-            atomic_write(path, blob)
+            try:
+                atomic_write(path, blob)
+            except OSError as err:  # an unwritable cache only warns: the run goes on uncached
+                warnings.warn(f"mmfuse: cannot write the embedding cache {folder}: {err}", stacklevel=3)
+                folder = path = None
             chunk_shas.append(hashlib.sha256(blob).hexdigest())
         parts.append(got)
     if bar is not None:
@@ -278,11 +283,14 @@ def _encode_entry(
         raise EncoderError(f"{label}: no samples to encode")
     feats = torch.cat([p["x"] for p in parts])
     fmask = torch.cat([p["mask"] for p in parts])
-    if folder is not None and (stats.encoded or stats.rebuilt_chunks or not manifest):
-        atomic_write(folder / "manifest.json", json.dumps({
-            "version": CACHE_VERSION, "key": key, "n": n, "chunk_size": chunk_size,
-            "shape": list(feats.shape[1:]), "mask_shape": list(fmask.shape[1:]), "chunks": chunk_shas,
-        }, indent=1))
+    if folder is not None and len(chunk_shas) == len(bounds) and (stats.encoded or stats.rebuilt_chunks or not manifest):
+        try:
+            atomic_write(folder / "manifest.json", json.dumps({
+                "version": CACHE_VERSION, "key": key, "n": n, "chunk_size": chunk_size,
+                "shape": list(feats.shape[1:]), "mask_shape": list(fmask.shape[1:]), "chunks": chunk_shas,
+            }, indent=1))
+        except OSError as err:
+            warnings.warn(f"mmfuse: cannot write the embedding cache {folder}: {err}", stacklevel=3)
     return feats, fmask, stats
 
 
