@@ -10,12 +10,16 @@ image processor.
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+# read by huggingface_hub when it is imported: no attempt to reach the hub (there is no network)
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
 transformers = pytest.importorskip("transformers", reason="the hf: encoders need transformers (mmfuse[hf])")
 
 from mmfuse.data import DatasetSplits, ModalitySpec, MultimodalDataset  # noqa: E402
@@ -62,12 +66,6 @@ def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def vit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _save_vit(tmp_path_factory.mktemp("vit"))
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
 
 
 # A small text + image dataset; the text vocabulary (id -> word) lives in info["vocab"]
