@@ -509,3 +509,65 @@ def test_token_embeddings_feed_a_token_fusion_and_padding_is_ignored(bert_dir: P
         y2 = model(noisy, batch["masks"])
     assert pad.any()
     torch.testing.assert_close(y, y2)
+
+
+class _FakeTimmNet(torch.nn.Module):
+    """Stands in for a timm model: the same methods mmfuse calls (forward_features, forward_head)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 6, 3, padding=1)
+        self.blocks = torch.nn.ModuleList(torch.nn.Conv2d(6, 6, 3, padding=1) for _ in range(3))
+        self.norm = torch.nn.GroupNorm(1, 6)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for blk in self.blocks:
+            x = torch.relu(blk(x))
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
+def test_timm_glue_with_a_stand_in_module(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                          capfd: pytest.CaptureFixture[str]) -> None:
+    """The timm: adapter (size, mean/std, forward_features + forward_head, finetune_last)
+    against a stand-in module, since timm itself does not import here."""
+    import importlib.machinery
+    import sys
+    import types
+
+    torch.manual_seed(0)
+    net = _FakeTimmNet()
+    fake = types.ModuleType("timm")
+    fake.__spec__ = importlib.machinery.ModuleSpec("timm", None)
+    created: list[dict] = []
+
+    def create_model(name: str, **kw):  # type: ignore[no-untyped-def]
+        created.append({"name": name, **kw})
+        return net
+
+    fake.create_model = create_model  # type: ignore[attr-defined]
+    fake.data = types.SimpleNamespace(  # type: ignore[attr-defined]
+        resolve_data_config=lambda cfg, model: {"input_size": (3, 12, 12), "mean": (0.4, 0.5, 0.6), "std": (0.2, 0.25, 0.3)})
+    monkeypatch.setitem(sys.modules, "timm", fake)
+
+    splits = _toy()
+    out = encode_dataset(splits, {"image": "timm:fakenet"}, cache_dir=tmp_path, progress=True)
+    assert created[0] == {"name": "fakenet", "pretrained": True, "num_classes": 0}
+    assert "encoding toy/image/train with timm:fakenet" in capfd.readouterr().err
+    x = splits.test.inputs["image"]
+    lo = x.flatten(1).min(1).values.view(-1, 1, 1, 1)
+    hi = x.flatten(1).max(1).values.view(-1, 1, 1, 1)
+    pix = ((x - lo) / (hi - lo)).repeat(1, 3, 1, 1)
+    pix = torch.nn.functional.interpolate(pix, size=(12, 12), mode="bilinear", align_corners=False, antialias=True)
+    pix = (pix - torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1)) / torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        want = net.forward_features(pix).mean(dim=(2, 3))
+    torch.testing.assert_close(out.test.inputs["image"], want, atol=1e-5, rtol=1e-5)
+    tokens = encode_dataset(splits, {"image": "timm:fakenet,tokens"}, cache_dir=tmp_path, progress=False)
+    assert tokens.specs["image"].shape == (144, 6)  # 12 x 12 feature-map positions, 6 channels
+    enc = build_encoder(ModalitySpec("image", (1, 8, 8)), 4, pretrained="timm:fakenet,finetune_last=1")
+    block = sum(p.numel() for p in net.blocks[2].parameters())
+    assert _trainable(enc) == 6 * 4 + 4 + block + 12  # proj + last block + the norm after it
