@@ -571,3 +571,19 @@ def test_timm_glue_with_a_stand_in_module(monkeypatch: pytest.MonkeyPatch, tmp_p
     enc = build_encoder(ModalitySpec("image", (1, 8, 8)), 4, pretrained="timm:fakenet,finetune_last=1")
     block = sum(p.numel() for p in net.blocks[2].parameters())
     assert _trainable(enc) == 6 * 4 + 4 + block + 12  # proj + last block + the norm after it
+
+
+def test_model_with_a_finetuned_backbone_round_trips_a_checkpoint(vit_dir: Path, tmp_path: Path) -> None:
+    from mmfuse.models import build_model
+    from mmfuse.training import load_checkpoint, save_checkpoint
+
+    splits = _toy()
+    model = build_model(splits, fusion="gated", hidden_dim=8,
+                        encoder_options={"image": {"pretrained": f"hf:{vit_dir},finetune_last=1"}})
+    with torch.no_grad():
+        model.encoders["image"].backbone.model.encoder.layer[1].output.dense.bias.add_(0.5)  # "trained"
+    model.eval()
+    path = save_checkpoint(model, tmp_path / "m.safetensors")
+    again = load_checkpoint(path)
+    batch = splits.test[:4]
+    torch.testing.assert_close(again(batch["inputs"], batch["masks"]), model(batch["inputs"], batch["masks"]))

@@ -37,7 +37,7 @@ the raw files):
 
 Pooled vector: the masked mean of the last hidden states over valid tokens for text
 and audio; the model's ``pooler_output`` for images when it has one (ResNet,
-ConvNeXt: global average pool; ViT: its pooler), else the mean over patches.
+ConvNeXt: the pooled feature map; ViT: its pooler), else the mean over patches.
 """
 
 from __future__ import annotations
