@@ -17,7 +17,7 @@ from mmfuse.data._audio import LOG_FLOOR, fit_length, hz_to_mel, log_mel, mel_fi
 
 
 @pytest.fixture(scope="module")
-def splits():
+def splits(real_root: Path):
     return load_dataset("avdigits")
 
 
@@ -276,4 +276,12 @@ def test_unwritable_cache_only_warns(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.warns(UserWarning, match="cannot write the processed cache"):
         out = load_or_build("thing", {"k": 1}, lambda: {"a": np.ones(3)})
     np.testing.assert_array_equal(out["a"], np.ones(3))
+
+
+def test_unwritable_cache_keeps_no_hash_records_silently(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path
+) -> None:
+    blocked = tmp_path / "blocked"
+    blocked.write_text("")  # a file where the cache folder should be
+    monkeypatch.setenv("MMFUSE_CACHE", str(blocked / "cache"))
     assert load_dataset("mfeat", views=["mor"]).num_classes == 10  # hash records: silently not kept

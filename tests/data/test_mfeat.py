@@ -14,7 +14,7 @@ from mmfuse.data.mfeat import MFEAT_VIEWS
 
 
 @pytest.fixture(scope="module")
-def splits():
+def splits(real_root: Path):
     return load_dataset("mfeat")
 
 
@@ -63,7 +63,7 @@ def test_standardised_with_train_statistics_by_hand(splits, data_root: Path) -> 
     assert tr.mean(0).abs().max() < 1e-4
 
 
-def test_view_subset_and_bad_views() -> None:
+def test_view_subset_and_bad_views(data_root: Path) -> None:
     two = load_dataset("mfeat", views=["mor", "zer"])
     assert two.modalities == ("mor", "zer")
     assert set(MFEAT_VIEWS) == {"fou", "fac", "kar", "pix", "zer", "mor"}
@@ -75,7 +75,7 @@ def test_view_subset_and_bad_views() -> None:
         load_dataset("mfeat", test_fraction=1.0)
 
 
-def test_other_fractions() -> None:
+def test_other_fractions(data_root: Path) -> None:
     s = load_dataset("mfeat", val_fraction=0.2, test_fraction=0.2, views=["mor"])
     assert (len(s.train), len(s.val), len(s.test)) == (1200, 400, 400)
 
