@@ -91,3 +91,14 @@ def test_wrong_shape_csv_is_rejected(tmp_path: Path) -> None:
     frame.to_csv(path, index=False)
     with pytest.raises(DataError, match="labels are not 0-9 in blocks of 200"):
         _read_view(path, "mor")
+
+
+def test_text_in_a_numeric_field_names_file_column_and_row(tmp_path: Path) -> None:
+    from mmfuse.data.mfeat import _read_view
+
+    rows = ["a,b,c,d,e,f,g"] + [f"1,2,3,4.5,5,6,{r // 200}" for r in range(2000)]
+    rows[11] = "1,2,abc,4.5,5,6,0"
+    path = tmp_path / "mfeat-mor.csv"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=rf"{path}: column 'c' row 10: expected a number, got 'abc'"):
+        _read_view(path, "mor")
