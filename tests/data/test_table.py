@@ -336,6 +336,11 @@ def test_cli_data_inspect(reviews_file: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "task regression" in out and "text: text (64,) from Title, Review Text" in out
     assert "Age missing" not in out and "Age  " in out and "1.3%" in out
+    assert main(["data", "inspect", str(reviews_file), "--target", "Recommended IND", "--split", "group:Clothing ID",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["task"] == "binary" and report["split"] == "by group 'Clothing ID'"
+    assert sum(report["split_sizes"].values()) == 300 and report["target_summary"]["1"] > report["target_summary"]["0"]
     assert main(["data", "inspect", str(reviews_file), "--target", "Nope"]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "target column 'Nope' does not exist" in err and "'Rating'" in err
@@ -378,3 +383,26 @@ def test_bad_input_each_a_data_error_naming_file_column_row(tmp_path: Path, revi
         from_table(tmp_path / "absent.csv", target="a")
     with pytest.raises(DataError, match=r"task binary needs 2 classes, got 5"):
         from_table(reviews_file, target="Rating", task="binary")
+
+
+# ---------------------------------------------------------------- downstream
+
+
+@pytest.mark.parametrize("fusion", ["gated", "late"])
+def test_models_build_on_a_table_and_ignore_what_its_masks_drop(av_table, fusion: str) -> None:
+    from mmfuse.models import build_model
+    from mmfuse.training.metrics import take
+
+    s = from_table(av_table["path"], target="digit", val_fraction=0.2, test_fraction=0.2)  # default RGB 32x32, 16 kHz
+    assert s.specs["image"].shape == (3, 32, 32) and s.specs["audio"].shape == (40, 98)
+    model = build_model(s, fusion=fusion, hidden_dim=16).eval()
+    batch = take(s.train, slice(0, len(s.train)))
+    with torch.no_grad():
+        out = model(batch["inputs"], batch["masks"])
+        assert out.shape == (len(s.train), 10) and torch.isfinite(out).all()
+        # Values behind a False mask (a missing image, padded audio frames) change nothing.
+        inputs = dict(batch["inputs"])
+        inputs["image"] = inputs["image"] + 100.0 * (~batch["masks"]["image"]).float()[:, None, None, None]
+        inputs["audio"] = inputs["audio"] + 100.0 * (~batch["masks"]["audio"]).float()[:, None, :]
+        torch.testing.assert_close(model(inputs, batch["masks"]), out)
+    assert not batch["masks"]["image"].all() and not batch["masks"]["audio"].all()
