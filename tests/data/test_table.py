@@ -291,6 +291,11 @@ def test_npy_embedding_of_the_wrong_length(tmp_path: Path) -> None:
     np.save(tmp_path / "emb" / "17.npy", np.zeros(6, dtype=np.float32))
     with pytest.raises(DataError, match=r"column 'emb' row 17: .*17.npy: embedding of length 6, expected 5"):
         from_table(frame, target="size", base_dir=tmp_path)
+    np.save(tmp_path / "emb" / "17.npy", np.zeros(5, dtype=np.float32))
+    raw = (tmp_path / "emb" / "20.npy").read_bytes()
+    (tmp_path / "emb" / "20.npy").write_bytes(raw[:-8])  # truncated
+    with pytest.raises(DataError, match=r"column 'emb' row 20: .*20.npy: cannot read as .npy"):
+        from_table(frame, target="size", base_dir=tmp_path)
 
 
 # ---------------------------------------------------------------- splits

@@ -53,6 +53,14 @@ fixed per-item shape (``image_size``, ``audio_seconds``): a table's dataset hold
 decoded tensors (``n x c x h x w`` floats for images), never the files' bytes. For a
 Parquet folder larger than memory see :mod:`mmfuse.data.stream`.
 
+Example::
+
+    from mmfuse.data import from_table, describe_table
+    splits = from_table("reviews.parquet", target="Rating", task="regression",
+                        exclude=["Recommended IND"], modalities={"text": ["Title", "Review Text"],
+                                                                 "tabular": ["Age", "Class Name"]})
+    print(describe_table("reviews.parquet", target="Recommended IND"))  # the schema report
+
 Tasks (inferred, overridable with ``task=``): a list column or several target columns
 of 0/1 values is ``multilabel`` (several non-0/1 columns: ``regression``); strings,
 booleans and integer-valued numbers with at most ``max_classes`` distinct values are
