@@ -157,6 +157,10 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                    "image, audio and embedding column)")
     p.add_argument("--task", choices=["binary", "multiclass", "multilabel", "regression"],
                    help="inspect: override the inferred task")
+    p.add_argument("--kind", action="append", metavar="COL=KIND",
+                   help="inspect: override a column's inferred kind (numeric, categorical, text, image, audio, "
+                   "embedding); repeatable")
+    p.add_argument("--exclude", action="append", metavar="COL", help="inspect: a column not to use (repeatable)")
     p.add_argument("--split", help="inspect: a column of train/val/test, or group:COL (no group spans two splits)")
     p.add_argument("--base-dir", help="inspect: folder relative file paths resolve against (default: the table's)")
     p.add_argument("--json", action="store_true", help="inspect: print the report as JSON")
@@ -183,11 +187,18 @@ def _run_data(args: argparse.Namespace) -> int:
             if name.strip() in modalities:
                 raise DataError(f"--modality: modality {name.strip()!r} given twice")
             modalities[name.strip()] = columns
+        kinds = {}
+        for spec in args.kind or []:
+            col, sep, kind = spec.rpartition("=")
+            if not sep or not col:
+                raise DataError(f"--kind: expected COL=KIND, got {spec!r}")
+            kinds[col] = kind.strip()
         split = args.split
         if split is not None and split.startswith("group:"):
             split = {"group": split[len("group:"):]}
         report = describe_table(args.name, target=args.target[0] if len(args.target) == 1 else args.target,
-                                modalities=modalities, task=args.task, split=split, base_dir=args.base_dir)
+                                modalities=modalities, task=args.task, split=split, base_dir=args.base_dir,
+                                kinds=kinds, exclude=tuple(args.exclude or ()))
         print(json.dumps(report.to_dict(), indent=1) if args.json else report.render())
         return 0
     if args.action == "download":

@@ -346,6 +346,13 @@ def test_cli_data_inspect(reviews_file: Path, capsys) -> None:
     report = json.loads(capsys.readouterr().out)
     assert report["task"] == "binary" and report["split"] == "by group 'Clothing ID'"
     assert sum(report["split_sizes"].values()) == 300 and report["target_summary"]["1"] > report["target_summary"]["0"]
+    assert main(["data", "inspect", str(reviews_file), "--target", "Recommended IND", "--exclude", "Rating",
+                 "--kind", "Division Name=text", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    kinds = {c["name"]: (c["kind"], c["modality"]) for c in report["columns"]}
+    assert kinds["Rating"] == ("excluded", None) and kinds["Division Name"] == ("text", "Division Name")
+    assert main(["data", "inspect", str(reviews_file), "--target", "Age", "--kind", "Title=picture"]) == 2
+    assert "kinds: column 'Title': expected one of" in capsys.readouterr().err
     assert main(["data", "inspect", str(reviews_file), "--target", "Nope"]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "target column 'Nope' does not exist" in err and "'Rating'" in err
