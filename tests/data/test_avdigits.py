@@ -17,7 +17,7 @@ from mmfuse.data._audio import LOG_FLOOR, fit_length, hz_to_mel, log_mel, mel_fi
 
 
 @pytest.fixture(scope="module")
-def splits():
+def splits(real_root: Path):
     return load_dataset("avdigits")
 
 
@@ -263,8 +263,57 @@ def test_processed_cache_round_trip_and_broken_entry(scratch_cache: Path) -> Non
     load_or_build("other", key, build)
     (entry,) = scratch_cache.glob("other-*.npz")
     entry.write_bytes(b"not an npz")
-    np.testing.assert_array_equal(load_or_build("other", key, build)["a"], out["a"])
+    with pytest.warns(UserWarning, match=rf"{entry}.*damaged.*cannot be read"):
+        np.testing.assert_array_equal(load_or_build("other", key, build)["a"], out["a"])
     assert len(calls) == 4  # rebuilt, not trusted
+
+
+def _entry_with(path: Path, **arrays: np.ndarray) -> None:
+    """Rewrite the arrays of a cache entry, keeping its checksum record."""
+    with np.load(path) as z:
+        kept = {k: z[k] for k in z.files}
+    kept.update(arrays)
+    with open(path, "wb") as f:
+        np.savez(f, **kept)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bad crc", "nan", "wrong shape", "other values", "no record"])
+def test_damaged_cache_entry_is_rebuilt_with_a_warning_naming_it(scratch_cache: Path, damage: str) -> None:
+    from mmfuse.data._common import load_or_build
+
+    calls = []
+
+    def build() -> dict[str, np.ndarray]:
+        calls.append(1)
+        return {"spec": np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4), "ids": np.arange(3)}
+
+    key = {"version": 1}
+    good = load_or_build("entry", key, build)
+    (entry,) = scratch_cache.glob("entry-*.npz")
+    raw = entry.read_bytes()
+    if damage == "truncated":
+        entry.write_bytes(raw[: len(raw) // 2])
+    elif damage == "bad crc":
+        # np.savez stores members uncompressed: flip one byte of the float data itself.
+        at = raw.index(np.linspace(-1, 1, 12, dtype=np.float32).tobytes()) + 5
+        entry.write_bytes(raw[:at] + bytes([raw[at] ^ 0xFF]) + raw[at + 1 :])
+    elif damage == "nan":
+        bad = good["spec"].copy()
+        bad[1, 2] = np.nan
+        _entry_with(entry, spec=bad)
+    elif damage == "wrong shape":
+        _entry_with(entry, spec=good["spec"].reshape(4, 3))
+    elif damage == "other values":
+        _entry_with(entry, ids=np.arange(3)[::-1].copy())
+    else:
+        with open(entry, "wb") as f:
+            np.savez(f, **good)
+    with pytest.warns(UserWarning, match=rf"processed cache entry {entry} is damaged"):
+        again = load_or_build("entry", key, build)
+    assert len(calls) == 2
+    for k in good:
+        np.testing.assert_array_equal(again[k], good[k])
+    assert load_or_build("entry", key, build)["ids"].tolist() == [0, 1, 2] and len(calls) == 2  # rewritten
 
 
 def test_unwritable_cache_only_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -276,4 +325,12 @@ def test_unwritable_cache_only_warns(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.warns(UserWarning, match="cannot write the processed cache"):
         out = load_or_build("thing", {"k": 1}, lambda: {"a": np.ones(3)})
     np.testing.assert_array_equal(out["a"], np.ones(3))
+
+
+def test_unwritable_cache_keeps_no_hash_records_silently(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path
+) -> None:
+    blocked = tmp_path / "blocked"
+    blocked.write_text("")  # a file where the cache folder should be
+    monkeypatch.setenv("MMFUSE_CACHE", str(blocked / "cache"))
     assert load_dataset("mfeat", views=["mor"]).num_classes == 10  # hash records: silently not kept

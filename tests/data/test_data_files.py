@@ -5,12 +5,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import logging
+import os
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 from _data_helpers import flip_byte, serve
 
+from mmfuse.cli import main
 from mmfuse.data import DataError, download, load_dataset, verify
 from mmfuse.data import _files as files_mod
 from mmfuse.data._files import SOURCES
@@ -122,22 +126,84 @@ def test_fsdd_missing_and_corrupt_clip(
     assert "corrupt" in problem and "recordings" in problem
 
 
-def test_hash_records_skip_rehashing_unchanged_files(
-    copy_source, scratch_cache: Path, monkeypatch: pytest.MonkeyPatch
+def test_load_trusts_hash_records_and_says_so_verify_always_hashes(
+    copy_source, scratch_cache: Path, monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:
     root = copy_source("mnist")
     assert verify("mnist", root) == []
     assert (scratch_cache / "hashes.json").is_file()
+    hashed: list[list[Path]] = []
+    real_hash = files_mod._hash_paths
 
-    def no_hashing(paths: list[Path]) -> str:
-        raise AssertionError(f"rehashed {paths}")
+    def counting(paths: list[Path]) -> str:
+        hashed.append(paths)
+        return real_hash(paths)
 
-    with monkeypatch.context() as m:
-        m.setattr(files_mod, "_hash_paths", no_hashing)
-        assert verify("mnist", root) == []  # served from the records
+    monkeypatch.setattr(files_mod, "_hash_paths", counting)
+    with caplog.at_level(logging.INFO, logger="mmfuse.data"):
+        assert files_mod.require("mnist", root) == root  # the load-time fast path
+    assert hashed == []  # served from the records...
+    assert "trusting the hash records of 2 unchanged file(s)" in caplog.text  # ...and it says so
+    assert verify("mnist", root) == []
+    assert len(hashed) == 2  # verify hashed both files although their records match
     flip_byte(root / "mnist" / "t10k-labels-idx1-ubyte.gz")  # same size, new mtime: rehashed
     (problem,) = verify("mnist", root)
     assert "t10k-labels-idx1-ubyte.gz: corrupt" in problem
+
+
+def test_file_edited_in_place_with_size_and_mtime_kept_never_passes(
+    copy_source, scratch_cache: Path, capsys
+) -> None:
+    root = copy_source("mfeat")
+    assert verify("mfeat", root) == []  # hash records written
+    path = root / "mfeat" / "mfeat-mor.csv"
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-5] = ord("7") if data[-5] != ord("7") else ord("8")  # one digit of a value
+    with open(path, "r+b") as f:  # in place: same inode, same size
+        f.write(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # the old mtime back
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    (problem,) = verify("mfeat", root)
+    assert "mfeat-mor.csv: corrupt" in problem
+    assert main(["data", "verify", "mfeat", "--data-root", str(root)]) == 1
+    assert "mfeat-mor.csv: corrupt" in capsys.readouterr().out
+    with pytest.raises(DataError, match=r"mfeat-mor\.csv: corrupt"):  # the load path too (ctime changed)
+        load_dataset("mfeat", root=root)
+
+
+def test_data_root_that_is_a_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    not_a_folder = tmp_path / "data.txt"
+    not_a_folder.write_text("x")
+    monkeypatch.setenv("MMFUSE_DATA", str(not_a_folder))
+    for call in (lambda: verify("mfeat"), lambda: load_dataset("mfeat"), lambda: download("mfeat", progress=False)):
+        with pytest.raises(DataError, match=rf"data root {not_a_folder} is not a folder"):
+            call()
+    assert main(["data", "verify", "mfeat"]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_killed_download_part_is_removed_by_the_next_download(
+    data_root: Path, tmp_path: Path, scratch_cache: Path
+) -> None:
+    target = tmp_path / "root"
+    (target / "mfeat").mkdir(parents=True)
+    stale = target / "mfeat" / ".mfeat-mor.csv.k1ll3d.part"  # what atomic_write leaves when killed
+    stale.write_bytes(b"half a file")
+    old = time.time() - files_mod.STALE_PART_S - 60
+    os.utime(stale, (old, old))
+    fresh = target / "mfeat" / ".mfeat-fou.csv.running.part"  # another download, still being written
+    fresh.write_bytes(b"in progress")
+    stale_dir = target / "fsdd" / ".recordings.k1ll3d.part"
+    stale_dir.mkdir(parents=True)
+    (stale_dir / "0_george_0.wav").write_bytes(b"RIFF")
+    os.utime(stale_dir, (old, old))
+    with serve(data_root) as url:
+        download("mfeat", target, base_url=url, progress=False)
+        assert not stale.exists() and fresh.exists()
+        assert verify("mfeat", target) == []
+        download("fsdd", target, base_url=url, progress=False)
+    assert not stale_dir.exists()
 
 
 def test_download_from_mirror_reproduces_the_files(
@@ -271,6 +337,8 @@ def test_download_into_an_unwritable_root_raises(
     blocked = tmp_path / "blocked"
     blocked.write_text("")
     with serve(data_root) as url, pytest.raises(DataError, match="cannot write into"):
-        download("mnist", blocked, base_url=url, progress=False)
+        download("mnist", blocked / "root", base_url=url, progress=False)
     with serve(data_root) as url, pytest.raises(DataError, match="cannot write into"):
-        download("fsdd", blocked, base_url=url, progress=False)
+        download("fsdd", blocked / "root", base_url=url, progress=False)
+    with pytest.raises(DataError, match=f"data root {blocked} is not a folder"):
+        download("mnist", blocked, progress=False)

@@ -14,7 +14,7 @@ from mmfuse.data.mfeat import MFEAT_VIEWS
 
 
 @pytest.fixture(scope="module")
-def splits():
+def splits(real_root: Path):
     return load_dataset("mfeat")
 
 
@@ -63,7 +63,7 @@ def test_standardised_with_train_statistics_by_hand(splits, data_root: Path) -> 
     assert tr.mean(0).abs().max() < 1e-4
 
 
-def test_view_subset_and_bad_views() -> None:
+def test_view_subset_and_bad_views(data_root: Path) -> None:
     two = load_dataset("mfeat", views=["mor", "zer"])
     assert two.modalities == ("mor", "zer")
     assert set(MFEAT_VIEWS) == {"fou", "fac", "kar", "pix", "zer", "mor"}
@@ -75,7 +75,7 @@ def test_view_subset_and_bad_views() -> None:
         load_dataset("mfeat", test_fraction=1.0)
 
 
-def test_other_fractions() -> None:
+def test_other_fractions(data_root: Path) -> None:
     s = load_dataset("mfeat", val_fraction=0.2, test_fraction=0.2, views=["mor"])
     assert (len(s.train), len(s.val), len(s.test)) == (1200, 400, 400)
 
@@ -90,4 +90,15 @@ def test_wrong_shape_csv_is_rejected(tmp_path: Path) -> None:
     frame = pd.DataFrame(np.zeros((2000, 7)))
     frame.to_csv(path, index=False)
     with pytest.raises(DataError, match="labels are not 0-9 in blocks of 200"):
+        _read_view(path, "mor")
+
+
+def test_text_in_a_numeric_field_names_file_column_and_row(tmp_path: Path) -> None:
+    from mmfuse.data.mfeat import _read_view
+
+    rows = ["a,b,c,d,e,f,g"] + [f"1,2,3,4.5,5,6,{r // 200}" for r in range(2000)]
+    rows[11] = "1,2,abc,4.5,5,6,0"
+    path = tmp_path / "mfeat-mor.csv"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=rf"{path}: column 'c' row 10: expected a number, got 'abc'"):
         _read_view(path, "mor")

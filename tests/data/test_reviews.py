@@ -17,7 +17,7 @@ FILE = "clothing_reviews/WomensClothingE-CommerceReviews.parquet.brotli"
 
 
 @pytest.fixture(scope="module")
-def splits():
+def splits(real_root: Path):
     return load_dataset("reviews")
 
 
@@ -144,7 +144,7 @@ def test_tabular_columns_by_hand(splits, frame: pd.DataFrame) -> None:
     assert meta["cardinalities"][3] == int((ids >= 5).sum()) + 1
 
 
-def test_rating_target() -> None:
+def test_rating_target(data_root: Path) -> None:
     s = load_dataset("reviews", target="rating", n=4000)
     assert s.num_classes == 5 and s.train.class_names == ["1", "2", "3", "4", "5"]
     labels = _all(s, "labels")
@@ -154,7 +154,7 @@ def test_rating_target() -> None:
     assert torch.allclose(counts, full, atol=0.02)
 
 
-def test_subsample_is_seeded_and_unseen_categories_get_code_zero() -> None:
+def test_subsample_is_seeded_and_unseen_categories_get_code_zero(data_root: Path) -> None:
     a = load_dataset("reviews", n=1000, seed=2)
     b = load_dataset("reviews", n=1000, seed=2)
     c = load_dataset("reviews", n=1000, seed=3)
@@ -166,7 +166,7 @@ def test_subsample_is_seeded_and_unseen_categories_get_code_zero() -> None:
     assert bool((ids == 0).any())
 
 
-def test_bad_options_raise() -> None:
+def test_bad_options_raise(data_root: Path) -> None:
     with pytest.raises(DataError, match="target must be one of"):
         load_dataset("reviews", target="stars")
     with pytest.raises(DataError, match="n must be an int"):

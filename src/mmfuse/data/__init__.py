@@ -2,7 +2,9 @@
 
 Registered loaders: ``synthetic`` (interaction suite, generated), ``avdigits``
 (MNIST image + FSDD audio), ``mfeat`` (six feature views of handwritten digits),
-``reviews`` (clothing review text + tabular). :func:`download` and :func:`verify`
+``reviews`` (clothing review text + tabular). :func:`from_table` takes the user's own
+table (a DataFrame or a CSV/TSV/Parquet/JSON Lines file, see :mod:`mmfuse.data.table`); :class:`ParquetStream` streams a Parquet folder larger than
+memory in bounded memory. :func:`download` and :func:`verify`
 fetch and check the real datasets' files; :mod:`mmfuse.data.transforms` holds modality
 dropout and test-time corruptions.
 """
@@ -19,10 +21,26 @@ from mmfuse.data._base import (
     register_dataset,
 )
 from mmfuse.data._files import cache_dir, download, verify
+from mmfuse.data.stream import ParquetStream, StreamStats, fit_stream_stats
+from mmfuse.data.table import (
+    TableReport,
+    TableSource,
+    describe_table,
+    from_table,
+    load_table,
+)
 from mmfuse.data.transforms import Compose, GaussianNoise, MissingModality, ModalityDropout
 
 __all__ = [
     "Compose",
+    "ParquetStream",
+    "StreamStats",
+    "fit_stream_stats",
+    "TableReport",
+    "TableSource",
+    "describe_table",
+    "from_table",
+    "load_table",
     "DataError",
     "DatasetSplits",
     "GaussianNoise",

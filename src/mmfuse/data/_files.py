@@ -4,11 +4,18 @@ Every real dataset is made of *sources* (``mnist``, ``fsdd``, ``mfeat``,
 ``clothing_reviews``), each a folder under the data root laid out as upstream lays
 it out. A source is verified against SHA-256 values fixed here (FSDD, 3,000 small
 files, against the hash of all its files concatenated in sorted path order).
-Hashes of files already checked are remembered by ``(path, size, mtime)`` in
-``<cache>/hashes.json`` so that loading does not rehash unchanged files.
+Loading (:func:`require`) remembers the hashes of files already checked by
+``(path, size, mtime, ctime, inode)`` in ``<cache>/hashes.json`` and does not rehash
+files whose record matches; it logs (logger ``mmfuse.data``, level INFO) that it
+trusted the records. An edit in place that restores the size and mtime still changes
+the ctime, which a user cannot set back. :func:`verify` (``mmfuse data verify``)
+never trusts the records: it hashes every file.
 
 Download writes into a temporary name beside the target, checks the checksum and
-only then renames, so a data root never holds a half-written or unverified file.
+only then renames, so a data root never holds a half-written or unverified file. A
+download killed half-way leaves its hidden temporary (``.<name>.*.part``) behind; the
+next download of that file or folder removes such parts that nothing has written to
+for :data:`STALE_PART_S` seconds.
 """
 
 from __future__ import annotations
@@ -16,11 +23,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import sys
 import tempfile
 import threading
+import time
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
@@ -35,6 +44,9 @@ from mmfuse.io import atomic_write
 __all__ = ["SOURCES", "cache_dir", "download", "require", "sources_of", "verify"]
 
 _CHUNK = 1 << 20
+_log = logging.getLogger("mmfuse.data")
+#: a download's temporary ``.part`` file or folder untouched this long is a killed download's
+STALE_PART_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -213,7 +225,7 @@ def _stat_key(paths: Iterable[Path]) -> list:
     out = []
     for p in paths:
         st = p.stat()
-        out.append([st.st_size, st.st_mtime_ns])
+        out.append([st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino])
     return out
 
 
@@ -226,14 +238,20 @@ def _hash_paths(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-def _cached_hash(key: str, paths: list[Path]) -> str:
-    """SHA-256 of ``paths`` concatenated, remembered by (key, sizes, mtimes)."""
+def _cached_hash(key: str, paths: list[Path], trusted: list[str] | None = None) -> str:
+    """SHA-256 of ``paths`` concatenated, remembered by (key, sizes, mtimes, ctimes, inodes).
+
+    With ``trusted`` a list, a matching record is used instead of hashing (and ``key``
+    appended to it); without, the files are always hashed (the record is refreshed).
+    """
     stats = _stat_key(paths)
-    with _hash_lock:
-        records = _load_hash_records()
-        rec = records.get(key)
-        if rec is not None and rec[0] == stats:
-            return str(rec[1])
+    if trusted is not None:
+        with _hash_lock:
+            records = _load_hash_records()
+            rec = records.get(key)
+            if rec is not None and rec[0] == stats:
+                trusted.append(key)
+                return str(rec[1])
     digest = _hash_paths(paths)
     with _hash_lock:
         records = _load_hash_records()
@@ -245,14 +263,14 @@ def _cached_hash(key: str, paths: list[Path]) -> str:
 # ---------------------------------------------------------------- verification
 
 
-def _verify_source(src: _Source, root: Path) -> list[str]:
+def _verify_source(src: _Source, root: Path, trusted: list[str] | None = None) -> list[str]:
     problems: list[str] = []
     for f in src.files:
         path = root / f.path
         if not path.is_file():
             problems.append(f"{path}: missing")
             continue
-        digest = _cached_hash(str(path.resolve()), [path])
+        digest = _cached_hash(str(path.resolve()), [path], trusted)
         if digest != f.sha256:
             problems.append(
                 f"{path}: corrupt (SHA-256 {digest[:12]}..., expected {f.sha256[:12]}...)"
@@ -271,7 +289,7 @@ def _verify_source(src: _Source, root: Path) -> list[str]:
             )
             return problems
         paths = [folder / n for n in src.folder_names]
-        digest = _cached_hash(str(folder.resolve()) + "/*", paths)
+        digest = _cached_hash(str(folder.resolve()) + "/*", paths, trusted)
         if digest != src.folder_sha256:
             problems.append(
                 f"{folder}: corrupt (SHA-256 of its {len(paths)} files {digest[:12]}..., "
@@ -280,13 +298,21 @@ def _verify_source(src: _Source, root: Path) -> list[str]:
     return problems
 
 
+def _check_root(base: Path) -> None:
+    if base.exists() and not base.is_dir():
+        raise DataError(f"data root {base} is not a folder (check --data-root or MMFUSE_DATA)")
+
+
 def verify(name: str, root: str | os.PathLike[str] | None = None) -> list[str]:
-    """Check the files of dataset (or source) ``name`` under the data root.
+    """Check the files of dataset (or source) ``name`` under the data root, hashing every file.
+
+    Never trusts the hash records (an edited file never passes); it refreshes them.
 
     Returns:
         one human-readable problem per missing or corrupt file (empty when all is well).
     """
     base = data_root(root)
+    _check_root(base)
     problems: list[str] = []
     for s in sources_of(name):
         problems += _verify_source(SOURCES[s], base)
@@ -294,9 +320,22 @@ def verify(name: str, root: str | os.PathLike[str] | None = None) -> list[str]:
 
 
 def require(name: str, root: str | os.PathLike[str] | None = None) -> Path:
-    """The data root holding verified files of ``name``; :class:`DataError` naming each bad file otherwise."""
+    """The data root holding verified files of ``name``; :class:`DataError` naming each bad file otherwise.
+
+    The load-time fast path: files whose hash record matches their size, mtime, ctime
+    and inode are not rehashed, and an INFO line on logger ``mmfuse.data`` says so.
+    """
     base = data_root(root)
-    problems = verify(name, base)
+    _check_root(base)
+    problems: list[str] = []
+    trusted: list[str] = []
+    for s in sources_of(name):
+        problems += _verify_source(SOURCES[s], base, trusted)
+    if trusted:
+        _log.info(
+            "%s: trusting the hash records of %d unchanged file(s) (size, mtime, ctime, inode) under %s; "
+            "`mmfuse data verify %s` rehashes every file", name, len(trusted), base, name,
+        )
     if problems:
         listed = "\n  ".join(problems)
         raise DataError(
@@ -378,7 +417,28 @@ def _atomic_write(
         raise DataError(
             f"cannot write into {target.parent}: {e} (choose a writable data root)"
         ) from e
+    _remove_stale_parts(target)
     atomic_write(target, write_checked, suffix=".part")
+
+
+def _remove_stale_parts(target: Path) -> None:
+    """Remove ``.<target name>.*.part`` files and folders nothing wrote to for :data:`STALE_PART_S`."""
+    now = time.time()
+    try:
+        candidates = list(target.parent.glob(f".{target.name}.*.part"))
+    except OSError:
+        return
+    for part in candidates:
+        try:
+            if now - part.lstat().st_mtime < STALE_PART_S:
+                continue  # may be another process's download in progress
+            if part.is_dir() and not part.is_symlink():
+                shutil.rmtree(part, ignore_errors=True)
+            else:
+                part.unlink(missing_ok=True)
+            _log.info("removed the stale partial download %s", part)
+        except OSError:
+            continue
 
 
 def _download_files(
@@ -434,6 +494,7 @@ def _download_folder(
         return
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_parts(target)
         tmpdir = Path(
             tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
         )
@@ -504,6 +565,7 @@ def download(
         the data root.
     """
     base = data_root(root)
+    _check_root(base)
     for s in sources_of(name):
         src = SOURCES[s]
         if src.files:

@@ -47,7 +47,19 @@ def _read_view(path: os.PathLike[str], view: str) -> tuple[np.ndarray, np.ndarra
     d = MFEAT_VIEWS[view]
     if frame.shape != (_ROWS, d + 1):
         raise DataError(f"{path}: expected {_ROWS} rows x {d + 1} columns, got {frame.shape}")
+    for col in frame.columns:
+        conv = pd.to_numeric(frame[col], errors="coerce")
+        bad = conv.isna() & frame[col].notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(
+                f"{path}: column {col!r} row {row}: expected a number, got {frame[col].iloc[row]!r}"
+            )
+        frame[col] = conv
     values = frame.to_numpy(dtype=np.float64)
+    if np.isnan(values).any():
+        row, col = (int(i) for i in np.argwhere(np.isnan(values))[0])
+        raise DataError(f"{path}: column {frame.columns[col]!r} row {row}: missing value")
     labels = values[:, -1].astype(np.int64)
     if not np.array_equal(labels, np.repeat(np.arange(10), _ROWS // 10)):
         raise DataError(f"{path}: labels are not 0-9 in blocks of 200")

@@ -1,0 +1,118 @@
+"""ParquetStream: a multi-file Parquet folder read in record batches with bounded memory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from mmfuse.data import DataError
+from mmfuse.data.stream import ParquetStream
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+
+def _write_folder(folder: Path, files: int, rows: int, cols: int, row_group: int, seed: int = 0) -> pd.DataFrame:
+    """``files`` Parquet files of ``rows`` rows: an id, ``cols`` float columns, a list column, a 3-class label."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    frames = []
+    for f in range(files):
+        ids = np.arange(f * rows, (f + 1) * rows)
+        data = {"id": ids.astype(np.float64)}
+        for j in range(cols):
+            data[f"x{j}"] = rng.normal(j, 1 + j, rows)
+        data["x0"][ids % 97 == 0] = np.nan
+        data["label"] = (ids % 3).astype(np.int64) + 10
+        frame = pd.DataFrame(data)
+        frame["emb"] = [[float(i), float(i) * 2] for i in ids]
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / f"part-{f}.parquet",
+                       row_group_size=row_group)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_values_masks_labels_and_shards_by_hand(tmp_path: Path) -> None:
+    frame = _write_folder(tmp_path / "d", files=3, rows=400, cols=3, row_group=100)
+    mods = {"num": ["x0", "x1", "x2"], "emb": ["emb"], "id": ["id"], "gap": ["x0"]}
+    stream = ParquetStream(tmp_path / "d", target="label", modalities=mods, batch_size=64)
+    assert stream.task == "multiclass" and stream.num_classes == 3
+    assert {m: s.shape for m, s in stream.specs.items()} == {"num": (3,), "emb": (2,), "id": (1,), "gap": (1,)}
+    batches = list(stream)
+    assert max(len(b["label"]) for b in batches) == 64
+    got = {k: torch.cat([b["inputs"][k] for b in batches]).numpy() for k in mods}
+    ids = np.rint(got["emb"][:, 0]).astype(int)  # the list column is passed through as given
+    assert sorted(ids.tolist()) == list(range(1200))
+    rows = frame.set_index("id").loc[ids.astype(float)]
+    x = rows[["x0", "x1", "x2"]].to_numpy()
+    mean, std = np.nanmean(frame[["x0", "x1", "x2"]], 0), np.nanstd(frame[["x0", "x1", "x2"]], 0)
+    want = np.where(np.isnan(x), 0.0, (x - mean) / std)
+    np.testing.assert_allclose(got["num"], want, rtol=1e-4, atol=1e-4)
+    gap_mask = torch.cat([b["masks"]["gap"] for b in batches]).numpy()
+    np.testing.assert_array_equal(gap_mask, ids % 97 != 0)  # a modality all NaN in a row is missing
+    assert torch.cat([b["masks"]["num"] for b in batches]).all()  # x1, x2 present
+    labels = torch.cat([b["label"] for b in batches]).numpy()
+    np.testing.assert_array_equal(labels, ids % 3)
+    # Shards (2 ranks x 2 workers) partition the rows; a DataLoader with 2 workers reads each row once.
+    seen = []
+    for shard in range(4):
+        part = [np.rint(b["inputs"]["emb"][:, 0].numpy()).astype(int) for b in stream.iter_shard(shard, 4)]
+        seen.append(np.concatenate(part))
+    assert sorted(np.concatenate(seen).tolist()) == list(range(1200))
+    assert all(len(s) == 300 for s in seen)
+    rank1 = ParquetStream(tmp_path / "d", target="label", modalities=mods, batch_size=64, rank=1, world_size=2,
+                          stats=stream.stats)
+    loader = DataLoader(rank1, batch_size=None, num_workers=2)
+    ids1 = np.concatenate([np.rint(b["inputs"]["emb"][:, 0].numpy()).astype(int) for b in loader])
+    assert sorted(ids1.tolist()) == sorted(np.concatenate([seen[2], seen[3]]).tolist())
+    reg = ParquetStream(tmp_path / "d", target="x2", modalities={"num": ["x1"]}, stats=stream.stats, task="regression")
+    y = torch.cat([b["label"] for b in reg])
+    assert y.shape == (1200, 1)
+    with pytest.raises(DataError, match="column 'nope' does not exist"):
+        ParquetStream(tmp_path / "d", target="nope", modalities=mods)
+
+
+def test_one_epoch_over_a_folder_keeps_peak_memory_far_below_its_size(tmp_path: Path) -> None:
+    files, rows, cols = 6, 100_000, 48
+    folder = tmp_path / "big"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for f in range(files):  # written one file at a time
+        table = pa.table({**{f"x{j}": rng.standard_normal(rows) for j in range(cols)},
+                          "label": (np.arange(rows) % 2).astype(np.int64)})
+        pq.write_table(table, folder / f"part-{f}.parquet", row_group_size=10_000, compression="none")
+        del table
+    data_bytes = files * rows * (cols * 8 + 8)
+    script = textwrap.dedent(f"""
+        import json
+        import torch
+        from mmfuse.data.stream import ParquetStream
+        import pyarrow, pyarrow.parquet, pyarrow.dataset  # noqa: F401
+        def status(key):  # VmHWM: this process's own peak (ru_maxrss keeps the parent's across exec)
+            with open("/proc/self/status") as f:
+                return next(int(line.split()[1]) for line in f if line.startswith(key)) * 1024
+        before = status("VmHWM")
+        s = ParquetStream({str(folder)!r}, target="label", modalities={{"x": [f"x{{j}}" for j in range({cols})]}},
+                          batch_size=512)
+        n = pos = 0
+        for b in s:
+            n += len(b["label"]); pos += int(b["label"].sum())
+        peak = status("VmHWM")
+        print(json.dumps({{"rows": n, "pos": pos, "before": before, "peak": peak}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["rows"] == files * rows and out["pos"] == files * rows // 2
+    grown = out["peak"] - out["before"]  # peak RSS during the epoch (statistics pass included) above the start
+    print(f"data {data_bytes / 2**20:.0f} MiB, peak RSS growth while iterating {grown / 2**20:.0f} MiB")
+    assert grown < data_bytes / 4, (grown, data_bytes)
