@@ -51,7 +51,7 @@ bench's tasks that tell strategies apart):
   token's value.
 - ``reliability`` (``m`` vector modalities, default 2): every modality observes the
   shared latent as in ``redundancy`` and the label is ``q_c``; but in every sample one
-  modality, drawn uniformly, is *corrupted*: its features are replaced by isotropic
+  modality, drawn uniformly, is *corrupted*: its features are replaced by independent
   Gaussian noise with the clean features' per-feature std (times
   ``corrupt_scale``) and no signal. Nothing flags which one (``info["corrupted"]``
   records it for analysis only); it can be told only from where the energy lies
@@ -349,9 +349,9 @@ def _reliability(
     inputs: dict[str, torch.Tensor] = {}
     for i in range(m):
         clean = _observe(rng, [z_c], dim, noise)
-        # the corruption: isotropic noise with the clean features' per-feature std
+        # the corruption: Gaussian noise with the clean features' per-feature std
         # (times corrupt_scale), no signal
-        junk = corrupt_scale * math.sqrt(1 + noise**2) * rng.standard_normal((n, dim))
+        junk = corrupt_scale * clean.std(axis=0) * rng.standard_normal((n, dim))
         x = np.where((corrupted == i)[:, None], junk, clean)
         inputs[f"x{i}"] = torch.from_numpy(x.astype(np.float32))
     meta = {"latent_dim": l, "noise": noise}
