@@ -166,3 +166,86 @@ def test_splits_sizes_and_determinism() -> None:
 def test_bad_options_raise(option: dict, match: str) -> None:
     with pytest.raises(DataError, match=match):
         load_synthetic(**option)
+
+
+# ------------------------------------------------------------------ designed tasks
+def test_alignment_label_is_the_value_of_the_matching_token() -> None:
+    s = load_synthetic(task="alignment", n=300, noise=0.0, num_classes=2, seq_len=6, vocab_size=20, dim=8)
+    x0, x1, y = s.train.inputs["x0"], s.train.inputs["x1"], s.train.labels
+    assert x0.shape == (210, 6, 8) and s.specs["x1"].kind == "sequence"
+    assert bool(s.train.masks["x0"].all())
+    # x0 repeats one key; exactly one x1 token has that key's code: without noise, the
+    # x1 token minus its value vector equals the key
+    assert torch.allclose(x0, x0[:, :1].expand_as(x0), atol=1e-6)
+    values = x1 - _circle_part(x1, x0[:, 0])
+    match = torch.tensor(s.info["match"][:210])
+    hit = (x1[torch.arange(210), match] - values[torch.arange(210), match] - x0[:, 0]).abs().max()
+    assert float(hit) < 1e-5
+    # the value vectors are balanced in every sample: the token mean carries no label
+    mean_val = values.mean(1)
+    assert torch.allclose(mean_val, mean_val[:1].expand_as(mean_val), atol=1e-5)
+    # and the matched token's value vector identifies the label
+    v = values[torch.arange(210), match]
+    protos = torch.stack([v[y == c][0] for c in range(2)])
+    assert torch.equal(torch.cdist(v, protos).argmin(1), y)
+
+
+def _circle_part(x1: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """``x1``'s tokens projected on the plane of the symbol circle, which the keys span."""
+    _, sing, vt = torch.linalg.svd(key.double(), full_matrices=False)
+    assert float(sing[2] / sing[0]) < 1e-6  # the codes lie in a plane
+    basis = vt[:2].T
+    return (x1.double() @ basis @ basis.T).float()
+
+
+def test_alignment_pooled_features_are_near_chance() -> None:
+    s = load_synthetic(task="alignment", n=3000, test_fraction=0.2)
+    assert _mlp_accuracy(s, ["x0", "x1"]) < 0.7  # token means: the pairing is lost
+
+
+def test_reliability_one_unflagged_corrupted_modality_per_sample() -> None:
+    s = load_synthetic(task="reliability", n=3000, test_fraction=0.2)
+    corrupted = np.array(s.info["corrupted"])
+    assert set(np.unique(corrupted)) == {0, 1}
+    assert bool(s.train.masks["x0"].all()) and bool(s.train.masks["x1"].all())  # not flagged
+    # one modality alone is right on its clean half only: about (1 + 1/2) / 2 = 0.75
+    for m in ("x0", "x1"):
+        assert 0.62 < _mlp_accuracy(s, [m]) < 0.82
+    # same per-feature scale clean or corrupted: the amplitude does not give it away
+    x = torch.cat([s.train.inputs["x0"], s.val.inputs["x0"], s.test.inputs["x0"]])
+    bad = torch.from_numpy(corrupted == 0)
+    ratio = float(x[bad].std() / x[~bad].std())
+    assert 0.9 < ratio < 1.1
+
+
+def test_groups_label_is_the_sign_of_the_sum_of_pair_products() -> None:
+    s = load_synthetic(task="groups", n=600, noise=0.0, latent_dim=3, dim=3)
+    assert s.modalities == ("x0", "x1", "x2", "x3")
+    assert s.info["groups"] == [["x0", "x1"], ["x2", "x3"]]
+    # with dim == latent_dim and no noise, x_i = z_i W_i with W_i invertible: rebuild
+    # the latents' projections from the documented draw order
+    rng = np.random.default_rng([0, 5])
+    zs = [rng.standard_normal((600, 3)) for _ in range(4)]
+    us = []
+    for _ in range(4):
+        u = rng.standard_normal(3)
+        us.append(u / np.linalg.norm(u))
+    sc = [zs[i] @ us[i] for i in range(4)]
+    want = ((sc[0] * sc[1] + sc[2] * sc[3]) > 0).astype(int)
+    labels = torch.cat([s.train.labels, s.val.labels, s.test.labels]).numpy()
+    np.testing.assert_array_equal(labels, want)
+    x0 = torch.cat([s.train.inputs["x0"], s.val.inputs["x0"], s.test.inputs["x0"]]).numpy()
+    w = np.linalg.lstsq(zs[0], x0, rcond=None)[0]
+    np.testing.assert_allclose(zs[0] @ w, x0, atol=1e-4)
+
+
+def test_designed_tasks_bad_options_raise() -> None:
+    with pytest.raises(DataError, match="exactly 2"):
+        load_synthetic(task="alignment", num_modalities=3)
+    with pytest.raises(DataError, match="vocab_size"):
+        load_synthetic(task="alignment", seq_len=8, vocab_size=10)
+    with pytest.raises(DataError, match="even num_modalities"):
+        load_synthetic(task="groups", num_modalities=3)
+    with pytest.raises(DataError, match="corrupt_scale"):
+        load_synthetic(task="reliability", corrupt_scale=0)
+    assert load_synthetic(task="groups", n=100).modalities == ("x0", "x1", "x2", "x3")

@@ -131,7 +131,7 @@ def test_additive_masked_keys_get_zero_weight_and_change_nothing() -> None:
     torch.testing.assert_close(fusion(noisy, masks), out)
 
 
-def test_additive_query_missing_falls_back_to_the_context_mean() -> None:
+def test_additive_query_missing_queries_with_the_context_mean() -> None:
     fusion = CrossAttentionFusion(input_dims=DIMS, output_dim=3, dim=4)
     inputs, masks = sequences({"audio": 3, "image": 2, "text": 4}, seed=3)
     present = torch.tensor([True, False, True, False])
@@ -139,10 +139,16 @@ def test_additive_query_missing_falls_back_to_the_context_mean() -> None:
     out = fusion(inputs, masks)
     assert torch.isfinite(out).all()
     k, k_mask = project(fusion, inputs, masks, ["image", "text"])
+    # by hand: the context mean at every query token, the guide's loop, mean, W_out
     with torch.no_grad():
-        torch.testing.assert_close(out[~present], fusion.out(masked_mean(k, k_mask))[~present])
+        p = masked_mean(k, k_mask)[:, None, :].expand(B, 3, 4)
+        enriched, _ = loop_additive(concatenated_mlp(fusion.scorers["audio"]), p, k, k_mask, True)
+        torch.testing.assert_close(out[~present], fusion.out(enriched.mean(1))[~present])
     changed = dict(inputs, audio=inputs["audio"] + 100 * (~present)[:, None, None])
     torch.testing.assert_close(fusion(changed, masks), out)
+    # the score MLP is trained by samples whose query is missing (it was skipped before)
+    out[~present].sum().backward()
+    assert fusion.scorers["audio"].query.weight.grad.abs().sum() > 0
 
 
 def test_additive_context_missing_leaves_the_query_alone() -> None:
@@ -173,10 +179,12 @@ def test_additive_pool_false_returns_the_enriched_query_tokens() -> None:
     with torch.no_grad():
         enriched, _ = loop_additive(concatenated_mlp(fusion.scorers["text"]), q, k, k_mask, True)
         tokens = fusion.out(enriched)
-        fallback = fusion.out(masked_mean(k, k_mask))
+        p = masked_mean(k, k_mask)[:, None, :]
+        fallback = fusion.out(loop_additive(concatenated_mlp(fusion.scorers["text"]), p, k, k_mask, True)[0][:, 0])
     valid = q_mask
     torch.testing.assert_close(out[valid], tokens[valid])
     assert bool((out[present][~valid[present]] == 0).all())  # padding of present queries
+    # a missing query: the context-mean query's output at every token
     torch.testing.assert_close(out[~present], fallback[~present, None, :].expand(-1, 5, -1))
     # the pooled fusion with the same weights is the mean of these tokens' pre-output features
     pooled = CrossAttentionFusion(input_dims=DIMS, output_dim=3, dim=4, query="text")
@@ -319,16 +327,20 @@ def test_multihead_context_missing_is_finite_and_carried_by_the_query(zero_attn:
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
 
 
-def test_multihead_query_missing_falls_back_and_pool_false_shape() -> None:
+def test_multihead_query_missing_queries_with_the_context_mean_and_pool_false_shape() -> None:
     fusion = MultiheadCrossAttentionFusion(input_dims=DIMS, output_dim=4, num_heads=2, query="image").eval()
     inputs, masks = sequences({"audio": 3, "image": 5, "text": 4}, seed=11)
     present = torch.tensor([False, True, True, False])
     masks["image"] = masks["image"] & present[:, None]
     out = fusion(inputs, masks)
     k, k_mask = project(fusion, inputs, masks, ["audio", "text"])
-    with torch.no_grad():
-        fallback = fusion.out(masked_mean(k, k_mask))
-    torch.testing.assert_close(out[~present], fallback[~present])
+    mha = copy_to_mha(fusion.attn["image"])
+    mha.add_zero_attn = True
+    with torch.no_grad():  # p = mean(ctx); y = LN(p + MHA(p, ctx)), the same at every token; W_out
+        p = masked_mean(k, k_mask)[:, None, :]
+        y = fusion.norms["image"](p + mha(p, k, k, key_padding_mask=~k_mask, need_weights=False)[0])
+        expected = fusion.out(y[:, 0])
+    torch.testing.assert_close(out[~present], expected[~present])
     changed = dict(inputs, image=inputs["image"] + 100 * (~present)[:, None, None])
     torch.testing.assert_close(fusion(changed, masks), out)
 
@@ -336,8 +348,37 @@ def test_multihead_query_missing_falls_back_and_pool_false_shape() -> None:
     tokens.load_state_dict(fusion.state_dict())
     seq = tokens.eval()(inputs, masks)
     assert seq.shape == (B, 5, 4)
-    torch.testing.assert_close(seq[~present], fallback[~present, None, :].expand(-1, 5, -1))
+    torch.testing.assert_close(seq[~present], expected[~present, None, :].expand(-1, 5, -1))
     assert bool((seq[present][~masks["image"][present]] == 0).all())
+
+
+@pytest.mark.parametrize("zero_attn", [False, True])
+def test_null_attention_completes_each_querys_weights(zero_attn: bool) -> None:
+    inputs, masks = sequences({"audio": 3, "image": 2, "text": 4}, seed=12)
+    gone = torch.tensor([False, True, False, False])  # sample 1: no context at all
+    for name in ("image", "text"):
+        masks[name] = masks[name] & ~gone[:, None]
+    for fusion in (
+        MultiheadCrossAttentionFusion(input_dims=DIMS, output_dim=4, num_heads=2, add_zero_attn=zero_attn),
+        MultiheadCrossAttentionFusion(input_dims=DIMS, output_dim=4, num_heads=2, mode="all", add_zero_attn=zero_attn),
+        CrossAttentionFusion(input_dims=DIMS, output_dim=4, mode="bidirectional", add_zero_attn=zero_attn),
+    ):
+        _, info = fusion(inputs, masks, return_intermediates=True)
+        null = info.extras["null_attention"]
+        assert set(null) == set(info.attention)
+        for key, w in info.attention.items():
+            assert null[key].shape == w.shape[:-1]
+            torch.testing.assert_close(w.sum(-1) + null[key], torch.ones_like(null[key]))
+            if not zero_attn and key.startswith("audio->"):
+                assert bool((null[key][~gone] == 0).all()) and bool((null[key][gone] == 1).all())
+    # parity with nn.MultiheadAttention, whose weights include the zero slot as a last key
+    core = MultiheadCrossAttention(8, 2, add_zero_attn=True).eval()
+    mha = copy_to_mha(core)
+    q, kv = torch.randn(B, 3, 8), torch.randn(B, 5, 8)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 1, 0, 1], [1, 0, 0, 0, 1]], dtype=torch.bool)
+    _, _, slot = core(q, kv, mask, need_weights=True, return_null=True)
+    _, ref_w = mha(q, kv, kv, key_padding_mask=~mask, need_weights=True, average_attn_weights=False)
+    torch.testing.assert_close(slot, ref_w[..., -1])
 
 
 def test_vector_inputs_are_one_token_each_and_samples_do_not_mix() -> None:

@@ -52,8 +52,15 @@ class MaskedAttention(nn.Module):
     all-zero weights, never NaN.
 
     Zero attention slot (``add_zero_attn``): one extra key and value, both the zero
-    vector, take part in every softmax of a row that has a valid key, as
-    ``add_zero_attn`` of ``nn.MultiheadAttention``; its weight is not returned.
+    vector, take part in every softmax, as ``add_zero_attn`` of
+    ``nn.MultiheadAttention``: with ``s_0 = q_h 0^T / sqrt(d_h) = 0``::
+
+        a_hij = exp(s_hij) / (1 + sum_j' exp(s_hij'))    (keys)
+        n_hi  = 1 / (1 + sum_j' exp(s_hij'))              (the slot; its value is 0)
+
+    so ``sum_j a_hij + n_hi = 1`` for every query. ``forward(..., return_null=True)``
+    also returns ``n`` ``(b, h, t_q)`` (0 without the slot; 1 for a row with no
+    valid key, whose key weights are all 0).
 
     Args:
         dim: feature width ``d`` of queries, keys and output.
@@ -92,8 +99,14 @@ class MaskedAttention(nn.Module):
         return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
 
     def forward(
-        self, query: Tensor, context: Tensor, key_mask: Tensor, *, need_weights: bool = False
-    ) -> tuple[Tensor, Tensor | None]:
+        self,
+        query: Tensor,
+        context: Tensor,
+        key_mask: Tensor,
+        *,
+        need_weights: bool = False,
+        return_null: bool = False,
+    ) -> tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, Tensor | None]:
         """Attend.
 
         Args:
@@ -101,10 +114,13 @@ class MaskedAttention(nn.Module):
             context: ``(b, t_k, d_kv)`` keys and values.
             key_mask: ``(b, t_k)`` bool, True = the key takes part.
             need_weights: also return the ``(b, h, t_q, t_k)`` weights (masked keys
-                0; the zero slot's weight is not included).
+                0; the zero slot's weight is returned apart, see ``return_null``).
+            return_null: also return the zero slot's ``(b, h, t_q)`` weight (only
+                computed with ``need_weights``; ``None`` otherwise).
 
         Returns:
-            ``(b, t_q, d)`` and the weights or ``None``.
+            ``(b, t_q, d)`` and the weights or ``None`` (and the slot's weight or
+            ``None`` with ``return_null``).
         """
         b, t_q, _ = query.shape
         t_k = context.shape[1]
@@ -120,18 +136,27 @@ class MaskedAttention(nn.Module):
             mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
         p = self.dropout if self.training else 0.0
         weights: Tensor | None = None
+        null: Tensor | None = None
         if need_weights:
             scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
             full = masked_softmax(scores, mask[:, None, None, :], dim=-1)
             attn = F.dropout(full, p=p, training=self.training) @ v
             weights = full[..., :t_k]
+            if self.add_zero_attn:
+                null = full[..., t_k]
+            else:
+                # no slot: weight 0, except a row with no valid key (all weights 0)
+                null = (~has_key).to(full.dtype)[:, None, None].expand(b, self.num_heads, t_q)
         else:
             # a row with every key masked would be NaN in the kernel: let it see all
             # keys (finite values), then zero its output below
             safe = mask | ~has_key.unsqueeze(1)
             attn = F.scaled_dot_product_attention(q, k, v, attn_mask=safe[:, None, None, :], dropout_p=p)
         out = self.out_proj(attn.transpose(1, 2).reshape(b, t_q, self.dim))
-        return torch.where(has_key[:, None, None], out, out.new_zeros(())), weights
+        out = torch.where(has_key[:, None, None], out, out.new_zeros(()))
+        if return_null:
+            return out, weights, null
+        return out, weights
 
 
 class TransformerBlock(nn.Module):

@@ -37,7 +37,22 @@ Zero attention slot (``add_zero_attn``, on by default in both): one extra key an
 value, both the zero vector, take part in every softmax (as ``add_zero_attn`` of
 ``nn.MultiheadAttention``). A query can then put weight on "nothing", and the score
 parameters stay trained when the context is a single token (vector inputs): without
-the slot a softmax over one key is always 1 and they would get no gradient.
+the slot a softmax over one key is always 1 and they would get no gradient. With the
+slot, for query token ``i``::
+
+    a_ij = exp(e_ij) / (exp(e_i0) + sum_j' exp(e_ij'))     (e_i0: the zero key's score;
+    n_i  = exp(e_i0) / (exp(e_i0) + sum_j' exp(e_ij'))      0 for the scaled dot product)
+
+and ``sum_j a_ij + n_i = 1``. The intermediates return ``a`` under ``attention`` and
+``n`` under ``extras["null_attention"]`` (same keys, ``(b, h, t_q)``).
+
+Missing query (``mode="query"``): a sample whose query modality is missing takes the
+mask-aware mean of its (projected) context tokens as its query, at every query
+position, and goes through the same attention, (norm) and output map as any other
+sample: the output map sees the kind of vector it is trained on, and that path is
+trained itself whenever training batches have the query missing (train with
+modality dropout to make it good). (A fallback that sent the context mean straight
+to the output map, skipping the block, scored below chance with the query missing.)
 """
 
 from __future__ import annotations
@@ -106,28 +121,27 @@ def _concat_tokens(tokens: Mapping[str, Tensor], masks: Mapping[str, Tensor], na
     return torch.cat([tokens[n] for n in names], dim=1), torch.cat([masks[n] for n in names], dim=1)
 
 
-def _query_output(
-    out: nn.Linear,
-    enriched: Tensor,
-    q_mask: Tensor,
-    q_present: Tensor,
-    context: Tensor,
-    key_mask: Tensor,
-    *,
-    pool: bool,
-) -> Tensor:
+def _query_or_context_mean(tokens: Tensor, mask: Tensor, present: Tensor, context: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """The query's ``(b, t_q, d)`` tokens and ``(b, t_q)`` mask, where a sample whose query
+    modality is missing gets the mask-aware mean of its ``(b, t_k, d)`` context tokens at
+    every query token (all valid): it then takes the same attention, norm and output
+    path as a present query, a path the output map is trained on whenever training
+    batches have the query missing (modality dropout)."""
+    fill = masked_mean(context, key_mask, dim=1).unsqueeze(1).expand_as(tokens)
+    tokens = torch.where(present[:, None, None], tokens, fill)
+    return tokens, mask | ~present[:, None]
+
+
+def _query_output(out: nn.Linear, enriched: Tensor, q_mask: Tensor, *, pool: bool) -> Tensor:
     """Output of ``mode="query"`` from the ``(b, t_q, d)`` enriched query tokens.
 
     ``pool=True``: ``(b, d_out)``, ``out`` of their mask-aware mean. ``pool=False``:
     ``(b, t_q, d_out)``, valid query tokens carry ``out(enriched)`` and padded ones
-    zeros. A sample whose query is missing falls back to ``out`` of the mean of its
-    ``(b, t_k, d)`` context tokens (at every token with ``pool=False``).
+    zeros (a missing query is the context mean at every token, all valid).
     """
-    fallback = masked_mean(context, key_mask, dim=1)
     if pool:
-        return out(torch.where(q_present[:, None], masked_mean(enriched, q_mask, dim=1), fallback))
-    tokens = torch.where(q_mask.unsqueeze(-1), out(enriched), enriched.new_zeros(()))
-    return torch.where(q_present[:, None, None], tokens, out(fallback).unsqueeze(1))
+        return out(masked_mean(enriched, q_mask, dim=1))
+    return torch.where(q_mask.unsqueeze(-1), out(enriched), enriched.new_zeros(()))
 
 
 # ------------------------------------------------------------ additive attention
@@ -163,7 +177,7 @@ class AdditiveScore(nn.Module):
 
 def additive_attend(
     scorer: AdditiveScore, query: Tensor, keys: Tensor, key_mask: Tensor, *, add_zero_attn: bool
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     """One additive cross-attention step.
 
     Args:
@@ -174,9 +188,11 @@ def additive_attend(
         add_zero_attn: let a zero key/value take part in the softmax.
 
     Returns:
-        ``(b, t_q, d)`` enriched tokens ``q_i + sum_j a_ij k_j`` and the ``(b, t_q, t_k)``
+        ``(b, t_q, d)`` enriched tokens ``q_i + sum_j a_ij k_j``, the ``(b, t_q, t_k)``
         weights ``a`` (masked keys 0; a row with no valid key is all 0, so its
-        token is left unchanged).
+        token is left unchanged) and the ``(b, t_q)`` weight of the zero slot, so
+        that ``a.sum(-1) + null == 1`` (without the slot: 0, or 1 for a row with
+        no valid key).
     """
     scores = scorer(query, keys)
     mask = key_mask.unsqueeze(1)
@@ -184,10 +200,13 @@ def additive_attend(
         scores = torch.cat([scores, scorer.zero_key_score(query)], dim=-1)
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1, 1)], dim=-1)
         # the zero key has a zero value: it takes weight but adds nothing
-        weights = masked_softmax(scores, mask, dim=-1)[..., :-1]
+        full = masked_softmax(scores, mask, dim=-1)
+        weights, null = full[..., :-1], full[..., -1]
     else:
         weights = masked_softmax(scores, mask, dim=-1)
-    return query + weights @ keys, weights
+        no_key = ~key_mask.any(dim=1)
+        null = no_key.to(weights.dtype)[:, None].expand(-1, query.shape[1])
+    return query + weights @ keys, weights, null
 
 
 _ADDITIVE_MODES = ("query", "bidirectional", "all")
@@ -201,10 +220,10 @@ class CrossAttentionFusion(Fusion):
 
     - ``"query"`` (default): the ``query`` modality's tokens attend to the
       concatenated tokens of all the other modalities (the context) and are
-      enriched; the output is ``W_out`` of their mask-aware mean. For a sample whose
-      query modality is missing the output falls back to ``W_out`` of the mean of
-      the context tokens; for a sample whose context is all missing the attention
-      adds nothing and the query carries the output alone.
+      enriched; the output is ``W_out`` of their mask-aware mean. A sample whose
+      query modality is missing uses its context's mean as the query (module
+      docstring); for a sample whose context is all missing the attention adds
+      nothing and the query carries the output alone.
     - ``"bidirectional"``: as ``"query"``, and the context tokens also attend to the
       query's tokens (with their own score MLP); the two enriched sides are pooled
       and averaged over the sides present in the sample, then ``W_out``.
@@ -227,11 +246,13 @@ class CrossAttentionFusion(Fusion):
             docstring); ``False`` gives the guide's equations exactly.
         pool: with ``False`` (only for ``mode="query"``) return the enriched query
             tokens ``(b, t_q, d_out)`` instead of their mean: padded query tokens
-            are zero, and a sample whose query is missing carries the context
-            fallback at every token.
+            are zero, and a sample whose query is missing carries the
+            output of the context-mean query at every token.
 
     Intermediates: ``attention["<query>-><context>"]`` ``(b, 1, t_q, t_k)`` for every
-    direction (context names joined by ``+``, keys in modality order).
+    direction (context names joined by ``+``, keys in modality order), and
+    ``extras["null_attention"]`` with the same keys, ``(b, 1, t_q)``, the zero
+    slot's weight (see the module docstring).
     """
 
     min_modalities = 2
@@ -274,43 +295,54 @@ class CrossAttentionFusion(Fusion):
         ``attention`` per direction, ``present``."""
         tokens, masks = _project(self.proj, batch)
         attention: dict[str, Tensor] = {}
+        null: dict[str, Tensor] = {}
         if self.mode == "all":
             sides = []
             for mod in self.modalities:
                 others = tuple(m for m in self.modalities if m != mod)
                 keys, key_mask = _concat_tokens(tokens, masks, others)
-                enriched, weights = additive_attend(
+                enriched, weights, slot = additive_attend(
                     self.scorers[mod], tokens[mod], keys, key_mask, add_zero_attn=self.add_zero_attn
                 )
                 sides.append(masked_mean(enriched, masks[mod], dim=1))
                 attention[f"{mod}->{'+'.join(others)}"] = weights.unsqueeze(1)
+                null[f"{mod}->{'+'.join(others)}"] = slot.unsqueeze(1)
             fused = self.out(masked_mean(torch.stack(sides, dim=1), batch.present, dim=1))
-            return fused, FusionIntermediates(attention=attention if need_intermediates else None)
+            return fused, self._info(attention, null, need_intermediates)
 
         assert self.query is not None
         query = self.query
         context = tuple(m for m in self.modalities if m != query)
         ctx_name = "+".join(context)
         keys, key_mask = _concat_tokens(tokens, masks, context)
-        q, q_mask = tokens[query], masks[query]
         q_present = batch.presence(query)
-        enriched, weights = additive_attend(
+        q, q_mask = _query_or_context_mean(tokens[query], masks[query], q_present, keys, key_mask)
+        enriched, weights, slot = additive_attend(
             self.scorers[query], q, keys, key_mask, add_zero_attn=self.add_zero_attn
         )
         attention[f"{query}->{ctx_name}"] = weights.unsqueeze(1)
+        null[f"{query}->{ctx_name}"] = slot.unsqueeze(1)
         if self.mode == "bidirectional":
-            ctx_enriched, ctx_weights = additive_attend(
+            q, q_mask = tokens[query], masks[query]
+            ctx_enriched, ctx_weights, ctx_slot = additive_attend(
                 self.scorers["context"], keys, q, q_mask, add_zero_attn=self.add_zero_attn
             )
             attention[f"{ctx_name}->{query}"] = ctx_weights.unsqueeze(1)
+            null[f"{ctx_name}->{query}"] = ctx_slot.unsqueeze(1)
             sides = torch.stack(
                 [masked_mean(enriched, q_mask, dim=1), masked_mean(ctx_enriched, key_mask, dim=1)], dim=1
             )
             side_present = torch.stack([q_present, key_mask.any(dim=1)], dim=1)
             fused = self.out(masked_mean(sides, side_present, dim=1))
         else:
-            fused = _query_output(self.out, enriched, q_mask, q_present, keys, key_mask, pool=self.pool)
-        return fused, FusionIntermediates(attention=attention if need_intermediates else None)
+            fused = _query_output(self.out, enriched, q_mask, pool=self.pool)
+        return fused, self._info(attention, null, need_intermediates)
+
+    @staticmethod
+    def _info(attention: dict[str, Tensor], null: dict[str, Tensor], need: bool) -> FusionIntermediates:
+        if not need:
+            return FusionIntermediates()
+        return FusionIntermediates(attention=attention, extras={"null_attention": null})
 
     def extra_repr(self) -> str:
         return (
@@ -348,8 +380,8 @@ class MultiheadCrossAttentionFusion(Fusion):
 
     Missing data: masked and missing context tokens take no part in attention. A
     sample whose context is all missing gets ``a = 0`` (the query carries it); a
-    sample whose query modality is missing (``mode="query"``) falls back to the
-    mean of the context tokens, then ``W_out``.
+    sample whose query modality is missing (``mode="query"``) uses its context's
+    mean as the query (module docstring), through the same block and ``W_out``.
 
     Args:
         input_dims: modality -> ``d_i`` (at least two).
@@ -366,11 +398,13 @@ class MultiheadCrossAttentionFusion(Fusion):
         add_zero_attn: add a zero key/value to every softmax (see the module
             docstring); equals ``nn.MultiheadAttention(add_zero_attn=True)``.
         pool: with ``False`` (only for ``mode="query"``) return ``(b, t_q, d_out)``:
-            ``W_out y`` at valid query tokens, zeros at padded ones, and the context
-            fallback at every token of a sample whose query is missing.
+            ``W_out y`` at valid query tokens, zeros at padded ones, and the output
+            of the context-mean query at every token of a sample whose query is missing.
 
     Intermediates: ``attention["<query>-><context>"]`` ``(b, h, t_q, t_k)``, computed
-    explicitly (same math, no fused kernel) only when asked for.
+    explicitly (same math, no fused kernel) only when asked for, and
+    ``extras["null_attention"]`` with the same keys, ``(b, h, t_q)``, the zero slot's
+    weight (each query's key weights plus it sum to 1).
     """
 
     min_modalities = 2
@@ -415,36 +449,45 @@ class MultiheadCrossAttentionFusion(Fusion):
         self.norms = nn.ModuleDict({r: nn.LayerNorm(dim) for r in roles}) if norm else None
         self.out = nn.Linear(dim, self.output_dim)
 
-    def _block(self, role: str, x: Tensor, context: Tensor, key_mask: Tensor, need_weights: bool) -> tuple[Tensor, Tensor | None]:
-        """``(b, t_q, d)`` block output ``y`` for one query modality, and its weights."""
-        a, weights = self.attn[role](x, context, key_mask, need_weights=need_weights)
+    def _block(
+        self, role: str, x: Tensor, context: Tensor, key_mask: Tensor, need_weights: bool
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """``(b, t_q, d)`` block output ``y`` for one query modality, its weights and
+        the zero slot's weights."""
+        a, weights, null = self.attn[role](x, context, key_mask, need_weights=need_weights, return_null=True)
         y = x + a if self.residual else a
         if self.norms is not None:
             y = self.norms[role](y)
-        return y, weights
+        return y, weights, null
 
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
         """``(b, d_out)`` (``(b, t_q, d_out)`` with ``pool=False``); intermediates:
         ``attention`` per query modality (only when asked), ``present``."""
         tokens, masks = _project(self.proj, batch)
         attention: dict[str, Tensor] = {}
+        null: dict[str, Tensor] = {}
         queries = self.modalities if self.mode == "all" else (self.query,)
         pooled: list[Tensor] = []
-        y = context = key_mask = None
+        y = q_mask = None
         for mod in queries:
             assert mod is not None
             others = tuple(m for m in self.modalities if m != mod)
             context, key_mask = _concat_tokens(tokens, masks, others)
-            y, weights = self._block(mod, tokens[mod], context, key_mask, need_intermediates)
-            if weights is not None:
+            x, q_mask = tokens[mod], masks[mod]
+            if self.mode == "query":
+                x, q_mask = _query_or_context_mean(x, q_mask, batch.presence(mod), context, key_mask)
+            y, weights, slot = self._block(mod, x, context, key_mask, need_intermediates)
+            if weights is not None and slot is not None:
                 attention[f"{mod}->{'+'.join(others)}"] = weights
-            pooled.append(masked_mean(y, masks[mod], dim=1))
-        info = FusionIntermediates(attention=attention if need_intermediates else None)
+                null[f"{mod}->{'+'.join(others)}"] = slot
+            pooled.append(masked_mean(y, q_mask, dim=1))
+        info = FusionIntermediates()
+        if need_intermediates:
+            info = FusionIntermediates(attention=attention, extras={"null_attention": null})
         if self.mode == "all":
             return self.out(masked_mean(torch.stack(pooled, dim=1), batch.present, dim=1)), info
-        assert self.query is not None and y is not None and context is not None and key_mask is not None
-        q_present = batch.presence(self.query)
-        return _query_output(self.out, y, masks[self.query], q_present, context, key_mask, pool=self.pool), info
+        assert y is not None and q_mask is not None
+        return _query_output(self.out, y, q_mask, pool=self.pool), info
 
     def extra_repr(self) -> str:
         return (

@@ -44,10 +44,12 @@ class BottleneckFusion(Fusion):
     the ``f_i`` over the modalities present in that sample. Cross-modal information
     therefore flows only through the ``n`` fusion tokens.
 
-    Output: ``LayerNorm`` on each modality's final tokens, the mask-aware mean over
-    its valid tokens, the mean of those vectors over present modalities, then
-    ``Linear(k -> d_out)``. (The paper also reads out the modality tokens, through
-    per-modality heads; the fusion tokens are not read out here.)
+    Output (what the code reads out): one shared ``LayerNorm`` on each modality's
+    final tokens, the mask-aware mean over its valid tokens, the mean of those
+    vectors over the modalities present in the sample, then ``Linear(k -> d_out)``.
+    The fusion tokens are not read out. The paper (MBT) differs: it prepends a CLS
+    token to each modality, reads out only those CLS tokens, passes each through its
+    own linear classifier and averages the per-modality logits.
 
     ``fusion_layer = num_layers`` gives separate streams combined only at the
     output (late fusion); ``fusion_layer = 0`` fuses from the first layer.

@@ -8,12 +8,25 @@ mean of its valid tokens (:meth:`FusionBatch.pooled`; FiLM is affine per feature
 modulating every token and then pooling gives the same vector). Every modality is
 projected to a common width ``k`` (``h_i = Linear(d_i -> k)``), a conditioner
 representation ``c`` yields ``gamma(c) = W_g c + b_g`` and ``beta(c) = W_b c + b_b``
-(both ``(b, k)``; ``b_g`` starts at 1 so a fresh module is close to no modulation),
-and the modulated modality becomes ``gamma * h_t + beta``.
+(both ``(b, k)``), and the modulated modality becomes ``gamma * h_t + beta``. At
+initialisation ``b_g = 1``, ``b_b = 0`` and the entries of ``W_g``, ``W_b`` are
+``N(0, (0.1 / sqrt(k))^2)``: each entry of ``gamma - 1`` and of ``beta`` then has a
+std of ``0.1 * rms(c)``, so a fresh module is within about 10% of no modulation for
+a unit-scale conditioner, while the conditioner still gets a gradient from the first
+step (exactly zero weights would cut it off).
+
+Missing modalities: a missing modality's projection ``h_m`` is replaced, per
+sample, by the mean of the present modalities' projections, and every link is then
+applied as usual. The output map therefore always sees a modulated representation,
+the kind it is trained on, and the fallback is trained itself whenever training
+batches have missing rows (modality dropout). (Skipping the modulation instead sent
+an unmodulated vector to an output map that never saw one, below chance on real
+data.)
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Literal
 
@@ -25,6 +38,7 @@ from mmfuse.fusions._base import (
     FusionBatch,
     FusionError,
     FusionIntermediates,
+    masked_mean,
     register_fusion,
 )
 from mmfuse.fusions._checks import check_dropout, check_int, check_module_names
@@ -34,9 +48,12 @@ __all__ = ["FiLMFusion"]
 _MODES = ("chain", "all_to_one")
 
 
-def _film_layer(dim: int) -> nn.Linear:
+def _film_layer(dim: int, bias: float = 1.0) -> nn.Linear:
+    """``gamma`` (``bias=1``) or ``beta`` (``bias=0``) layer with small weights, so that a
+    fresh module is close to no modulation (module docstring)."""
     layer = nn.Linear(dim, dim)
-    nn.init.ones_(layer.bias)
+    nn.init.normal_(layer.weight, std=0.1 / math.sqrt(dim))
+    nn.init.constant_(layer.bias, bias)
     return layer
 
 
@@ -59,16 +76,12 @@ class FiLMFusion(Fusion):
       (for a single conditioner it is the plain FiLM). ``conditioner`` must be
       ``None`` here.
 
-    Missing modalities, per sample: a missing conditioner applies no modulation
-    (``gamma = 1``, ``beta = 0``); a missing modulated modality is replaced by its
-    conditioner's representation (chain: the running ``s_{j-1}`` passes through;
-    all-to-one: the mean of the present conditioners' ``h_c``). A chain whose
-    first links are missing starts at the first present modality.
+    Missing modalities, per sample: a missing modality's ``h`` is the mean of the
+    present modalities' ``h`` (module docstring); every link is applied.
 
     Intermediates: ``extras["gamma"]`` and ``extras["beta"]``, dicts keyed
     ``"conditioner->modulated"`` (chain: the link ``c_{j-1}->c_j``, whose conditioner
-    is the running representation ending at ``c_{j-1}``), each ``(b, k)``, as applied
-    (1 and 0 where the modulation was skipped).
+    is the running representation ending at ``c_{j-1}``), each ``(b, k)``, as applied.
 
     Args:
         input_dims: modality -> ``d_i``.
@@ -128,51 +141,33 @@ class FiLMFusion(Fusion):
         self.proj = nn.ModuleDict({m: nn.Linear(d, dim) for m, d in self.input_dims.items()})
         # ModuleList in link order: link names may hold characters ModuleDict refuses
         self.gamma = nn.ModuleList([_film_layer(dim) for _ in links])
-        self.beta = nn.ModuleList([nn.Linear(dim, dim) for _ in links])
+        self.beta = nn.ModuleList([_film_layer(dim, bias=0.0) for _ in links])
         self.drop = nn.Dropout(dropout)
         self.out = nn.Linear(dim, output_dim)
-
-    def _modulation(self, j: int, cond: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
-        """gamma, beta of link ``j`` from ``cond (b, k)``; 1 and 0 where ``active`` is False."""
-        keep = active.unsqueeze(-1)
-        gamma = torch.where(keep, self.gamma[j](cond), cond.new_ones(()))
-        beta = torch.where(keep, self.beta[j](cond), cond.new_zeros(()))
-        return gamma, beta
 
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
         """``(b, d_out)``; gamma/beta of every link in the intermediates."""
         h = {m: self.proj[m](batch.pooled(m)) for m in self.modalities}
+        # a missing modality: the mean of the present ones' projections
+        fill = masked_mean(torch.stack([h[m] for m in self.modalities], dim=1), batch.present, dim=1)
+        h = {m: torch.where(batch.presence(m).unsqueeze(-1), h[m], fill) for m in self.modalities}
         gammas: dict[str, Tensor] = {}
         betas: dict[str, Tensor] = {}
         if self.mode == "chain":
-            first = self.order[0]
-            state = h[first]
-            valid = batch.presence(first)
+            state = h[self.order[0]]
             for j, mod in enumerate(self.order[1:]):
-                here = batch.presence(mod)
-                gamma, beta = self._modulation(j, state, valid & here)
-                modulated = gamma * h[mod] + beta
-                # missing link: keep the conditioner; no conditioner yet: start here
-                state = torch.where(here.unsqueeze(-1), modulated, state)
-                valid = valid | here
+                gamma, beta = self.gamma[j](state), self.beta[j](state)
+                state = gamma * h[mod] + beta
                 gammas[self.links[j]], betas[self.links[j]] = gamma, beta
         else:
-            target_here = batch.presence(self.target)
-            gamma_all = h[self.target].new_ones(h[self.target].shape)
+            gamma_all = torch.ones_like(h[self.target])
             beta_all = torch.zeros_like(gamma_all)
-            cond_sum = torch.zeros_like(gamma_all)
-            cond_count = gamma_all.new_zeros(gamma_all.shape[0], 1)
             for j, c in enumerate(self.conditioners):
-                here = batch.presence(c)
-                gamma, beta = self._modulation(j, h[c], here)
+                gamma, beta = self.gamma[j](h[c]), self.beta[j](h[c])
                 gamma_all = gamma_all * gamma
                 beta_all = beta_all + beta
-                w = here.to(h[c].dtype).unsqueeze(-1)
-                cond_sum = cond_sum + w * h[c]
-                cond_count = cond_count + w
                 gammas[self.links[j]], betas[self.links[j]] = gamma, beta
-            modulated = gamma_all * h[self.target] + beta_all
-            state = torch.where(target_here.unsqueeze(-1), modulated, cond_sum / cond_count.clamp_min(1.0))
+            state = gamma_all * h[self.target] + beta_all
         fused = self.out(self.drop(state))
         info = FusionIntermediates()
         if need_intermediates:

@@ -9,6 +9,28 @@ modalities, no alignment is needed), ``d_i`` input features, ``k`` model width
 
 Masks are bool and True means keep. Padded tokens and the tokens of a missing
 modality are never attention keys and never pooled; there is no causal mask.
+
+MulT-*style*, not the reference. Every difference from the reference implementation
+(``yaohungt/Multimodal-Transformer``, ``MULTModel`` / ``TransformerEncoder``):
+
+- input projection: ``Linear(d_i -> k)`` with bias here; MulT uses a temporal
+  ``Conv1d`` (kernel 1 by default, no bias);
+- embedding: none here; MulT scales the projected tokens by ``sqrt(k)``, adds
+  sinusoidal positions (to queries and to keys/values) and applies embedding dropout;
+- cross-modal layer norms: here the query tokens and the source tokens have their own
+  ``LayerNorm`` (``LN_1`` and ``LN_kv``); MulT applies one shared ``LayerNorm`` to both;
+- no final ``LayerNorm`` after each cross-modal stack here; MulT normalises the
+  output of every encoder stack;
+- MLP activation: GELU here, ReLU in MulT; one ``dropout`` here where MulT has
+  separate attention, ReLU, residual and embedding dropouts;
+- self-attention after concatenation: ``num_self_layers`` blocks (default 1) here;
+  MulT uses ``max(layers, 3)``;
+- readout: the mask-aware mean over the target's valid tokens here; MulT takes the
+  last time step;
+- output: one ``Linear`` here; MulT applies a residual two-layer ReLU MLP
+  (``proj1``, ``proj2``) before its output layer;
+- masks: padding and missing modalities are masked here; MulT has no key padding
+  mask (only an optional causal mask).
 """
 
 from __future__ import annotations
@@ -36,7 +58,8 @@ _COMBINE = ("concat", "mean")
 
 @register_fusion("cross_modal_transformer")
 class CrossModalTransformerFusion(Fusion):
-    """One cross-modal stream per ordered (target, source) pair, as in MulT.
+    """One cross-modal stream per ordered (target, source) pair, MulT-style (the
+    differences from the reference are listed in the module docstring).
 
     1. Project each modality to width ``k``: ``x_i = Linear(d_i -> k)`` (no positional
        embedding: order information, if any, must come from the encoders).
