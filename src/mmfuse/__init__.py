@@ -1,30 +1,62 @@
-"""mmfuse: multimodal fusion strategies on one contract, with training and benchmarks."""
+"""mmfuse: multimodal fusion strategies on one contract, with training and benchmarks.
+
+The public names load on first use (PEP 562), so ``import mmfuse`` and the command
+line's ``--help`` do not pay for torch, and data loaders, Lightning, matplotlib and Ray
+load only where they are used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from mmfuse.errors import CheckpointError, ConfigError, DataError, FusionError, MmfuseError
-from mmfuse.fusions import (
-    Fusion,
-    FusionIntermediates,
-    create_fusion,
-    list_fusions,
-    register_fusion,
-)
-from mmfuse.models import MultimodalModel, build_model, build_unimodal_model
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "Fusion": "mmfuse.fusions",
+    "FusionIntermediates": "mmfuse.fusions",
+    "create_fusion": "mmfuse.fusions",
+    "list_fusions": "mmfuse.fusions",
+    "register_fusion": "mmfuse.fusions",
+    "MultimodalModel": "mmfuse.models",
+    "build_model": "mmfuse.models",
+    "build_unimodal_model": "mmfuse.models",
+    "load_dataset": "mmfuse.data",
+    "list_datasets": "mmfuse.data",
+    "from_table": "mmfuse.data",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mmfuse' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
-    "MmfuseError",
     "Fusion",
     "FusionError",
     "FusionIntermediates",
+    "MmfuseError",
     "MultimodalModel",
     "__version__",
     "build_model",
     "build_unimodal_model",
     "create_fusion",
+    "from_table",
+    "list_datasets",
+    "load_dataset",
     "list_fusions",
     "register_fusion",
 ]

@@ -62,7 +62,8 @@ def fake_run(run: BenchRun) -> RunResult:
             metric="accuracy", higher_is_better=True, metrics={"accuracy": acc, "macro_f1": acc - 0.02},
             n_test=100, missing={} if unimodal else {m: acc - 0.2 * (i + 1) for i, m in enumerate(MODALITIES)},
             noise=noise, noise_mean={s: sum(noise[m][s] for m in MODALITIES) / 2 for s in scales},
-            throughput_sps=10000.0, memory_mb=1.5, learned=learned),
+            throughput_sps=10000.0, memory_mb=1.5, learned=learned,
+            sample_scores=[1.0 if i < round(acc * 100) else 0.0 for i in range(100)]),
     )
 
 

@@ -339,3 +339,44 @@ def test_killing_the_bench_leaves_no_worker_behind(tmp_path: Path, sig: str) -> 
                 os.kill(p, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def test_the_report_and_the_terminal_open_with_a_recommendation(tmp_path: Path, calls: Path) -> None:
+    import io
+
+    out = tmp_path / "res"
+    buf = io.StringIO()
+    outcome = run_bench(_config(out, seeds=2, diagnose=False), run_fn=fake_run, executor=SerialExecutor(),
+                        modalities_of=modalities_of, fusions=FUSIONS, console=Console(file=buf, width=200),
+                        progress=False)
+    html = (out / "report.html").read_text()
+    assert html.index("<h2>Recommendations</h2>") < html.index("<h2>Summary</h2>")
+    # alpha (0.80/0.81 on 100 samples) is significantly better than beta (0.65/0.66): the test says so
+    rec = json.loads((out / "results.json").read_text())["meta"]["verdicts"]["synthetic/synergy"]["recommendation"]
+    assert rec["best"] == "alpha" and rec["pick"] == "alpha" and rec["tied"] == ["alpha"] and rec["decisive"]
+    import html as htmllib
+
+    assert htmllib.escape(rec["sentence"]) in html and "bootstrap" in rec["test"]
+    assert f"synthetic/synergy: {rec['sentence']}" in " ".join(buf.getvalue().split())
+    assert outcome.failed == 0
+
+
+def test_hierarchical_is_left_out_where_its_groups_would_be_single_modalities(tmp_path: Path) -> None:
+    from mmfuse.bench import build_grid
+    from mmfuse.bench.groups import choose_groups
+    from mmfuse.bench.verdict import Skipped
+    from mmfuse.data import ModalitySpec
+
+    specs = {"a": ModalitySpec("vector", (3,)), "b": ModalitySpec("vector", (3,))}
+    skipped: list[Skipped] = []
+    runs = build_grid(_config(tmp_path, seeds=1, modality_dropout=0.0), fusions=["gated", "hierarchical"],
+                      modalities_of=modalities_of, groups_of=lambda d: choose_groups(specs), skipped=skipped)
+    assert "hierarchical" not in {r.label for r in runs}
+    assert [(s.model, s.dataset) for s in skipped] == [("hierarchical", "synthetic/synergy")]
+    assert skipped[0].reason
+    # with groups that mean something, it runs with them
+    four = {m: ModalitySpec("vector", (3,), meta={"group": g}) for m, g in zip("abcd", "xxyy", strict=True)}
+    runs = build_grid(_config(tmp_path, seeds=1, modality_dropout=0.0), fusions=["hierarchical"],
+                      modalities_of=modalities_of, groups_of=lambda d: choose_groups(four), skipped=skipped)
+    (hier,) = [r for r in runs if r.label == "hierarchical"]
+    assert hier.spec.model.fusion_options["groups"] == [["a", "b"], ["c", "d"]]

@@ -33,8 +33,10 @@ __all__ = [
     "load_config",
 ]
 
-#: the tasks of the synthetic interaction suite, each run as its own dataset
-SYNTHETIC_TASKS = ("redundancy", "uniqueness", "synergy")
+#: the tasks of the synthetic suite run by default, each as its own dataset: the three
+#: interaction types, fine-grained token alignment, and grouped modalities (see
+#: :mod:`mmfuse.data.synthetic` for what each is designed to show)
+SYNTHETIC_TASKS = ("redundancy", "uniqueness", "synergy", "alignment", "groups")
 
 #: loader options used unless the config overrides them (sizes chosen so that the default
 #: ``mmfuse bench`` finishes in a few minutes on a 2-core laptop)
@@ -94,6 +96,8 @@ class BenchConfig:
         data_root: where the real datasets live (``None``: ``$MMFUSE_DATA`` or the cache).
         plots: also write the figures as PNG files (the report embeds them either way).
         report: write the HTML report.
+        diagnose: estimate each dataset's redundancy, uniqueness and synergy (partial
+            information decomposition) for the report and the recommendation.
     """
 
     datasets: list[str] = field(default_factory=lambda: ["synthetic"])
@@ -117,6 +121,7 @@ class BenchConfig:
     data_root: str | None = None
     plots: bool = True
     report: bool = True
+    diagnose: bool = True
 
     def __post_init__(self) -> None:
         self.validate()
@@ -174,7 +179,7 @@ class BenchConfig:
             raise BenchConfigError(f"measure: expected a MeasureConfig, got {type(self.measure).__name__}")
         if self.executor not in ("local", "serial", "ray"):
             raise BenchConfigError(f"executor: expected 'local', 'serial' or 'ray', got {self.executor!r}")
-        for key in ("unimodal", "plots", "report", "force"):
+        for key in ("unimodal", "plots", "report", "force", "diagnose"):
             if not isinstance(getattr(self, key), bool):
                 raise BenchConfigError(f"{key}: expected true or false, got {getattr(self, key)!r}")
         if self.out is not None:

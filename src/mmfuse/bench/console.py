@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from rich import box
 from rich.console import Console
@@ -18,6 +18,7 @@ from rich.table import Table
 
 from mmfuse.bench.report import fmt_num, fmt_si
 from mmfuse.bench.summary import SummaryRow
+from mmfuse.bench.verdict import DatasetVerdict
 
 __all__ = ["default_console", "make_progress", "print_summary", "summary_tables"]
 
@@ -91,7 +92,20 @@ def summary_tables(rows: Sequence[SummaryRow]) -> list[Table]:
     return tables
 
 
-def print_summary(console: Console, rows: Sequence[SummaryRow]) -> None:
-    for t in summary_tables(rows):
+def print_summary(console: Console, rows: Sequence[SummaryRow],
+                  found: Mapping[str, DatasetVerdict] | None = None) -> None:
+    """The tables, each followed by its dataset's recommendation."""
+    found = found or {}
+    for ds, t in zip(_datasets(rows), summary_tables(rows), strict=True):
         console.print(t)
+        if ds in found and found[ds].sentences():
+            console.print(f"[bold]→ {ds}:[/] {found[ds].sentences()}", highlight=False)
         console.print()
+
+
+def _datasets(rows: Sequence[SummaryRow]) -> list[str]:
+    out: list[str] = []
+    for r in rows:
+        if r.dataset not in out:
+            out.append(r.dataset)
+    return out

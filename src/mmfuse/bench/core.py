@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,6 +24,7 @@ from mmfuse.bench.executors import Executor, RunFn, available_cpus, make_executo
 from mmfuse.bench.grid import BenchRun, build_grid
 from mmfuse.bench.store import ResultsStore
 from mmfuse.bench.summary import SummaryRow, summarize
+from mmfuse.bench.verdict import DatasetVerdict, Skipped, diagnose, verdicts
 from mmfuse.experiment.results import RunRecord
 from mmfuse.experiment.specs import DataSpec
 
@@ -111,6 +112,14 @@ def _dataset_modalities(data: DataSpec) -> list[str]:
     return list(load_data(data).modalities)
 
 
+def _dataset_groups(data: DataSpec) -> Any:
+    from mmfuse.bench.groups import choose_groups
+    from mmfuse.experiment import load_data
+
+    splits = load_data(data)
+    return choose_groups(splits.specs, splits.info)
+
+
 def _check_fusion_options(config: BenchConfig, names: Sequence[str]) -> None:
     """Every strategy named in ``fusion_options`` is compared, and every option exists."""
     from mmfuse.experiment.config import check_fusion_options
@@ -196,8 +205,9 @@ def run_bench(
     _check_fusion_options(config, names)
     store = ResultsStore(config.out_dir)
     _check_folder(store, config)
+    skipped: list[Skipped] = []
     runs = build_grid(config, fusions=names, modalities_of=modalities_of or _dataset_modalities,
-                      models_dir=str(store.models))
+                      models_dir=str(store.models), groups_of=_dataset_groups, skipped=skipped)
     if not runs:
         raise BenchConfigError("the grid is empty: no strategy and no unimodal baseline to run")
 
@@ -239,6 +249,14 @@ def run_bench(
     latest = store.latest(r.key for r in runs)
     records = [latest[r.key] for r in runs if r.key in latest]
     rows = summarize(records)
+    diagnoses: dict[str, Any] = {}
+    if config.diagnose:
+        for data in {r.spec.data.display: r.spec.data for r in runs}.values():
+            try:
+                diagnoses[data.display] = diagnose(data, store.root / "diagnosis")
+            except Exception as exc:  # noqa: BLE001 - a diagnosis that fails is said, the rest goes on
+                console.print(f"[yellow]no interaction diagnosis for {data.display}: {type(exc).__name__}: {exc}")
+    found = verdicts(records, rows, diagnoses=diagnoses, skipped=skipped)
     versions: list[dict[str, Any]] = []
     for r in records:
         if r.code is not None and r.code not in versions:
@@ -261,11 +279,12 @@ def run_bench(
         "throughput_note": "throughput_sps: test samples per second of the trained model's forward pass, "
                            "after one warm-up batch, torch threads per run as recorded.",
         "code_versions": versions,
+        "verdicts": {k: v.to_json() for k, v in found.items()},
         **env,
     }
-    files = write_outputs(config, rows, records, meta)
+    files = write_outputs(config, rows, records, meta, found)
     n_failed = sum(1 for r in records if not r.ok)
-    print_summary(console, rows)
+    print_summary(console, rows, found)
     wall = time.perf_counter() - t0
     console.print(f"{len(records)} runs ({len(todo)} now, of which {n_trained} trained; "
                   f"{len(runs) - len(todo)} already done), {n_failed} failed, {wall:.1f}s. "
@@ -276,7 +295,7 @@ def run_bench(
 
 
 def write_outputs(config: BenchConfig, rows: Sequence[SummaryRow], records: Sequence[RunRecord],
-                  meta: dict[str, Any]) -> dict[str, Any]:
+                  meta: dict[str, Any], found: Mapping[str, DatasetVerdict] | None = None) -> dict[str, Any]:
     """Write ``results.json``, ``results.csv`` and, as configured, the plots (PNG) and the report.
 
     Figures are drawn in memory; PNG files are written only with ``plots`` on (and the
@@ -290,11 +309,11 @@ def write_outputs(config: BenchConfig, rows: Sequence[SummaryRow], records: Sequ
     if config.plots or config.report:
         from mmfuse.bench.plots import make_all_plots, write_plots
 
-        figures = make_all_plots(rows, records)
+        figures = make_all_plots(rows, records, found or {})
         if config.plots:
             files["plots"] = write_plots(figures, store.root / "plots")
         if config.report:
             from mmfuse.bench.report import write_report
 
-            files["report"] = write_report(store.root / "report.html", rows, records, figures, meta)
+            files["report"] = write_report(store.root / "report.html", rows, records, figures, meta, found or {})
     return files

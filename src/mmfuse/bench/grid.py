@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmfuse.bench.config import BenchConfig
+from mmfuse.bench.groups import GroupChoice
+from mmfuse.bench.verdict import Skipped
 from mmfuse.experiment.specs import (
     DataSpec,
     ExperimentSpec,
@@ -71,14 +73,44 @@ def dataset_entries(config: BenchConfig) -> list[DataSpec]:
     return out
 
 
+#: how the bench runs ``hierarchical`` unless ``fusion_options`` says otherwise:
+#: interactions inside each group (a tensor product), an additive combination of the
+#: groups' predictions (a decision-level product of experts) between them
+HIERARCHICAL_DEFAULTS: dict[str, Any] = {
+    "local_fusion": "tensor", "local_options": {"dim": 8},
+    "global_fusion": "late", "global_options": {"level": "decision", "decision": "product", "hidden_dims": [16]},
+}
+
+
+def _hierarchical_options(config: BenchConfig, data: DataSpec,
+                          groups_of: Callable[[DataSpec], GroupChoice] | None) -> tuple[dict[str, Any] | None, str]:
+    """Options of ``hierarchical`` on ``data``, or ``(None, reason)`` to skip it there."""
+    user = dict(config.fusion_options.get("hierarchical", {}))
+    if "groups" in user:
+        return user, ""
+    if groups_of is None:
+        return None, "no way to choose its groups"
+    choice = groups_of(data)
+    if choice.groups is None:
+        return None, choice.reason
+    return {**HIERARCHICAL_DEFAULTS, **choice.fusion_options(), **user}, ""
+
+
 def build_grid(
     config: BenchConfig,
     *,
     fusions: Sequence[str],
     modalities_of: Callable[[DataSpec], Sequence[str]],
     models_dir: str | None = None,
+    groups_of: Callable[[DataSpec], GroupChoice] | None = None,
+    skipped: list[Skipped] | None = None,
 ) -> list[BenchRun]:
     """Every run of the comparison, in a stable order (dataset, model, variant, seed).
+
+    ``hierarchical`` runs with groups that mean something for the dataset (its
+    ``fusion_options`` ``groups``, else ``groups_of``); where none exist (one modality
+    per group would make it ``gated`` with extra layers) it is left out and recorded in
+    ``skipped`` with the reason.
 
     Args:
         config: the settings.
@@ -86,6 +118,8 @@ def build_grid(
         modalities_of: ``DataSpec -> modality names``, used to add one unimodal
             baseline per modality.
         models_dir: where trained models are saved (see :class:`BenchRun`).
+        groups_of: ``DataSpec -> GroupChoice`` (:func:`mmfuse.bench.groups.choose_groups`).
+        skipped: a list the left-out strategies are appended to.
     """
     runs: list[BenchRun] = []
     no_intermediates = MeasureConfig.from_json({**config.measure.to_json(), "intermediates_samples": 0})
@@ -94,8 +128,15 @@ def build_grid(
         if config.unimodal:
             models += [ModelSpec(fusion=None, unimodal=m, hidden_dim=config.hidden_dim)
                        for m in sorted(modalities_of(data))]
-        models += [ModelSpec(fusion=f, hidden_dim=config.hidden_dim, fusion_options=config.fusion_options.get(f, {}))
-                   for f in fusions]
+        for f in fusions:
+            options: dict[str, Any] | None = dict(config.fusion_options.get(f, {}))
+            if f == "hierarchical":
+                options, reason = _hierarchical_options(config, data, groups_of)
+                if options is None:
+                    if skipped is not None:
+                        skipped.append(Skipped(dataset=data.display, model=f, reason=reason))
+                    continue
+            models.append(ModelSpec(fusion=f, hidden_dim=config.hidden_dim, fusion_options=options))
         for model in models:
             variants: list[tuple[Variant, int, float]] = [(Variant.STANDARD, config.seeds, 0.0)]
             if model.unimodal is None and config.modality_dropout > 0 and config.dropout_seeds > 0:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,6 +183,10 @@ def plot_cost(rows: Sequence[SummaryRow], *, field: str, xlabel: str, name: str,
                             xytext=(4, -3), textcoords="offset points")
             else:
                 handles.setdefault(r.model, h)
+        front = _pareto([r for r in rs if not r.unimodal], field)
+        if len(front) > 1:
+            ax.plot([getattr(r, field) for r in front], [r.score_mean for r in front], color="black",
+                    linewidth=0.8, linestyle=":", zorder=0, label="Pareto front")
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(_plain))
         ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
@@ -197,7 +201,18 @@ def plot_cost(rows: Sequence[SummaryRow], *, field: str, xlabel: str, name: str,
     return _figure(fig, name, title,
                    f"Each point is one strategy (mean over seeds, whiskers: std); x: {xlabel}, log scale. "
                    "Grey squares: unimodal baselines. Left is cheaper; up is better for a score where higher "
-                   "is better.")
+                   "is better. The dotted line joins the Pareto front of the fusions: no other fusion is both "
+                   "cheaper and better than a point on it.")
+
+
+def _pareto(rows: Sequence[SummaryRow], field: str) -> list[SummaryRow]:
+    """The rows no other row beats on both cost (lower ``field``) and score, by cost."""
+    pts = [r for r in rows if getattr(r, field) and r.score_mean is not None]
+    front = []
+    for r in sorted(pts, key=lambda r: getattr(r, field)):
+        if not front or r.better(r.score_mean, front[-1].score_mean):  # type: ignore[arg-type]
+            front.append(r)
+    return front
 
 
 # ------------------------------------------------------------------- robustness
@@ -411,7 +426,72 @@ def plot_attention(records: Sequence[RunRecord]) -> list[Figure]:
     return figs
 
 
-def make_all_plots(rows: Sequence[SummaryRow], records: Sequence[RunRecord]) -> list[Figure]:
+# ------------------------------------------------- attribution and interactions
+def plot_attribution(records: Sequence[RunRecord]) -> list[Figure]:
+    """Per dataset: each fusion's Shapley value per modality (mean over seeds)."""
+    per: dict[str, dict[str, dict[str, list[float]]]] = {}
+    metric = "score"
+    for rec in records:
+        m = rec.measurement
+        if not rec.ok or m is None or m.shapley is None or rec.spec.variant.value != "standard":
+            continue
+        metric = m.metric
+        for mod, v in m.shapley["values"].items():
+            per.setdefault(rec.dataset, {}).setdefault(rec.label, {}).setdefault(mod, []).append(float(v))
+    figs = []
+    for ds, models in per.items():
+        names = sorted(models)
+        mods = sorted({k for v in models.values() for k in v})
+        fig = MplFigure(figsize=(max(5.0, 0.55 * len(names) * max(1, len(mods)) / 2 + 2.5), 3.6),
+                        layout="constrained")
+        ax = fig.add_subplot(1, 1, 1)
+        width = 0.8 / max(1, len(mods))
+        for j, mod in enumerate(mods):
+            vals = [float(np.mean(models[n].get(mod, [np.nan]))) for n in names]
+            ax.bar(np.arange(len(names)) + (j - (len(mods) - 1) / 2) * width, vals, width, label=mod)
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(names)), names, fontsize=7, rotation=30, ha="right")
+        ax.set_ylabel(f"Shapley value ({metric})", fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7, title="modality", title_fontsize=7)
+        ax.set_title(ds, fontsize=10)
+        slug = ds.replace("/", "_")
+        figs.append(_figure(fig, f"attribution_{slug}", f"What each modality contributes: {ds}",
+                            "Each modality's Shapley value for the test score of each fusion (mean over seeds): "
+                            "its average gain when added to every subset of the other modalities, the others "
+                            "removed through the fusion's presence masks; the empty set scores as predicting "
+                            "the training prior. The values of one fusion sum to its score minus that baseline."))
+    return figs
+
+
+def plot_interactions(found: Mapping[str, Any]) -> Figure | None:
+    """Per dataset: redundancy, uniqueness and synergy (bits), summed over modality pairs."""
+    diag = {ds: v.diagnosis for ds, v in found.items() if v.diagnosis is not None}
+    if not diag:
+        return None
+    names = list(diag)
+    terms = ("redundancy", "uniqueness", "synergy")
+    fig = MplFigure(figsize=(max(5.0, 1.3 * len(names) + 2), 3.4), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.26
+    for j, term in enumerate(terms):
+        vals = [diag[d].totals.get(term, 0.0) for d in names]
+        ax.bar(np.arange(len(names)) + (j - 1) * width, vals, width, label=term)
+    ax.set_xticks(range(len(names)), names, fontsize=7, rotation=20, ha="right")
+    ax.set_ylabel("bits (sum over modality pairs)", fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    return _figure(fig, "interactions", "What kind of interaction each dataset holds",
+                   "Partial information decomposition of each pair of modalities about the label (Liang et al. "
+                   "2023, convex estimator on discretised learned embeddings), summed over pairs: redundancy is "
+                   "what either modality tells alone, uniqueness what only one tells, synergy what only the two "
+                   "together tell. Estimates on discretised features: compare their sizes, not their digits.")
+
+
+def make_all_plots(rows: Sequence[SummaryRow], records: Sequence[RunRecord],
+                   found: Mapping[str, Any] | None = None) -> list[Figure]:
     """Every figure of the comparison, drawn in memory."""
     figs: list[Figure | None] = [
         plot_accuracy(rows),
@@ -422,6 +502,8 @@ def make_all_plots(rows: Sequence[SummaryRow], records: Sequence[RunRecord]) -> 
         plot_noise(rows),
         plot_missing(rows),
     ]
+    figs.append(plot_interactions(found or {}))
+    figs += plot_attribution(records)
     figs += plot_gates(records)
     figs += plot_attention(records)
     return [f for f in figs if f is not None]

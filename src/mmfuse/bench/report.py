@@ -17,6 +17,7 @@ from typing import Any
 
 from mmfuse.bench.plots import Figure
 from mmfuse.bench.summary import SummaryRow
+from mmfuse.bench.verdict import DatasetVerdict
 from mmfuse.experiment.results import RunRecord
 from mmfuse.io import atomic_write
 
@@ -39,6 +40,7 @@ figcaption{font-size:13px;color:#444;max-width:1000px}
 pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px;max-height:360px}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:6px 12px;margin:10px 0}
 .scroll{overflow-x:auto;max-width:100%}
+p.rec{font-size:15px;background:#eef6ee;border-left:4px solid #1b7f3b;padding:6px 12px}
 """
 
 
@@ -169,8 +171,25 @@ def _headline(rows: Sequence[Mapping[str, Any]], dataset: str) -> str:
     return f"<p>{text}</p>"
 
 
+def _verdict(v: DatasetVerdict) -> str:
+    parts = []
+    if v.recommendation is not None:
+        cls = "" if v.recommendation.decisive else " muted"
+        parts.append(f"<p class='rec'>{_e(v.recommendation.sentence)}"
+                     f" <span class='muted{cls}'>({_e(v.recommendation.test)})</span></p>")
+    elif v.problem:
+        parts.append(f"<p class='rec muted'>No recommendation: {_e(v.problem)}.</p>")
+    if v.diagnosis is not None:
+        parts.append(f"<p class='muted'>Interactions in the data (partial information decomposition, "
+                     f"{_e(v.diagnosis.method)}): {_e(v.diagnosis.sentence())}.</p>")
+    for s in v.skipped:
+        parts.append(f"<p class='muted'><b>{_e(s.model)}</b> was not run: {_e(s.reason)}</p>")
+    return "".join(parts)
+
+
 def write_report(path: str | Path, rows: Sequence[SummaryRow], records: Sequence[RunRecord],
-                 figures: Sequence[Figure], meta: Mapping[str, Any]) -> Path:
+                 figures: Sequence[Figure], meta: Mapping[str, Any],
+                 found: Mapping[str, DatasetVerdict] | None = None) -> Path:
     """Write the report to ``path`` (atomically) and return it."""
     datasets: list[str] = []
     for r in rows:
@@ -196,6 +215,12 @@ def write_report(path: str | Path, rows: Sequence[SummaryRow], records: Sequence
                      "results folder was resumed after the code changed): compare with care, or re-run into a "
                      "fresh folder. Each run's <code>code</code> field in <code>results.json</code> says which "
                      "version produced it.</div>")
+    found = found or {}
+    if any(v.recommendation or v.problem or v.diagnosis for v in found.values()):
+        parts.append("<h2>Recommendations</h2>")
+        for ds in datasets:
+            if ds in found:
+                parts.append(f"<h3>{_e(ds)}</h3>{_verdict(found[ds])}")
     parts.append("<h2>Summary</h2><p>Scores (the task's main metric, e.g. accuracy) are means ± standard "
                  "deviation over seeds on the test split. <b>Gain</b> is how much better the mean score is than "
                  "that of the best unimodal baseline of "

@@ -3,13 +3,20 @@
 Registered loaders: ``synthetic`` (interaction suite, generated), ``avdigits``
 (MNIST image + FSDD audio), ``mfeat`` (six feature views of handwritten digits),
 ``reviews`` (clothing review text + tabular). :func:`from_table` takes the user's own
-table (a DataFrame or a CSV/TSV/Parquet/JSON Lines file, see :mod:`mmfuse.data.table`); :class:`ParquetStream` streams a Parquet folder larger than
-memory in bounded memory. :func:`download` and :func:`verify`
-fetch and check the real datasets' files; :mod:`mmfuse.data.transforms` holds modality
-dropout and test-time corruptions.
+table (a DataFrame or a CSV/TSV/Parquet/JSON Lines file, see :mod:`mmfuse.data.table`);
+:class:`ParquetStream` streams a Parquet folder larger than memory in bounded memory.
+:func:`download` and :func:`verify` fetch and check the real datasets' files;
+:mod:`mmfuse.data.transforms` holds modality dropout and test-time corruptions.
+
+Names load on first use (scipy, pandas and pyarrow are imported only by the loaders
+that need them), so ``import mmfuse.data`` is cheap.
 """
 
-from mmfuse.data import avdigits, mfeat, reviews, synthetic  # noqa: F401  (register the loaders)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from mmfuse.data._base import (
     DataError,
     DatasetSplits,
@@ -20,27 +27,43 @@ from mmfuse.data._base import (
     load_dataset,
     register_dataset,
 )
-from mmfuse.data._files import cache_dir, download, verify
-from mmfuse.data.stream import ParquetStream, StreamStats, fit_stream_stats
-from mmfuse.data.table import (
-    TableReport,
-    TableSource,
-    describe_table,
-    from_table,
-    load_table,
-)
-from mmfuse.data.transforms import Compose, GaussianNoise, MissingModality, ModalityDropout
+
+_LAZY = {
+    "cache_dir": "mmfuse.data._files",
+    "download": "mmfuse.data._files",
+    "verify": "mmfuse.data._files",
+    "ParquetStream": "mmfuse.data.stream",
+    "StreamStats": "mmfuse.data.stream",
+    "fit_stream_stats": "mmfuse.data.stream",
+    "TableReport": "mmfuse.data.table",
+    "TableSource": "mmfuse.data.table",
+    "describe_table": "mmfuse.data.table",
+    "from_table": "mmfuse.data.table",
+    "load_table": "mmfuse.data.table",
+    "Compose": "mmfuse.data.transforms",
+    "GaussianNoise": "mmfuse.data.transforms",
+    "MissingModality": "mmfuse.data.transforms",
+    "ModalityDropout": "mmfuse.data.transforms",
+}
+
+#: the modules whose import registers the built-in loaders
+BUILTIN_LOADERS = ("mmfuse.data.avdigits", "mmfuse.data.mfeat", "mmfuse.data.reviews", "mmfuse.data.synthetic")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mmfuse.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "Compose",
-    "ParquetStream",
-    "StreamStats",
-    "fit_stream_stats",
-    "TableReport",
-    "TableSource",
-    "describe_table",
-    "from_table",
-    "load_table",
     "DataError",
     "DatasetSplits",
     "GaussianNoise",
@@ -48,11 +71,19 @@ __all__ = [
     "ModalityDropout",
     "ModalitySpec",
     "MultimodalDataset",
+    "ParquetStream",
+    "StreamStats",
+    "TableReport",
+    "TableSource",
     "cache_dir",
     "data_root",
+    "describe_table",
     "download",
+    "fit_stream_stats",
+    "from_table",
     "list_datasets",
     "load_dataset",
+    "load_table",
     "register_dataset",
     "verify",
 ]

@@ -222,9 +222,17 @@ def register_dataset(name: str) -> Callable[[Callable[..., DatasetSplits]], Call
     return decorator
 
 
-def list_datasets() -> list[str]:
-    import mmfuse.data  # noqa: F401  (registers the built-in loaders)
+def _register_builtin() -> None:
+    import importlib
 
+    from mmfuse.data import BUILTIN_LOADERS
+
+    for module in BUILTIN_LOADERS:
+        importlib.import_module(module)
+
+
+def list_datasets() -> list[str]:
+    _register_builtin()
     return sorted(_DATASETS)
 
 

@@ -140,6 +140,11 @@ class Measurement:
             gradients and AdamW's two moments, plus the activations autograd saves for
             one batch (the training batch size); not the process's memory.
         learned: gates, modality weights and attention maps (when asked for).
+        shapley: each modality's Shapley value for the main metric and each pair's
+            interaction index, on the test samples with every modality present
+            (:func:`mmfuse.bench.attribution.modality_shapley`), when asked for.
+        sample_scores: each test sample's score (1/0 correct for classification), in
+            test order, when asked for.
     """
 
     metric: str
@@ -154,6 +159,8 @@ class Measurement:
     throughput_sps: float | None = None
     memory_mb: float | None = None
     learned: Learned | None = None
+    shapley: dict[str, Any] | None = None
+    sample_scores: list[float] | None = None
 
     @property
     def score(self) -> float | None:

@@ -305,6 +305,20 @@ def measure(trained: TrainedRun, config: MeasureConfig) -> Measurement:
         vals = [noise[m][f"{scale:g}"] for m in noise if noise[m][f"{scale:g}"] is not None]
         noise_mean[f"{scale:g}"] = sum(vals) / len(vals) if vals else None  # type: ignore[arg-type]
 
+    shapley = None
+    fused = trained.spec.model.unimodal is None and len(splits.modalities) > 1
+    if config.attribution and fused and splits.task in ("binary", "multiclass"):
+        try:
+            shapley = _shapley(model, splits, metric, trained.spec.seed)
+        except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+            errors["attribution"] = f"{type(exc).__name__}: {exc}"
+    sample_scores = None
+    if config.sample_scores and splits.task in ("binary", "multiclass"):
+        from mmfuse.training.metrics import predict_logits
+
+        pred = predict_logits(model, test).argmax(dim=-1)
+        sample_scores = (pred == test.labels).float().tolist()
+
     learned = None
     if config.intermediates_samples > 0 and trained.spec.model.unimodal is None:
         fusion = getattr(model, "fusion", None)
@@ -323,4 +337,21 @@ def measure(trained: TrainedRun, config: MeasureConfig) -> Measurement:
         throughput_sps=float(_throughput(model, test, config.throughput_batch)),
         memory_mb=round(training_step_memory_mb(model, splits.train, trained.spec.train.batch_size), 3),
         learned=learned,
+        shapley=shapley,
+        sample_scores=sample_scores,
     )
+
+
+def _shapley(model: nn.Module, splits: DatasetSplits, metric: str, seed: int) -> dict[str, Any]:
+    """Shapley attribution on the test samples that have every modality present."""
+    from mmfuse.bench.attribution import modality_shapley
+
+    test = splits.test
+    full = torch.ones(len(test), dtype=torch.bool)
+    for mask in test.masks.values():
+        full &= mask if mask.dim() == 1 else mask.any(dim=1)
+    if not bool(full.any()):
+        raise ValueError("no test sample has every modality present")
+    ds = test if bool(full.all()) else test.subset(full.nonzero().squeeze(1))
+    result = modality_shapley(model, splits.train, ds, metric=metric, seed=seed)
+    return {**result.to_json(), "n": len(ds)}

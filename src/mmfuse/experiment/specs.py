@@ -285,12 +285,19 @@ class MeasureConfig:
             weights, attention maps) are kept (0: none).
         throughput_batch: batch size of the inference-throughput measurement.
         missing: also measure each modality missing in turn.
+        attribution: also compute each modality's Shapley value (and pairwise
+            interaction index) for the main metric, by masking modalities through the
+            fusion contract's presence masks (fusions of classification tasks only).
+        sample_scores: keep each test sample's score (correctness for classification),
+            for paired significance tests between strategies.
     """
 
     noise_scales: tuple[float, ...] = (0.5, 1.0, 2.0)
     intermediates_samples: int = 0
     throughput_batch: int = 512
     missing: bool = True
+    attribution: bool = True
+    sample_scores: bool = True
 
     def __post_init__(self) -> None:
         scales = self.noise_scales
@@ -305,12 +312,14 @@ class MeasureConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ConfigError(f"{name}: expected an int >= {low}, got {v!r}")
-        if not isinstance(self.missing, bool):
-            raise ConfigError(f"missing: expected true or false, got {self.missing!r}")
+        for name in ("missing", "attribution", "sample_scores"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
 
     def to_json(self) -> dict[str, Any]:
         return {"noise_scales": list(self.noise_scales), "intermediates_samples": self.intermediates_samples,
-                "throughput_batch": self.throughput_batch, "missing": self.missing}
+                "throughput_batch": self.throughput_batch, "missing": self.missing,
+                "attribution": self.attribution, "sample_scores": self.sample_scores}
 
     @classmethod
     def from_json(cls, data: Any) -> MeasureConfig:

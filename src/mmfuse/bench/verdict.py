@@ -1,0 +1,151 @@
+"""Per dataset: what the data holds (interaction diagnosis), which strategy to use and why.
+
+Shape legend: ``s`` seeds, ``n`` test samples.
+
+:func:`diagnose` estimates the dataset's redundancy, uniqueness and synergy
+(:func:`mmfuse.bench.interactions.diagnose_interactions`), cached in the results
+folder by the data's identity. :func:`verdicts` turns the run records of a comparison
+into one :class:`DatasetVerdict` per dataset: the recommendation of
+:func:`mmfuse.bench.recommend.recommend` over the fusions trained the standard way
+(a paired bootstrap over seeds and test samples decides which are not significantly
+worse than the best; among those, cost and robustness pick one), with the diagnosis
+and the strategies the grid skipped, with their reasons.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmfuse.bench.interactions import InteractionDiagnosis
+from mmfuse.bench.recommend import Recommendation, StrategyResult, recommend
+from mmfuse.bench.summary import SummaryRow
+from mmfuse.experiment.results import RunRecord
+from mmfuse.experiment.specs import DataSpec, stable_hash
+from mmfuse.io import atomic_write
+
+__all__ = ["DatasetVerdict", "Skipped", "diagnose", "verdicts"]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A strategy the grid did not run on a dataset, and why."""
+
+    dataset: str
+    model: str
+    reason: str
+
+
+@dataclass
+class DatasetVerdict:
+    """What the comparison says about one dataset."""
+
+    dataset: str
+    recommendation: Recommendation | None = None
+    diagnosis: InteractionDiagnosis | None = None
+    skipped: list[Skipped] = field(default_factory=list)
+    problem: str | None = None
+
+    def sentences(self) -> str:
+        """The recommendation and the diagnosis, in plain words."""
+        parts = []
+        if self.recommendation is not None:
+            parts.append(self.recommendation.sentence)
+        elif self.problem:
+            parts.append(f"No recommendation: {self.problem}.")
+        if self.diagnosis is not None and (self.recommendation is None or "dominat" not in self.recommendation.sentence):
+            parts.append(f"Interactions in the data: {self.diagnosis.sentence()}.")
+        for s in self.skipped:
+            parts.append(f"{s.model} was not run: {s.reason}")
+        return " ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dataset": self.dataset,
+                "recommendation": self.recommendation.to_json() if self.recommendation else None,
+                "diagnosis": self.diagnosis.to_json() if self.diagnosis else None,
+                "skipped": [{"model": s.model, "reason": s.reason} for s in self.skipped],
+                "problem": self.problem}
+
+
+def diagnose(data: DataSpec, folder: str | Path) -> InteractionDiagnosis | None:
+    """The interaction diagnosis of ``data`` (cached under ``folder``), or None where it
+    does not apply (one modality, or not a classification task)."""
+    from mmfuse.bench.interactions import diagnose_interactions
+    from mmfuse.experiment import load_data
+
+    path = Path(folder) / f"{stable_hash(data.identity())}.json"
+    if path.is_file():
+        try:
+            return InteractionDiagnosis.from_json(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)  # a damaged entry is computed again
+    splits = load_data(data)
+    if len(splits.modalities) < 2 or splits.task not in ("binary", "multiclass"):
+        return None
+    result = diagnose_interactions(splits)
+    atomic_write(path, json.dumps(result.to_json(), indent=1))
+    return result
+
+
+def _strategy_results(records: Sequence[RunRecord], rows: Mapping[str, SummaryRow]) -> list[StrategyResult]:
+    """One StrategyResult per fusion, over the seeds every fusion has."""
+    by_model: dict[str, dict[int, RunRecord]] = {}
+    for r in records:
+        if r.ok and r.measurement is not None and r.measurement.sample_scores is not None:
+            by_model.setdefault(r.label, {})[r.spec.seed] = r
+    if not by_model:
+        return []
+    seeds = sorted(set.intersection(*(set(v) for v in by_model.values())))
+    if not seeds:
+        return []
+    out = []
+    for name, recs in by_model.items():
+        row = rows.get(name)
+        noise = None
+        if row is not None and row.noise_mean:
+            noise = row.noise_mean[max(row.noise_mean, key=float)]
+        out.append(StrategyResult(
+            name=name,
+            seed_scores=[float(recs[s].measurement.score) for s in seeds],  # type: ignore[union-attr, arg-type]
+            sample_scores=[recs[s].measurement.sample_scores for s in seeds],  # type: ignore[union-attr, misc]
+            params=int(recs[seeds[0]].training.params),  # type: ignore[union-attr]
+            train_time_s=sum(recs[s].training.train_time_s for s in seeds) / len(seeds),  # type: ignore[union-attr]
+            worst_missing=row.missing_worst if row is not None else None,
+            noise=noise,
+        ))
+    return out
+
+
+def verdicts(
+    records: Sequence[RunRecord],
+    rows: Sequence[SummaryRow],
+    *,
+    diagnoses: Mapping[str, InteractionDiagnosis | None],
+    skipped: Sequence[Skipped] = (),
+) -> dict[str, DatasetVerdict]:
+    """One :class:`DatasetVerdict` per dataset of ``records`` (see the module docstring)."""
+    datasets: list[str] = []
+    for r in records:
+        if r.dataset not in datasets:
+            datasets.append(r.dataset)
+    out: dict[str, DatasetVerdict] = {}
+    for ds in datasets:
+        diag = diagnoses.get(ds)
+        v = DatasetVerdict(dataset=ds, diagnosis=diag, skipped=[s for s in skipped if s.dataset == ds])
+        fused = [r for r in records if r.dataset == ds and r.spec.model.unimodal is None
+                 and r.spec.variant.value == "standard"]
+        row_of = {row.model: row for row in rows if row.dataset == ds and row.standard}
+        results = _strategy_results(fused, row_of)
+        metric = next((r.measurement.metric for r in fused if r.measurement is not None), "accuracy")
+        if not results:
+            v.problem = "no fusion has per-sample test scores (failed runs, or a task without them)"
+        else:
+            try:
+                v.recommendation = recommend(results, diagnosis=diag.sentence() if diag else None, metric=metric)
+            except Exception as exc:  # noqa: BLE001 - the report says why there is none
+                v.problem = f"{type(exc).__name__}: {exc}"
+        out[ds] = v
+    return out

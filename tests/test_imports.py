@@ -1,0 +1,40 @@
+"""What ``import mmfuse`` loads: nothing heavy until it is used (checked by module names, not timings)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+HEAVY = ("torch", "scipy", "pandas", "pyarrow", "lightning", "matplotlib", "ray", "cvxpy", "transformers")
+
+
+def _loaded(code: str) -> list[str]:
+    probe = (f"{code}\nimport json, sys\n"
+             f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_import_mmfuse_loads_nothing_heavy() -> None:
+    assert _loaded("import mmfuse") == []
+
+
+def test_the_command_line_parser_loads_nothing_heavy() -> None:
+    # what `mmfuse --help` runs before it prints
+    assert _loaded("from mmfuse.cli import build_parser\nbuild_parser().format_help()") == []
+
+
+def test_building_a_model_loads_torch_but_no_data_or_training_stack() -> None:
+    assert _loaded("import mmfuse\nmmfuse.build_model\nmmfuse.create_fusion") == ["torch"]
+
+
+def test_lazy_names_are_the_real_ones() -> None:
+    import mmfuse
+    import mmfuse.data
+    from mmfuse.data.table import from_table
+    from mmfuse.fusions import create_fusion
+
+    assert mmfuse.create_fusion is create_fusion and mmfuse.data.from_table is from_table
+    assert set(mmfuse.__all__) <= set(dir(mmfuse))
+    assert "synthetic" in mmfuse.list_datasets()
