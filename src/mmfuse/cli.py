@@ -38,6 +38,14 @@ def _add_common(p: argparse.ArgumentParser, *, bench: bool) -> None:
                    help="write into an existing folder that holds another run" + ("s' comparison" if bench else ""))
     p.add_argument("--epochs", type=int, help="most epochs per model (a shortcut for epochs=N)")
     p.add_argument("--data-root", help="folder of the real datasets (default: $MMFUSE_DATA or the cache)")
+    own = p.add_argument_group("your own data (a table: CSV, TSV, Parquet file or folder, JSON Lines)")
+    own.add_argument("--data", metavar="PATH", help="the table (instead of --dataset); see `mmfuse data inspect`")
+    own.add_argument("--target", metavar="COL", help="the target column (comma-separated for several)")
+    own.add_argument("--modality", metavar="NAME=COL[,COL...]", action="append", default=[],
+                     help="columns of one modality (repeat; default: numeric/categorical -> tabular, each "
+                     "text/image/audio/embedding column its own)")
+    own.add_argument("--task", choices=["binary", "multiclass", "multilabel", "regression"],
+                     help="the task (default: inferred from the target)")
     p.add_argument("settings", nargs="*", metavar="key=value",
                    help="training settings (epochs=5 lr=3e-4 batch_size=64 precision=bf16-mixed devices=2 ...), "
                    + ("measure.<setting>, or any bench setting (seeds=2)" if bench else
@@ -85,13 +93,40 @@ def _floats(flag: str, values: list[str] | None) -> list[float] | None:
         raise ConfigError(f"{flag}: expected comma-separated numbers, got {','.join(values)!r}") from exc
 
 
+def _table(args: argparse.Namespace) -> dict[str, object] | None:
+    """The ``table`` dataset's options from --data/--target/--modality/--task, or None."""
+    from mmfuse.errors import ConfigError
+
+    if args.data is None:
+        for flag, value in (("--target", args.target), ("--modality", args.modality), ("--task", args.task)):
+            if value:
+                raise ConfigError(f"{flag}: only with --data PATH (your own table)")
+        return None
+    if args.dataset is not None:
+        raise ConfigError(f"--dataset {args.dataset} and --data {args.data}: give one of them")
+    if not args.target:
+        raise ConfigError("--data: expected --target COL naming the target column")
+    from mmfuse.data import table_options
+
+    modalities: dict[str, list[str]] = {}
+    for item in args.modality:
+        name, sep, cols = item.partition("=")
+        if not sep or not name.strip() or not cols.strip():
+            raise ConfigError(f"--modality {item!r}: expected NAME=COL[,COL...]")
+        modalities[name.strip()] = [c.strip() for c in cols.split(",") if c.strip()]
+    target = [t.strip() for t in args.target.split(",")] if "," in args.target else args.target
+    return table_options(args.data, target=target, modalities=modalities or None, task=args.task)
+
+
 def _run_bench(args: argparse.Namespace) -> int:
     from mmfuse.bench import load_config, run_bench
 
+    table = _table(args)
     config = load_config(
         args.config,
         settings=args.settings,
-        datasets=_csv_list(args.dataset),
+        datasets=["table"] if table is not None else _csv_list(args.dataset),
+        dataset_options={"table": table} if table is not None else None,
         fusions=_csv_list(args.fusions),
         seeds=args.seeds,
         epochs=args.epochs,
@@ -147,6 +182,10 @@ def _run_train(args: argparse.Namespace) -> int:
         unimodal = unimodal or loaded.pop("unimodal", None)
         settings.update(flatten_settings(loaded))
     settings.update(parse_overrides(args.settings))
+    table = _table(args)
+    if table is not None:
+        dataset = "table"
+        settings.update({f"data.{k}": v for k, v in table.items()})
     if args.epochs is not None:
         settings["epochs"] = args.epochs
     if args.seed is not None:

@@ -134,8 +134,11 @@ class BenchConfig:
             self.datasets = [d for d in self.datasets.split(",") if d]
         _check_list_of_str("datasets", self.datasets)
         expanded: list[str] = []
+        from mmfuse.data import USER_DATASETS
+
+        builtin = [c for c in choices if c not in USER_DATASETS]
         for name in self.datasets:
-            for n in (choices if name == "all" else [name]):
+            for n in (builtin if name == "all" else [name]):
                 if n not in choices:
                     raise BenchConfigError(f"datasets: unknown dataset {n!r}: expected one of {[*choices, 'all']}")
                 if n not in expanded:

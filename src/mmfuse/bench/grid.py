@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mmfuse.bench.config import BenchConfig
@@ -68,6 +69,9 @@ def dataset_entries(config: BenchConfig) -> list[DataSpec]:
             for task in tasks:
                 out.append(DataSpec(name=name, options={**opts, "task": task}, seed=config.data_seed,
                                     root=config.data_root, label=f"synthetic/{task}"))
+        elif name == "table":  # the user's table: named after its file
+            label = opts.get("name") or Path(str(opts.get("path", "table"))).name
+            out.append(DataSpec(name=name, options=opts, seed=config.data_seed, root=config.data_root, label=label))
         else:
             out.append(DataSpec(name=name, options=opts, seed=config.data_seed, root=config.data_root, label=name))
     return out

@@ -40,6 +40,7 @@ _LAZY = {
     "describe_table": "mmfuse.data.table",
     "from_table": "mmfuse.data.table",
     "load_table": "mmfuse.data.table",
+    "table_options": "mmfuse.data.table",
     "Compose": "mmfuse.data.transforms",
     "GaussianNoise": "mmfuse.data.transforms",
     "MissingModality": "mmfuse.data.transforms",
@@ -47,7 +48,10 @@ _LAZY = {
 }
 
 #: the modules whose import registers the built-in loaders
-BUILTIN_LOADERS = ("mmfuse.data.avdigits", "mmfuse.data.mfeat", "mmfuse.data.reviews", "mmfuse.data.synthetic")
+BUILTIN_LOADERS = ("mmfuse.data.avdigits", "mmfuse.data.mfeat", "mmfuse.data.reviews", "mmfuse.data.synthetic",
+                   "mmfuse.data.table")
+#: the registered datasets that are a user's own data, not a built-in one (left out of ``all``)
+USER_DATASETS = ("table",)
 
 
 def __getattr__(name: str) -> Any:
@@ -85,5 +89,6 @@ __all__ = [
     "load_dataset",
     "load_table",
     "register_dataset",
+    "table_options",
     "verify",
 ]

@@ -236,7 +236,7 @@ def list_datasets() -> list[str]:
     return sorted(_DATASETS)
 
 
-def load_dataset(name: str, *, root: str | os.PathLike[str] | None = None, seed: int = 0, **options: Any) -> DatasetSplits:
+def load_dataset(name: str, /, *, root: str | os.PathLike[str] | None = None, seed: int = 0, **options: Any) -> DatasetSplits:
     """Load the registered dataset ``name`` as fixed, seeded splits."""
     names = list_datasets()
     if name not in _DATASETS:

@@ -87,7 +87,14 @@ import pandas as pd
 import torch
 
 from mmfuse.data._audio import log_mel
-from mmfuse.data._base import TASKS, DataError, DatasetSplits, ModalitySpec, MultimodalDataset
+from mmfuse.data._base import (
+    TASKS,
+    DataError,
+    DatasetSplits,
+    ModalitySpec,
+    MultimodalDataset,
+    register_dataset,
+)
 from mmfuse.data._common import check_fractions, fit_standardise, stratified_split
 from mmfuse.data.reviews import PAD_ID, UNK_ID, build_vocab, encode, tokenize
 
@@ -1129,3 +1136,56 @@ def describe_table(
         options["base_dir"] = str(options["base_dir"])
     opts, frame = _options(source, target, options)
     return _load(opts, frame)[1]
+
+
+# ---------------------------------------------------------------- as a registered dataset
+def table_fingerprint(path: str | os.PathLike[str]) -> str:
+    """A digest of the table's own file(s): its bytes (a file under 1 GiB), else each file's
+    name, size and modification time. Image, audio and ``.npy`` files the table points at
+    are not part of it."""
+    import hashlib
+
+    p = Path(path)
+    h = hashlib.sha256()
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+    if not files:
+        raise DataError(f"{p}: no such table file or folder")
+    for f in files:
+        st = f.stat()
+        if p.is_file() and st.st_size < 2**30:
+            with f.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+        else:
+            h.update(f"{f.relative_to(p) if f != p else f.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def table_options(
+    path: str | os.PathLike[str],
+    *,
+    target: str | Sequence[str],
+    modalities: Mapping[str, Sequence[str]] | None = None,
+    task: str | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """The loader options of the registered ``table`` dataset for the table at ``path``:
+    the :class:`TableSource` fields (checked now) and the table's fingerprint, so a changed
+    file is other data (a new training key) and never a stale result."""
+    source = TableSource(path=str(Path(path).resolve()), target=target if isinstance(target, str) else tuple(target),
+                         modalities={k: tuple(v) for k, v in modalities.items()} if modalities else None,
+                         task=task, **options)
+    d = source.to_dict()
+    d.pop("seed", None)  # the split seed is the DataSpec's
+    return {**d, "fingerprint": table_fingerprint(path)}
+
+
+@register_dataset("table")
+def load_table_dataset(*, root: str | None = None, seed: int = 0, fingerprint: str | None = None,
+                       **options: Any) -> DatasetSplits:
+    """A user's table as a registered dataset: ``options`` are :class:`TableSource` fields
+    (see :func:`table_options`); ``root`` is not used; ``fingerprint`` only keys the data."""
+    if fingerprint is not None and "path" in options and table_fingerprint(options["path"]) != fingerprint:
+        raise DataError(f"{options['path']}: the table changed since this run was set up (fingerprint "
+                        f"{table_fingerprint(options['path'])}, expected {fingerprint}): set it up again")
+    return load_table(TableSource.from_json({**options, "seed": seed}))

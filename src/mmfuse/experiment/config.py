@@ -242,8 +242,11 @@ def experiment_from_settings(
     task_param = _loader_task_default(dataset)
     if task_param is not None and "task" not in data:
         data["task"] = task_param  # say which task a run used, in its settings and its name
+    label = None
+    if dataset == "table":  # the user's table: named after its file
+        label = data.get("name") or Path(str(data.get("path", "table"))).name
     return ExperimentSpec(
-        data=DataSpec(name=dataset, options=data, seed=data_seed, root=data_root),
+        data=DataSpec(name=dataset, options=data, seed=data_seed, root=data_root, label=label),
         model=ModelSpec(fusion=fusion if unimodal is None else None, unimodal=unimodal,
                         fusion_options=fusion_values, encoder_options=encoders, **model),
         train=train_config(train, train_base),
