@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["Mlp"]
+__all__ = ["ModalityDict", "ModalityParameterDict", "Mlp", "escape_key", "unescape_key"]
 
 _OLD_KEY = re.compile(r"net\.(\d+)\.(.+)")
 
@@ -121,3 +121,68 @@ def _convert_sequential_keys(
             state_dict[f"{prefix}{names[idx]}.{rest}"] = state_dict.pop(key)
 
 
+
+
+# ------------------------------------------------------------ modality-keyed dicts
+# Modality names come from users (column names, file names): any non-empty string must
+# work as a key. nn.ModuleDict / nn.ParameterDict refuse '.' and names of their own
+# attributes ('training', 'items', 'keys', 'type', ...), so keys are escaped inside
+# the module (and so in state_dict keys) and stay unescaped in the public API.
+_RESERVED = frozenset(dir(nn.ModuleDict())) | frozenset(dir(nn.ParameterDict()))
+
+
+def escape_key(name: str) -> str:
+    """The module key of modality ``name``: ``name`` itself when torch accepts it, else
+    ``'.'`` and ``'%'`` percent-encoded (``a.b -> a%2Eb``) and attribute names prefixed
+    with ``'%'`` (``items -> %items``). Injective: a name torch accepts has no ``'%'``."""
+    if "." in name or "%" in name:
+        return name.replace("%", "%25").replace(".", "%2E")
+    if name in _RESERVED:
+        return "%" + name
+    return name
+
+
+def unescape_key(key: str) -> str:
+    """Inverse of :func:`escape_key`."""
+    if key.startswith("%") and key[1:] in _RESERVED:
+        return key[1:]
+    return key.replace("%2E", ".").replace("%25", "%")
+
+
+class ModalityDict(nn.ModuleDict):
+    """``nn.ModuleDict`` whose keys may be any non-empty string (see :func:`escape_key`).
+
+    Indexing, iteration, ``keys()`` and ``items()`` use the names as given; only the
+    registered submodule names (and so the ``state_dict`` keys) are escaped.
+    """
+
+    def __getitem__(self, key: str) -> nn.Module:
+        return self._modules[escape_key(key)]  # type: ignore[return-value]
+
+    def __setitem__(self, key: str, module: nn.Module) -> None:
+        self.add_module(escape_key(key), module)
+
+    def __delitem__(self, key: str) -> None:
+        del self._modules[escape_key(key)]
+
+    def __iter__(self):  # type: ignore[override]
+        return (unescape_key(k) for k in self._modules)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and escape_key(key) in self._modules
+
+    def pop(self, key: str) -> nn.Module:
+        return self._modules.pop(escape_key(key))  # type: ignore[return-value]
+
+    def keys(self):  # type: ignore[override]
+        return {unescape_key(k): None for k in self._modules}.keys()
+
+    def items(self):  # type: ignore[override]
+        return {unescape_key(k): v for k, v in self._modules.items()}.items()
+
+
+class ModalityParameterDict(nn.ParameterDict):
+    """``nn.ParameterDict`` whose keys may be any non-empty string (see :func:`escape_key`)."""
+
+    def _key_to_attr(self, key: str) -> str:
+        return escape_key(super()._key_to_attr(key))

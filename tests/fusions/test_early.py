@@ -139,8 +139,8 @@ def test_norm_and_dropout_options_reach_the_mlp() -> None:
     [
         ({"align": "concat"}, r"align: expected one of \['pool', 'tokens'\], got 'concat'"),
         ({"dropout": 1.0}, r"dropout: expected a float in \[0, 1\), got 1.0"),
-        ({"hidden_dims": (8, 0)}, r"hidden_dims: expected positive ints, got \(8, 0\)"),
-        ({"encoder": lambda x: x}, "encoder: expected an nn.Module or None, got function"),
+        ({"hidden_dims": (8, 0)}, r"hidden_dims: expected a sequence of positive ints, got \(8, 0\)"),
+        ({"encoder": lambda x: x}, "encoder: expected an nn.Module or None, got <function"),
     ],
 )
 def test_bad_options_raise(options: dict, message: str) -> None:

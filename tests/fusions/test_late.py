@@ -193,12 +193,12 @@ def test_sequences_are_pooled_before_the_modality_mlp() -> None:
     ("options", "message"),
     [
         ({"level": "score"}, r"level: expected one of \['feature', 'decision'\], got 'score'"),
-        ({"combine": "median"}, r"combine: expected one of \['mean', 'weighted', 'max'\], got 'median'"),
+        ({"combine": "median"}, r"combine: expected one of \['mean', 'weighted', 'max'\] or None, got 'median'"),
         ({"level": "decision", "decision": "vote"}, r"decision: expected one of .*got 'vote'"),
         ({"level": "decision", "combine": "max"}, r"combine='max' applies only to level='feature'"),
         ({"decision": "product"}, r"decision='product' applies only to level='decision'"),
         ({"dropout": -0.1}, r"dropout: expected a float in \[0, 1\)"),
-        ({"hidden_dims": (4, -2)}, r"hidden_dims: expected positive ints"),
+        ({"hidden_dims": (4, -2)}, r"hidden_dims: expected a sequence of positive ints"),
     ],
 )
 def test_bad_options_raise(options: dict, message: str) -> None:

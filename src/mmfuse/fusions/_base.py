@@ -24,6 +24,7 @@ influence any output; each strategy still decides how a missing modality is
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
@@ -33,6 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from mmfuse.errors import FusionError
+from mmfuse.fusions._cost import Cost, CostText
+from mmfuse.fusions._options import check_options, option_annotations
 
 __all__ = [
     "Fusion",
@@ -158,6 +161,36 @@ def masked_softmax(scores: Tensor, mask: Tensor | None, dim: int = -1) -> Tensor
     return weights * mask.to(weights.dtype)
 
 
+@torch.compiler.disable
+def _raise_if_all_missing(present: Tensor, modalities: tuple[str, ...]) -> None:
+    none_present = ~present.any(dim=1)
+    if bool(none_present.any()):
+        idx = int(none_present.nonzero()[0, 0])
+        raise FusionError(
+            f"sample {idx}: expected at least one present modality, got every modality "
+            f"({', '.join(modalities)}) missing"
+        )
+
+
+def _check_some_present(present: Tensor, modalities: tuple[str, ...]) -> None:
+    """Refuse a sample with every modality missing, compiled or not.
+
+    On the CPU the check runs eagerly (outside any compiled graph: ``torch.compile``
+    breaks the graph here) and raises :class:`FusionError` naming the sample. On an
+    accelerator it is an asynchronous device assertion, so ``forward`` never waits
+    for the device; a failure surfaces at the next synchronisation as a
+    ``RuntimeError`` carrying the same message.
+    """
+    if present.device.type == "cpu":
+        _raise_if_all_missing(present, modalities)
+    else:
+        torch._assert_async(
+            present.any(dim=1).all(),
+            f"FusionError: expected at least one present modality per sample, got a sample with every "
+            f"modality ({', '.join(modalities)}) missing",
+        )
+
+
 class Fusion(nn.Module):
     """Base class of every fusion strategy.
 
@@ -178,6 +211,41 @@ class Fusion(nn.Module):
     #: instance by strategies where it depends on options.
     outputs_logits: bool = False
 
+    #: how :meth:`cost` reads, for ``docs/costs.md`` (``None``: no formula yet)
+    cost_text: ClassVar[CostText | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Check every strategy's keyword options against its ``__init__`` annotations
+        (:mod:`mmfuse.fusions._options`) before the body of that ``__init__`` runs."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        annotations: dict[str, Any] | None = None
+
+        @functools.wraps(init)
+        def checked_init(self: Fusion, *args: Any, **options: Any) -> None:
+            nonlocal annotations
+            if annotations is None:
+                annotations = option_annotations(init)
+            owner = type(self).name or cls.name or cls.__name__
+            check_options(owner, annotations, {k: v for k, v in options.items() if k in annotations})
+            init(self, *args, **options)
+
+        cls.__init__ = checked_init  # type: ignore[method-assign]
+
+    @classmethod
+    def default(cls, option: str) -> Any:
+        """The default value of constructor option ``option``, read from the signature."""
+        return inspect.signature(cls.__init__).parameters[option].default
+
+    @classmethod
+    def cost(cls, *, m: int, d: int, t: int, output_dim: int) -> Cost:
+        """Parameters and per-sample forward FLOPs at the default options, for ``m``
+        modalities of width ``d`` with ``t`` tokens each (see :mod:`mmfuse.fusions.costs`).
+        Raises :class:`FusionError` where the defaults refuse the shape."""
+        raise NotImplementedError(f"{cls.__name__} has no cost formula")
+
     def __init__(self, *, input_dims: Mapping[str, int], output_dim: int) -> None:
         super().__init__()
         if not isinstance(input_dims, Mapping) or not input_dims:
@@ -197,6 +265,7 @@ class Fusion(nn.Module):
         self.modalities: tuple[str, ...] = tuple(sorted(input_dims))
         self.input_dims: dict[str, int] = {m: int(input_dims[m]) for m in self.modalities}
         self.output_dim = int(output_dim)
+        self._modality_set = frozenset(self.modalities)
 
     # ------------------------------------------------------------------ contract
     def forward(
@@ -238,92 +307,128 @@ class Fusion(nn.Module):
 
     # ---------------------------------------------------------------- validation
     def prepare(self, inputs: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None) -> FusionBatch:
-        """Validate ``inputs`` and ``masks`` and build the :class:`FusionBatch`."""
+        """Validate ``inputs`` and ``masks`` and build the :class:`FusionBatch`.
+
+        Costs one pass of Python checks per modality; tensors are only touched where a
+        mask is given (no zeroing, no presence stack and no all-missing check when
+        ``masks`` is ``None`` or empty). Nothing here waits for the device: on an
+        accelerator the all-missing check is an asynchronous assertion.
+        """
         if not isinstance(inputs, Mapping):
             raise FusionError(f"inputs: expected a mapping of modality -> tensor, got {type(inputs).__name__}")
-        unknown = sorted(set(inputs) - set(self.modalities))
+        if inputs.keys() != self._modality_set:
+            self._raise_names(inputs)
+        if masks is None:
+            masks = {}
+        elif not isinstance(masks, Mapping):
+            raise FusionError(f"masks: expected a mapping of modality -> bool tensor, got {type(masks).__name__}")
+        elif not masks.keys() <= self._modality_set:
+            unknown = sorted(set(masks) - self._modality_set)
+            raise FusionError(f"masks: unknown modality {unknown[0]!r}: expected one of {list(self.modalities)}")
+
+        ref = next(self.parameters(), None)
+        first = self.modalities[0]
+        x0 = inputs[first]
+        batch_size = self._check_input(first, x0, ref, None)
+        if batch_size == 0:
+            raise FusionError(
+                f"modality {first!r}: expected a batch of at least one sample, got batch size 0 "
+                f"(shape {tuple(x0.shape)})"
+            )
+        for mod in self.modalities[1:]:
+            self._check_input(mod, inputs[mod], ref, x0, batch_size)
+
+        if not masks:  # fast path: every modality present, every token valid
+            present_all = torch.ones(batch_size, len(self.modalities), dtype=torch.bool, device=x0.device)
+            token_masks: dict[str, Tensor | None] = {}
+            for i, mod in enumerate(self.modalities):
+                x = inputs[mod]
+                token_masks[mod] = present_all[:, i : i + 1].expand(-1, x.shape[1]) if x.dim() == 3 else None
+            return FusionBatch(
+                inputs=dict(inputs), present=present_all, token_masks=token_masks, modalities=self.modalities
+            )
+
+        cleaned: dict[str, Tensor] = {}
+        token_masks = {}
+        present_cols: list[Tensor] = []
+        ones: Tensor | None = None
+        for mod in self.modalities:
+            x = inputs[mod]
+            mask = masks.get(mod)
+            if mask is None:
+                if ones is None:
+                    ones = torch.ones(batch_size, dtype=torch.bool, device=x.device)
+                cleaned[mod] = x
+                token_masks[mod] = ones.unsqueeze(1).expand(-1, x.shape[1]) if x.dim() == 3 else None
+                present_cols.append(ones)
+                continue
+            if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+                got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+                raise FusionError(f"mask of modality {mod!r}: expected dtype torch.bool, got {got}")
+            if mask.shape != x.shape[: mask.dim()] or mask.dim() not in (1, x.dim() - 1):
+                allowed = [(x.shape[0],)] + ([tuple(x.shape[:2])] if x.dim() == 3 else [])
+                want = " or ".join(str(s) for s in allowed)
+                raise FusionError(f"mask of modality {mod!r}: expected shape {want}, got {tuple(mask.shape)}")
+            if mask.device != x.device:
+                raise FusionError(f"mask of modality {mod!r}: expected device {x.device}, got {mask.device}")
+            if mask.dim() == 1:
+                present = mask
+                tokens = present.unsqueeze(1).expand(-1, x.shape[1]) if x.dim() == 3 else None
+                keep = present.view(-1, *([1] * (x.dim() - 1)))
+            else:
+                present = mask.any(dim=1)
+                tokens = mask
+                keep = mask.unsqueeze(-1)
+            cleaned[mod] = torch.where(keep, x, x.new_zeros(()))
+            token_masks[mod] = tokens
+            present_cols.append(present)
+        present_all = torch.stack(present_cols, dim=1)
+        _check_some_present(present_all, self.modalities)
+        return FusionBatch(inputs=cleaned, present=present_all, token_masks=token_masks, modalities=self.modalities)
+
+    def _raise_names(self, inputs: Mapping[str, Any]) -> None:
+        unknown = sorted(set(inputs) - self._modality_set, key=str)
         if unknown:
             raise FusionError(f"unknown modality {unknown[0]!r}: expected one of {list(self.modalities)}")
         missing = [m for m in self.modalities if m not in inputs]
-        if missing:
+        raise FusionError(
+            f"modality {missing[0]!r}: expected a tensor, got nothing (pass it with a False "
+            f"(b,) mask to mark it missing)"
+        )
+
+    def _check_input(self, mod: str, x: object, ref: Tensor | None, first: Tensor | None, batch_size: int = -1) -> int:
+        """Check one modality's tensor; returns its batch size. ``ref``: a parameter of the
+        module (dtype and device to match); ``first``: the first modality's tensor."""
+        if not isinstance(x, Tensor):
+            raise FusionError(f"modality {mod!r}: expected a torch.Tensor, got {type(x).__name__}")
+        if x.dim() not in (2, 3):
+            raise FusionError(f"modality {mod!r}: expected shape (b, d) or (b, t, d), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise FusionError(f"modality {mod!r}: expected a floating-point tensor, got {x.dtype}")
+        if x.shape[-1] != self.input_dims[mod]:
+            raise FusionError(f"modality {mod!r}: expected last dim {self.input_dims[mod]}, got {x.shape[-1]}")
+        if first is not None and x.shape[0] != batch_size:
             raise FusionError(
-                f"modality {missing[0]!r}: expected a tensor, got nothing (pass it with a False "
-                f"(b,) mask to mark it missing)"
+                f"modality {mod!r}: expected batch size {batch_size} (as {self.modalities[0]!r}), got {x.shape[0]}"
             )
-        masks = {} if masks is None else masks
-        if not isinstance(masks, Mapping):
-            raise FusionError(f"masks: expected a mapping of modality -> bool tensor, got {type(masks).__name__}")
-        unknown = sorted(set(masks) - set(self.modalities))
-        if unknown:
-            raise FusionError(f"masks: unknown modality {unknown[0]!r}: expected one of {list(self.modalities)}")
-
-        batch_size: int | None = None
-        first: str | None = None
-        cleaned: dict[str, Tensor] = {}
-        token_masks: dict[str, Tensor | None] = {}
-        present_cols: list[Tensor] = []
-        for mod in self.modalities:
-            x = inputs[mod]
-            if not isinstance(x, Tensor):
-                raise FusionError(f"modality {mod!r}: expected a torch.Tensor, got {type(x).__name__}")
-            if x.dim() not in (2, 3):
+        if x.dim() == 3 and x.shape[1] == 0:
+            raise FusionError(f"modality {mod!r}: expected at least one token, got shape {tuple(x.shape)}")
+        want = ref if ref is not None else first
+        if want is not None:
+            if x.device != want.device:
+                whose = "the module's" if ref is not None else f"{self.modalities[0]!r}'s"
+                raise FusionError(f"modality {mod!r}: expected device {want.device} ({whose}), got {x.device}")
+            if x.dtype != want.dtype and not torch.is_autocast_enabled(x.device.type):
+                whose = "the module's" if ref is not None else f"{self.modalities[0]!r}'s"
                 raise FusionError(
-                    f"modality {mod!r}: expected shape (b, d) or (b, t, d), got {tuple(x.shape)}"
+                    f"modality {mod!r}: expected dtype {want.dtype} ({whose}; convert the input or the "
+                    f"module with .to()), got {x.dtype}"
                 )
-            if not x.is_floating_point():
-                raise FusionError(f"modality {mod!r}: expected a floating-point tensor, got {x.dtype}")
-            if x.shape[-1] != self.input_dims[mod]:
-                raise FusionError(
-                    f"modality {mod!r}: expected last dim {self.input_dims[mod]}, got {x.shape[-1]}"
-                )
-            if batch_size is None:
-                batch_size, first = x.shape[0], mod
-            elif x.shape[0] != batch_size:
-                raise FusionError(
-                    f"modality {mod!r}: expected batch size {batch_size} (as {first!r}), got {x.shape[0]}"
-                )
-            if x.dim() == 3 and x.shape[1] == 0:
-                raise FusionError(f"modality {mod!r}: expected at least one token, got shape {tuple(x.shape)}")
-
-            mask = masks.get(mod)
-            present = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-            tokens: Tensor | None = None
-            if mask is not None:
-                if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-                    got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
-                    raise FusionError(f"mask of modality {mod!r}: expected dtype torch.bool, got {got}")
-                allowed = [(x.shape[0],)] + ([tuple(x.shape[:2])] if x.dim() == 3 else [])
-                if tuple(mask.shape) not in allowed:
-                    want = " or ".join(str(s) for s in allowed)
-                    raise FusionError(f"mask of modality {mod!r}: expected shape {want}, got {tuple(mask.shape)}")
-                mask = mask.to(x.device)
-                if mask.dim() == 1:
-                    present = mask
-                else:
-                    tokens = mask
-                    present = mask.any(dim=1)
-            if x.dim() == 3:
-                if tokens is None:
-                    tokens = present.unsqueeze(1).expand(-1, x.shape[1])
-                else:
-                    tokens = tokens & present.unsqueeze(1)
-                x = torch.where(tokens.unsqueeze(-1), x, x.new_zeros(()))
-            else:
-                x = torch.where(present.unsqueeze(-1), x, x.new_zeros(()))
-            cleaned[mod] = x
-            token_masks[mod] = tokens
-            present_cols.append(present)
-
-        present_all = torch.stack(present_cols, dim=1)
-        if not torch.compiler.is_compiling():
-            none_present = ~present_all.any(dim=1)
-            if bool(none_present.any()):
-                idx = int(none_present.nonzero()[0, 0])
-                raise FusionError(
-                    f"sample {idx}: expected at least one present modality, got every modality "
-                    f"({', '.join(self.modalities)}) missing"
-                )
-        return FusionBatch(inputs=cleaned, present=present_all, token_masks=token_masks, modalities=self.modalities)
+        if first is not None and x.dtype != first.dtype:
+            raise FusionError(
+                f"modality {mod!r}: expected dtype {first.dtype} (as {self.modalities[0]!r}), got {x.dtype}"
+            )
+        return x.shape[0]
 
     def extra_repr(self) -> str:
         dims = ", ".join(f"{m}={d}" for m, d in self.input_dims.items())

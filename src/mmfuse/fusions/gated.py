@@ -42,16 +42,14 @@ from torch import Tensor, nn
 from mmfuse.fusions._base import (
     Fusion,
     FusionBatch,
-    FusionError,
     FusionIntermediates,
     masked_softmax,
     register_fusion,
 )
+from mmfuse.fusions._cost import Cost, CostText, linear_params
+from mmfuse.layers import ModalityDict
 
 __all__ = ["GatedFusion"]
-
-_GATES = ("scalar", "feature")
-_UNITS = ("linear", "gmu")
 
 
 @register_fusion("gated")
@@ -86,21 +84,36 @@ class GatedFusion(Fusion):
         bias: bool = True,
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim)
-        if gate not in _GATES:
-            raise FusionError(f"gated: gate: expected one of {list(_GATES)}, got {gate!r}")
-        if unit not in _UNITS:
-            raise FusionError(f"gated: unit: expected one of {list(_UNITS)}, got {unit!r}")
         self.gate = gate
         self.unit = unit
         num = len(self.modalities)
         self.gate_width = 1 if gate == "scalar" else self.output_dim
-        self.proj = nn.ModuleDict(
+        self.proj = ModalityDict(
             {mod: nn.Linear(dim, self.output_dim, bias=bias) for mod, dim in self.input_dims.items()}
         )
         gate_in = num * self.output_dim if unit == "linear" else sum(self.input_dims.values())
         # Two modalities: one sigmoid score per gate entry; more: one score per modality.
         gate_out = self.gate_width if num == 2 else num * self.gate_width
         self.gate_layer = nn.Linear(gate_in, gate_out, bias=bias)
+
+    cost_text = CostText(
+        options=("gate", "unit", "bias"),
+        symbols="g = o if m = 2 else m o",
+        params_big_o="O(m d o + m^2 o^2)",
+        flops_big_o="O(m d o + m^2 o^2)",
+        params_exact="m (d+1) o + (m o + 1) g",
+        flops_exact="2 (m d o + m o g)",
+    )
+
+    @classmethod
+    def cost(cls, *, m: int, d: int, t: int, output_dim: int) -> Cost:
+        o = output_dim
+        width = 1 if cls.default("gate") == "scalar" else o
+        g = width if m == 2 else m * width
+        gate_in = m * o if cls.default("unit") == "linear" else m * d
+        bias = cls.default("bias")
+        params = m * linear_params(d, o, bias=bias) + linear_params(gate_in, g, bias=bias)
+        return Cost(params, 2 * (m * d * o + gate_in * g))
 
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
         """``(b, d_out)``.

@@ -36,9 +36,12 @@ from mmfuse.fusions._base import (
     FusionError,
     FusionIntermediates,
     create_fusion,
+    fusion_class,
     register_fusion,
 )
-from mmfuse.fusions._checks import check_int, check_module_names
+from mmfuse.fusions._cost import Cost, CostText, linear_params
+from mmfuse.fusions._options import FusionName, PositiveInt
+from mmfuse.layers import ModalityDict
 
 __all__ = ["HierarchicalFusion", "default_groups"]
 
@@ -134,17 +137,15 @@ class HierarchicalFusion(Fusion):
         input_dims: Mapping[str, int],
         output_dim: int,
         groups: Sequence[Sequence[str]] | None = None,
-        local_fusion: str = "gated",
+        local_fusion: FusionName = "gated",
         local_options: Mapping[str, Any] | None = None,
-        local_dim: int | None = None,
-        global_fusion: str = "gated",
+        local_dim: PositiveInt | None = None,
+        global_fusion: FusionName = "gated",
         global_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim)
-        check_module_names("hierarchical", self.modalities)
         if local_dim is None:
             local_dim = self.output_dim
-        check_int("hierarchical", "local_dim", local_dim)
         self.groups = default_groups(self.modalities) if groups is None else _check_groups(groups, self.modalities)
         self.group_names = tuple("+".join(g) for g in self.groups)
         self.local_dim = local_dim
@@ -167,7 +168,7 @@ class HierarchicalFusion(Fusion):
                 )
             except FusionError as err:
                 raise FusionError(f"hierarchical: local fusion of group {gname!r}: {err}") from err
-        self.local = nn.ModuleDict(local)
+        self.local = ModalityDict(local)
         try:
             self.global_fusion = create_fusion(
                 global_fusion,
@@ -180,6 +181,27 @@ class HierarchicalFusion(Fusion):
                 f"hierarchical: global fusion over groups {list(self.group_names)}: {err}"
             ) from err
         self.outputs_logits = self.global_fusion.outputs_logits
+
+    cost_text = CostText(
+        options=("groups", "local_fusion", "local_dim", "global_fusion"),
+        symbols="groups = consecutive pairs (m = 2: singletons), local_dim = o; p pairs, s singletons, "
+        "G = p + s groups; L/Gl = the local/global strategy's own formula",
+        params_big_o="O(m d o + m^2 o^2) (with 'gated' parts)",
+        flops_big_o="O(m d o + m^2 o^2) (with 'gated' parts)",
+        params_exact="p L(2, d, o) + s (d+1) o + Gl(G, o, o)",
+        flops_exact="p L_flops(2, d, o) + 2 s d o + Gl_flops(G, o, o)",
+    )
+
+    @classmethod
+    def cost(cls, *, m: int, d: int, t: int, output_dim: int) -> Cost:
+        o = output_dim
+        pairs, singles = (0, m) if m <= 2 else (m // 2, m % 2)
+        local = fusion_class(cls.default("local_fusion")).cost(m=2, d=d, t=t, output_dim=o) if pairs else Cost(0, 0)
+        glob = fusion_class(cls.default("global_fusion")).cost(m=pairs + singles, d=o, t=1, output_dim=o)
+        return Cost(
+            pairs * local.params + singles * linear_params(d, o) + glob.params,
+            pairs * local.flops + singles * 2 * d * o + glob.flops,
+        )
 
     def _local_inputs(
         self, batch: FusionBatch, group: tuple[str, ...], group_present: Tensor

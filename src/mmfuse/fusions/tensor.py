@@ -27,7 +27,9 @@ from mmfuse.fusions._base import (
     FusionIntermediates,
     register_fusion,
 )
-from mmfuse.fusions._checks import check_dropout, check_int, check_module_names
+from mmfuse.fusions._cost import Cost, CostText, linear_params
+from mmfuse.fusions._options import PositiveInt, Rate
+from mmfuse.layers import ModalityDict, ModalityParameterDict
 
 __all__ = ["LowRankFusion", "TensorFusion"]
 
@@ -35,14 +37,11 @@ __all__ = ["LowRankFusion", "TensorFusion"]
 class _ProjectedFactors(Fusion):
     """Shared front end: per-modality projection and the ``[h_i; 1]`` factors."""
 
-    def __init__(self, *, input_dims: Mapping[str, int], output_dim: int, dim: int | None) -> None:
+    def __init__(self, *, input_dims: Mapping[str, int], output_dim: int, dim: PositiveInt | None) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim)
-        if dim is not None:
-            check_int(self.name, "dim", dim)
         self.dim = dim
-        check_module_names(self.name, self.modalities)
         # raw inputs when dim is None: no parameters before the product
-        self.proj = nn.ModuleDict(
+        self.proj = ModalityDict(
             {} if dim is None else {mod: nn.Linear(d, dim) for mod, d in self.input_dims.items()}
         )
         self.factor_dims: dict[str, int] = {
@@ -85,13 +84,11 @@ class TensorFusion(_ProjectedFactors):
         *,
         input_dims: Mapping[str, int],
         output_dim: int,
-        dim: int | None = 16,
-        max_size: int = 2**20,
-        dropout: float = 0.0,
+        dim: PositiveInt | None = 16,
+        max_size: PositiveInt = 2**20,
+        dropout: Rate = 0.0,
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim, dim=dim)
-        check_int(self.name, "max_size", max_size)
-        check_dropout(self.name, dropout)
         size = math.prod(self.factor_dims.values())
         if size > max_size:
             formula = " * ".join(f"({k - 1} + 1)" for k in self.factor_dims.values())
@@ -102,6 +99,24 @@ class TensorFusion(_ProjectedFactors):
         self.product_size = size
         self.drop = nn.Dropout(dropout)
         self.out = nn.Linear(size, output_dim)
+
+    cost_text = CostText(
+        options=("dim", "max_size"),
+        symbols="k = dim (so m <= 4 at k = 16 within max_size)",
+        params_big_o="O(m d k + (k+1)^m o)  (exponential in m)",
+        flops_big_o="O(m d k + (k+1)^m o)  (exponential in m)",
+        params_exact="m (d+1) k + ((k+1)^m + 1) o",
+        flops_exact="2 (m d k + (k+1)^m o)",
+    )
+
+    @classmethod
+    def cost(cls, *, m: int, d: int, t: int, output_dim: int) -> Cost:
+        k = cls.default("dim") or d
+        size = (k + 1) ** m
+        if size > cls.default("max_size"):
+            raise FusionError(f"{cls.name}: product size (k+1)^m = {size} exceeds max_size={cls.default('max_size')}")
+        proj = m * linear_params(d, k) if cls.default("dim") else 0
+        return Cost(proj + linear_params(size, output_dim), 2 * (proj and m * d * k) + 2 * size * output_dim)
 
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
         """``(b, d_out)``; ``extras["product"]``: the ``(b, prod_i (k_i + 1))`` product vector."""
@@ -147,22 +162,37 @@ class LowRankFusion(_ProjectedFactors):
         *,
         input_dims: Mapping[str, int],
         output_dim: int,
-        dim: int | None = 16,
-        rank: int = 4,
+        dim: PositiveInt | None = 16,
+        rank: PositiveInt = 4,
         rank_weights: bool = False,
-        dropout: float = 0.0,
+        dropout: Rate = 0.0,
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim, dim=dim)
-        self.rank = check_int(self.name, "rank", rank)
-        check_dropout(self.name, dropout)
+        self.rank = rank
         self.drop = nn.Dropout(dropout)
-        self.factors = nn.ParameterDict()
+        self.factors = ModalityParameterDict()
         for mod, k in self.factor_dims.items():
             # std 1/sqrt(k_i + 1): each factor term z_i W_i^(r) is O(1), so their
             # product over modalities neither explodes nor vanishes with M
             self.factors[mod] = nn.Parameter(torch.randn(rank, k, output_dim) / math.sqrt(k))
         self.rank_weight = nn.Parameter(torch.full((rank,), 1.0 / rank)) if rank_weights else None
         self.bias = nn.Parameter(torch.zeros(output_dim))
+
+    cost_text = CostText(
+        options=("dim", "rank", "rank_weights"),
+        symbols="k = dim, r = rank",
+        params_big_o="O(m (d k + r k o))",
+        flops_big_o="O(m (d k + r k o))",
+        params_exact="m (d+1) k + m r (k+1) o + o",
+        flops_exact="2 m (d k + r (k+1) o)",
+    )
+
+    @classmethod
+    def cost(cls, *, m: int, d: int, t: int, output_dim: int) -> Cost:
+        k, r, o = cls.default("dim") or d, cls.default("rank"), output_dim
+        proj = m * linear_params(d, k) if cls.default("dim") else 0
+        params = proj + m * r * (k + 1) * o + o + (r if cls.default("rank_weights") else 0)
+        return Cost(params, 2 * ((m * d * k if proj else 0) + m * r * (k + 1) * o))
 
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
         """``(b, d_out)``; ``extras["rank_terms"]``: the ``(b, r, d_out)`` terms before the sum."""
