@@ -100,12 +100,16 @@ class FusionBatch:
             combined with presence: a missing modality has no valid token), ``None``
             for vector inputs.
         modalities: the fusion's fixed modality order.
+        all_present: True when no mask was given (known without looking at the
+            data): every modality present and every token valid, so a strategy may
+            skip work that only masking needs.
     """
 
     inputs: dict[str, Tensor]
     present: Tensor
     token_masks: dict[str, Tensor | None]
     modalities: tuple[str, ...]
+    all_present: bool = False
 
     @property
     def batch_size(self) -> int:
@@ -163,9 +167,9 @@ def masked_softmax(scores: Tensor, mask: Tensor | None, dim: int = -1) -> Tensor
 
 @torch.compiler.disable
 def _raise_if_all_missing(present: Tensor, modalities: tuple[str, ...]) -> None:
-    none_present = ~present.any(dim=1)
-    if bool(none_present.any()):
-        idx = int(none_present.nonzero()[0, 0])
+    some_present = present.any(dim=1)
+    if not bool(some_present.all()):
+        idx = int((~some_present).nonzero()[0, 0])
         raise FusionError(
             f"sample {idx}: expected at least one present modality, got every modality "
             f"({', '.join(modalities)}) missing"
@@ -292,8 +296,9 @@ class Fusion(nn.Module):
         batch = self.prepare(inputs, masks)
         fused, info = self.fuse(batch, need_intermediates=return_intermediates)
         if return_intermediates:
-            if info.present is None:
-                info.present = batch.present
+            if info.present is None or info.present is batch.present:
+                # a copy: the fast path reuses its all-True presence across calls
+                info.present = batch.present.clone()
             return fused, info
         return fused
 
@@ -316,7 +321,7 @@ class Fusion(nn.Module):
         """
         if not isinstance(inputs, Mapping):
             raise FusionError(f"inputs: expected a mapping of modality -> tensor, got {type(inputs).__name__}")
-        if inputs.keys() != self._modality_set:
+        if len(inputs) != len(self.modalities):
             self._raise_names(inputs)
         if masks is None:
             masks = {}
@@ -326,26 +331,62 @@ class Fusion(nn.Module):
             unknown = sorted(set(masks) - self._modality_set)
             raise FusionError(f"masks: unknown modality {unknown[0]!r}: expected one of {list(self.modalities)}")
 
-        ref = next(self.parameters(), None)
+        ref = self._reference_parameter()
         first = self.modalities[0]
-        x0 = inputs[first]
-        batch_size = self._check_input(first, x0, ref, None)
+        try:
+            x0 = inputs[first]
+            rest = [inputs[mod] for mod in self.modalities[1:]]
+        except KeyError:
+            self._raise_names(inputs)
+        dims = self.input_dims
+        shape0 = x0.shape if isinstance(x0, Tensor) else None
+        if (
+            ref is None
+            or shape0 is None
+            or len(shape0) not in (2, 3)
+            or shape0[-1] != dims[first]
+            or shape0[0] == 0
+            or (len(shape0) == 3 and shape0[1] == 0)
+            or x0.dtype != ref.dtype
+            or not x0.device == ref.device
+        ):
+            batch_size = self._check_input(first, x0, ref, None)
+        else:
+            batch_size = shape0[0]
         if batch_size == 0:
             raise FusionError(
                 f"modality {first!r}: expected a batch of at least one sample, got batch size 0 "
                 f"(shape {tuple(x0.shape)})"
             )
-        for mod in self.modalities[1:]:
-            self._check_input(mod, inputs[mod], ref, x0, batch_size)
+        # the other modalities: one cheap comparison per property against the first
+        # (already checked in full); the full check runs only to word an error
+        dtype, device = x0.dtype, x0.device
+        for mod, x in zip(self.modalities[1:], rest, strict=True):
+            if not isinstance(x, Tensor):
+                self._check_input(mod, x, ref, x0, batch_size)
+            shape = x.shape
+            nd = len(shape)
+            if (
+                (nd != 2 and (nd != 3 or shape[1] == 0))
+                or shape[-1] != dims[mod]
+                or shape[0] != batch_size
+                or x.dtype != dtype
+                or not x.device == device
+            ):
+                self._check_input(mod, x, ref, x0, batch_size)
 
         if not masks:  # fast path: every modality present, every token valid
-            present_all = torch.ones(batch_size, len(self.modalities), dtype=torch.bool, device=x0.device)
+            present_all = self._all_present(x0)
             token_masks: dict[str, Tensor | None] = {}
             for i, mod in enumerate(self.modalities):
                 x = inputs[mod]
                 token_masks[mod] = present_all[:, i : i + 1].expand(-1, x.shape[1]) if x.dim() == 3 else None
             return FusionBatch(
-                inputs=dict(inputs), present=present_all, token_masks=token_masks, modalities=self.modalities
+                inputs=dict(inputs),
+                present=present_all,
+                token_masks=token_masks,
+                modalities=self.modalities,
+                all_present=True,
             )
 
         cleaned: dict[str, Tensor] = {}
@@ -386,6 +427,38 @@ class Fusion(nn.Module):
         _check_some_present(present_all, self.modalities)
         return FusionBatch(inputs=cleaned, present=present_all, token_masks=token_masks, modalities=self.modalities)
 
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        # .to() / .cuda() / .half() go through here: forget what was cached per device
+        self.__dict__.pop("_ones_cache", None)
+        self.__dict__.pop("_ref_param", None)
+        return super()._apply(fn, *args, **kwargs)
+
+    def _all_present(self, x: Tensor) -> Tensor:
+        """``(b, m)`` all-True presence for ``x``'s batch size and device, built once per
+        shape and reused across calls in eager mode (read-only for strategies)."""
+        key = (x.shape[0], x.device)
+        if torch.compiler.is_compiling():
+            return x.new_ones((x.shape[0], len(self.modalities)), dtype=torch.bool)
+        cache = self.__dict__.setdefault("_ones_cache", {})
+        ones = cache.get(key)
+        if ones is None:
+            if len(cache) > 8:
+                cache.clear()
+            ones = cache[key] = x.new_ones((x.shape[0], len(self.modalities)), dtype=torch.bool)
+        return ones
+
+    def _reference_parameter(self, *, refresh: bool = False) -> Tensor | None:
+        """A parameter of the module, whose dtype and device the inputs must match.
+
+        Looked up once and cached (``.to()``, ``.half()`` and ``load_state_dict``
+        change parameters in place, so the same object keeps telling the module's
+        dtype and device); looked up again before a mismatch is reported, in case
+        the parameters were replaced.
+        """
+        if refresh or "_ref_param" not in self.__dict__:
+            self.__dict__["_ref_param"] = next(self.parameters(), None)
+        return self.__dict__["_ref_param"]
+
     def _raise_names(self, inputs: Mapping[str, Any]) -> None:
         unknown = sorted(set(inputs) - self._modality_set, key=str)
         if unknown:
@@ -413,9 +486,12 @@ class Fusion(nn.Module):
             )
         if x.dim() == 3 and x.shape[1] == 0:
             raise FusionError(f"modality {mod!r}: expected at least one token, got shape {tuple(x.shape)}")
+        # (`==` on devices: `!=` takes a slow path in torch)
+        if ref is not None and not (x.device == ref.device and x.dtype == ref.dtype):
+            ref = self._reference_parameter(refresh=True)
         want = ref if ref is not None else first
         if want is not None:
-            if x.device != want.device:
+            if not x.device == want.device:
                 whose = "the module's" if ref is not None else f"{self.modalities[0]!r}'s"
                 raise FusionError(f"modality {mod!r}: expected device {want.device} ({whose}), got {x.device}")
             if x.dtype != want.dtype and not torch.is_autocast_enabled(x.device.type):

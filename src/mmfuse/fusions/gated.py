@@ -129,15 +129,16 @@ class GatedFusion(Fusion):
         h = torch.stack([self.proj[mod](x) for mod, x in zip(self.modalities, xs, strict=True)], dim=1)
         if self.unit == "gmu":
             h = torch.tanh(h)
-        keep = present.unsqueeze(-1)  # (b, m, 1)
-        h = torch.where(keep, h, h.new_zeros(()))  # (b, m, d_out)
+        keep = None if batch.all_present else present.unsqueeze(-1)  # (b, m, 1)
+        if keep is not None:
+            h = torch.where(keep, h, h.new_zeros(()))  # (b, m, d_out)
         gate_in = h.flatten(1) if self.unit == "linear" else torch.cat(xs, dim=-1)
         s = self.gate_layer(gate_in)
         if len(self.modalities) == 2:
             scores = torch.stack([s, torch.zeros_like(s)], dim=1)  # (b, 2, g)
         else:
             scores = s.unflatten(1, (len(self.modalities), self.gate_width))  # (b, m, g)
-        weights = masked_softmax(scores, keep.expand_as(scores), dim=1)  # (b, m, g)
+        weights = masked_softmax(scores, None if keep is None else keep.expand_as(scores), dim=1)  # (b, m, g)
         contrib = weights * h
         out = contrib.sum(dim=1)
         info = FusionIntermediates(present=present, modality_weights=weights.mean(dim=-1))

@@ -55,7 +55,8 @@ class _ProjectedFactors(Fusion):
             h = batch.pooled(mod)
             if self.dim is not None:
                 h = self.proj[mod](h)
-            h = h * batch.presence(mod).to(h.dtype).unsqueeze(-1)
+            if not batch.all_present:
+                h = h * batch.presence(mod).to(h.dtype).unsqueeze(-1)
             out.append(torch.cat([h, h.new_ones(h.shape[0], 1)], dim=-1))
         return out
 
@@ -97,7 +98,7 @@ class TensorFusion(_ProjectedFactors):
                 f"max_size={max_size}; use a smaller dim, raise max_size, or use 'low_rank'"
             )
         self.product_size = size
-        self.drop = nn.Dropout(dropout)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.out = nn.Linear(size, output_dim)
 
     cost_text = CostText(
@@ -169,7 +170,7 @@ class LowRankFusion(_ProjectedFactors):
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim, dim=dim)
         self.rank = rank
-        self.drop = nn.Dropout(dropout)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else None
         self.factors = ModalityParameterDict()
         for mod, k in self.factor_dims.items():
             # std 1/sqrt(k_i + 1): each factor term z_i W_i^(r) is O(1), so their
@@ -199,7 +200,8 @@ class LowRankFusion(_ProjectedFactors):
         zs = self.factor_vectors(batch)
         terms = []
         for mod, z in zip(self.modalities, zs, strict=True):
-            z = torch.cat([self.drop(z[:, :-1]), z[:, -1:]], dim=-1)
+            if self.drop is not None:
+                z = torch.cat([self.drop(z[:, :-1]), z[:, -1:]], dim=-1)
             terms.append(torch.einsum("bk,rko->bro", z, self.factors[mod]))
         prod = terms[0]
         for term in terms[1:]:
