@@ -62,9 +62,10 @@ class Mlp(nn.Module):
             self.add_module(f"drop{i}", nn.Dropout(dropout) if dropout > 0 else nn.Identity())
             prev = width
         self.fc_out = nn.Linear(prev, out_dim, bias=bias)
-        # forward order, resolved once: no attribute look-ups by name per call
+        # forward order, resolved once; Identity slots are skipped (a module call each)
+        slots = [f"{part}{i}" for i in range(1, self.num_hidden + 1) for part in ("fc", "norm", "act", "drop")]
         self._order: tuple[str, ...] = tuple(
-            f"{part}{i}" for i in range(1, self.num_hidden + 1) for part in ("fc", "norm", "act", "drop")
+            s for s in slots if not isinstance(self._modules[s], nn.Identity)
         ) + ("fc_out",)
         self.in_dim = in_dim
         self.out_dim = out_dim

@@ -42,7 +42,9 @@ __all__ = [
     "PositiveInt",
     "Range",
     "Rate",
+    "OptionHelp",
     "check_options",
+    "option_help",
     "describe",
 ]
 
@@ -197,3 +199,61 @@ def check_options(owner: str, annotations: dict[str, Any], options: dict[str, An
         annotation = annotations.get(name)
         if annotation is not None and not accepts(annotation, value):
             raise FusionError(f"{owner}: {name}: expected {describe(annotation)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class OptionHelp:
+    """One constructor option of a strategy, as ``mmfuse list --options`` shows it."""
+
+    name: str
+    default: Any
+    allowed: str
+    meaning: str
+
+
+def docstring_args(doc: str | None) -> dict[str, str]:
+    """``name -> text`` of the ``Args:`` section of a Google-style docstring (the
+    continuation lines joined)."""
+    out: dict[str, str] = {}
+    if not doc:
+        return out
+    lines = inspect.cleandoc(doc).splitlines()
+    inside, indent, current = False, None, None
+    for line in lines:
+        stripped = line.strip()
+        if stripped == "Args:":
+            inside, indent, current = True, None, None
+            continue
+        if not inside:
+            continue
+        if not stripped:
+            current = None
+            continue
+        width = len(line) - len(line.lstrip())
+        if indent is None:
+            indent = width
+        if width < indent:  # the section ended
+            inside = False
+            continue
+        if width == indent and ":" in stripped:
+            current, text = stripped.split(":", 1)
+            current = current.split(" ")[0]
+            out[current] = text.strip()
+        elif current is not None:
+            out[current] += " " + stripped
+    return out
+
+
+def option_help(cls: type) -> list[OptionHelp]:
+    """Every keyword option of a strategy class: default, allowed values (from the
+    annotation) and meaning (from the class docstring's ``Args:``)."""
+    params = inspect.signature(cls.__init__).parameters
+    annotations = option_annotations(cls.__init__)
+    meanings = docstring_args(cls.__doc__)
+    out = []
+    for name, param in params.items():
+        if name in ("self", "input_dims", "output_dim") or param.kind is not param.KEYWORD_ONLY:
+            continue
+        allowed = describe(annotations[name]) if name in annotations else ""
+        out.append(OptionHelp(name, param.default, allowed, meanings.get(name, "")))
+    return out

@@ -13,7 +13,8 @@ opposite convention appears is a parity test against ``nn.MultiheadAttention``.
 Every modality is first projected to the common width ``d`` by its own linear map, so
 that tokens of different modalities can be compared and summed.
 
-Additive cross-modal attention (the guide's section 4.1)::
+Additive cross-modal attention (the additive score of Bahdanau et al., 2015, "Neural Machine
+Translation by Jointly Learning to Align and Translate", between modalities)::
 
     e_ij  = v^T tanh(W [h_i^(1), h_j^(2)] + c)          (b, t_q, t_k)
     a_ij  = softmax_j(e_ij)                              (masked keys: 0)
@@ -24,7 +25,8 @@ concatenated pairs: its first layer is split, ``W [h_i, h_j] = W_a h_i + W_b h_j
 so the pair cost is one broadcast add of ``(b, t_q, 1, d_a)`` and ``(b, 1, t_k, d_a)``
 instead of a ``(b, t_q, t_k, 2d)`` tensor and a matmul on it.
 
-Multi-head cross-modal attention (section 4.2)::
+Multi-head cross-modal attention (Vaswani et al., 2017, "Attention Is All You Need", eq. of
+MultiHead; queries from one modality, keys and values from the others)::
 
     MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O
     head_i = softmax(Q W_i^Q (K W_i^K)^T / sqrt(d / h)) V W_i^V
@@ -136,8 +138,8 @@ def _query_output(
 class AdditiveScore(nn.Module):
     """Additive attention scores ``e_ij = v^T tanh(W_a q_i + W_b k_j + c)``.
 
-    This is the guide's ``MLP([q_i, k_j])`` = ``Linear(2d -> d_a) -> tanh ->
-    Linear(d_a -> 1)`` with the first layer split into its query half ``W_a`` (which
+    This is the score ``MLP([q_i, k_j])`` of the module's equation for ``e_ij``:
+    ``Linear(2d -> d_a) -> tanh -> Linear(d_a -> 1)`` with the first layer split into its query half ``W_a`` (which
     carries the bias ``c``) and key half ``W_b``: the concatenated layer is
     ``W = [W_a, W_b]``. The last layer has no bias: the softmax over keys ignores a
     constant shift, so that bias would never get a gradient.
@@ -194,7 +196,7 @@ def additive_attend(
 
 @register_fusion("cross_attention")
 class CrossAttentionFusion(Fusion):
-    """Additive cross-modal attention (guide section 4.1), see the module docstring.
+    """Additive cross-modal attention (Bahdanau et al., 2015 scores), see the module docstring.
 
     Every modality is projected to ``d`` by its own linear map. Then, by ``mode``:
 
@@ -223,7 +225,7 @@ class CrossAttentionFusion(Fusion):
             first of ``fusion.modalities``, i.e. the first name in sorted order).
         mode: ``"query"``, ``"bidirectional"`` or ``"all"`` (see above).
         add_zero_attn: add a zero key/value to every softmax (see the module
-            docstring); ``False`` gives the guide's equations exactly.
+            docstring); ``False`` gives the equations ``e_ij``, ``a_ij`` exactly.
         pool: with ``False`` (only for ``mode="query"``) return the enriched query
             tokens ``(b, t_q, d_out)`` instead of their mean: padded query tokens
             are zero, and a sample whose query is missing carries the context
@@ -350,7 +352,7 @@ MultiheadCrossAttention = MaskedAttention
 
 @register_fusion("multihead_cross_attention")
 class MultiheadCrossAttentionFusion(Fusion):
-    """Multi-head cross-modal attention (guide section 4.2), see the module docstring.
+    """Multi-head cross-modal attention (Vaswani et al., 2017), see the module docstring.
 
     Every modality is projected to ``d`` by its own linear map. Then, for each query
     modality (``mode="query"``: the ``query`` modality; ``mode="all"``: every modality

@@ -126,12 +126,18 @@ class GatedFusion(Fusion):
         """
         present = batch.present
         xs = [batch.pooled(mod) for mod in self.modalities]
-        h = torch.stack([self.proj[mod](x) for mod, x in zip(self.modalities, xs, strict=True)], dim=1)
+        hs = [self.proj[mod](x) for mod, x in zip(self.modalities, xs, strict=True)]
         if self.unit == "gmu":
-            h = torch.tanh(h)
+            hs = [torch.tanh(h) for h in hs]
+        if len(self.modalities) == 2 and batch.all_present and not need_intermediates:
+            # fast path, both present: the sigmoid equation itself, h_2 + g (h_1 - h_2)
+            gate_in = torch.cat(hs if self.unit == "linear" else xs, dim=-1)
+            g = torch.sigmoid(self.gate_layer(gate_in))
+            return hs[1] + g * (hs[0] - hs[1]), FusionIntermediates()
+        h = torch.stack(hs, dim=1)  # (b, m, d_out)
         keep = None if batch.all_present else present.unsqueeze(-1)  # (b, m, 1)
         if keep is not None:
-            h = torch.where(keep, h, h.new_zeros(()))  # (b, m, d_out)
+            h = torch.where(keep, h, h.new_zeros(()))
         gate_in = h.flatten(1) if self.unit == "linear" else torch.cat(xs, dim=-1)
         s = self.gate_layer(gate_in)
         if len(self.modalities) == 2:
@@ -141,8 +147,9 @@ class GatedFusion(Fusion):
         weights = masked_softmax(scores, None if keep is None else keep.expand_as(scores), dim=1)  # (b, m, g)
         contrib = weights * h
         out = contrib.sum(dim=1)
-        info = FusionIntermediates(present=present, modality_weights=weights.mean(dim=-1))
+        info = FusionIntermediates(present=present)
         if need_intermediates:
+            info.modality_weights = weights.mean(dim=-1)
             if len(self.modalities) == 2:
                 gate = weights[:, 0]
             else:

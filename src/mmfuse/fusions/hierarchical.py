@@ -5,7 +5,8 @@ groups, ``t_i`` tokens of modality ``i``, ``d_i`` features of modality ``i``,
 ``d_loc`` the width of each group's output (``local_dim``), ``d_out`` output
 features. Masks are bool, True means keep.
 
-The guide's section 5::
+The equations (local fusion within each group ``G``, then a global fusion over the
+groups)::
 
     z_G = LocalFusion_G({x_i : i in G})        (b, d_loc)   for every group G
     h   = GlobalFusion({z_G : G})              (b, d_out)
