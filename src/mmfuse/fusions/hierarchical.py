@@ -124,7 +124,9 @@ class HierarchicalFusion(Fusion):
         global_fusion: registered strategy name of the global fusion.
         global_options: options of the global strategy.
 
-    Intermediates: ``extras["groups"]`` group name -> ``(b, d_loc)`` output,
+    Intermediates: ``modality_weights`` ``(b, m)`` when the global fusion gives
+    weights over groups (``gated``, ``late``): each group's weight shared equally by
+    its present modalities; ``extras["groups"]`` group name -> ``(b, d_loc)`` output,
     ``extras["group_present"]`` ``(b, g)``, ``extras["local"]`` group name -> the
     local fusion's :class:`FusionIntermediates` (``None`` for a single-modality
     group), ``extras["global"]`` the global fusion's intermediates.
@@ -245,6 +247,9 @@ class HierarchicalFusion(Fusion):
             fused, global_info = self.global_fusion(outputs, presence), None
         info = FusionIntermediates()
         if need_intermediates:
+            assert global_info is not None
+            if global_info.modality_weights is not None:
+                info.modality_weights = self._spread(global_info.modality_weights, batch.present)
             info.extras = {
                 "groups": outputs,
                 "group_present": torch.stack([presence[g] for g in self.group_names], dim=1),
@@ -252,6 +257,17 @@ class HierarchicalFusion(Fusion):
                 "global": global_info,
             }
         return fused, info
+
+    def _spread(self, group_weights: Tensor, present: Tensor) -> Tensor:
+        """``(b, g)`` group weights -> ``(b, m)`` modality weights: each group's weight
+        shared equally by its present modalities (rows keep their sum)."""
+        out = present.new_zeros(present.shape, dtype=group_weights.dtype)
+        for gi, group in enumerate(self.groups):
+            cols = [self.modalities.index(m) for m in group]
+            here = present[:, cols].to(group_weights.dtype)
+            share = group_weights[:, gi : gi + 1] / here.sum(dim=1, keepdim=True).clamp_min(1.0)
+            out[:, cols] = share * here
+        return out
 
     def extra_repr(self) -> str:
         groups = ", ".join(self.group_names)
