@@ -284,7 +284,10 @@ class Fusion(nn.Module):
         Args:
             inputs: modality -> ``(b, d_i)`` or ``(b, t_i, d_i)`` float tensor; every
                 modality of ``self.modalities`` must be given (mark a missing one
-                with a False mask).
+                with a False mask), all of the module's dtype (under autocast: of
+                one dtype) and on its device, with ``b >= 1`` (an empty batch is a
+                :class:`FusionError`: it has no sample to fuse, and a data loader
+                never yields one).
             masks: optional modality -> bool ``(b,)`` (present) or ``(b, t_i)``
                 (valid tokens); True means keep.
             return_intermediates: also return a :class:`FusionIntermediates`.
