@@ -13,6 +13,7 @@ from mmfuse import FusionError
 from mmfuse.cli import main
 from mmfuse.fusions._options import (
     FusionName,
+    PositiveFloat,
     PositiveInt,
     Rate,
     accepts,
@@ -28,6 +29,7 @@ from mmfuse.fusions._options import (
         (bool, [True, False], ["no", 1, None]),
         (PositiveInt, [1, 7], [0, -1, True, 2.0, "3"]),
         (Rate, [0, 0.0, 0.5], [1.0, -0.1, "0.1", float("nan"), False]),
+        (PositiveFloat, [0.5, 4], [0, float("inf"), float("nan"), "4"]),
         (Literal["a", "b"], ["a", "b"], ["c", None, 0]),
         (PositiveInt | None, [None, 3], [0, "x"]),
         (FusionName, ["gated", "early"], ["nope", 3]),

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections.abc
 import inspect
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -106,7 +107,7 @@ def describe(annotation: Any) -> str:
     if annotation is int:
         return "an int"
     if annotation is float:
-        return "a number"
+        return "a finite number"
     if annotation is str:
         return "a string"
     if annotation is Any:
@@ -180,7 +181,7 @@ def accepts(annotation: Any, value: Any) -> bool:
     if annotation is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if isinstance(annotation, type):
         return isinstance(value, annotation)
     return True
