@@ -413,7 +413,7 @@ class Fusion(nn.Module):
                 allowed = [(x.shape[0],)] + ([tuple(x.shape[:2])] if x.dim() == 3 else [])
                 want = " or ".join(str(s) for s in allowed)
                 raise FusionError(f"mask of modality {mod!r}: expected shape {want}, got {tuple(mask.shape)}")
-            if mask.device != x.device:
+            if not mask.device == x.device:
                 raise FusionError(f"mask of modality {mod!r}: expected device {x.device}, got {mask.device}")
             if mask.dim() == 1:
                 present = mask

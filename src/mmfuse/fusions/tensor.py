@@ -202,17 +202,17 @@ class LowRankFusion(_ProjectedFactors):
         for mod, z in zip(self.modalities, zs, strict=True):
             if self.drop is not None:
                 z = torch.cat([self.drop(z[:, :-1]), z[:, -1:]], dim=-1)
-            terms.append(torch.einsum("bk,rko->bro", z, self.factors[mod]))
+            terms.append(torch.matmul(z, self.factors[mod]))  # (r, b, d_out), broadcast over r
         prod = terms[0]
         for term in terms[1:]:
             prod = prod * term
         if self.rank_weight is None:
-            fused = prod.sum(dim=1) + self.bias
+            fused = prod.sum(dim=0) + self.bias
         else:
-            fused = torch.einsum("bro,r->bo", prod, self.rank_weight) + self.bias
+            fused = torch.einsum("rbo,r->bo", prod, self.rank_weight) + self.bias
         info = FusionIntermediates()
         if need_intermediates:
-            info.extras["rank_terms"] = prod
+            info.extras["rank_terms"] = prod.transpose(0, 1)
         return fused, info
 
     def extra_repr(self) -> str:
