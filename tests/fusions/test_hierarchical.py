@@ -148,10 +148,12 @@ def test_bad_options_raise() -> None:
         mmfuse.create_fusion("hierarchical", input_dims=DIMS, output_dim=3, local_options={"output_dim": 2})
     with pytest.raises(FusionError, match="global_options: expected a mapping"):
         mmfuse.create_fusion("hierarchical", input_dims=DIMS, output_dim=3, global_options=[("a", 1)])
-    with pytest.raises(FusionError, match="local fusion of group 'audio\\+image': .*unknown option 'nope'"):
-        mmfuse.create_fusion("hierarchical", input_dims=DIMS, output_dim=3, local_options={"nope": 1})
+    with pytest.raises(FusionError, match="local fusion of group 'audio\\+image': gated: gate: expected one of"):
+        mmfuse.create_fusion("hierarchical", input_dims=DIMS, output_dim=3, local_options={"gate": "x"})
     with pytest.raises(FusionError, match="hierarchical: global_fusion: expected one of \\[.*'gated'.*\\], got 'nope'"):
         mmfuse.create_fusion("hierarchical", input_dims=DIMS, output_dim=3, global_fusion="nope")
+    with pytest.raises(FusionError, match="local_options: unknown option 'nope' of 'gated'"):
+        mmfuse.create_fusion("hierarchical", input_dims={"audio": 3, "image": 4}, output_dim=3, local_options={"nope": 1})
     # two modalities are two single-modality groups: no local fusion is built, the name is still checked
     with pytest.raises(FusionError, match="hierarchical: local_fusion: expected one of .*, got 'nope'"):
         mmfuse.create_fusion("hierarchical", input_dims={"audio": 3, "image": 4}, output_dim=3, local_fusion="nope")

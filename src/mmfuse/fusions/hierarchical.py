@@ -38,6 +38,7 @@ from mmfuse.fusions._base import (
     FusionIntermediates,
     create_fusion,
     fusion_class,
+    fusion_options,
     register_fusion,
 )
 from mmfuse.fusions._cost import Cost, CostText, linear_params
@@ -156,6 +157,13 @@ class HierarchicalFusion(Fusion):
         self.global_fusion_name = global_fusion
         local_kw = _check_options("local_options", local_options)
         global_kw = _check_options("global_options", global_options)
+        # checked even where no group is large enough to build a local fusion
+        unknown = sorted(set(local_kw) - set(fusion_options(local_fusion)))
+        if unknown:
+            raise FusionError(
+                f"hierarchical: local_options: unknown option {unknown[0]!r} of {local_fusion!r}: "
+                f"expected one of {sorted(fusion_options(local_fusion))}"
+            )
 
         local: dict[str, nn.Module] = {}
         for gname, group in zip(self.group_names, self.groups, strict=True):
