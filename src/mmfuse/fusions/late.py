@@ -171,6 +171,8 @@ class LateFusion(Fusion):
         """
         present = batch.present
         h = torch.stack([self.encoders[mod](batch.pooled(mod)) for mod in self.modalities], dim=1)
+        if self.combine == "mean" and batch.all_present and not need_intermediates:
+            return h.mean(dim=1), FusionIntermediates()  # fast path: every modality present
         keep = present.unsqueeze(-1)  # (b, m, 1)
         if self.level == "feature":
             out, weights, contrib = self._combine_features(h, present)
