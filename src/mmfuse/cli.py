@@ -15,15 +15,22 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_list(args: argparse.Namespace) -> int:
-    from mmfuse.fusions import fusion_class, fusion_options, list_fusions
+    import textwrap
+
+    from mmfuse.fusions import fusion_class, list_fusions
+    from mmfuse.fusions._options import option_help
 
     for name in list_fusions():
-        doc = (fusion_class(name).__doc__ or "").strip().splitlines()
+        cls = fusion_class(name)
+        doc = (cls.__doc__ or "").strip().splitlines()
         print(f"{name:28s} {doc[0] if doc else ''}")
         if args.options:
-            for opt, param in fusion_options(name).items():
-                default = "" if param.default is param.empty else f" = {param.default!r}"
-                print(f"    {opt}{default}")
+            for opt in option_help(cls):
+                print(f"    {opt.name} = {opt.default!r}")
+                if opt.allowed:
+                    print(f"        allowed: {opt.allowed}")
+                if opt.meaning:
+                    print(textwrap.fill(opt.meaning, width=96, initial_indent=" " * 8, subsequent_indent=" " * 8))
     return 0
 
 

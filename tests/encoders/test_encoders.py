@@ -71,7 +71,7 @@ def test_batch_independence_and_missing_rows_ignored(kind: str) -> None:
 def test_vector_encoder_is_mlp_with_layernorm() -> None:
     enc = VectorEncoder(5, 3, hidden_dims=(4,))
     x = torch.randn(2, 5)
-    lin1, norm, _, lin2 = enc.mlp.net
+    lin1, norm, lin2 = enc.mlp.fc1, enc.mlp.norm1, enc.mlp.fc_out
     h = torch.nn.functional.gelu(torch.nn.functional.layer_norm(x @ lin1.weight.T + lin1.bias, (4,), norm.weight, norm.bias))
     torch.testing.assert_close(enc(x)[0], h @ lin2.weight.T + lin2.bias)
 

@@ -116,7 +116,7 @@ def block(module: nn.Module, x: Tensor, context: Tensor | None = None) -> tuple[
     kv = q if context is None else ln(module.norm_kv, context)
     a, weights = attend(module.attn, q, kv)
     x = x + a
-    lin1, lin2 = module.mlp.net[0], module.mlp.net[-1]
+    lin1, lin2 = module.mlp.fc1, module.mlp.fc_out
     return x + lin(lin2, F.gelu(lin(lin1, ln(module.norm2, x)))), weights
 
 

@@ -94,3 +94,49 @@ def test_fusion_error_survives_python_O_semantics() -> None:
     )
     out = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, check=True)
     assert "expected last dim 3, got 4" in out.stdout
+
+
+def test_no_mask_fast_path_touches_no_tensor_data() -> None:
+    """Without masks, validation is Python-side only: no kernel, no zeroing, no sync."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    fusion = mmfuse.create_fusion("early", input_dims={"a": 3, "b": 4}, output_dim=2)
+    inputs = {"a": torch.randn(5, 3), "b": torch.randn(5, 2, 4)}
+    fusion.prepare(inputs, None)  # first call builds the cached all-True presence
+    with Count() as count:
+        batch = fusion.prepare(inputs, None)
+    assert [op for op in count.ops if "expand" not in op and "slice" not in op] == []
+    assert batch.all_present and bool(batch.present.all())
+    assert batch.inputs["a"] is inputs["a"]  # not copied, not zeroed
+    # with masks the all-missing check runs (and on the CPU reads one bool)
+    with Count() as count:
+        fusion.prepare(inputs, {"a": torch.ones(5, dtype=torch.bool)})
+    assert any("where" in op for op in count.ops)
+
+
+def test_returned_presence_is_a_copy_of_the_cached_one() -> None:
+    fusion = mmfuse.create_fusion("gated", input_dims={"a": 3, "b": 4}, output_dim=2)
+    inputs = {"a": torch.randn(5, 3), "b": torch.randn(5, 4)}
+    _, info = fusion(inputs, return_intermediates=True)
+    info.present[0] = False  # the caller may scribble on what it got back
+    _, again = fusion(inputs, return_intermediates=True)
+    assert bool(again.present.all())
+
+
+def test_dtype_follows_the_module_after_to() -> None:
+    fusion = mmfuse.create_fusion("late", input_dims={"a": 3, "b": 4}, output_dim=2)
+    inputs = {"a": torch.randn(5, 3), "b": torch.randn(5, 4)}
+    fusion(inputs)
+    fusion.double()
+    with pytest.raises(FusionError, match=r"modality 'a': expected dtype torch.float64 \(the module's"):
+        fusion(inputs)
+    assert fusion({k: v.double() for k, v in inputs.items()}).dtype == torch.float64

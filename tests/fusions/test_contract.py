@@ -7,6 +7,7 @@ inputs. Per-strategy equation parity lives in the strategy's own test file.
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
@@ -178,12 +179,19 @@ def test_only_one_modality_present(name: str) -> None:
         assert torch.isfinite(out).all(), f"{name}: only {keep!r} present gives non-finite output"
 
 
-def test_every_modality_missing_raises(name: str) -> None:
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_every_modality_missing_raises(name: str, compiled: bool) -> None:
+    """The contract holds under torch.compile too (it used to return a value there)."""
     fusion = make_fusion(name, 2)
-    inputs, _ = make_inputs(2, "vector")
-    masks = {mod: torch.tensor([True, True, False, True, True]) for mod in fusion.modalities}
-    with pytest.raises(FusionError, match="sample 2"):
-        fusion(inputs, masks)
+    run = torch.compile(fusion, backend="aot_eager") if compiled else fusion
+    inputs, masks = make_inputs(2, "mixed")
+    missing = torch.tensor([True, True, False, True, True])
+    masks = {mod: missing if inputs[mod].dim() == 2 else masks[mod] & missing[:, None] for mod in fusion.modalities}
+    with pytest.raises(FusionError, match="sample 2: expected at least one present modality"):
+        run(inputs, masks)
+    # and the same compiled module still answers a valid batch
+    masks_ok = {mod: torch.ones(B, dtype=torch.bool) for mod in fusion.modalities}
+    torch.testing.assert_close(run(inputs, masks_ok), fusion(inputs), rtol=1e-5, atol=1e-5)
 
 
 def test_state_dict_round_trip(name: str) -> None:
@@ -217,6 +225,26 @@ BAD_INPUTS = {
     "token mask on a vector": (lambda i, mk: (i, {"audio": torch.ones(B, 3, dtype=torch.bool)}), "expected shape"),
     "mask of unknown modality": (lambda i, mk: (i, {"video": torch.ones(B, dtype=torch.bool)}), "unknown modality"),
     "inputs not a mapping": (lambda i, mk: (list(i.values()), mk), "expected a mapping"),
+    "dtype other than the module's": (
+        lambda i, mk: ({k: v.double() for k, v in i.items()}, mk),
+        r"modality 'audio': expected dtype torch.float32 \(the module's.*got torch.float64",
+    ),
+    "dtypes mixed across modalities": (
+        lambda i, mk: ({**i, "image": i["image"].half()}, mk),
+        "modality 'image': expected dtype torch.float32.*got torch.float16",
+    ),
+    "device other than the module's": (
+        lambda i, mk: ({**i, "image": i["image"].to("meta")}, mk),
+        r"modality 'image': expected device cpu \(the module's\), got meta",
+    ),
+    "mask on another device": (
+        lambda i, mk: (i, {"audio": torch.ones(B, dtype=torch.bool, device="meta")}),
+        "mask of modality 'audio': expected device cpu, got meta",
+    ),
+    "batch size 0": (
+        lambda i, mk: ({k: v[:0] for k, v in i.items()}, mk),
+        "modality 'audio': expected a batch of at least one sample, got batch size 0",
+    ),
 }
 
 
@@ -243,3 +271,63 @@ def test_bad_construction_raises(name: str) -> None:
 def test_unknown_strategy_raises() -> None:
     with pytest.raises(FusionError, match="unknown fusion 'nope'"):
         mmfuse.create_fusion("nope", input_dims={"a": 3}, output_dim=2)
+
+
+# ------------------------------------------------------------------ modality names
+#: names torch refuses as ModuleDict / ParameterDict keys: a '.', and attributes of
+#: nn.Module / nn.ModuleDict ('training', 'items', 'keys', 'values', 'type', ...)
+ODD_NAMES = {"a.b": 5, "items": 6, "training": 7}
+ODD_NAMES_2 = {"keys": 5, "values.x": 6, "type": 7}
+
+
+@pytest.mark.parametrize("dims", [ODD_NAMES, ODD_NAMES_2], ids=["dot-items-training", "keys-values.x-type"])
+def test_any_string_is_a_modality_name(name: str, dims: dict[str, int]) -> None:
+    torch.manual_seed(0)
+    fusion = mmfuse.create_fusion(name, input_dims=dims, output_dim=OUT).eval()
+    assert fusion.modalities == tuple(sorted(dims))
+    g = torch.Generator().manual_seed(3)
+    inputs = {m: torch.randn(B, 2, d, generator=g) for m, d in dims.items()}
+    masks = {m: torch.tensor([True, True, False, True, True])[:, None].expand(B, 2).clone() for m in dims}
+    masks[fusion.modalities[0]][2] = True  # sample 2 keeps one modality
+    out = fusion(inputs, masks)
+    assert torch.isfinite(out).all()
+    # a missing modality still has no influence under an escaped name
+    last = fusion.modalities[-1]
+    changed = {**inputs, last: torch.where(masks[last][..., None], inputs[last], inputs[last] + 7.0)}
+    torch.testing.assert_close(fusion(changed, masks), out, rtol=1e-5, atol=1e-5)
+    # weights round-trip through state_dict under escaped keys
+    torch.manual_seed(9)
+    fresh = mmfuse.create_fusion(name, input_dims=dims, output_dim=OUT).eval()
+    fresh.load_state_dict(fusion.state_dict())
+    torch.testing.assert_close(fresh(inputs, masks), out, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------ option types
+def _options_of_kind(name: str, kind: str) -> list[str]:
+    from mmfuse.fusions._options import Rate, option_annotations
+
+    annotations = option_annotations(mmfuse.fusions.fusion_class(name).__init__)
+    out = []
+    for opt, ann in annotations.items():
+        text = str(ann)
+        if kind == "bool" and ann is bool:
+            out.append(opt)
+        elif kind == "rate" and ann == Rate:
+            out.append(opt)
+        elif kind == "layer" and "Callable" in text:
+            out.append(opt)
+    return out
+
+
+def test_options_of_the_wrong_type_raise(name: str) -> None:
+    """bool options refuse "no" (once read as True), rates refuse "0.1", layer options refuse "relu"."""
+    dims = {"a": 3, "b": 4}
+    cases = [(opt, "no", "a bool") for opt in _options_of_kind(name, "bool")]
+    cases += [(opt, "0.1", r"a float in \[0, 1\)") for opt in _options_of_kind(name, "rate")]
+    cases += [(opt, "relu", "a class or callable that builds an nn.Module") for opt in _options_of_kind(name, "layer")]
+    cases += [(opt, torch.nn.GELU(), "a class or callable") for opt in _options_of_kind(name, "layer")]
+    for opt, value, expected in cases:
+        with pytest.raises(FusionError, match=rf"^{name}: {opt}: expected {expected}.*, got {re.escape(repr(value))}"):
+            mmfuse.create_fusion(name, input_dims=dims, output_dim=4, **{opt: value})
+    # and every default passes its own check
+    mmfuse.create_fusion(name, input_dims=dims, output_dim=4)

@@ -75,3 +75,25 @@ def test_docs_tables_are_current() -> None:
     assert markdown_formula_table() in doc, "docs/costs.md formulas are stale: regenerate them"
     shapes = [(2, 64, 1, 64), (3, 128, 1, 64), (3, 128, 32, 64), (4, 256, 64, 128)]
     assert markdown_cost_table(shapes) in doc, "docs/costs.md numbers are stale: regenerate them"
+
+
+def test_doc_file_is_what_the_writer_writes(tmp_path: Path) -> None:
+    from mmfuse.fusions.costs import main, render_doc
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "costs.md").read_text()
+    assert doc == render_doc(), "docs/costs.md is stale: run python -m mmfuse.fusions.costs docs/costs.md"
+    main([str(tmp_path / "costs.md")])
+    assert (tmp_path / "costs.md").read_text() == doc
+
+
+def test_formulas_read_the_defaults_from_the_signature(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Changing a strategy's default changes its formula, with no second copy to edit."""
+    import inspect
+
+    cls = mmfuse.fusions.fusion_class("early")
+    sig = inspect.signature(cls.__init__)
+    params = [p.replace(default=(32,)) if p.name == "hidden_dims" else p for p in sig.parameters.values()]
+    monkeypatch.setattr(cls.__init__, "__signature__", sig.replace(parameters=params), raising=False)
+    cost = fusion_cost("early", m=2, d=5, output_dim=3)
+    assert cost.params == (2 * 6 + 1) * 32 + 33 * 3
+    assert "hidden_dims=(32,)" in FORMULAS["early"].defaults

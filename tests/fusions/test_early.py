@@ -18,7 +18,7 @@ OUT = 7
 
 def gelu_mlp(x: Tensor, mlp: nn.Module) -> Tensor:
     """Linear -> GELU -> Linear by hand, with the module's own weights."""
-    first, last = mlp.net[0], mlp.net[-1]
+    first, last = mlp.fc1, mlp.fc_out
     hidden = nn.functional.gelu(x @ first.weight.T + first.bias)
     return hidden @ last.weight.T + last.bias
 
@@ -130,7 +130,7 @@ def test_norm_and_dropout_options_reach_the_mlp() -> None:
     fusion = mmfuse.create_fusion(
         "early", input_dims=DIMS, output_dim=OUT, hidden_dims=(8, 6), norm_layer=nn.LayerNorm, dropout=0.1
     )
-    kinds = [type(layer).__name__ for layer in fusion.encoder.net]
+    kinds = [type(layer).__name__ for layer in fusion.encoder.children()]
     assert kinds == ["Linear", "LayerNorm", "GELU", "Dropout", "Linear", "LayerNorm", "GELU", "Dropout", "Linear"]
 
 
@@ -139,8 +139,8 @@ def test_norm_and_dropout_options_reach_the_mlp() -> None:
     [
         ({"align": "concat"}, r"align: expected one of \['pool', 'tokens'\], got 'concat'"),
         ({"dropout": 1.0}, r"dropout: expected a float in \[0, 1\), got 1.0"),
-        ({"hidden_dims": (8, 0)}, r"hidden_dims: expected positive ints, got \(8, 0\)"),
-        ({"encoder": lambda x: x}, "encoder: expected an nn.Module or None, got function"),
+        ({"hidden_dims": (8, 0)}, r"hidden_dims: expected a sequence of positive ints, got \(8, 0\)"),
+        ({"encoder": lambda x: x}, "encoder: expected an nn.Module or None, got <function"),
     ],
 )
 def test_bad_options_raise(options: dict, message: str) -> None:

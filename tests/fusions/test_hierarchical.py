@@ -129,9 +129,9 @@ GROUP_ERRORS = [
     ([["audio", "image"], ["text", "video", "audio"]], r"groups\[1\]: modality 'audio': expected in exactly one group, got it again"),
     ([["audio", "image"], ["text", "cam"], ["video"]], r"groups\[1\]: unknown modality 'cam'"),
     ([["audio", "image"], [], ["text", "video"]], r"groups\[1\]: expected a non-empty sequence"),
-    (["audio", "image", "text", "video"], r"groups\[0\]: expected a non-empty sequence of modality names, got 'audio'"),
+    (["audio", "image", "text", "video"], r"groups: expected a sequence of sequences of strings or None, got \['audio'"),
     ([], "groups: expected a non-empty sequence"),
-    ("audio", "groups: expected a non-empty sequence"),
+    ("audio", "groups: expected a sequence of sequences of strings or None, got 'audio'"),
 ]
 
 
@@ -142,16 +142,21 @@ def test_bad_groups_raise(groups: object, message: str) -> None:
 
 
 def test_bad_options_raise() -> None:
-    with pytest.raises(FusionError, match="local_dim: expected a positive int, got 0"):
+    with pytest.raises(FusionError, match="local_dim: expected a positive int or None, got 0"):
         mmfuse.create_fusion("hierarchical", input_dims=DIMS, output_dim=3, local_dim=0)
     with pytest.raises(FusionError, match="local_options: expected the strategy's own options only, got 'output_dim'"):
         mmfuse.create_fusion("hierarchical", input_dims=DIMS, output_dim=3, local_options={"output_dim": 2})
     with pytest.raises(FusionError, match="global_options: expected a mapping"):
         mmfuse.create_fusion("hierarchical", input_dims=DIMS, output_dim=3, global_options=[("a", 1)])
-    with pytest.raises(FusionError, match="local fusion of group 'audio\\+image': .*unknown option 'nope'"):
-        mmfuse.create_fusion("hierarchical", input_dims=DIMS, output_dim=3, local_options={"nope": 1})
-    with pytest.raises(FusionError, match="unknown fusion 'nope'"):
+    with pytest.raises(FusionError, match="local fusion of group 'audio\\+image': gated: gate: expected one of"):
+        mmfuse.create_fusion("hierarchical", input_dims=DIMS, output_dim=3, local_options={"gate": "x"})
+    with pytest.raises(FusionError, match="hierarchical: global_fusion: expected one of \\[.*'gated'.*\\], got 'nope'"):
         mmfuse.create_fusion("hierarchical", input_dims=DIMS, output_dim=3, global_fusion="nope")
+    with pytest.raises(FusionError, match="local_options: unknown option 'nope' of 'gated'"):
+        mmfuse.create_fusion("hierarchical", input_dims={"audio": 3, "image": 4}, output_dim=3, local_options={"nope": 1})
+    # two modalities are two single-modality groups: no local fusion is built, the name is still checked
+    with pytest.raises(FusionError, match="hierarchical: local_fusion: expected one of .*, got 'nope'"):
+        mmfuse.create_fusion("hierarchical", input_dims={"audio": 3, "image": 4}, output_dim=3, local_fusion="nope")
     # one group leaves the global gated fusion (two or more inputs) a single input
     with pytest.raises(FusionError, match=r"global fusion over groups \['audio\+image\+text\+video'\]: .*at least 2"):
         mmfuse.create_fusion("hierarchical", input_dims=DIMS, output_dim=3, groups=[list(DIMS)])

@@ -33,7 +33,7 @@ def per_modality(fusion: mmfuse.Fusion, x: dict[str, Tensor]) -> list[Tensor]:
     """h_i = x_i W_i^T + b_i for each modality, in sorted order, by hand."""
     out = []
     for m in MODS:
-        lin = fusion.encoders[m].net[0]
+        lin = fusion.encoders[m].fc_out
         out.append(x[m] @ lin.weight.T + lin.bias)
     return out
 
@@ -44,8 +44,8 @@ def test_mean_is_the_average_of_per_modality_mlps() -> None:
     x = vectors()
     expected = 0
     for m in MODS:
-        mlp = fusion.encoders[m].net
-        expected = expected + nn.functional.gelu(x[m] @ mlp[0].weight.T + mlp[0].bias) @ mlp[-1].weight.T + mlp[-1].bias
+        mlp = fusion.encoders[m]
+        expected = expected + nn.functional.gelu(x[m] @ mlp.fc1.weight.T + mlp.fc1.bias) @ mlp.fc_out.weight.T + mlp.fc_out.bias
     torch.testing.assert_close(fusion(x), expected / 3)
     assert not fusion.outputs_logits
 
@@ -94,7 +94,7 @@ def test_weighted_scores_learn_and_mean_has_none() -> None:
 def test_max_is_elementwise_over_present_modalities() -> None:
     fusion = make(combine="max")
     with torch.no_grad():
-        fusion.encoders["image"].net[0].bias.fill_(100.0)  # image would win every feature if counted
+        fusion.encoders["image"].fc_out.bias.fill_(100.0)  # image would win every feature if counted
     x = vectors()
     out, info = fusion(x, {"image": PRESENT_IMAGE}, return_intermediates=True)
     ha, hi, ht = per_modality(fusion, x)
@@ -169,7 +169,7 @@ def test_decision_outputs_stay_finite_for_confident_heads() -> None:
     fusion = make(level="decision", decision="weighted")
     with torch.no_grad():
         for m in MODS:
-            fusion.encoders[m].net[0].weight.mul_(1e3)
+            fusion.encoders[m].fc_out.weight.mul_(1e3)
     out = fusion(vectors(), {"image": PRESENT_IMAGE})
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out.logsumexp(1), torch.zeros(B), atol=1e-4, rtol=0)
@@ -185,7 +185,7 @@ def test_sequences_are_pooled_before_the_modality_mlp() -> None:
     out = fusion({**x, "audio": seq}, {"audio": mask})
     pooled = (seq * mask[..., None]).sum(1) / lengths[:, None]
     _, hi, ht = per_modality(fusion, x)
-    lin = fusion.encoders["audio"].net[0]
+    lin = fusion.encoders["audio"].fc_out
     torch.testing.assert_close(out, (pooled @ lin.weight.T + lin.bias + hi + ht) / 3)
 
 
@@ -193,12 +193,12 @@ def test_sequences_are_pooled_before_the_modality_mlp() -> None:
     ("options", "message"),
     [
         ({"level": "score"}, r"level: expected one of \['feature', 'decision'\], got 'score'"),
-        ({"combine": "median"}, r"combine: expected one of \['mean', 'weighted', 'max'\], got 'median'"),
+        ({"combine": "median"}, r"combine: expected one of \['mean', 'weighted', 'max'\] or None, got 'median'"),
         ({"level": "decision", "decision": "vote"}, r"decision: expected one of .*got 'vote'"),
         ({"level": "decision", "combine": "max"}, r"combine='max' applies only to level='feature'"),
         ({"decision": "product"}, r"decision='product' applies only to level='decision'"),
         ({"dropout": -0.1}, r"dropout: expected a float in \[0, 1\)"),
-        ({"hidden_dims": (4, -2)}, r"hidden_dims: expected positive ints"),
+        ({"hidden_dims": (4, -2)}, r"hidden_dims: expected a sequence of positive ints"),
     ],
 )
 def test_bad_options_raise(options: dict, message: str) -> None:

@@ -52,7 +52,7 @@ def _reference(fusion: mmfuse.Fusion, inputs: dict, masks: dict, n: int) -> tupl
             z = xs[target]
             if source not in xs:
                 for layer in stream:  # no keys: only the residual and MLP path
-                    lin1, lin2 = layer.mlp.net[0], layer.mlp.net[-1]
+                    lin1, lin2 = layer.mlp.fc1, layer.mlp.fc_out
                     z = z + lin(lin2, F.gelu(lin(lin1, ln(layer.norm2, z))))
                 streams.append(z)
                 continue

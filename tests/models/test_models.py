@@ -220,3 +220,29 @@ def test_mmfuse_exports_and_no_lightning() -> None:
     code = "import sys, mmfuse; mmfuse.MultimodalModel; mmfuse.build_model; print('lightning' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("fusion", ["gated", "cross_attention", "low_rank"])
+def test_any_string_is_a_modality_name_in_build_model(fusion: str) -> None:
+    """Column names become modality names: '.' and attribute names of nn.Module /
+    nn.ModuleDict ('items', 'training', 'keys', 'type') must work and round-trip."""
+    rename = {"img": "items", "seq": "a.b", "txt": "training", "vec": "type"}
+    ds = tiny_dataset()
+    specs = {rename[k]: v for k, v in SPECS.items()}
+    inputs = {rename[k]: v for k, v in ds.inputs.items()}
+    masks = {rename[k]: v for k, v in ds.masks.items()}
+    torch.manual_seed(0)
+    model = build_model(specs, K, fusion, hidden_dim=8).eval()
+    assert model.modalities == tuple(sorted(rename.values()))
+    assert list(model.encoders) == sorted(rename.values())
+    logits = model(inputs, masks)
+    assert logits.shape == (6, K) and torch.isfinite(logits).all()
+    # a missing modality under an escaped name has no influence
+    masks_missing = {**masks, "type": torch.tensor([True, False, True, False, True, True])}
+    ref = model(inputs, masks_missing)
+    noisy = {**inputs, "type": inputs["type"].clone()}
+    noisy["type"][[1, 3]] = 100.0
+    torch.testing.assert_close(model(noisy, masks_missing), ref, rtol=0, atol=0)
+    rebuilt = build_model_from_config(json.loads(json.dumps(model.config)))
+    rebuilt.load_state_dict(model.state_dict())
+    torch.testing.assert_close(rebuilt.eval()(inputs, masks), logits, rtol=0, atol=0)

@@ -22,7 +22,7 @@ from mmfuse.fusions._base import (
 )
 
 for _info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-    if not _info.name.startswith("_"):
+    if not _info.name.startswith("_") and _info.name != "costs":  # costs: tables, not a strategy
         importlib.import_module(f"{__name__}.{_info.name}")
 
 __all__ = [

@@ -24,6 +24,7 @@ influence any output; each strategy still decides how a missing modality is
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
@@ -33,6 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from mmfuse.errors import FusionError
+from mmfuse.fusions._cost import Cost, CostText
+from mmfuse.fusions._options import check_options, option_annotations
 
 __all__ = [
     "Fusion",
@@ -97,12 +100,16 @@ class FusionBatch:
             combined with presence: a missing modality has no valid token), ``None``
             for vector inputs.
         modalities: the fusion's fixed modality order.
+        all_present: True when no mask was given (known without looking at the
+            data): every modality present and every token valid, so a strategy may
+            skip work that only masking needs.
     """
 
     inputs: dict[str, Tensor]
     present: Tensor
     token_masks: dict[str, Tensor | None]
     modalities: tuple[str, ...]
+    all_present: bool = False
 
     @property
     def batch_size(self) -> int:
@@ -158,6 +165,36 @@ def masked_softmax(scores: Tensor, mask: Tensor | None, dim: int = -1) -> Tensor
     return weights * mask.to(weights.dtype)
 
 
+@torch.compiler.disable
+def _raise_if_all_missing(present: Tensor, modalities: tuple[str, ...]) -> None:
+    some_present = present.any(dim=1)
+    if not bool(some_present.all()):
+        idx = int((~some_present).nonzero()[0, 0])
+        raise FusionError(
+            f"sample {idx}: expected at least one present modality, got every modality "
+            f"({', '.join(modalities)}) missing"
+        )
+
+
+def _check_some_present(present: Tensor, modalities: tuple[str, ...]) -> None:
+    """Refuse a sample with every modality missing, compiled or not.
+
+    On the CPU the check runs eagerly (outside any compiled graph: ``torch.compile``
+    breaks the graph here) and raises :class:`FusionError` naming the sample. On an
+    accelerator it is an asynchronous device assertion, so ``forward`` never waits
+    for the device; a failure surfaces at the next synchronisation as a
+    ``RuntimeError`` carrying the same message.
+    """
+    if present.device.type == "cpu":
+        _raise_if_all_missing(present, modalities)
+    else:
+        torch._assert_async(
+            present.any(dim=1).all(),
+            f"FusionError: expected at least one present modality per sample, got a sample with every "
+            f"modality ({', '.join(modalities)}) missing",
+        )
+
+
 class Fusion(nn.Module):
     """Base class of every fusion strategy.
 
@@ -178,6 +215,41 @@ class Fusion(nn.Module):
     #: instance by strategies where it depends on options.
     outputs_logits: bool = False
 
+    #: how :meth:`cost` reads, for ``docs/costs.md`` (``None``: no formula yet)
+    cost_text: ClassVar[CostText | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Check every strategy's keyword options against its ``__init__`` annotations
+        (:mod:`mmfuse.fusions._options`) before the body of that ``__init__`` runs."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        annotations: dict[str, Any] | None = None
+
+        @functools.wraps(init)
+        def checked_init(self: Fusion, *args: Any, **options: Any) -> None:
+            nonlocal annotations
+            if annotations is None:
+                annotations = option_annotations(init)
+            owner = type(self).name or cls.name or cls.__name__
+            check_options(owner, annotations, {k: v for k, v in options.items() if k in annotations})
+            init(self, *args, **options)
+
+        cls.__init__ = checked_init  # type: ignore[method-assign]
+
+    @classmethod
+    def default(cls, option: str) -> Any:
+        """The default value of constructor option ``option``, read from the signature."""
+        return inspect.signature(cls.__init__).parameters[option].default
+
+    @classmethod
+    def cost(cls, *, m: int, d: int, t: int, output_dim: int) -> Cost:
+        """Parameters and per-sample forward FLOPs at the default options, for ``m``
+        modalities of width ``d`` with ``t`` tokens each (see :mod:`mmfuse.fusions.costs`).
+        Raises :class:`FusionError` where the defaults refuse the shape."""
+        raise NotImplementedError(f"{cls.__name__} has no cost formula")
+
     def __init__(self, *, input_dims: Mapping[str, int], output_dim: int) -> None:
         super().__init__()
         if not isinstance(input_dims, Mapping) or not input_dims:
@@ -197,6 +269,7 @@ class Fusion(nn.Module):
         self.modalities: tuple[str, ...] = tuple(sorted(input_dims))
         self.input_dims: dict[str, int] = {m: int(input_dims[m]) for m in self.modalities}
         self.output_dim = int(output_dim)
+        self._modality_set = frozenset(self.modalities)
 
     # ------------------------------------------------------------------ contract
     def forward(
@@ -211,7 +284,10 @@ class Fusion(nn.Module):
         Args:
             inputs: modality -> ``(b, d_i)`` or ``(b, t_i, d_i)`` float tensor; every
                 modality of ``self.modalities`` must be given (mark a missing one
-                with a False mask).
+                with a False mask), all of the module's dtype (under autocast: of
+                one dtype) and on its device, with ``b >= 1`` (an empty batch is a
+                :class:`FusionError`: it has no sample to fuse, and a data loader
+                never yields one).
             masks: optional modality -> bool ``(b,)`` (present) or ``(b, t_i)``
                 (valid tokens); True means keep.
             return_intermediates: also return a :class:`FusionIntermediates`.
@@ -223,8 +299,9 @@ class Fusion(nn.Module):
         batch = self.prepare(inputs, masks)
         fused, info = self.fuse(batch, need_intermediates=return_intermediates)
         if return_intermediates:
-            if info.present is None:
-                info.present = batch.present
+            if info.present is None or info.present is batch.present:
+                # a copy: the fast path reuses its all-True presence across calls
+                info.present = batch.present.clone()
             return fused, info
         return fused
 
@@ -238,92 +315,199 @@ class Fusion(nn.Module):
 
     # ---------------------------------------------------------------- validation
     def prepare(self, inputs: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None) -> FusionBatch:
-        """Validate ``inputs`` and ``masks`` and build the :class:`FusionBatch`."""
+        """Validate ``inputs`` and ``masks`` and build the :class:`FusionBatch`.
+
+        Costs one pass of Python checks per modality; tensors are only touched where a
+        mask is given (no zeroing, no presence stack and no all-missing check when
+        ``masks`` is ``None`` or empty). Nothing here waits for the device: on an
+        accelerator the all-missing check is an asynchronous assertion.
+        """
         if not isinstance(inputs, Mapping):
             raise FusionError(f"inputs: expected a mapping of modality -> tensor, got {type(inputs).__name__}")
-        unknown = sorted(set(inputs) - set(self.modalities))
+        if len(inputs) != len(self.modalities):
+            self._raise_names(inputs)
+        if masks is None:
+            masks = {}
+        elif not isinstance(masks, Mapping):
+            raise FusionError(f"masks: expected a mapping of modality -> bool tensor, got {type(masks).__name__}")
+        elif not masks.keys() <= self._modality_set:
+            unknown = sorted(set(masks) - self._modality_set)
+            raise FusionError(f"masks: unknown modality {unknown[0]!r}: expected one of {list(self.modalities)}")
+
+        ref = self._reference_parameter()
+        first = self.modalities[0]
+        try:
+            x0 = inputs[first]
+            rest = [inputs[mod] for mod in self.modalities[1:]]
+        except KeyError:
+            self._raise_names(inputs)
+        dims = self.input_dims
+        shape0 = x0.shape if isinstance(x0, Tensor) else None
+        if (
+            ref is None
+            or shape0 is None
+            or len(shape0) not in (2, 3)
+            or shape0[-1] != dims[first]
+            or shape0[0] == 0
+            or (len(shape0) == 3 and shape0[1] == 0)
+            or x0.dtype != ref.dtype
+            or not x0.device == ref.device
+        ):
+            batch_size = self._check_input(first, x0, ref, None)
+        else:
+            batch_size = shape0[0]
+        if batch_size == 0:
+            raise FusionError(
+                f"modality {first!r}: expected a batch of at least one sample, got batch size 0 "
+                f"(shape {tuple(x0.shape)})"
+            )
+        # the other modalities: one cheap comparison per property against the first
+        # (already checked in full); the full check runs only to word an error
+        dtype, device = x0.dtype, x0.device
+        for mod, x in zip(self.modalities[1:], rest, strict=True):
+            if not isinstance(x, Tensor):
+                self._check_input(mod, x, ref, x0, batch_size)
+            shape = x.shape
+            nd = len(shape)
+            if (
+                (nd != 2 and (nd != 3 or shape[1] == 0))
+                or shape[-1] != dims[mod]
+                or shape[0] != batch_size
+                or x.dtype != dtype
+                or not x.device == device
+            ):
+                self._check_input(mod, x, ref, x0, batch_size)
+
+        if not masks:  # fast path: every modality present, every token valid
+            present_all = self._all_present(x0)
+            token_masks: dict[str, Tensor | None] = {}
+            for i, mod in enumerate(self.modalities):
+                x = inputs[mod]
+                token_masks[mod] = present_all[:, i : i + 1].expand(-1, x.shape[1]) if x.dim() == 3 else None
+            return FusionBatch(
+                inputs=dict(inputs),
+                present=present_all,
+                token_masks=token_masks,
+                modalities=self.modalities,
+                all_present=True,
+            )
+
+        cleaned: dict[str, Tensor] = {}
+        token_masks = {}
+        present_cols: list[Tensor] = []
+        ones: Tensor | None = None
+        for mod in self.modalities:
+            x = inputs[mod]
+            mask = masks.get(mod)
+            if mask is None:
+                if ones is None:
+                    ones = torch.ones(batch_size, dtype=torch.bool, device=x.device)
+                cleaned[mod] = x
+                token_masks[mod] = ones.unsqueeze(1).expand(-1, x.shape[1]) if x.dim() == 3 else None
+                present_cols.append(ones)
+                continue
+            if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+                got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+                raise FusionError(f"mask of modality {mod!r}: expected dtype torch.bool, got {got}")
+            if mask.shape != x.shape[: mask.dim()] or mask.dim() not in (1, x.dim() - 1):
+                allowed = [(x.shape[0],)] + ([tuple(x.shape[:2])] if x.dim() == 3 else [])
+                want = " or ".join(str(s) for s in allowed)
+                raise FusionError(f"mask of modality {mod!r}: expected shape {want}, got {tuple(mask.shape)}")
+            if not mask.device == x.device:
+                raise FusionError(f"mask of modality {mod!r}: expected device {x.device}, got {mask.device}")
+            if mask.dim() == 1:
+                present = mask
+                tokens = present.unsqueeze(1).expand(-1, x.shape[1]) if x.dim() == 3 else None
+                keep = present.view(-1, *([1] * (x.dim() - 1)))
+            else:
+                present = mask.any(dim=1)
+                tokens = mask
+                keep = mask.unsqueeze(-1)
+            cleaned[mod] = torch.where(keep, x, x.new_zeros(()))
+            token_masks[mod] = tokens
+            present_cols.append(present)
+        present_all = torch.stack(present_cols, dim=1)
+        _check_some_present(present_all, self.modalities)
+        return FusionBatch(inputs=cleaned, present=present_all, token_masks=token_masks, modalities=self.modalities)
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        # .to() / .cuda() / .half() go through here: forget what was cached per device
+        self.__dict__.pop("_ones_cache", None)
+        self.__dict__.pop("_ref_param", None)
+        return super()._apply(fn, *args, **kwargs)
+
+    def _all_present(self, x: Tensor) -> Tensor:
+        """``(b, m)`` all-True presence for ``x``'s batch size and device, built once per
+        shape and reused across calls in eager mode (read-only for strategies)."""
+        key = (x.shape[0], x.device)
+        if torch.compiler.is_compiling():
+            return x.new_ones((x.shape[0], len(self.modalities)), dtype=torch.bool)
+        cache = self.__dict__.setdefault("_ones_cache", {})
+        ones = cache.get(key)
+        if ones is None:
+            if len(cache) > 8:
+                cache.clear()
+            ones = cache[key] = x.new_ones((x.shape[0], len(self.modalities)), dtype=torch.bool)
+        return ones
+
+    def _reference_parameter(self, *, refresh: bool = False) -> Tensor | None:
+        """A parameter of the module, whose dtype and device the inputs must match.
+
+        Looked up once and cached (``.to()``, ``.half()`` and ``load_state_dict``
+        change parameters in place, so the same object keeps telling the module's
+        dtype and device); looked up again before a mismatch is reported, in case
+        the parameters were replaced.
+        """
+        if refresh or "_ref_param" not in self.__dict__:
+            self.__dict__["_ref_param"] = next(self.parameters(), None)
+        return self.__dict__["_ref_param"]
+
+    def _raise_names(self, inputs: Mapping[str, Any]) -> None:
+        unknown = sorted(set(inputs) - self._modality_set, key=str)
         if unknown:
             raise FusionError(f"unknown modality {unknown[0]!r}: expected one of {list(self.modalities)}")
         missing = [m for m in self.modalities if m not in inputs]
-        if missing:
+        raise FusionError(
+            f"modality {missing[0]!r}: expected a tensor, got nothing (pass it with a False "
+            f"(b,) mask to mark it missing)"
+        )
+
+    def _check_input(self, mod: str, x: object, ref: Tensor | None, first: Tensor | None, batch_size: int = -1) -> int:
+        """Check one modality's tensor; returns its batch size. ``ref``: a parameter of the
+        module (dtype and device to match); ``first``: the first modality's tensor."""
+        if not isinstance(x, Tensor):
+            raise FusionError(f"modality {mod!r}: expected a torch.Tensor, got {type(x).__name__}")
+        if x.dim() not in (2, 3):
+            raise FusionError(f"modality {mod!r}: expected shape (b, d) or (b, t, d), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise FusionError(f"modality {mod!r}: expected a floating-point tensor, got {x.dtype}")
+        if x.shape[-1] != self.input_dims[mod]:
+            raise FusionError(f"modality {mod!r}: expected last dim {self.input_dims[mod]}, got {x.shape[-1]}")
+        if first is not None and x.shape[0] != batch_size:
             raise FusionError(
-                f"modality {missing[0]!r}: expected a tensor, got nothing (pass it with a False "
-                f"(b,) mask to mark it missing)"
+                f"modality {mod!r}: expected batch size {batch_size} (as {self.modalities[0]!r}), got {x.shape[0]}"
             )
-        masks = {} if masks is None else masks
-        if not isinstance(masks, Mapping):
-            raise FusionError(f"masks: expected a mapping of modality -> bool tensor, got {type(masks).__name__}")
-        unknown = sorted(set(masks) - set(self.modalities))
-        if unknown:
-            raise FusionError(f"masks: unknown modality {unknown[0]!r}: expected one of {list(self.modalities)}")
-
-        batch_size: int | None = None
-        first: str | None = None
-        cleaned: dict[str, Tensor] = {}
-        token_masks: dict[str, Tensor | None] = {}
-        present_cols: list[Tensor] = []
-        for mod in self.modalities:
-            x = inputs[mod]
-            if not isinstance(x, Tensor):
-                raise FusionError(f"modality {mod!r}: expected a torch.Tensor, got {type(x).__name__}")
-            if x.dim() not in (2, 3):
+        if x.dim() == 3 and x.shape[1] == 0:
+            raise FusionError(f"modality {mod!r}: expected at least one token, got shape {tuple(x.shape)}")
+        # (`==` on devices: `!=` takes a slow path in torch)
+        if ref is not None and not (x.device == ref.device and x.dtype == ref.dtype):
+            ref = self._reference_parameter(refresh=True)
+        want = ref if ref is not None else first
+        if want is not None:
+            if not x.device == want.device:
+                whose = "the module's" if ref is not None else f"{self.modalities[0]!r}'s"
+                raise FusionError(f"modality {mod!r}: expected device {want.device} ({whose}), got {x.device}")
+            if x.dtype != want.dtype and not torch.is_autocast_enabled(x.device.type):
+                whose = "the module's" if ref is not None else f"{self.modalities[0]!r}'s"
                 raise FusionError(
-                    f"modality {mod!r}: expected shape (b, d) or (b, t, d), got {tuple(x.shape)}"
+                    f"modality {mod!r}: expected dtype {want.dtype} ({whose}; convert the input or the "
+                    f"module with .to()), got {x.dtype}"
                 )
-            if not x.is_floating_point():
-                raise FusionError(f"modality {mod!r}: expected a floating-point tensor, got {x.dtype}")
-            if x.shape[-1] != self.input_dims[mod]:
-                raise FusionError(
-                    f"modality {mod!r}: expected last dim {self.input_dims[mod]}, got {x.shape[-1]}"
-                )
-            if batch_size is None:
-                batch_size, first = x.shape[0], mod
-            elif x.shape[0] != batch_size:
-                raise FusionError(
-                    f"modality {mod!r}: expected batch size {batch_size} (as {first!r}), got {x.shape[0]}"
-                )
-            if x.dim() == 3 and x.shape[1] == 0:
-                raise FusionError(f"modality {mod!r}: expected at least one token, got shape {tuple(x.shape)}")
-
-            mask = masks.get(mod)
-            present = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-            tokens: Tensor | None = None
-            if mask is not None:
-                if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-                    got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
-                    raise FusionError(f"mask of modality {mod!r}: expected dtype torch.bool, got {got}")
-                allowed = [(x.shape[0],)] + ([tuple(x.shape[:2])] if x.dim() == 3 else [])
-                if tuple(mask.shape) not in allowed:
-                    want = " or ".join(str(s) for s in allowed)
-                    raise FusionError(f"mask of modality {mod!r}: expected shape {want}, got {tuple(mask.shape)}")
-                mask = mask.to(x.device)
-                if mask.dim() == 1:
-                    present = mask
-                else:
-                    tokens = mask
-                    present = mask.any(dim=1)
-            if x.dim() == 3:
-                if tokens is None:
-                    tokens = present.unsqueeze(1).expand(-1, x.shape[1])
-                else:
-                    tokens = tokens & present.unsqueeze(1)
-                x = torch.where(tokens.unsqueeze(-1), x, x.new_zeros(()))
-            else:
-                x = torch.where(present.unsqueeze(-1), x, x.new_zeros(()))
-            cleaned[mod] = x
-            token_masks[mod] = tokens
-            present_cols.append(present)
-
-        present_all = torch.stack(present_cols, dim=1)
-        if not torch.compiler.is_compiling():
-            none_present = ~present_all.any(dim=1)
-            if bool(none_present.any()):
-                idx = int(none_present.nonzero()[0, 0])
-                raise FusionError(
-                    f"sample {idx}: expected at least one present modality, got every modality "
-                    f"({', '.join(self.modalities)}) missing"
-                )
-        return FusionBatch(inputs=cleaned, present=present_all, token_masks=token_masks, modalities=self.modalities)
+        if first is not None and x.dtype != first.dtype:
+            raise FusionError(
+                f"modality {mod!r}: expected dtype {first.dtype} (as {self.modalities[0]!r}), got {x.dtype}"
+            )
+        return x.shape[0]
 
     def extra_repr(self) -> str:
         dims = ", ".join(f"{m}={d}" for m, d in self.input_dims.items())

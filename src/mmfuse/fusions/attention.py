@@ -13,7 +13,8 @@ opposite convention appears is a parity test against ``nn.MultiheadAttention``.
 Every modality is first projected to the common width ``d`` by its own linear map, so
 that tokens of different modalities can be compared and summed.
 
-Additive cross-modal attention (the guide's section 4.1)::
+Additive cross-modal attention (the additive score of Bahdanau et al., 2015, "Neural Machine
+Translation by Jointly Learning to Align and Translate", between modalities)::
 
     e_ij  = v^T tanh(W [h_i^(1), h_j^(2)] + c)          (b, t_q, t_k)
     a_ij  = softmax_j(e_ij)                              (masked keys: 0)
@@ -24,7 +25,8 @@ concatenated pairs: its first layer is split, ``W [h_i, h_j] = W_a h_i + W_b h_j
 so the pair cost is one broadcast add of ``(b, t_q, 1, d_a)`` and ``(b, 1, t_k, d_a)``
 instead of a ``(b, t_q, t_k, 2d)`` tensor and a matmul on it.
 
-Multi-head cross-modal attention (section 4.2)::
+Multi-head cross-modal attention (Vaswani et al., 2017, "Attention Is All You Need", eq. of
+MultiHead; queries from one modality, keys and values from the others)::
 
     MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O
     head_i = softmax(Q W_i^Q (K W_i^K)^T / sqrt(d / h)) V W_i^V
@@ -74,7 +76,10 @@ from mmfuse.fusions._base import (
     masked_softmax,
     register_fusion,
 )
-from mmfuse.fusions._checks import check_choice, check_dropout, check_int, check_module_names
+from mmfuse.fusions._checks import check_heads
+from mmfuse.fusions._cost import Cost, CostText, linear_params
+from mmfuse.fusions._options import PositiveInt, Rate
+from mmfuse.layers import ModalityDict
 
 __all__ = [
     "DEFAULT_ADDITIVE_HIDDEN",
@@ -90,10 +95,9 @@ DEFAULT_ADDITIVE_HIDDEN = 64
 
 
 # --------------------------------------------------------------------- helpers
-def _check_mode(owner: str, mode: str, modes: tuple[str, ...], query: str | None, pool: bool) -> None:
-    """``mode`` is one of ``modes``; ``query`` only names a modality when one modality
-    queries; ``pool=False`` only with ``mode="query"`` (one query sequence)."""
-    check_choice(owner, "mode", mode, modes)
+def _check_mode(owner: str, mode: str, query: str | None, pool: bool) -> None:
+    """``query`` only names a modality when one modality queries; ``pool=False`` only
+    with ``mode="query"`` (one query sequence)."""
     if mode == "all" and query is not None:
         raise FusionError(f"{owner}: query: expected None with mode='all' (every modality queries), got {query!r}")
     if not pool and mode != "query":
@@ -148,8 +152,8 @@ def _query_output(out: nn.Linear, enriched: Tensor, q_mask: Tensor, *, pool: boo
 class AdditiveScore(nn.Module):
     """Additive attention scores ``e_ij = v^T tanh(W_a q_i + W_b k_j + c)``.
 
-    This is the guide's ``MLP([q_i, k_j])`` = ``Linear(2d -> d_a) -> tanh ->
-    Linear(d_a -> 1)`` with the first layer split into its query half ``W_a`` (which
+    This is the score ``MLP([q_i, k_j])`` of the module's equation for ``e_ij``:
+    ``Linear(2d -> d_a) -> tanh -> Linear(d_a -> 1)`` with the first layer split into its query half ``W_a`` (which
     carries the bias ``c``) and key half ``W_b``: the concatenated layer is
     ``W = [W_a, W_b]``. The last layer has no bias: the softmax over keys ignores a
     constant shift, so that bias would never get a gradient.
@@ -209,12 +213,9 @@ def additive_attend(
     return query + weights @ keys, weights, null
 
 
-_ADDITIVE_MODES = ("query", "bidirectional", "all")
-
-
 @register_fusion("cross_attention")
 class CrossAttentionFusion(Fusion):
-    """Additive cross-modal attention (guide section 4.1), see the module docstring.
+    """Additive cross-modal attention (Bahdanau et al., 2015 scores), see the module docstring.
 
     Every modality is projected to ``d`` by its own linear map. Then, by ``mode``:
 
@@ -243,7 +244,7 @@ class CrossAttentionFusion(Fusion):
             first of ``fusion.modalities``, i.e. the first name in sorted order).
         mode: ``"query"``, ``"bidirectional"`` or ``"all"`` (see above).
         add_zero_attn: add a zero key/value to every softmax (see the module
-            docstring); ``False`` gives the guide's equations exactly.
+            docstring); ``False`` gives the equations ``e_ij``, ``a_ij`` exactly.
         pool: with ``False`` (only for ``mode="query"``) return the enriched query
             tokens ``(b, t_q, d_out)`` instead of their mean: padded query tokens
             are zero, and a sample whose query is missing carries the
@@ -262,8 +263,8 @@ class CrossAttentionFusion(Fusion):
         *,
         input_dims: Mapping[str, int],
         output_dim: int,
-        dim: int | None = None,
-        hidden_dim: int | None = None,
+        dim: PositiveInt | None = None,
+        hidden_dim: PositiveInt | None = None,
         query: str | None = None,
         mode: Literal["query", "bidirectional", "all"] = "query",
         add_zero_attn: bool = True,
@@ -271,24 +272,48 @@ class CrossAttentionFusion(Fusion):
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim)
         owner = "cross_attention"
-        check_module_names(owner, self.modalities)
-        _check_mode(owner, mode, _ADDITIVE_MODES, query, pool)
-        self.dim = check_int(owner, "dim", self.output_dim if dim is None else dim)
-        if hidden_dim is None:
-            hidden_dim = min(self.dim, DEFAULT_ADDITIVE_HIDDEN)
-        self.hidden_dim = check_int(owner, "hidden_dim", hidden_dim)
+        _check_mode(owner, mode, query, pool)
+        self.dim = self.output_dim if dim is None else dim
+        self.hidden_dim = min(self.dim, DEFAULT_ADDITIVE_HIDDEN) if hidden_dim is None else hidden_dim
         self.mode = mode
         self.add_zero_attn = bool(add_zero_attn)
         self.pool = bool(pool)
         self.query = _resolve_query(owner, query, self.modalities) if mode != "all" else None
-        self.proj = nn.ModuleDict({m: nn.Linear(self.input_dims[m], self.dim) for m in self.modalities})
+        self.proj = ModalityDict({m: nn.Linear(self.input_dims[m], self.dim) for m in self.modalities})
         if mode == "all":
             roles = list(self.modalities)
         else:
             assert self.query is not None
             roles = [self.query] + (["context"] if mode == "bidirectional" else [])
-        self.scorers = nn.ModuleDict({r: AdditiveScore(self.dim, self.hidden_dim) for r in roles})
+        self.scorers = ModalityDict({r: AdditiveScore(self.dim, self.hidden_dim) for r in roles})
         self.out = nn.Linear(self.dim, self.output_dim)
+
+    cost_text = CostText(
+        options=("dim", "hidden_dim", "mode", "add_zero_attn"),
+        symbols="k = dim (o when None), a = hidden_dim (min(k, 64) when None), T = (m-1) t context tokens",
+        params_big_o="O(m d k + k a + k o)",
+        flops_big_o="O(m t d k + m t k a + m t^2 a + m t^2 k)",
+        params_exact="m (d+1) k + (2 k a + 2 a) + (k+1) o",
+        flops_exact="2 (m t d k + 2 t k a + T k a + t T a + t a + t T k + k o)",
+    )
+
+    @classmethod
+    def cost(cls, *, m: int, d: int, t: int, output_dim: int) -> Cost:
+        o = output_dim
+        k = cls.default("dim") or o
+        a = cls.default("hidden_dim") or min(k, DEFAULT_ADDITIVE_HIDDEN)
+        tk = (m - 1) * t  # context tokens
+        zero = int(cls.default("add_zero_attn"))
+        params = m * linear_params(d, k) + (linear_params(k, a) + k * a + a) + linear_params(k, o)
+        flops = 2 * (
+            m * t * d * k  # projections
+            + (1 + zero) * t * k * a  # query half of the score MLP (again for the zero key)
+            + tk * k * a  # key half
+            + t * tk * a + zero * t * a  # score layer on every pair, and on the zero key
+            + t * tk * k  # weights @ keys
+            + k * o
+        )
+        return Cost(params, flops)
 
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
         """``(b, d_out)`` (``(b, t_q, d_out)`` with ``pool=False``); intermediates:
@@ -357,12 +382,9 @@ class CrossAttentionFusion(Fusion):
 MultiheadCrossAttention = MaskedAttention
 
 
-_MULTIHEAD_MODES = ("query", "all")
-
-
 @register_fusion("multihead_cross_attention")
 class MultiheadCrossAttentionFusion(Fusion):
-    """Multi-head cross-modal attention (guide section 4.2), see the module docstring.
+    """Multi-head cross-modal attention (Vaswani et al., 2017), see the module docstring.
 
     Every modality is projected to ``d`` by its own linear map. Then, for each query
     modality (``mode="query"``: the ``query`` modality; ``mode="all"``: every modality
@@ -414,11 +436,11 @@ class MultiheadCrossAttentionFusion(Fusion):
         *,
         input_dims: Mapping[str, int],
         output_dim: int,
-        dim: int | None = None,
-        num_heads: int = 4,
+        dim: PositiveInt | None = None,
+        num_heads: PositiveInt = 4,
         query: str | None = None,
         mode: Literal["query", "all"] = "query",
-        dropout: float = 0.0,
+        dropout: Rate = 0.0,
         residual: bool = True,
         norm: bool = True,
         add_zero_attn: bool = True,
@@ -426,15 +448,10 @@ class MultiheadCrossAttentionFusion(Fusion):
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim)
         owner = "multihead_cross_attention"
-        check_module_names(owner, self.modalities)
-        num_heads = check_int(owner, "num_heads", num_heads)
         if dim is None:
             dim = num_heads * math.ceil(self.output_dim / num_heads)
-        dim = check_int(owner, "dim", dim)
-        if dim % num_heads != 0:
-            raise FusionError(f"{owner}: dim: expected a multiple of num_heads={num_heads}, got {dim}")
-        _check_mode(owner, mode, _MULTIHEAD_MODES, query, pool)
-        check_dropout(owner, dropout)
+        check_heads(owner, dim, num_heads)
+        _check_mode(owner, mode, query, pool)
         self.dim = dim
         self.num_heads = num_heads
         self.mode = mode
@@ -442,12 +459,32 @@ class MultiheadCrossAttentionFusion(Fusion):
         self.pool = bool(pool)
         self.query = _resolve_query(owner, query, self.modalities) if mode == "query" else None
         roles = list(self.modalities) if mode == "all" else [self.query]
-        self.proj = nn.ModuleDict({m: nn.Linear(self.input_dims[m], dim) for m in self.modalities})
-        self.attn = nn.ModuleDict(
+        self.proj = ModalityDict({m: nn.Linear(self.input_dims[m], dim) for m in self.modalities})
+        self.attn = ModalityDict(
             {r: MaskedAttention(dim, num_heads, dropout=dropout, add_zero_attn=add_zero_attn) for r in roles}
         )
-        self.norms = nn.ModuleDict({r: nn.LayerNorm(dim) for r in roles}) if norm else None
+        self.norms = ModalityDict({r: nn.LayerNorm(dim) for r in roles}) if norm else None
         self.out = nn.Linear(dim, self.output_dim)
+
+    cost_text = CostText(
+        options=("dim", "num_heads", "mode", "residual", "norm", "add_zero_attn"),
+        symbols="k = dim (o rounded up to a multiple of num_heads when None), T = (m-1) t + 1 keys "
+        "(context tokens and the zero slot)",
+        params_big_o="O(m d k + k^2)",
+        flops_big_o="O(m t d k + m t k^2 + m t^2 k)",
+        params_exact="m (d+1) k + 4 (k+1) k + 2 k + (k+1) o",
+        flops_exact="2 (m t d k + 2 t k^2 + 2 (m-1) t k^2 + 2 t T k + k o)",
+    )
+
+    @classmethod
+    def cost(cls, *, m: int, d: int, t: int, output_dim: int) -> Cost:
+        h, o = cls.default("num_heads"), output_dim
+        k = cls.default("dim") or h * math.ceil(o / h)
+        tk = (m - 1) * t + int(cls.default("add_zero_attn"))
+        norm = 2 * k if cls.default("norm") else 0
+        params = m * linear_params(d, k) + 4 * linear_params(k, k) + norm + linear_params(k, o)
+        flops = 2 * (m * t * d * k + 2 * t * k * k + 2 * (m - 1) * t * k * k + 2 * t * tk * k + k * o)
+        return Cost(params, flops)
 
     def _block(
         self, role: str, x: Tensor, context: Tensor, key_mask: Tensor, need_weights: bool

@@ -24,7 +24,10 @@ from mmfuse.fusions._base import (
     masked_mean,
     register_fusion,
 )
-from mmfuse.fusions._checks import check_int, check_transformer_options
+from mmfuse.fusions._checks import check_heads
+from mmfuse.fusions._cost import Cost, CostText, block_flops, block_params, linear_params
+from mmfuse.fusions._options import NonNegativeInt, PositiveFloat, PositiveInt, Rate
+from mmfuse.layers import ModalityDict
 
 __all__ = ["BottleneckFusion"]
 
@@ -77,28 +80,23 @@ class BottleneckFusion(Fusion):
         *,
         input_dims: Mapping[str, int],
         output_dim: int,
-        dim: int = 64,
-        num_layers: int = 2,
-        num_heads: int = 4,
-        num_fusion_tokens: int = 4,
-        fusion_layer: int = 1,
-        mlp_ratio: float = 4.0,
-        dropout: float = 0.0,
+        dim: PositiveInt = 64,
+        num_layers: PositiveInt = 2,
+        num_heads: PositiveInt = 4,
+        num_fusion_tokens: PositiveInt = 4,
+        fusion_layer: NonNegativeInt = 1,
+        mlp_ratio: PositiveFloat = 4.0,
+        dropout: Rate = 0.0,
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim)
-        check_transformer_options(
-            self.name, self.modalities, dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout
-        )
-        check_int(self.name, "num_layers", num_layers)
-        check_int(self.name, "num_fusion_tokens", num_fusion_tokens)
-        check_int(self.name, "fusion_layer", fusion_layer, minimum=0)
+        check_heads(self.name, dim, num_heads)
         if fusion_layer > num_layers:
             raise FusionError(f"{self.name}: fusion_layer: expected an int in [0, num_layers={num_layers}], got {fusion_layer}")
         self.dim = dim
         self.num_layers = num_layers
         self.num_fusion_tokens = num_fusion_tokens
         self.fusion_layer = fusion_layer
-        self.proj = nn.ModuleDict({m: nn.Linear(d, dim) for m, d in self.input_dims.items()})
+        self.proj = ModalityDict({m: nn.Linear(d, dim) for m, d in self.input_dims.items()})
         # layers[l][i]: layer l of modality i (self.modalities order)
         self.layers = nn.ModuleList(
             [
@@ -114,6 +112,34 @@ class BottleneckFusion(Fusion):
         )
         self.norm = nn.LayerNorm(dim)
         self.out = nn.Linear(dim, output_dim)
+
+    cost_text = CostText(
+        options=("dim", "num_layers", "num_heads", "num_fusion_tokens", "fusion_layer", "mlp_ratio"),
+        symbols="k = dim, L = num_layers, n = num_fusion_tokens; B(k) = 12 k^2 + 13 k per block; "
+        "F(q) = 24 q k^2 + 4 q^2 k per block on q tokens (fusion_layer = 1)",
+        params_big_o="O(L m k^2 + m d k)",
+        flops_big_o="O(m t d k + L m (t+n) k^2 + L m (t+n)^2 k)",
+        params_exact="m (d+1) k + L m B(k) + n k + 2 k + (k+1) o",
+        flops_exact="2 m t d k + m F(t) + (L-1) m F(t+n) + 2 k o",
+    )
+
+    @classmethod
+    def cost(cls, *, m: int, d: int, t: int, output_dim: int) -> Cost:
+        k, layers, n = cls.default("dim"), cls.default("num_layers"), cls.default("num_fusion_tokens")
+        fusion_layer, ratio = cls.default("fusion_layer"), cls.default("mlp_ratio")
+        tokens_param = n * k if fusion_layer < layers else 0
+        params = (
+            m * linear_params(d, k)
+            + layers * m * block_params(k, cross=False, mlp_ratio=ratio)
+            + tokens_param
+            + 2 * k
+            + linear_params(k, output_dim)
+        )
+        flops = 2 * m * t * d * k + 2 * k * output_dim
+        for layer in range(layers):
+            tok = t if layer < fusion_layer else t + n
+            flops += m * block_flops(k, tok, tok, mlp_ratio=ratio)
+        return Cost(params, flops)
 
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
         """``(b, d_out)``; attention weights per layer and modality when asked."""

@@ -30,12 +30,11 @@ from mmfuse.fusions._base import (
     masked_mean,
     register_fusion,
 )
-from mmfuse.fusions._checks import check_dropout
+from mmfuse.fusions._cost import Cost, CostText, linear_params
+from mmfuse.fusions._options import PositiveInt, Rate
 from mmfuse.layers import Mlp
 
 __all__ = ["EarlyFusion"]
-
-_ALIGNS = ("pool", "tokens")
 
 
 @register_fusion("early")
@@ -80,22 +79,15 @@ class EarlyFusion(Fusion):
         *,
         input_dims: Mapping[str, int],
         output_dim: int,
-        hidden_dims: Sequence[int] = (256,),
+        hidden_dims: Sequence[PositiveInt] = (256,),
         act_layer: Callable[[], nn.Module] = nn.GELU,
         norm_layer: Callable[[int], nn.Module] | None = None,
-        dropout: float = 0.0,
+        dropout: Rate = 0.0,
         presence_features: bool = True,
         align: Literal["pool", "tokens"] = "pool",
         encoder: nn.Module | None = None,
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim)
-        if align not in _ALIGNS:
-            raise FusionError(f"early: align: expected one of {list(_ALIGNS)}, got {align!r}")
-        check_dropout("early", dropout)
-        if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in hidden_dims):
-            raise FusionError(f"early: hidden_dims: expected positive ints, got {tuple(hidden_dims)!r}")
-        if encoder is not None and not isinstance(encoder, nn.Module):
-            raise FusionError(f"early: encoder: expected an nn.Module or None, got {type(encoder).__name__}")
         self.presence_features = bool(presence_features)
         self.align = align
         self.concat_dim = self.concat_dim_for(self.input_dims, presence_features=self.presence_features)
@@ -109,6 +101,22 @@ class EarlyFusion(Fusion):
                 dropout=dropout,
             )
         self.encoder = encoder
+
+    cost_text = CostText(
+        options=("hidden_dims", "presence_features", "align"),
+        symbols="H = hidden_dims[0]",
+        params_big_o="O(m d H + H o)",
+        flops_big_o="O(m d H + H o)",
+        params_exact="(m(d+1)+1) H + (H+1) o",
+        flops_exact="2 (m(d+1) H + H o)",
+    )
+
+    @classmethod
+    def cost(cls, *, m: int, d: int, t: int, output_dim: int) -> Cost:
+        (hidden,) = cls.default("hidden_dims")
+        cat = m * d + (m if cls.default("presence_features") else 0)
+        o = output_dim
+        return Cost(linear_params(cat, hidden) + linear_params(hidden, o), 2 * (cat * hidden + hidden * o))
 
     @staticmethod
     def concat_dim_for(input_dims: Mapping[str, int], *, presence_features: bool = True) -> int:

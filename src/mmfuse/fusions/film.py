@@ -41,11 +41,11 @@ from mmfuse.fusions._base import (
     masked_mean,
     register_fusion,
 )
-from mmfuse.fusions._checks import check_dropout, check_int, check_module_names
+from mmfuse.fusions._cost import Cost, CostText, linear_params
+from mmfuse.fusions._options import PositiveInt, Rate
+from mmfuse.layers import ModalityDict
 
 __all__ = ["FiLMFusion"]
-
-_MODES = ("chain", "all_to_one")
 
 
 def _film_layer(dim: int, bias: float = 1.0) -> nn.Linear:
@@ -100,16 +100,13 @@ class FiLMFusion(Fusion):
         *,
         input_dims: Mapping[str, int],
         output_dim: int,
-        dim: int = 64,
+        dim: PositiveInt = 64,
         target: str | None = None,
         conditioner: str | None = None,
         mode: Literal["chain", "all_to_one"] = "chain",
-        dropout: float = 0.0,
+        dropout: Rate = 0.0,
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim)
-        check_int(self.name, "dim", dim)
-        if mode not in _MODES:
-            raise FusionError(f"{self.name}: mode: expected one of {list(_MODES)}, got {mode!r}")
         for opt, value in (("target", target), ("conditioner", conditioner)):
             if value is not None and value not in self.modalities:
                 raise FusionError(f"{self.name}: {opt}: expected one of {list(self.modalities)}, got {value!r}")
@@ -119,8 +116,6 @@ class FiLMFusion(Fusion):
             raise FusionError(
                 f"{self.name}: conditioner: expected None in mode 'all_to_one' (every other modality conditions), got {conditioner!r}"
             )
-        check_dropout(self.name, dropout)
-        check_module_names(self.name, self.modalities)
 
         if target is None:
             target = [m for m in self.modalities if m != conditioner][-1]
@@ -138,12 +133,27 @@ class FiLMFusion(Fusion):
             links = [f"{c}->{target}" for c in self.conditioners]
         self.links: tuple[str, ...] = tuple(links)
 
-        self.proj = nn.ModuleDict({m: nn.Linear(d, dim) for m, d in self.input_dims.items()})
+        self.proj = ModalityDict({m: nn.Linear(d, dim) for m, d in self.input_dims.items()})
         # ModuleList in link order: link names may hold characters ModuleDict refuses
         self.gamma = nn.ModuleList([_film_layer(dim) for _ in links])
         self.beta = nn.ModuleList([_film_layer(dim, bias=0.0) for _ in links])
         self.drop = nn.Dropout(dropout)
         self.out = nn.Linear(dim, output_dim)
+
+    cost_text = CostText(
+        options=("dim", "mode"),
+        symbols="k = dim; m - 1 FiLM links",
+        params_big_o="O(m d k + m k^2 + k o)",
+        flops_big_o="O(m d k + m k^2 + k o)",
+        params_exact="m (d+1) k + 2 (m-1)(k+1) k + (k+1) o",
+        flops_exact="2 (m d k + 2 (m-1) k^2 + k o)",
+    )
+
+    @classmethod
+    def cost(cls, *, m: int, d: int, t: int, output_dim: int) -> Cost:
+        k, links = cls.default("dim"), m - 1
+        params = m * linear_params(d, k) + links * 2 * linear_params(k, k) + linear_params(k, output_dim)
+        return Cost(params, 2 * (m * d * k + links * 2 * k * k + k * output_dim))
 
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
         """``(b, d_out)``; gamma/beta of every link in the intermediates."""

@@ -42,16 +42,14 @@ from torch import Tensor, nn
 from mmfuse.fusions._base import (
     Fusion,
     FusionBatch,
-    FusionError,
     FusionIntermediates,
     masked_softmax,
     register_fusion,
 )
+from mmfuse.fusions._cost import Cost, CostText, linear_params
+from mmfuse.layers import ModalityDict
 
 __all__ = ["GatedFusion"]
-
-_GATES = ("scalar", "feature")
-_UNITS = ("linear", "gmu")
 
 
 @register_fusion("gated")
@@ -86,21 +84,36 @@ class GatedFusion(Fusion):
         bias: bool = True,
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim)
-        if gate not in _GATES:
-            raise FusionError(f"gated: gate: expected one of {list(_GATES)}, got {gate!r}")
-        if unit not in _UNITS:
-            raise FusionError(f"gated: unit: expected one of {list(_UNITS)}, got {unit!r}")
         self.gate = gate
         self.unit = unit
         num = len(self.modalities)
         self.gate_width = 1 if gate == "scalar" else self.output_dim
-        self.proj = nn.ModuleDict(
+        self.proj = ModalityDict(
             {mod: nn.Linear(dim, self.output_dim, bias=bias) for mod, dim in self.input_dims.items()}
         )
         gate_in = num * self.output_dim if unit == "linear" else sum(self.input_dims.values())
         # Two modalities: one sigmoid score per gate entry; more: one score per modality.
         gate_out = self.gate_width if num == 2 else num * self.gate_width
         self.gate_layer = nn.Linear(gate_in, gate_out, bias=bias)
+
+    cost_text = CostText(
+        options=("gate", "unit", "bias"),
+        symbols="g = o if m = 2 else m o",
+        params_big_o="O(m d o + m^2 o^2)",
+        flops_big_o="O(m d o + m^2 o^2)",
+        params_exact="m (d+1) o + (m o + 1) g",
+        flops_exact="2 (m d o + m o g)",
+    )
+
+    @classmethod
+    def cost(cls, *, m: int, d: int, t: int, output_dim: int) -> Cost:
+        o = output_dim
+        width = 1 if cls.default("gate") == "scalar" else o
+        g = width if m == 2 else m * width
+        gate_in = m * o if cls.default("unit") == "linear" else m * d
+        bias = cls.default("bias")
+        params = m * linear_params(d, o, bias=bias) + linear_params(gate_in, g, bias=bias)
+        return Cost(params, 2 * (m * d * o + gate_in * g))
 
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
         """``(b, d_out)``.
@@ -113,22 +126,30 @@ class GatedFusion(Fusion):
         """
         present = batch.present
         xs = [batch.pooled(mod) for mod in self.modalities]
-        h = torch.stack([self.proj[mod](x) for mod, x in zip(self.modalities, xs, strict=True)], dim=1)
+        hs = [self.proj[mod](x) for mod, x in zip(self.modalities, xs, strict=True)]
         if self.unit == "gmu":
-            h = torch.tanh(h)
-        keep = present.unsqueeze(-1)  # (b, m, 1)
-        h = torch.where(keep, h, h.new_zeros(()))  # (b, m, d_out)
+            hs = [torch.tanh(h) for h in hs]
+        if len(self.modalities) == 2 and batch.all_present and not need_intermediates:
+            # fast path, both present: the sigmoid equation itself, h_2 + g (h_1 - h_2)
+            gate_in = torch.cat(hs if self.unit == "linear" else xs, dim=-1)
+            g = torch.sigmoid(self.gate_layer(gate_in))
+            return hs[1] + g * (hs[0] - hs[1]), FusionIntermediates()
+        h = torch.stack(hs, dim=1)  # (b, m, d_out)
+        keep = None if batch.all_present else present.unsqueeze(-1)  # (b, m, 1)
+        if keep is not None:
+            h = torch.where(keep, h, h.new_zeros(()))
         gate_in = h.flatten(1) if self.unit == "linear" else torch.cat(xs, dim=-1)
         s = self.gate_layer(gate_in)
         if len(self.modalities) == 2:
             scores = torch.stack([s, torch.zeros_like(s)], dim=1)  # (b, 2, g)
         else:
             scores = s.unflatten(1, (len(self.modalities), self.gate_width))  # (b, m, g)
-        weights = masked_softmax(scores, keep.expand_as(scores), dim=1)  # (b, m, g)
+        weights = masked_softmax(scores, None if keep is None else keep.expand_as(scores), dim=1)  # (b, m, g)
         contrib = weights * h
         out = contrib.sum(dim=1)
-        info = FusionIntermediates(present=present, modality_weights=weights.mean(dim=-1))
+        info = FusionIntermediates(present=present)
         if need_intermediates:
+            info.modality_weights = weights.mean(dim=-1)
             if len(self.modalities) == 2:
                 gate = weights[:, 0]
             else:

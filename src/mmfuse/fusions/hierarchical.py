@@ -5,7 +5,8 @@ groups, ``t_i`` tokens of modality ``i``, ``d_i`` features of modality ``i``,
 ``d_loc`` the width of each group's output (``local_dim``), ``d_out`` output
 features. Masks are bool, True means keep.
 
-The guide's section 5::
+The equations (local fusion within each group ``G``, then a global fusion over the
+groups)::
 
     z_G = LocalFusion_G({x_i : i in G})        (b, d_loc)   for every group G
     h   = GlobalFusion({z_G : G})              (b, d_out)
@@ -36,9 +37,13 @@ from mmfuse.fusions._base import (
     FusionError,
     FusionIntermediates,
     create_fusion,
+    fusion_class,
+    fusion_options,
     register_fusion,
 )
-from mmfuse.fusions._checks import check_int, check_module_names
+from mmfuse.fusions._cost import Cost, CostText, linear_params
+from mmfuse.fusions._options import FusionName, PositiveInt
+from mmfuse.layers import ModalityDict
 
 __all__ = ["HierarchicalFusion", "default_groups"]
 
@@ -120,7 +125,9 @@ class HierarchicalFusion(Fusion):
         global_fusion: registered strategy name of the global fusion.
         global_options: options of the global strategy.
 
-    Intermediates: ``extras["groups"]`` group name -> ``(b, d_loc)`` output,
+    Intermediates: ``modality_weights`` ``(b, m)`` when the global fusion gives
+    weights over groups (``gated``, ``late``): each group's weight shared equally by
+    its present modalities; ``extras["groups"]`` group name -> ``(b, d_loc)`` output,
     ``extras["group_present"]`` ``(b, g)``, ``extras["local"]`` group name -> the
     local fusion's :class:`FusionIntermediates` (``None`` for a single-modality
     group), ``extras["global"]`` the global fusion's intermediates.
@@ -134,17 +141,15 @@ class HierarchicalFusion(Fusion):
         input_dims: Mapping[str, int],
         output_dim: int,
         groups: Sequence[Sequence[str]] | None = None,
-        local_fusion: str = "gated",
+        local_fusion: FusionName = "gated",
         local_options: Mapping[str, Any] | None = None,
-        local_dim: int | None = None,
-        global_fusion: str = "gated",
+        local_dim: PositiveInt | None = None,
+        global_fusion: FusionName = "gated",
         global_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim)
-        check_module_names("hierarchical", self.modalities)
         if local_dim is None:
             local_dim = self.output_dim
-        check_int("hierarchical", "local_dim", local_dim)
         self.groups = default_groups(self.modalities) if groups is None else _check_groups(groups, self.modalities)
         self.group_names = tuple("+".join(g) for g in self.groups)
         self.local_dim = local_dim
@@ -152,6 +157,13 @@ class HierarchicalFusion(Fusion):
         self.global_fusion_name = global_fusion
         local_kw = _check_options("local_options", local_options)
         global_kw = _check_options("global_options", global_options)
+        # checked even where no group is large enough to build a local fusion
+        unknown = sorted(set(local_kw) - set(fusion_options(local_fusion)))
+        if unknown:
+            raise FusionError(
+                f"hierarchical: local_options: unknown option {unknown[0]!r} of {local_fusion!r}: "
+                f"expected one of {sorted(fusion_options(local_fusion))}"
+            )
 
         local: dict[str, nn.Module] = {}
         for gname, group in zip(self.group_names, self.groups, strict=True):
@@ -167,7 +179,7 @@ class HierarchicalFusion(Fusion):
                 )
             except FusionError as err:
                 raise FusionError(f"hierarchical: local fusion of group {gname!r}: {err}") from err
-        self.local = nn.ModuleDict(local)
+        self.local = ModalityDict(local)
         try:
             self.global_fusion = create_fusion(
                 global_fusion,
@@ -180,6 +192,27 @@ class HierarchicalFusion(Fusion):
                 f"hierarchical: global fusion over groups {list(self.group_names)}: {err}"
             ) from err
         self.outputs_logits = self.global_fusion.outputs_logits
+
+    cost_text = CostText(
+        options=("groups", "local_fusion", "local_dim", "global_fusion"),
+        symbols="groups = consecutive pairs (m = 2: singletons), local_dim = o; p pairs, s singletons, "
+        "G = p + s groups; L/Gl = the local/global strategy's own formula",
+        params_big_o="O(m d o + m^2 o^2) (with 'gated' parts)",
+        flops_big_o="O(m d o + m^2 o^2) (with 'gated' parts)",
+        params_exact="p L(2, d, o) + s (d+1) o + Gl(G, o, o)",
+        flops_exact="p L_flops(2, d, o) + 2 s d o + Gl_flops(G, o, o)",
+    )
+
+    @classmethod
+    def cost(cls, *, m: int, d: int, t: int, output_dim: int) -> Cost:
+        o = output_dim
+        pairs, singles = (0, m) if m <= 2 else (m // 2, m % 2)
+        local = fusion_class(cls.default("local_fusion")).cost(m=2, d=d, t=t, output_dim=o) if pairs else Cost(0, 0)
+        glob = fusion_class(cls.default("global_fusion")).cost(m=pairs + singles, d=o, t=1, output_dim=o)
+        return Cost(
+            pairs * local.params + singles * linear_params(d, o) + glob.params,
+            pairs * local.flops + singles * 2 * d * o + glob.flops,
+        )
 
     def _local_inputs(
         self, batch: FusionBatch, group: tuple[str, ...], group_present: Tensor
@@ -222,6 +255,9 @@ class HierarchicalFusion(Fusion):
             fused, global_info = self.global_fusion(outputs, presence), None
         info = FusionIntermediates()
         if need_intermediates:
+            assert global_info is not None
+            if global_info.modality_weights is not None:
+                info.modality_weights = self._spread(global_info.modality_weights, batch.present)
             info.extras = {
                 "groups": outputs,
                 "group_present": torch.stack([presence[g] for g in self.group_names], dim=1),
@@ -229,6 +265,17 @@ class HierarchicalFusion(Fusion):
                 "global": global_info,
             }
         return fused, info
+
+    def _spread(self, group_weights: Tensor, present: Tensor) -> Tensor:
+        """``(b, g)`` group weights -> ``(b, m)`` modality weights: each group's weight
+        shared equally by its present modalities (rows keep their sum)."""
+        out = present.new_zeros(present.shape, dtype=group_weights.dtype)
+        for gi, group in enumerate(self.groups):
+            cols = [self.modalities.index(m) for m in group]
+            here = present[:, cols].to(group_weights.dtype)
+            share = group_weights[:, gi : gi + 1] / here.sum(dim=1, keepdim=True).clamp_min(1.0)
+            out[:, cols] = share * here
+        return out
 
     def extra_repr(self) -> str:
         groups = ", ".join(self.group_names)

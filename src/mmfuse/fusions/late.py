@@ -37,13 +37,11 @@ from mmfuse.fusions._base import (
     masked_softmax,
     register_fusion,
 )
-from mmfuse.layers import Mlp
+from mmfuse.fusions._cost import Cost, CostText, linear_params
+from mmfuse.fusions._options import PositiveInt, Rate
+from mmfuse.layers import Mlp, ModalityDict
 
 __all__ = ["LateFusion"]
-
-_LEVELS = ("feature", "decision")
-_COMBINES = ("mean", "weighted", "max")
-_DECISIONS = ("mean_prob", "product", "weighted")
 
 
 @register_fusion("late")
@@ -78,14 +76,12 @@ class LateFusion(Fusion):
         level: Literal["feature", "decision"] = "feature",
         combine: Literal["mean", "weighted", "max"] | None = None,
         decision: Literal["mean_prob", "product", "weighted"] | None = None,
-        hidden_dims: Sequence[int] = (256,),
+        hidden_dims: Sequence[PositiveInt] = (256,),
         act_layer: Callable[[], nn.Module] = nn.GELU,
         norm_layer: Callable[[int], nn.Module] | None = None,
-        dropout: float = 0.0,
+        dropout: Rate = 0.0,
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim)
-        if level not in _LEVELS:
-            raise FusionError(f"late: level: expected one of {list(_LEVELS)}, got {level!r}")
         if level == "feature":
             if decision is not None:
                 raise FusionError(
@@ -93,8 +89,6 @@ class LateFusion(Fusion):
                     f"(use combine= for feature-level fusion)"
                 )
             combine = "mean" if combine is None else combine
-            if combine not in _COMBINES:
-                raise FusionError(f"late: combine: expected one of {list(_COMBINES)}, got {combine!r}")
         else:
             if combine is not None:
                 raise FusionError(
@@ -102,22 +96,16 @@ class LateFusion(Fusion):
                     f"(use decision= for decision-level fusion)"
                 )
             decision = "mean_prob" if decision is None else decision
-            if decision not in _DECISIONS:
-                raise FusionError(f"late: decision: expected one of {list(_DECISIONS)}, got {decision!r}")
             if self.output_dim < 2:
                 raise FusionError(
                     f"late(level='decision'): output_dim is the number of classes: expected at least 2, "
                     f"got {self.output_dim}"
                 )
             self.outputs_logits = True
-        if not 0.0 <= dropout < 1.0:
-            raise FusionError(f"late: dropout: expected a float in [0, 1), got {dropout!r}")
-        if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in hidden_dims):
-            raise FusionError(f"late: hidden_dims: expected positive ints, got {tuple(hidden_dims)!r}")
         self.level = level
         self.combine = combine
         self.decision = decision
-        self.encoders = nn.ModuleDict(
+        self.encoders = ModalityDict(
             {
                 mod: Mlp(
                     dim,
@@ -134,6 +122,23 @@ class LateFusion(Fusion):
         self.modality_logits: nn.Parameter | None = None
         if combine == "weighted" or decision == "weighted":
             self.modality_logits = nn.Parameter(torch.zeros(len(self.modalities)))
+
+    cost_text = CostText(
+        options=("level", "combine", "hidden_dims"),
+        symbols="H = hidden_dims[0]",
+        params_big_o="O(m (d + o) H)",
+        flops_big_o="O(m (d + o) H)",
+        params_exact="m ((d+1) H + (H+1) o)",
+        flops_exact="2 m (d H + H o)",
+    )
+
+    @classmethod
+    def cost(cls, *, m: int, d: int, t: int, output_dim: int) -> Cost:
+        (hidden,) = cls.default("hidden_dims")
+        o = output_dim
+        learned = int(cls.default("combine") == "weighted")  # one score per modality
+        params = m * (linear_params(d, hidden) + linear_params(hidden, o)) + learned * m
+        return Cost(params, 2 * m * (d * hidden + hidden * o))
 
     def _weights(self, present: Tensor, dtype: torch.dtype) -> Tensor:
         """``(b, m)`` weights over present modalities (rows sum to 1, missing get 0)."""
@@ -166,6 +171,8 @@ class LateFusion(Fusion):
         """
         present = batch.present
         h = torch.stack([self.encoders[mod](batch.pooled(mod)) for mod in self.modalities], dim=1)
+        if self.combine == "mean" and batch.all_present and not need_intermediates:
+            return h.mean(dim=1), FusionIntermediates()  # fast path: every modality present
         keep = present.unsqueeze(-1)  # (b, m, 1)
         if self.level == "feature":
             out, weights, contrib = self._combine_features(h, present)

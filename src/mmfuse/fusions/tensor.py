@@ -27,7 +27,9 @@ from mmfuse.fusions._base import (
     FusionIntermediates,
     register_fusion,
 )
-from mmfuse.fusions._checks import check_dropout, check_int, check_module_names
+from mmfuse.fusions._cost import Cost, CostText, linear_params
+from mmfuse.fusions._options import PositiveInt, Rate
+from mmfuse.layers import ModalityDict, ModalityParameterDict
 
 __all__ = ["LowRankFusion", "TensorFusion"]
 
@@ -35,14 +37,11 @@ __all__ = ["LowRankFusion", "TensorFusion"]
 class _ProjectedFactors(Fusion):
     """Shared front end: per-modality projection and the ``[h_i; 1]`` factors."""
 
-    def __init__(self, *, input_dims: Mapping[str, int], output_dim: int, dim: int | None) -> None:
+    def __init__(self, *, input_dims: Mapping[str, int], output_dim: int, dim: PositiveInt | None) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim)
-        if dim is not None:
-            check_int(self.name, "dim", dim)
         self.dim = dim
-        check_module_names(self.name, self.modalities)
         # raw inputs when dim is None: no parameters before the product
-        self.proj = nn.ModuleDict(
+        self.proj = ModalityDict(
             {} if dim is None else {mod: nn.Linear(d, dim) for mod, d in self.input_dims.items()}
         )
         self.factor_dims: dict[str, int] = {
@@ -56,7 +55,8 @@ class _ProjectedFactors(Fusion):
             h = batch.pooled(mod)
             if self.dim is not None:
                 h = self.proj[mod](h)
-            h = h * batch.presence(mod).to(h.dtype).unsqueeze(-1)
+            if not batch.all_present:
+                h = h * batch.presence(mod).to(h.dtype).unsqueeze(-1)
             out.append(torch.cat([h, h.new_ones(h.shape[0], 1)], dim=-1))
         return out
 
@@ -85,13 +85,11 @@ class TensorFusion(_ProjectedFactors):
         *,
         input_dims: Mapping[str, int],
         output_dim: int,
-        dim: int | None = 16,
-        max_size: int = 2**20,
-        dropout: float = 0.0,
+        dim: PositiveInt | None = 16,
+        max_size: PositiveInt = 2**20,
+        dropout: Rate = 0.0,
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim, dim=dim)
-        check_int(self.name, "max_size", max_size)
-        check_dropout(self.name, dropout)
         size = math.prod(self.factor_dims.values())
         if size > max_size:
             formula = " * ".join(f"({k - 1} + 1)" for k in self.factor_dims.values())
@@ -100,8 +98,26 @@ class TensorFusion(_ProjectedFactors):
                 f"max_size={max_size}; use a smaller dim, raise max_size, or use 'low_rank'"
             )
         self.product_size = size
-        self.drop = nn.Dropout(dropout)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.out = nn.Linear(size, output_dim)
+
+    cost_text = CostText(
+        options=("dim", "max_size"),
+        symbols="k = dim (so m <= 4 at k = 16 within max_size)",
+        params_big_o="O(m d k + (k+1)^m o)  (exponential in m)",
+        flops_big_o="O(m d k + (k+1)^m o)  (exponential in m)",
+        params_exact="m (d+1) k + ((k+1)^m + 1) o",
+        flops_exact="2 (m d k + (k+1)^m o)",
+    )
+
+    @classmethod
+    def cost(cls, *, m: int, d: int, t: int, output_dim: int) -> Cost:
+        k = cls.default("dim") or d
+        size = (k + 1) ** m
+        if size > cls.default("max_size"):
+            raise FusionError(f"{cls.name}: product size (k+1)^m = {size} exceeds max_size={cls.default('max_size')}")
+        proj = m * linear_params(d, k) if cls.default("dim") else 0
+        return Cost(proj + linear_params(size, output_dim), 2 * (proj and m * d * k) + 2 * size * output_dim)
 
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
         """``(b, d_out)``; ``extras["product"]``: the ``(b, prod_i (k_i + 1))`` product vector."""
@@ -147,16 +163,15 @@ class LowRankFusion(_ProjectedFactors):
         *,
         input_dims: Mapping[str, int],
         output_dim: int,
-        dim: int | None = 16,
-        rank: int = 4,
+        dim: PositiveInt | None = 16,
+        rank: PositiveInt = 4,
         rank_weights: bool = False,
-        dropout: float = 0.0,
+        dropout: Rate = 0.0,
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim, dim=dim)
-        self.rank = check_int(self.name, "rank", rank)
-        check_dropout(self.name, dropout)
-        self.drop = nn.Dropout(dropout)
-        self.factors = nn.ParameterDict()
+        self.rank = rank
+        self.drop = nn.Dropout(dropout) if dropout > 0 else None
+        self.factors = ModalityParameterDict()
         for mod, k in self.factor_dims.items():
             # std 1/sqrt(k_i + 1): each factor term z_i W_i^(r) is O(1), so their
             # product over modalities neither explodes nor vanishes with M
@@ -164,23 +179,40 @@ class LowRankFusion(_ProjectedFactors):
         self.rank_weight = nn.Parameter(torch.full((rank,), 1.0 / rank)) if rank_weights else None
         self.bias = nn.Parameter(torch.zeros(output_dim))
 
+    cost_text = CostText(
+        options=("dim", "rank", "rank_weights"),
+        symbols="k = dim, r = rank",
+        params_big_o="O(m (d k + r k o))",
+        flops_big_o="O(m (d k + r k o))",
+        params_exact="m (d+1) k + m r (k+1) o + o",
+        flops_exact="2 m (d k + r (k+1) o)",
+    )
+
+    @classmethod
+    def cost(cls, *, m: int, d: int, t: int, output_dim: int) -> Cost:
+        k, r, o = cls.default("dim") or d, cls.default("rank"), output_dim
+        proj = m * linear_params(d, k) if cls.default("dim") else 0
+        params = proj + m * r * (k + 1) * o + o + (r if cls.default("rank_weights") else 0)
+        return Cost(params, 2 * ((m * d * k if proj else 0) + m * r * (k + 1) * o))
+
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
         """``(b, d_out)``; ``extras["rank_terms"]``: the ``(b, r, d_out)`` terms before the sum."""
         zs = self.factor_vectors(batch)
         terms = []
         for mod, z in zip(self.modalities, zs, strict=True):
-            z = torch.cat([self.drop(z[:, :-1]), z[:, -1:]], dim=-1)
-            terms.append(torch.einsum("bk,rko->bro", z, self.factors[mod]))
+            if self.drop is not None:
+                z = torch.cat([self.drop(z[:, :-1]), z[:, -1:]], dim=-1)
+            terms.append(torch.matmul(z, self.factors[mod]))  # (r, b, d_out), broadcast over r
         prod = terms[0]
         for term in terms[1:]:
             prod = prod * term
         if self.rank_weight is None:
-            fused = prod.sum(dim=1) + self.bias
+            fused = prod.sum(dim=0) + self.bias
         else:
-            fused = torch.einsum("bro,r->bo", prod, self.rank_weight) + self.bias
+            fused = torch.einsum("rbo,r->bo", prod, self.rank_weight) + self.bias
         info = FusionIntermediates()
         if need_intermediates:
-            info.extras["rank_terms"] = prod
+            info.extras["rank_terms"] = prod.transpose(0, 1)
         return fused, info
 
     def extra_repr(self) -> str:

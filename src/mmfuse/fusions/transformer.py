@@ -49,11 +49,12 @@ from mmfuse.fusions._base import (
     masked_mean,
     register_fusion,
 )
-from mmfuse.fusions._checks import check_choice, check_int, check_transformer_options
+from mmfuse.fusions._checks import check_heads
+from mmfuse.fusions._cost import Cost, CostText, block_flops, block_params, linear_params
+from mmfuse.fusions._options import NonNegativeInt, PositiveFloat, PositiveInt, Rate
+from mmfuse.layers import ModalityDict
 
 __all__ = ["CrossModalTransformerFusion"]
-
-_COMBINE = ("concat", "mean")
 
 
 @register_fusion("cross_modal_transformer")
@@ -100,27 +101,22 @@ class CrossModalTransformerFusion(Fusion):
         *,
         input_dims: Mapping[str, int],
         output_dim: int,
-        dim: int = 32,
-        num_layers: int = 2,
-        num_self_layers: int = 1,
-        num_heads: int = 4,
-        mlp_ratio: float = 4.0,
-        dropout: float = 0.0,
+        dim: PositiveInt = 32,
+        num_layers: PositiveInt = 2,
+        num_self_layers: NonNegativeInt = 1,
+        num_heads: PositiveInt = 4,
+        mlp_ratio: PositiveFloat = 4.0,
+        dropout: Rate = 0.0,
         combine: Literal["concat", "mean"] = "concat",
     ) -> None:
         super().__init__(input_dims=input_dims, output_dim=output_dim)
-        check_transformer_options(
-            self.name, self.modalities, dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout
-        )
-        check_int(self.name, "num_layers", num_layers)
-        check_int(self.name, "num_self_layers", num_self_layers, minimum=0)
-        check_choice(self.name, "combine", combine, _COMBINE)
+        check_heads(self.name, dim, num_heads)
         m = len(self.modalities)
         self.dim = dim
         self.num_layers = num_layers
         self.combine = combine
         self.stream_width = (m - 1) * dim
-        self.proj = nn.ModuleDict({mod: nn.Linear(d, dim) for mod, d in self.input_dims.items()})
+        self.proj = ModalityDict({mod: nn.Linear(d, dim) for mod, d in self.input_dims.items()})
         # streams[i][j']: the stream of target i from its j'-th source (sources in
         # modality order, target skipped), a ModuleList of num_layers blocks
         self.streams = nn.ModuleList(
@@ -150,6 +146,37 @@ class CrossModalTransformerFusion(Fusion):
         )
         self.norms = nn.ModuleList([nn.LayerNorm(s) for _ in range(m)])
         self.out = nn.Linear(m * s if combine == "concat" else s, output_dim)
+
+    cost_text = CostText(
+        options=("dim", "num_layers", "num_self_layers", "num_heads", "mlp_ratio", "combine"),
+        symbols="k = dim, L = num_layers, S = num_self_layers, s = (m-1) k; B_x(k) = 12 k^2 + 15 k (cross), "
+        "B(s) = 12 s^2 + 13 s; F_w = 24 t w^2 + 4 t^2 w for a block of width w",
+        params_big_o="O(L m^2 k^2 + S m^3 k^2 + m d k + m^2 k o)",
+        flops_big_o="O(m t d k + L m^2 (t k^2 + t^2 k) + S m (t s^2 + t^2 s))",
+        params_exact="m (d+1) k + m(m-1) L B_x(k) + m S B(s) + 2 m s + (m s + 1) o",
+        flops_exact="2 m t d k + m(m-1) L F_k + m S F_s + 2 m s o",
+    )
+
+    @classmethod
+    def cost(cls, *, m: int, d: int, t: int, output_dim: int) -> Cost:
+        k, layers, self_layers = cls.default("dim"), cls.default("num_layers"), cls.default("num_self_layers")
+        ratio = cls.default("mlp_ratio")
+        s = (m - 1) * k
+        out_in = m * s if cls.default("combine") == "concat" else s
+        params = (
+            m * linear_params(d, k)
+            + m * (m - 1) * layers * block_params(k, cross=True, mlp_ratio=ratio)
+            + m * self_layers * block_params(s, cross=False, mlp_ratio=ratio)
+            + m * 2 * s
+            + linear_params(out_in, output_dim)
+        )
+        flops = (
+            2 * m * t * d * k
+            + m * (m - 1) * layers * block_flops(k, t, t, mlp_ratio=ratio)
+            + m * self_layers * block_flops(s, t, t, mlp_ratio=ratio)
+            + 2 * out_in * output_dim
+        )
+        return Cost(params, flops)
 
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
         """``(b, d_out)``; attention weights per stream layer and self layer when asked."""

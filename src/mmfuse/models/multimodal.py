@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from mmfuse.encoders import Encoder
 from mmfuse.fusions._base import Fusion, FusionError, FusionIntermediates, masked_mean
+from mmfuse.layers import ModalityDict
 
 __all__ = ["MultimodalModel", "UnimodalModel"]
 
@@ -83,7 +84,8 @@ class MultimodalModel(nn.Module):
                 f"log-probabilities, expected no head, got {type(head).__name__}"
             )
         self.modalities: tuple[str, ...] = fusion.modalities
-        self.encoders = nn.ModuleDict({m: encoders[m] for m in self.modalities})
+        # any string is a modality name: keys escaped inside, public names kept
+        self.encoders = ModalityDict({m: encoders[m] for m in self.modalities})
         self.fusion = fusion
         self.head = head if head is not None else nn.Identity()
         self.config = config
