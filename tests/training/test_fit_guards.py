@@ -116,3 +116,20 @@ def test_threads_are_chosen_applied_recorded_and_restored(small_splits, monkeypa
     assert torch.get_num_threads() == before
     result = fit(model_for(small_splits), small_splits, TrainConfig(epochs=1, progress=False))
     assert result.threads == 1 and torch.get_num_threads() == before
+
+
+def test_compile_trains_through_torch_compile_and_keeps_state_names(small_splits, monkeypatch) -> None:
+    compiled = []
+
+    def fake_compile(model, **kwargs):  # the real one takes minutes on a small CPU
+        compiled.append(model)
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model = model_for(small_splits)
+    names = set(model.state_dict())
+    result = fit(model, small_splits, TrainConfig(epochs=1, progress=False, compile=True))
+    assert compiled == [model] and set(result.model.state_dict()) == names
+    compiled.clear()
+    fit(model_for(small_splits), small_splits, TrainConfig(epochs=1, progress=False))
+    assert compiled == []

@@ -102,6 +102,7 @@ class FusionModule(L.LightningModule):
         self.task = task
         self.classify = task in ("binary", "multiclass")
         self.register_buffer("target_scale", target_scale, persistent=False)
+        self.automatic_optimization = False  # see training_step
         # torch.compile'd view of the same model for the training step; kept out of
         # the module tree so that state dicts and checkpoints do not see it
         step_model = torch.compile(model) if cfg.compile else model
@@ -135,15 +136,31 @@ class FusionModule(L.LightningModule):
         self._train_sum = torch.zeros((), device=self.device)
         self._train_n = 0
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        if self.dropout_transform is not None:
-            batch = self.dropout_transform(batch)
-        out = self._step_model(batch["inputs"], batch["masks"])
-        loss = self.loss(out, batch["label"])
-        b = batch["label"].shape[0]
-        self._train_sum = self._train_sum + loss.detach() * b
-        self._train_n += b
-        return loss
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Optimizer steps on ``batch``, one per ``cfg.batch_size`` rows.
+
+        ``fit`` hands a single-process run one chunk of up to :data:`CHUNK_STEPS`
+        minibatches per Lightning step (the rows of consecutive minibatches of the
+        same shuffled order), so that Lightning's per-step bookkeeping is paid once
+        per chunk rather than once per minibatch; the minibatches, their order and
+        the updates are those of one Lightning step per minibatch. Multi-process
+        runs get one minibatch per step (DDP synchronises once per forward).
+        """
+        opt = self.optimizers()
+        size = self.cfg.batch_size
+        n = int(batch["label"].shape[0])
+        for start in range(0, n, size):
+            part = batch if n <= size else _rows(batch, start, start + size)
+            if self.dropout_transform is not None:
+                part = self.dropout_transform(part)
+            out = self._step_model(part["inputs"], part["masks"])
+            loss = self.loss(out, part["label"])
+            opt.zero_grad()
+            self.manual_backward(loss)
+            opt.step()
+            b = part["label"].shape[0]
+            self._train_sum = self._train_sum + loss.detach() * b
+            self._train_n += b
 
     def on_train_epoch_end(self) -> None:
         if self._train_n:
@@ -169,6 +186,20 @@ class FusionModule(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+
+#: minibatches per Lightning training step in a single-process fit (see
+#: FusionModule.training_step); a chunk holds at most this many
+CHUNK_STEPS = 64
+
+
+def _rows(batch: dict[str, Any], start: int, stop: int) -> dict[str, Any]:
+    """Rows ``start:stop`` of a collated batch (views, no copies)."""
+    return {
+        "inputs": {m: x[start:stop] for m, x in batch["inputs"].items()},
+        "masks": {m: k[start:stop] for m, k in batch["masks"].items()},
+        "label": batch["label"][start:stop],
+    }
 
 
 def _rng_state() -> dict[str, Any]:
@@ -374,9 +405,19 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-#: multiply-adds of one training step (parameters x batch) below which a second
-#: intra-op thread costs more than it gives on a CPU; measured with
-#: benchmarks/fit_threads.py (see benchmarks/results/fit_threads_cpu2.md)
+def idle_cpus() -> int:
+    """CPUs not busy with other work: the available CPUs less the 1-minute load
+    average (which counts this process too, hence the +1), at least 1."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on a Unix
+        return available_cpus()
+    return int(max(1, min(available_cpus(), available_cpus() - round(load) + 1)))
+
+
+#: multiply-adds of one training step (parameters x batch) per intra-op thread: below
+#: it a second thread costs more than it gives on a CPU. Measured with
+#: benchmarks/fit_threads.py (benchmarks/results/fit_threads_*.md).
 THREADS_MIN_WORK = 2**26
 
 
@@ -384,12 +425,12 @@ def auto_threads(model: nn.Module, batch_size: int, *, cpus: int | None = None) 
     """Torch intra-op threads for training ``model`` at ``batch_size`` on a CPU.
 
     The work of one step is taken as (parameters x batch), the multiply-adds of a
-    forward pass through dense layers. Below :data:`THREADS_MIN_WORK` a step is too
-    small to split: one thread (the default models, a few 10^4 parameters at batch
-    128, are far below). Above, one thread per ``THREADS_MIN_WORK`` of work, at most
-    the available CPUs.
+    forward pass through dense layers: one thread per :data:`THREADS_MIN_WORK` of it,
+    at least 1 and at most ``cpus`` (default :func:`idle_cpus`: on a machine busy with
+    other work, extra threads wait for each other and a step gets many times slower).
+    The default models (a few 10^4 parameters at batch 128) get one thread.
     """
-    cpus = available_cpus() if cpus is None else cpus
+    cpus = idle_cpus() if cpus is None else cpus
     work = sum(p.numel() for p in model.parameters()) * batch_size
     return int(max(1, min(cpus, work // THREADS_MIN_WORK)))
 
@@ -589,7 +630,9 @@ def fit(
             callbacks=[state, *extra, *callbacks],
             plugins=[SafetensorsCheckpointIO()],
         )
-        train_loader = _loader(splits.train, cfg.batch_size, shuffle=True, num_workers=num_workers)
+        # one process: chunks of minibatches per Lightning step (see FusionModule.training_step)
+        chunk = CHUNK_STEPS if trainer.world_size == 1 else 1
+        train_loader = _loader(splits.train, cfg.batch_size * chunk, shuffle=True, num_workers=num_workers)
         val_loader = (
             _loader(splits.val, max(cfg.batch_size, 512), shuffle=False, num_workers=num_workers)
             if has_val
