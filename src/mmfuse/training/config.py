@@ -52,7 +52,8 @@ class TrainConfig:
         progress: show a progress bar (epochs counted from 1: ``Epoch 2/2``).
         deterministic: use only deterministic algorithms during the fit (``True``,
             ``False``, or ``"warn"``: warn where an algorithm is not deterministic).
-        max_time: stop after this many seconds of fitting (``None``: no limit).
+        max_time: stop after this many seconds of fitting (``None``: no limit); checked
+            between chunks of up to 64 minibatches (see ``FusionModule.training_step``).
         verbose: let Lightning print what it prints (accelerator lines, tips, stop
             reasons, advice); by default only the progress bar and errors show.
         threads: torch intra-op threads during the fit: a positive int, or ``"auto"``

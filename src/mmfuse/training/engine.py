@@ -103,6 +103,12 @@ class FusionModule(L.LightningModule):
         self.classify = task in ("binary", "multiclass")
         self.register_buffer("target_scale", target_scale, persistent=False)
         self.automatic_optimization = False  # see training_step
+        #: this epoch's train_loss / val_loss / val_accuracy (what ResumeState reads)
+        self.epoch_values: dict[str, Tensor] = {}
+        #: also hand them to Lightning's self.log (for a logger, a progress bar, or to
+        #: average them across processes); fit turns it off when nothing would read them,
+        #: as self.log costs more than a small model's validation pass
+        self.log_to_lightning = True
         # torch.compile'd view of the same model for the training step; kept out of
         # the module tree so that state dicts and checkpoints do not see it
         step_model = torch.compile(model) if cfg.compile else model
@@ -133,6 +139,7 @@ class FusionModule(L.LightningModule):
     # Losses are summed here and logged once per epoch: one self.log per step costs
     # more than a small model's whole step.
     def on_train_epoch_start(self) -> None:
+        self.epoch_values = {}
         self._train_sum = torch.zeros((), device=self.device)
         self._train_n = 0
 
@@ -159,12 +166,23 @@ class FusionModule(L.LightningModule):
             self.manual_backward(loss)
             opt.step()
             b = part["label"].shape[0]
-            self._train_sum = self._train_sum + loss.detach() * b
+            self._train_sum += loss.detach() * b
             self._train_n += b
+
+    def _record(self, name: str, value: Tensor) -> None:
+        self.epoch_values[name] = value
+        if self.log_to_lightning:
+            self.log(name, value, prog_bar=True, sync_dist=True)
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """This epoch's ``train_loss``, ``val_loss`` (and ``val_accuracy``), averaged
+        over processes when Lightning logs them."""
+        source = self.trainer.callback_metrics if self.log_to_lightning else self.epoch_values
+        return {k: float(source[k]) for k in ("train_loss", "val_loss", "val_accuracy") if k in source}
 
     def on_train_epoch_end(self) -> None:
         if self._train_n:
-            self.log("train_loss", self._train_sum / self._train_n, prog_bar=True, sync_dist=True)
+            self._record("train_loss", self._train_sum / self._train_n)
 
     def on_validation_epoch_start(self) -> None:
         self._val_loss = torch.zeros((), device=self.device)
@@ -180,17 +198,25 @@ class FusionModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         if self._val_n:
-            self.log("val_loss", self._val_loss / self._val_n, prog_bar=True, sync_dist=True)
+            self._record("val_loss", self._val_loss / self._val_n)
             if self.classify:
-                self.log("val_accuracy", self._val_correct / self._val_n, prog_bar=True, sync_dist=True)
+                self._record("val_accuracy", self._val_correct / self._val_n)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
 
 
 #: minibatches per Lightning training step in a single-process fit (see
-#: FusionModule.training_step); a chunk holds at most this many
+#: FusionModule.training_step): at most this many, and at most CHUNK_BYTES of inputs
 CHUNK_STEPS = 64
+CHUNK_BYTES = 64 * 2**20
+
+
+def _chunk_steps(dataset: Any, batch_size: int) -> int:
+    """Minibatches per chunk: :data:`CHUNK_STEPS`, fewer where a chunk's rows would
+    hold more than :data:`CHUNK_BYTES` (large images or sequences), at least 1."""
+    row = sum(x[0].numel() * x.element_size() for x in dataset.inputs.values()) if len(dataset) else 0
+    return int(max(1, min(CHUNK_STEPS, CHUNK_BYTES // max(1, row * batch_size))))
 
 
 def _rows(batch: dict[str, Any], start: int, stop: int) -> dict[str, Any]:
@@ -259,12 +285,8 @@ class ResumeState(Checkpoint):
             trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        metrics = trainer.callback_metrics
         epoch = trainer.current_epoch
-        row = {"epoch": float(epoch)}
-        for key in ("train_loss", "val_loss", "val_accuracy"):
-            if key in metrics:
-                row[key] = float(metrics[key])
+        row = {"epoch": float(epoch), **pl_module.epoch_metrics()}  # type: ignore[operator]
         for key in ("train_loss", "val_loss"):
             if key in row and not math.isfinite(row[key]):
                 raise TrainingError(
@@ -630,8 +652,9 @@ def fit(
             callbacks=[state, *extra, *callbacks],
             plugins=[SafetensorsCheckpointIO()],
         )
+        module.log_to_lightning = logger is not False or cfg.progress or trainer.world_size > 1
         # one process: chunks of minibatches per Lightning step (see FusionModule.training_step)
-        chunk = CHUNK_STEPS if trainer.world_size == 1 else 1
+        chunk = _chunk_steps(splits.train, cfg.batch_size) if trainer.world_size == 1 else 1
         train_loader = _loader(splits.train, cfg.batch_size * chunk, shuffle=True, num_workers=num_workers)
         val_loader = (
             _loader(splits.val, max(cfg.batch_size, 512), shuffle=False, num_workers=num_workers)
