@@ -13,9 +13,9 @@ set-up and the final validation evaluation included).
 
 Reported: samples/s of each (training samples x epochs / wall seconds), the
 overhead ``(fit - bare) / fit`` (the share of a run that is not training), and
-``--compile``: the same with ``TrainConfig(compile=True)`` on the fit side
-(compilation is paid once per process; the first, warm-up fit absorbs it and is
-reported separately).
+``--compile``: the same with ``TrainConfig(compile=True)`` on the fit side, plus an
+eager fit in the same rotation for the compiled / eager ratio (compilation is paid
+once per process; the first, warm-up fit absorbs it and is reported separately).
 """
 
 from __future__ import annotations
@@ -82,13 +82,19 @@ def main() -> None:
     fit(new_model(), splits, cfg)  # warm-up: imports, first-call costs, compilation
     warm = time.perf_counter() - t
     bare_loop(new_model(), splits, cfg)
-    fits, bares = [], []
+    if args.compile:
+        fit(new_model(), splits, cfg.replace(compile=False))
+    fits, bares, eagers = [], [], []
     for _ in range(args.repeats):
         model = new_model()
         t = time.perf_counter()
         fit(model, splits, cfg)
         fits.append(time.perf_counter() - t)
         bares.append(bare_loop(new_model(), splits, cfg))
+        if args.compile:
+            t = time.perf_counter()
+            fit(new_model(), splits, cfg.replace(compile=False))
+            eagers.append(time.perf_counter() - t)
     f, b = statistics.median(fits), statistics.median(bares)
     samples = len(splits.train) * args.epochs
     result = {
@@ -113,6 +119,11 @@ def main() -> None:
           f"{', compile' if args.compile else ''}: fit() {f * 1000:.0f} ms ({samples / f:.0f} samples/s), "
           f"bare loop {b * 1000:.0f} ms ({samples / b:.0f} samples/s), overhead {(f - b) / f:.1%} of a run "
           f"(warm-up fit {warm:.1f} s)")
+    if args.compile:
+        e = statistics.median(eagers)
+        result.update(eager_fit_s_median=round(e, 4), eager_fit_s_all=[round(v, 4) for v in eagers],
+                      compiled_over_eager=round(f / e, 4))
+        print(f"compiled fit / eager fit = {f / e:.2f} (eager fit {e * 1000:.0f} ms)")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -75,9 +75,11 @@ def main() -> None:
         t1, tn = statistics.median(one), statistics.median(many)
         rows.append({"hidden_dim": width, "params": params, "work": params * 128, "t1_ms": round(t1 * 1e3, 3),
                      f"t{args.threads}_ms": round(tn * 1e3, 3), "ratio": round(tn / t1, 3),
-                     "auto_threads": auto_threads(model, 128, cpus=args.threads)})
+                     "auto_threads_if_idle": auto_threads(model, 128, cpus=args.threads),
+                     "auto_threads_now": auto_threads(model, 128)})
         print(f"d={width:5d} params={params:9d} work={params * 128:.2e}: 1 thread {t1 * 1e3:8.2f} ms, "
-              f"{args.threads} threads {tn * 1e3:8.2f} ms, ratio {tn / t1:.2f}, auto -> {rows[-1]['auto_threads']}")
+              f"{args.threads} threads {tn * 1e3:8.2f} ms, ratio {tn / t1:.2f}, auto -> "
+              f"{rows[-1]['auto_threads_if_idle']} on {args.threads} idle CPUs, {rows[-1]['auto_threads_now']} now")
 
     torch.set_num_threads(default_threads)
     cfg = TrainConfig(epochs=15, batch_size=128, progress=False, patience=10**6)
@@ -100,6 +102,7 @@ def main() -> None:
           f"auto ({chosen} thread(s)) {a:.2f} s: default / auto = {d / a:.2f}")
     result = {
         "cpus": available_cpus(),
+        "load_average_1min_at_end": os.getloadavg()[0],
         "torch_default_threads": default_threads,
         "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
         "compared_threads": args.threads,

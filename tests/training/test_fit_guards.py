@@ -88,11 +88,14 @@ def test_fit_is_quiet_by_default_and_counts_epochs_from_one(small_splits, capfd,
     assert "Epoch 2/2" in text and "Epoch 1/1" not in text
 
 
-def test_verbose_restores_lightnings_output(small_splits, capfd, caplog) -> None:
+def test_verbose_restores_lightnings_output(small_splits, capfd, caplog, monkeypatch) -> None:
     caplog.set_level(logging.INFO)
+    lg = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    monkeypatch.setattr(lg, "level", logging.ERROR)  # silenced by an earlier caller
     fit(model_for(small_splits), small_splits, TrainConfig(epochs=1, batch_size=64, verbose=True, progress=False))
     out, err = capfd.readouterr()
     assert "GPU available" in out + err + caplog.text
+    assert lg.level == logging.ERROR  # the caller's level is back
 
 
 def test_threads_are_chosen_applied_recorded_and_restored(small_splits, monkeypatch) -> None:

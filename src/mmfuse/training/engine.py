@@ -362,19 +362,16 @@ _LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning.pytorc
 @contextlib.contextmanager
 def _quiet(verbose: bool) -> Iterator[None]:
     """Unless ``verbose``: silence Lightning's advice that does not apply here and its
-    informational lines (accelerators, tips, why the fit stopped); restore every
-    filter and level afterwards."""
-    if verbose:
-        yield
-        return
+    informational lines (accelerators, tips, why the fit stopped). With ``verbose``:
+    let its informational lines through even where a caller had silenced them. Every
+    filter and level is restored afterwards."""
+    levels = {name: logging.getLogger(name).level for name in _LIGHTNING_LOGGERS}
     with warnings.catch_warnings():
-        for pattern in _QUIET_WARNINGS:
-            warnings.filterwarnings("ignore", message=pattern)
-        levels = {}
+        if not verbose:
+            for pattern in _QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
         for name in _LIGHTNING_LOGGERS:
-            lg = logging.getLogger(name)
-            levels[name] = lg.level
-            lg.setLevel(logging.WARNING)
+            logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
         try:
             yield
         finally:
