@@ -381,7 +381,15 @@ def _quiet(verbose: bool) -> Iterator[None]:
 
 def _progress_bar() -> L.Callback:
     """Lightning's progress bar, counting epochs from 1 out of ``max_epochs``
-    (Lightning's own shows ``Epoch 1/1`` during the second of two epochs)."""
+    (Lightning's own shows ``Epoch 1/1`` during the second of two epochs), without
+    the logger's version number among the values. Its steps are chunks of minibatches
+    (see :meth:`FusionModule.training_step`)."""
+
+    def values(trainer: L.Trainer, pl_module: L.LightningModule, base: Any) -> dict[str, Any]:
+        out = dict(base(trainer, pl_module))
+        out.pop("v_num", None)
+        return out
+
     try:
         import rich  # noqa: F401
     except ImportError:
@@ -392,6 +400,9 @@ def _progress_bar() -> L.Callback:
                 super().on_train_epoch_start(trainer, *args)
                 self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
 
+            def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+                return values(trainer, pl_module, super().get_metrics)
+
         return EpochBar()
     from lightning.pytorch.callbacks import RichProgressBar
 
@@ -399,6 +410,9 @@ def _progress_bar() -> L.Callback:
         def _get_train_description(self, current_epoch: int) -> str:
             text = f"Epoch {current_epoch + 1}/{self.trainer.max_epochs}"
             return f"{text:{len(self.validation_description)}}"
+
+        def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+            return values(trainer, pl_module, super().get_metrics)
 
     return RichEpochBar()
 
