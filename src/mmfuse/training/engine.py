@@ -25,8 +25,12 @@ passed through from :class:`~mmfuse.training.TrainConfig`. What mmfuse adds:
   the fit and restored afterwards;
 - quiet by default: Lightning's accelerator lines, tips and advice are silenced
   (``verbose=True`` restores them) and the progress bar counts epochs from 1;
-- low per-fit overhead (no logger without ``out_dir``, no model summary, no sanity
-  check).
+- low per-fit overhead: a single-process fit hands Lightning one chunk of up to
+  64 minibatches per step and steps through them itself (manual optimization, the
+  same updates as one minibatch per step), epoch values reach ``self.log`` only when
+  a logger, the progress bar or other processes read them, and there is no logger
+  without ``out_dir``, no model summary, no sanity check
+  (``benchmarks/results/fit_overhead_cpu2.md``).
 """
 
 from __future__ import annotations
