@@ -62,7 +62,7 @@ from mmfuse.errors import CheckpointError, TrainingError
 from mmfuse.io import atomic_write
 from mmfuse.training.checkpoint import load_tree, save_checkpoint, save_tree
 from mmfuse.training.config import FitResult, TrainConfig, TrainConfigError
-from mmfuse.training.metrics import BatchView, collate_batch, evaluate
+from mmfuse.training.metrics import BatchView, collate_batch, evaluate, iter_batches, to_device
 
 __all__ = ["FusionModule", "ResumeState", "SafetensorsCheckpointIO", "auto_threads", "check_devices", "fit"]
 
@@ -113,6 +113,9 @@ class FusionModule(L.LightningModule):
         #: average them across processes); fit turns it off when nothing would read them,
         #: as self.log costs more than a small model's validation pass
         self.log_to_lightning = True
+        #: the validation split when fit validates in-process (see _validate); None when
+        #: Lightning's evaluation loop does it (several processes) or there is none
+        self.val_data: Any = None
         # torch.compile'd view of the same model for the training step; kept out of
         # the module tree so that state dicts and checkpoints do not see it
         step_model = torch.compile(model) if cfg.compile else model
@@ -187,6 +190,21 @@ class FusionModule(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         if self._train_n:
             self._record("train_loss", self._train_sum / self._train_n)
+        if self.val_data is not None:
+            self._validate()
+
+    def _validate(self) -> None:
+        """The validation pass of a single-process fit, run here rather than through
+        Lightning's evaluation loop (whose per-epoch bookkeeping costs more than a
+        small model's validation): the same steps, on the whole split, in order."""
+        was_training = self.model.training
+        self.model.eval()
+        self.on_validation_epoch_start()
+        with torch.no_grad(), self.trainer.precision_plugin.val_step_context():
+            for i, batch in enumerate(iter_batches(self.val_data, max(self.cfg.batch_size, 512))):
+                self.validation_step(to_device(batch, self.device), i)
+        self.model.train(was_training)
+        self.on_validation_epoch_end()
 
     def on_validation_epoch_start(self) -> None:
         self._val_loss = torch.zeros((), device=self.device)
@@ -358,6 +376,8 @@ _QUIET_WARNINGS = (
     r".*You're resuming from a checkpoint that ended before the epoch ended.*",
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
 )
+# not advice at all here: a single-process fit validates in-process (FusionModule._validate)
+_IN_PROCESS_VALIDATION = r".*You defined a `validation_step` but have no `val_dataloader`.*"
 # where Lightning logs its accelerator lines, tips and stop reasons (rank_zero_info)
 _LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
                       "lightning.fabric.utilities.rank_zero")
@@ -371,6 +391,7 @@ def _quiet(verbose: bool) -> Iterator[None]:
     filter and level is restored afterwards."""
     levels = {name: logging.getLogger(name).level for name in _LIGHTNING_LOGGERS}
     with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_IN_PROCESS_VALIDATION)
         if not verbose:
             for pattern in _QUIET_WARNINGS:
                 warnings.filterwarnings("ignore", message=pattern)
@@ -671,11 +692,11 @@ def fit(
         # one process: chunks of minibatches per Lightning step (see FusionModule.training_step)
         chunk = _chunk_steps(splits.train, cfg.batch_size) if trainer.world_size == 1 else 1
         train_loader = _loader(splits.train, cfg.batch_size * chunk, shuffle=True, num_workers=num_workers)
-        val_loader = (
-            _loader(splits.val, max(cfg.batch_size, 512), shuffle=False, num_workers=num_workers)
-            if has_val
-            else None
-        )
+        val_loader = None
+        if has_val and trainer.world_size == 1:
+            module.val_data = splits.val  # validated in-process at each epoch's end
+        elif has_val:
+            val_loader = _loader(splits.val, max(cfg.batch_size, 512), shuffle=False, num_workers=num_workers)
         trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
         train_time = time.perf_counter() - start
 
