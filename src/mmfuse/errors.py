@@ -12,7 +12,15 @@ keeps working.
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "FusionError", "MmfuseError", "check_fraction"]
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "FusionError",
+    "MmfuseError",
+    "TrainingError",
+    "check_fraction",
+]
 
 
 class MmfuseError(ValueError):
@@ -33,6 +41,11 @@ class ConfigError(MmfuseError):
 
 class CheckpointError(MmfuseError):
     """A checkpoint cannot be written or read: names the file and what is wrong."""
+
+
+class TrainingError(MmfuseError):
+    """A fit that cannot give a valid model (e.g. its loss became NaN or infinite):
+    names the epoch and the value; nothing is saved as a finished run."""
 
 
 def check_fraction(

@@ -125,11 +125,20 @@ def test_evaluate_multiclass_by_hand() -> None:
     logits = torch.tensor([[3.0, 0, 0], [0, 2, 0], [0, 0, 1], [0, 4, 0], [2, 0, 0], [0, 0, 3]])
     labels = torch.tensor([0, 1, 2, 2, 1, 2])  # preds: 0 1 2 1 0 2
     out = evaluate(FixedLogits(), fixed_dataset(logits, labels), batch_size=4)
-    assert out["n"] == 6 and "auroc" not in out
+    assert out["n"] == 6
     assert out["accuracy"] == pytest.approx(4 / 6)
     # per class F1 = 2 tp / (2 tp + fp + fn): class 0: 1,1,0 ; class 1: 1,1,1 ; class 2: 2,0,1
     f1 = [2 / (2 + 1), 2 / (2 + 1 + 1), 4 / (4 + 1)]
     assert out["macro_f1"] == pytest.approx(sum(f1) / 3, rel=1e-6)
+    # one-vs-rest AUROC of the softmax probability, averaged over the classes:
+    # P(p_c of a sample of class c > p_c of another), ties 1/2
+    probs = torch.softmax(logits, dim=1)
+    aucs = []
+    for c in range(3):
+        pos, neg = probs[labels == c, c], probs[labels != c, c]
+        wins = [(1.0 if p > q else 0.5 if p == q else 0.0) for p in pos for q in neg]
+        aucs.append(sum(wins) / len(wins))
+    assert out["auroc"] == pytest.approx(sum(aucs) / 3)
 
 
 def test_evaluate_binary_auroc_by_hand() -> None:

@@ -238,13 +238,13 @@ def shapley_values(
 def prior_value(train: MultimodalDataset, test: MultimodalDataset, metric: str = "accuracy") -> float:
     """The metric of the constant prediction of ``train``'s class prior on ``test``
     (the value of the empty coalition, see the module docstring)."""
-    from mmfuse.training.metrics import classification_metrics
+    from mmfuse.training.metrics import task_metrics
 
     _check_task(test)
     counts = torch.bincount(train.labels, minlength=train.num_classes).double()
     logits = torch.log(counts.clamp_min(1e-12) / counts.sum()).float()
     logits = logits.expand(len(test), -1).clone()
-    out = classification_metrics(logits, test.labels, test.num_classes)
+    out = task_metrics(logits, test.labels, test.task)
     if metric == "auroc":
         return 0.5
     if metric not in out:
@@ -272,10 +272,10 @@ def modality_value_fn(
         model: ``model(inputs, masks) -> (b, k)`` over ``test``'s modalities.
         test: the split to score.
         empty_value: value of the empty coalition (e.g. :func:`prior_value`).
-        metric: a key of :func:`mmfuse.training.metrics.classification_metrics`.
+        metric: a key of :func:`mmfuse.training.metrics.task_metrics`.
         batch_size: evaluation batch size.
     """
-    from mmfuse.training.metrics import classification_metrics, predict_logits
+    from mmfuse.training.metrics import predict_logits, task_metrics
 
     _check_task(test)
     modalities = tuple(getattr(model, "modalities", test.modalities))
@@ -300,7 +300,7 @@ def modality_value_fn(
                 f"modalities present; attribution needs samples with every modality present"
             )
         logits = predict_logits(model, ds, batch_size=batch_size)
-        out = classification_metrics(logits, test.labels, test.num_classes)
+        out = task_metrics(logits, test.labels, test.task)
         if metric not in out:
             raise MmfuseError(f"metric: expected one of {sorted(k for k in out if k != 'n')}, got {metric!r}")
         return float(out[metric])

@@ -94,9 +94,9 @@ def build_for(spec: ExperimentSpec, splits: DatasetSplits) -> nn.Module:
     m = spec.model
     torch.manual_seed(spec.seed)  # the initial weights follow the run's seed
     if m.unimodal is not None:
-        return build_unimodal_model(splits.specs, splits.num_classes, m.unimodal, hidden_dim=m.hidden_dim,
+        return build_unimodal_model(splits, modality=m.unimodal, hidden_dim=m.hidden_dim,
                                     dropout=m.dropout, encoder_options=dict(m.encoder_options.get(m.unimodal, {})))
-    return build_model(splits.specs, splits.num_classes, str(m.fusion), hidden_dim=m.hidden_dim, dropout=m.dropout,
+    return build_model(splits, fusion=str(m.fusion), hidden_dim=m.hidden_dim, dropout=m.dropout,
                        fusion_options=dict(m.fusion_options) or None,
                        encoder_options={k: dict(v) for k, v in m.encoder_options.items()} or None,
                        modalities=list(m.modalities) if m.modalities else None)

@@ -1,7 +1,15 @@
 """Build models for a dataset from names, and rebuild them from their JSON config.
 
 Shape legend: ``b`` batch, ``d`` encoder and fused features (``hidden_dim``), ``k``
-classes. Masks are bool, True means keep.
+outputs (``num_classes``: classes, labels or target columns). Masks are bool, True
+means keep.
+
+Heads by task (see :data:`mmfuse.data.TASKS`): ``binary``/``multiclass`` and
+``multilabel`` get an MLP with ``k`` logits. ``regression`` gets a
+:class:`RegressionHead`: the same MLP, whose outputs are de-standardised with the
+training split's target mean and standard deviation (buffers saved with the
+weights), so the network itself works on unit-scale targets while the model predicts
+in the target's own units.
 
 ``model.config`` is a JSON-serialisable dict; :func:`build_model_from_config` turns
 it back into the same architecture (weights come from a checkpoint, see
@@ -14,16 +22,17 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
-from mmfuse.data._base import DatasetSplits, ModalitySpec, MultimodalDataset
+from mmfuse.data._base import TASKS, DatasetSplits, ModalitySpec, MultimodalDataset
 from mmfuse.encoders import build_encoder
 from mmfuse.errors import FusionError, check_fraction
 from mmfuse.fusions._base import create_fusion
 from mmfuse.layers import Mlp
 from mmfuse.models.multimodal import MultimodalModel, UnimodalModel
 
-__all__ = ["build_model", "build_model_from_config", "build_unimodal_model"]
+__all__ = ["RegressionHead", "build_model", "build_model_from_config", "build_unimodal_model"]
 
 CONFIG_VERSION = 1
 
@@ -32,32 +41,101 @@ def _spec_json(spec: ModalitySpec) -> dict[str, Any]:
     return {"kind": spec.kind, "shape": list(spec.shape), "meta": copy.deepcopy(dict(spec.meta))}
 
 
-def _spec_from_json(raw: Mapping[str, Any]) -> ModalitySpec:
-    return ModalitySpec(kind=raw["kind"], shape=tuple(raw["shape"]), meta=dict(raw.get("meta", {})))
+def _spec_from_json(name: str, raw: Any) -> ModalitySpec:
+    """A spec from its JSON, checked: a kind, a shape of positive ints, a meta mapping."""
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("kind"), str):
+        raise FusionError(f"config: specs: modality {name!r}: expected {{'kind': str, 'shape': [...]}}, got {raw!r}")
+    shape = raw.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
+        raise FusionError(f"config: specs: modality {name!r}: shape: expected a list of positive ints, got {shape!r}")
+    meta = raw.get("meta", {})
+    if not isinstance(meta, Mapping):
+        raise FusionError(f"config: specs: modality {name!r}: meta: expected a mapping, got {meta!r}")
+    return ModalitySpec(kind=raw["kind"], shape=tuple(shape), meta=dict(meta))
 
 
-def _head(in_dim: int, num_classes: int, hidden_dim: int, dropout: float) -> Mlp:
-    return Mlp(in_dim, num_classes, hidden_dims=(hidden_dim,), norm_layer=nn.LayerNorm, dropout=dropout)
+class RegressionHead(Mlp):
+    """An :class:`~mmfuse.layers.Mlp` whose ``(..., k)`` output is de-standardised:
+    ``mlp(x) * target_std + target_mean``.
+
+    ``target_mean`` and ``target_std`` are ``(k,)`` buffers (saved in checkpoints), by
+    default the training split's statistics (a column of constant target gets std 1).
+    The MLP starts near zero output, i.e. near the mean target, and its weights see
+    unit-scale errors whatever the target's units.
+    """
+
+    def __init__(self, *args: Any, target_mean: Tensor | None = None, target_std: Tensor | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        k = self.out_dim
+        self.register_buffer("target_mean", torch.zeros(k) if target_mean is None else target_mean.float().reshape(k))
+        self.register_buffer("target_std", torch.ones(k) if target_std is None else target_std.float().reshape(k))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(..., in_dim) -> (..., k)`` in the target's units."""
+        return self.net(x) * self.target_std + self.target_mean
 
 
-def _specs_and_classes(source: Any, num_classes: int | None) -> tuple[Mapping[str, ModalitySpec], int]:
-    """``(specs, num_classes)`` from a specs mapping, or from a dataset or its splits
-    (anything with ``.specs`` and ``.num_classes``, whose class count is the default)."""
+def target_stats(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """``(mean, std)`` per column of ``(n, k)`` regression targets (std 1 where a column
+    is constant or ``n < 2``)."""
+    y = labels.detach().double().reshape(labels.shape[0], -1)
+    mean = y.mean(0) if y.shape[0] else torch.zeros(y.shape[1], dtype=torch.float64)
+    std = y.std(0, unbiased=False) if y.shape[0] > 1 else torch.ones(y.shape[1], dtype=torch.float64)
+    std = torch.where(torch.isfinite(std) & (std > 0), std, torch.ones_like(std))
+    return mean.float(), std.float()
+
+
+def _head(in_dim: int, num_classes: int, hidden_dim: int, dropout: float, task: str,
+          stats: tuple[Tensor, Tensor] | None) -> Mlp:
+    opts: dict[str, Any] = {"hidden_dims": (hidden_dim,), "norm_layer": nn.LayerNorm, "dropout": dropout}
+    if task == "regression":
+        mean, std = stats if stats is not None else (None, None)
+        return RegressionHead(in_dim, num_classes, target_mean=mean, target_std=std, **opts)
+    return Mlp(in_dim, num_classes, **opts)
+
+
+def _default_task(num_classes: int) -> str:
+    return "binary" if num_classes == 2 else "multiclass"
+
+
+def _source(
+    source: Any, num_classes: int | None, task: str | None
+) -> tuple[Mapping[str, ModalitySpec], int, str, tuple[Tensor, Tensor] | None]:
+    """``(specs, num_classes, task, target stats)`` from a specs mapping, or from a
+    dataset or its splits (anything with ``.specs`` and ``.num_classes``, whose class
+    count, task and, for regression, training-target statistics are the defaults)."""
     if not isinstance(source, Mapping) and hasattr(source, "specs") and hasattr(source, "num_classes"):
-        return source.specs, source.num_classes if num_classes is None else num_classes
+        k = source.num_classes if num_classes is None else num_classes
+        data_task = getattr(source, "task", None)
+        task = task or data_task or _default_task(k)
+        train = getattr(source, "train", source)
+        stats = None
+        if task == "regression" and data_task == "regression" and isinstance(getattr(train, "labels", None), Tensor):
+            stats = target_stats(train.labels)
+            if stats[0].numel() != k:
+                stats = None
+        return source.specs, k, task, stats
     if num_classes is None:
-        raise FusionError("num_classes: expected an int >= 2 (needed when specs is a mapping), got None")
-    return source, num_classes
+        raise FusionError("num_classes: expected a positive int (needed when specs is a mapping), got None")
+    default = _default_task(num_classes) if isinstance(num_classes, int) else "multiclass"
+    return source, num_classes, task or default, None
 
 
-def _check_common(specs: Mapping[str, ModalitySpec], num_classes: int, hidden_dim: int, dropout: float) -> None:
+def _check_common(specs: Mapping[str, ModalitySpec], num_classes: int, hidden_dim: int, dropout: float,
+                  task: str) -> None:
     if not isinstance(specs, Mapping) or not specs:
         raise FusionError(f"specs: expected a non-empty mapping of modality -> ModalitySpec, got {specs!r}")
     for name, spec in specs.items():
         if not isinstance(spec, ModalitySpec):
             raise FusionError(f"specs: modality {name!r}: expected a ModalitySpec, got {type(spec).__name__}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise FusionError(f"num_classes: expected an int >= 2, got {num_classes!r}")
+    if task not in TASKS:
+        raise FusionError(f"task: expected one of {list(TASKS)}, got {task!r}")
+    low = 2 if task in ("binary", "multiclass") else 1
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < low:
+        raise FusionError(f"num_classes: expected an int >= {low} for a {task} task, got {num_classes!r}")
+    if task == "binary" and num_classes != 2:
+        raise FusionError(f"num_classes: expected 2 for a binary task, got {num_classes!r}")
     if isinstance(hidden_dim, bool) or not isinstance(hidden_dim, int) or hidden_dim < 1:
         raise FusionError(f"hidden_dim: expected a positive int, got {hidden_dim!r}")
     check_fraction("dropout", dropout, error=FusionError)
@@ -73,18 +151,20 @@ def build_model(
     modalities: Sequence[str] | None = None,
     encoder_options: Mapping[str, Mapping[str, Any]] | None = None,
     dropout: float = 0.1,
+    task: str | None = None,
 ) -> MultimodalModel:
     """Encoders for ``specs`` + the fusion named ``fusion`` + an MLP head.
 
     Every encoder outputs ``hidden_dim`` features and the fusion outputs
     ``hidden_dim`` too, except a decision-level fusion (``outputs_logits``), which
-    outputs ``num_classes`` log-probabilities and gets no head.
+    outputs ``num_classes`` log-probabilities and gets no head (classification tasks
+    only: class log-probabilities mean nothing for ``multilabel`` or ``regression``).
 
     Args:
         specs: modality -> :class:`~mmfuse.data.ModalitySpec` (e.g. ``splits.specs``),
             or the dataset itself (:class:`~mmfuse.data.DatasetSplits` or
             :class:`~mmfuse.data.MultimodalDataset`): ``build_model(splits, fusion="gated")``.
-        num_classes: ``k`` (default: the dataset's, when a dataset is given).
+        num_classes: ``k`` model outputs (default: the dataset's, when a dataset is given).
         fusion: a name from :func:`mmfuse.list_fusions`.
         hidden_dim: ``d``.
         fusion_options: keyword options of the fusion (JSON values, if the model is
@@ -93,9 +173,18 @@ def build_model(
         encoder_options: modality -> keyword options of its encoder (e.g.
             ``{"text": {"num_layers": 1}}``).
         dropout: dropout of the head's hidden layer.
+        task: one of :data:`mmfuse.data.TASKS` (default: the dataset's; for a specs
+            mapping ``binary`` when ``num_classes == 2`` else ``multiclass``). A
+            ``regression`` model built from a dataset de-standardises its outputs with
+            the training targets' statistics (:class:`RegressionHead`); built from a
+            mapping it starts at mean 0, std 1.
+
+    Raises:
+        FusionError: a bad option, or a decision-level fusion for a ``multilabel`` or
+            ``regression`` task.
     """
-    specs, num_classes = _specs_and_classes(specs, num_classes)
-    _check_common(specs, num_classes, hidden_dim, dropout)
+    specs, num_classes, task, stats = _source(specs, num_classes, task)
+    _check_common(specs, num_classes, hidden_dim, dropout, task)
     names = sorted(specs) if modalities is None else sorted(modalities)
     unknown = [m for m in names if m not in specs]
     if unknown or not names:
@@ -109,15 +198,22 @@ def build_model(
     input_dims = {m: hidden_dim for m in names}
     fuse = create_fusion(fusion, input_dims=input_dims, output_dim=hidden_dim, **fopts)
     if fuse.outputs_logits:
+        if task not in ("binary", "multiclass"):
+            raise FusionError(
+                f"fusion {fusion!r} with {fopts}: a decision-level fusion combines class "
+                f"log-probabilities, expected a binary or multiclass task, got {task!r} "
+                f"(use a feature-level fusion, e.g. late with level='feature')"
+            )
         fuse = create_fusion(fusion, input_dims=input_dims, output_dim=num_classes, **fopts)
         head: nn.Module | None = None
     else:
-        head = _head(fuse.output_dim, num_classes, hidden_dim, dropout)
+        head = _head(fuse.output_dim, num_classes, hidden_dim, dropout, task, stats)
     config = {
         "type": "multimodal",
         "version": CONFIG_VERSION,
         "specs": {m: _spec_json(specs[m]) for m in names},
         "num_classes": num_classes,
+        "task": task,
         "fusion": fusion,
         "hidden_dim": hidden_dim,
         "fusion_options": fopts,
@@ -135,6 +231,7 @@ def build_unimodal_model(
     hidden_dim: int = 64,
     encoder_options: Mapping[str, Any] | None = None,
     dropout: float = 0.1,
+    task: str | None = None,
 ) -> UnimodalModel:
     """The single-modality baseline: the encoder :func:`build_model` would use for
     ``modality`` and the same MLP head.
@@ -146,21 +243,23 @@ def build_unimodal_model(
         hidden_dim: ``d``.
         encoder_options: keyword options of the encoder.
         dropout: dropout of the head's hidden layer.
+        task: as in :func:`build_model`.
     """
-    specs, num_classes = _specs_and_classes(specs, num_classes)
+    specs, num_classes, task, stats = _source(specs, num_classes, task)
     if modality is None:
         raise FusionError(f"modality: expected one of {sorted(specs)}, got None")
-    _check_common(specs, num_classes, hidden_dim, dropout)
+    _check_common(specs, num_classes, hidden_dim, dropout, task)
     if modality not in specs:
         raise FusionError(f"modality: expected one of {sorted(specs)}, got {modality!r}")
     enc_opts = dict(encoder_options or {})
     encoder = build_encoder(specs[modality], hidden_dim, **enc_opts)
-    head = _head(hidden_dim, num_classes, hidden_dim, dropout)
+    head = _head(hidden_dim, num_classes, hidden_dim, dropout, task, stats)
     config = {
         "type": "unimodal",
         "version": CONFIG_VERSION,
         "specs": {modality: _spec_json(specs[modality])},
         "num_classes": num_classes,
+        "task": task,
         "modality": modality,
         "hidden_dim": hidden_dim,
         "encoder_options": enc_opts,
@@ -175,7 +274,14 @@ def build_model_from_config(config: Mapping[str, Any]) -> MultimodalModel | Unim
         raise FusionError(f"config: expected a model config with type 'multimodal' or 'unimodal', got {config!r}")
     if config.get("version") != CONFIG_VERSION:
         raise FusionError(f"config: expected version {CONFIG_VERSION}, got {config.get('version')!r}")
-    specs = {m: _spec_from_json(s) for m, s in config["specs"].items()}
+    required = ("specs", "num_classes", "hidden_dim", "modality" if config["type"] == "unimodal" else "fusion")
+    missing = [key for key in required if key not in config]
+    if missing:
+        raise FusionError(f"config: expected the keys {list(required)}, missing {missing}")
+    raw_specs = config["specs"]
+    if not isinstance(raw_specs, Mapping) or not raw_specs:
+        raise FusionError(f"config: specs: expected a non-empty mapping of modality -> spec, got {raw_specs!r}")
+    specs = {m: _spec_from_json(m, s) for m, s in raw_specs.items()}
     if config["type"] == "unimodal":
         return build_unimodal_model(
             specs,
@@ -184,6 +290,7 @@ def build_model_from_config(config: Mapping[str, Any]) -> MultimodalModel | Unim
             hidden_dim=int(config["hidden_dim"]),
             encoder_options=config.get("encoder_options") or {},
             dropout=float(config.get("dropout", 0.1)),
+            task=config.get("task"),  # configs written before tasks existed: by class count
         )
     return build_model(
         specs,
@@ -193,4 +300,5 @@ def build_model_from_config(config: Mapping[str, Any]) -> MultimodalModel | Unim
         fusion_options=config.get("fusion_options") or {},
         encoder_options=config.get("encoder_options") or {},
         dropout=float(config.get("dropout", 0.1)),
+        task=config.get("task"),
     )

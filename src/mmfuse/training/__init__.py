@@ -11,9 +11,16 @@ from typing import Any
 
 from mmfuse.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mmfuse.training.config import FitResult, TrainConfig, TrainConfigError
-from mmfuse.training.metrics import evaluate
+from mmfuse.training.metrics import (
+    HIGHER_IS_BETTER,
+    evaluate,
+    main_metric,
+    metric_names,
+    task_metrics,
+)
 
 __all__ = [
+    "HIGHER_IS_BETTER",
     "CheckpointError",
     "FitResult",
     "FusionModule",
@@ -22,7 +29,10 @@ __all__ = [
     "evaluate",
     "fit",
     "load_checkpoint",
+    "main_metric",
+    "metric_names",
     "save_checkpoint",
+    "task_metrics",
 ]
 
 _LAZY = {"fit": "mmfuse.training.engine", "FusionModule": "mmfuse.training.engine"}

@@ -11,13 +11,23 @@ fsync, rename), so a crash leaves the previous file or the new one, never half o
   checkpoint dict with optimizer state, loop counters, early-stopping state and RNG
   states. Tensors go into the safetensors body, the rest into a JSON tree.
 
+Both store ``weights_sha256`` in their JSON metadata: the SHA-256 of the file's
+tensor data (every byte after the header), checked on load, so a flipped bit fails
+loudly instead of loading wrong weights. Files written before the hash existed load
+without the check. A model checkpoint's config is checked before any model is
+built: its structure, then the shapes of the model it describes (built on torch's
+``meta`` device, which allocates nothing) against the tensors in the file's header,
+so a config that asks for a huge model is refused without allocating it.
+
 Shape legend: none; tensors keep whatever shape they had.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mmfuse.errors import CheckpointError
+from mmfuse.errors import CheckpointError, MmfuseError
 from mmfuse.io import atomic_write
 
 __all__ = ["CheckpointError", "load_checkpoint", "load_tree", "save_checkpoint", "save_tree"]
@@ -34,31 +44,73 @@ __all__ = ["CheckpointError", "load_checkpoint", "load_tree", "save_checkpoint",
 MODEL_FORMAT = "mmfuse.model/1"
 TREE_FORMAT = "mmfuse.tree/1"
 
-
+HASH_KEY = "weights_sha256"
 
 
 # ------------------------------------------------------------------ atomic write
+def _body(raw: bytes) -> bytes:
+    """The tensor data of a safetensors file: every byte after the 8-byte length and the header."""
+    (n,) = struct.unpack("<Q", raw[:8])
+    return raw[8 + n :]
+
+
 def _atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: Path) -> None:
     from safetensors.torch import save
 
-    atomic_write(path, save(tensors, metadata=metadata))
+    # the data layout does not depend on the metadata: hash it, then write it with its hash
+    digest = hashlib.sha256(_body(save(tensors, metadata=metadata))).hexdigest()
+    raw = save(tensors, metadata={**metadata, HASH_KEY: digest})
+    atomic_write(path, raw)
 
 
-def _read(path: str | os.PathLike[str], expected: str) -> tuple[dict[str, str], dict[str, Tensor]]:
-    from safetensors import SafetensorError, safe_open
+def _read_header(path: Path, raw: bytes) -> tuple[dict[str, str], dict[str, Any]]:
+    """``(metadata, {name: {"dtype", "shape", "data_offsets"}})`` of a safetensors file."""
+    try:
+        (n,) = struct.unpack("<Q", raw[:8])
+        if n > len(raw) - 8:
+            raise ValueError(f"header length {n} exceeds the file's {len(raw)} bytes")
+        header = json.loads(raw[8 : 8 + n])
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+    except (struct.error, ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path}: not a readable safetensors file (metadata is not a JSON object)")
+    return metadata, header
 
+
+def _read(path: str | os.PathLike[str], expected: str) -> tuple[dict[str, str], bytes]:
+    """``(metadata, file bytes)`` of a checkpoint of format ``expected``, its hash checked."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            metadata = dict(fh.metadata() or {})
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is not a dict)
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+        raw = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({err})") from err
+    metadata, _ = _read_header(path, raw)
     if metadata.get("format") != expected:
         raise CheckpointError(f"{path}: expected a {expected!r} checkpoint, got format {metadata.get('format')!r}")
-    return metadata, tensors
+    want = metadata.get(HASH_KEY)
+    if want is not None:  # files written before the hash existed have none
+        got = hashlib.sha256(_body(raw)).hexdigest()
+        if got != want:
+            raise CheckpointError(
+                f"{path}: the weights are damaged: SHA-256 of the tensor data is {got}, the file's "
+                f"header records {want}"
+            )
+    return metadata, raw
+
+
+def _tensors(path: str | os.PathLike[str], raw: bytes) -> dict[str, Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        return load(raw)
+    except (SafetensorError, ValueError, RuntimeError, TypeError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
 
 
 # ---------------------------------------------------------------- model files
@@ -91,17 +143,55 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
     (strictly: every key must match). Returns the model in eval mode."""
     from mmfuse.models import build_model_from_config
 
-    metadata, tensors = _read(path, MODEL_FORMAT)
+    metadata, raw = _read(path, MODEL_FORMAT)
     try:
         config = json.loads(metadata["config"])
-    except (KeyError, json.JSONDecodeError) as err:
+    except (KeyError, TypeError, json.JSONDecodeError, RecursionError) as err:
         raise CheckpointError(f"{path}: missing or corrupt model config ({err})") from err
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: the model config must be a JSON object, got {type(config).__name__}")
+    _, header = _read_header(Path(path), raw)
+    try:
+        with torch.device("meta"):  # the architecture only: no memory allocated
+            skeleton = build_model_from_config(config)
+    except MmfuseError as err:
+        raise CheckpointError(f"{path}: the model config is invalid ({err})") from err
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, NotImplementedError) as err:
+        raise CheckpointError(f"{path}: the model config is invalid ({type(err).__name__}: {err})") from err
+    _check_shapes(path, skeleton.state_dict(), header)
+    del skeleton
     model = build_model_from_config(config)
     try:
-        model.load_state_dict(tensors, strict=True)
+        model.load_state_dict(_tensors(path, raw), strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not fit the model its config describes ({err})") from err
     return model.to(map_location).eval()
+
+
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+
+
+def _check_shapes(path: str | os.PathLike[str], expected: Mapping[str, Tensor], header: Mapping[str, Any]) -> None:
+    """The file holds exactly the tensors ``expected`` names, of their shapes and dtypes."""
+    missing = sorted(set(expected) - set(header))
+    unexpected = sorted(set(header) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: weights do not fit the model its config describes: missing {missing[:5]}"
+            f"{' ...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
+        )
+    for name, t in expected.items():
+        entry = header[name]
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if not isinstance(shape, list) or tuple(shape) != tuple(t.shape):
+            raise CheckpointError(
+                f"{path}: {name}: the config describes shape {tuple(t.shape)}, the file holds {shape!r}"
+            )
+        dtype = _DTYPES.get(entry.get("dtype"))
+        if dtype is not None and dtype != t.dtype:
+            raise CheckpointError(f"{path}: {name}: the config describes {t.dtype}, the file holds {dtype}")
 
 
 # ------------------------------------------------------------ structure files
@@ -130,6 +220,7 @@ def _encode(obj: Any, tensors: dict[str, Tensor], where: str) -> Any:
 
 
 def _decode(obj: Any, tensors: Mapping[str, Tensor]) -> Any:
+    """Inverse of :func:`_encode`; a malformed tree raises ``KeyError``/``TypeError``/``ValueError``."""
     if isinstance(obj, list):
         return [_decode(v, tensors) for v in obj]
     if isinstance(obj, dict):
@@ -166,9 +257,13 @@ def save_tree(tree: Any, path: str | os.PathLike[str]) -> Path:
 
 def load_tree(path: str | os.PathLike[str]) -> Any:
     """Read back what :func:`save_tree` wrote (tensors on the CPU)."""
-    metadata, tensors = _read(path, TREE_FORMAT)
+    metadata, raw = _read(path, TREE_FORMAT)
     try:
         encoded = json.loads(metadata["tree"])
-    except (KeyError, json.JSONDecodeError) as err:
+    except (KeyError, TypeError, json.JSONDecodeError, RecursionError) as err:
         raise CheckpointError(f"{path}: missing or corrupt structure ({err})") from err
-    return _decode(encoded, tensors)
+    tensors = _tensors(path, raw)
+    try:
+        return _decode(encoded, tensors)
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as err:
+        raise CheckpointError(f"{path}: malformed structure ({type(err).__name__}: {err})") from err

@@ -6,6 +6,7 @@ Shape legend: ``b`` batch (``batch_size``); nothing here holds tensors.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,11 @@ from torch import nn
 
 from mmfuse.errors import ConfigError, check_fraction
 
-__all__ = ["FitResult", "TrainConfig", "TrainConfigError"]
+__all__ = ["ACCELERATORS", "FitResult", "TrainConfig", "TrainConfigError"]
+
+#: accelerators a TrainConfig accepts (Lightning's names; ``cuda`` is ``gpu``)
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range is [0, 2**32)
 
 
 class TrainConfigError(ConfigError):
@@ -36,15 +41,28 @@ class TrainConfig:
             whoever built the model: seed before building, too).
         modality_dropout: per-sample, per-modality drop rate of training batches
             (:class:`mmfuse.data.transforms.ModalityDropout`); 0 disables it.
-        accelerator: Lightning accelerator (``"cpu"``, ``"gpu"``, ``"auto"``...).
-        devices: Lightning devices (count, list or ``"auto"``).
+        accelerator: Lightning accelerator: one of :data:`ACCELERATORS`; asking for a
+            device that torch cannot see is refused by :func:`fit` before Lightning starts.
+        devices: Lightning devices: a positive count, ``-1`` (all), ``"auto"``, or a
+            non-empty list of device indices.
         strategy: Lightning strategy (``"auto"``, ``"ddp"``...).
         precision: Lightning precision (``"32-true"``, ``"bf16-mixed"``, ``"16-mixed"``...).
         num_nodes: number of machines.
         num_workers: DataLoader worker processes.
-        progress: show Lightning's progress bar and its start-up messages.
-        deterministic: use only deterministic algorithms during the fit.
-        max_time: stop after this many seconds of fitting (``None``: no limit).
+        progress: show a progress bar (epochs counted from 1: ``Epoch 2/2``).
+        deterministic: use only deterministic algorithms during the fit (``True``,
+            ``False``, or ``"warn"``: warn where an algorithm is not deterministic).
+        max_time: stop after this many seconds of fitting (``None``: no limit); checked
+            between chunks of up to 64 minibatches (see ``FusionModule.training_step``).
+        verbose: let Lightning print what it prints (accelerator lines, tips, stop
+            reasons, advice); by default only the progress bar and errors show.
+        threads: torch intra-op threads during the fit: a positive int, or ``"auto"``
+            (see :func:`mmfuse.training.engine.auto_threads`: 1 for small models,
+            where more threads only add synchronisation). The previous count is restored
+            after the fit; the count used is in :attr:`FitResult.threads`.
+        compile: train through ``torch.compile(model)`` (validation and the returned
+            model stay eager). Pays a compilation of tens of seconds on the first fit
+            of each architecture; see ``benchmarks/results/fit_overhead*.md``.
     """
 
     epochs: int = 20
@@ -61,8 +79,11 @@ class TrainConfig:
     num_nodes: int = 1
     num_workers: int = 0
     progress: bool = True
-    deterministic: bool = True
+    deterministic: bool | str = True
     max_time: float | None = None
+    verbose: bool = False
+    threads: int | str = "auto"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:
@@ -72,21 +93,67 @@ class TrainConfig:
 
         for name in ("epochs", "batch_size", "num_nodes"):
             positive(name)
-        for name in ("patience", "num_workers", "seed"):
+        for name in ("patience", "num_workers"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or (v < 0 and name != "seed"):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise TrainConfigError(f"{name}: expected a non-negative int, got {v!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= SEED_MAX:
+            raise TrainConfigError(f"seed: expected an int in [0, {SEED_MAX}], got {self.seed!r}")
         for name in ("lr", "weight_decay"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (name == "lr" and v == 0):
-                raise TrainConfigError(f"{name}: expected a {'positive' if name == 'lr' else 'non-negative'} float, got {v!r}")
+            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+            if not ok or v < 0 or (name == "lr" and v == 0):
+                kind = "positive" if name == "lr" else "non-negative"
+                raise TrainConfigError(f"{name}: expected a finite {kind} float, got {v!r}")
         check_fraction("modality_dropout", self.modality_dropout, error=TrainConfigError)
-        if self.max_time is not None and not self.max_time > 0:
-            raise TrainConfigError(f"max_time: expected positive seconds or None, got {self.max_time!r}")
+        mt = self.max_time
+        if mt is not None and (isinstance(mt, bool) or not isinstance(mt, (int, float)) or not 0 < mt < math.inf):
+            raise TrainConfigError(f"max_time: expected positive seconds or None, got {mt!r}")
+        for name in ("progress", "verbose", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise TrainConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.deterministic, bool) and self.deterministic != "warn":
+            raise TrainConfigError(f"deterministic: expected true, false or 'warn', got {self.deterministic!r}")
+        t = self.threads
+        if t != "auto" and (isinstance(t, bool) or not isinstance(t, int) or t < 1):
+            raise TrainConfigError(f"threads: expected 'auto' or a positive int, got {t!r}")
+        acc = self.accelerator
+        if not isinstance(acc, str) or acc.lower() not in ACCELERATORS:
+            raise TrainConfigError(f"accelerator: expected one of {list(ACCELERATORS)}, got {acc!r}")
+        self.accelerator = acc.lower()
+        self._check_devices()
+        for name in ("strategy", "precision"):
+            if not isinstance(getattr(self, name), (str, int)) or isinstance(getattr(self, name), bool):
+                raise TrainConfigError(f"{name}: expected a string, got {getattr(self, name)!r}")
         precision = str(self.precision)
         if precision in ("32", "16", "bf16", "64"):
             precision = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}[precision]
         self.precision = precision
+
+    def _check_devices(self) -> None:
+        d = self.devices
+        bad = TrainConfigError(
+            f"devices: expected a positive count, -1 (all), 'auto' or a non-empty list of device "
+            f"indices, got {d!r}"
+        )
+        if isinstance(d, bool):
+            raise bad
+        if isinstance(d, int):
+            if d == 0 or d < -1:
+                raise bad
+        elif isinstance(d, str):
+            text = d.strip()
+            if "," in text:  # Lightning's "0,1" / "1,": device indices
+                parts = [p.strip() for p in text.split(",") if p.strip()]
+                if not parts or not all(p.isdigit() for p in parts):
+                    raise bad
+            elif text not in ("auto", "-1") and not (text.isdigit() and int(text) > 0):
+                raise bad
+        elif isinstance(d, (list, tuple)):
+            if not d or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in d):
+                raise bad
+        else:
+            raise bad
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -115,9 +182,12 @@ class FitResult:
             the best weights (empty without a validation split).
         checkpoint: ``out_dir/model.safetensors`` (best weights + config), or None.
         best_epoch: 0-based epoch of the best validation loss (-1 without validation).
-        history: per-epoch ``{"epoch", "train_loss", "val_loss", "val_accuracy"}``.
+        history: per-epoch ``{"epoch", "train_loss", "val_loss"}`` (+ ``"val_accuracy"``
+            for classification tasks).
         is_global_zero: False in the other processes of a multi-process run (DDP), so
             callers report and write files once.
+        threads: torch intra-op threads the fit ran with (``TrainConfig.threads`` resolved).
+        num_workers: DataLoader worker processes it ran with.
     """
 
     model: nn.Module
@@ -128,3 +198,5 @@ class FitResult:
     best_epoch: int = -1
     history: list[dict[str, float]] = field(default_factory=list)
     is_global_zero: bool = True
+    threads: int = 1
+    num_workers: int = 0

@@ -13,8 +13,24 @@ passed through from :class:`~mmfuse.training.TrainConfig`. What mmfuse adds:
   uninterrupted run;
 - early stopping on the validation loss, keeping the best weights in memory, so a
   fit without ``out_dir`` writes nothing to disk;
-- low per-fit overhead when ``progress=False`` (no logger, no model summary, no
-  sanity check, Lightning's start-up messages silenced).
+- the loss of the dataset's task: cross-entropy (``binary``, ``multiclass``),
+  binary cross-entropy on logits (``multilabel``), and for ``regression`` the mean
+  squared error of standardised targets, ``mean(((y_hat - y) / s)^2)`` with ``s`` the
+  training targets' standard deviation per column (so every target column weighs the
+  same whatever its units; the model predicts in the target's units, see
+  :class:`mmfuse.models.builder.RegressionHead`);
+- a run whose training or validation loss becomes NaN or infinite stops with a
+  :class:`~mmfuse.errors.TrainingError` (no ``model.safetensors``, no ``fit.json``);
+- the torch thread count chosen for the model's size (:func:`auto_threads`), set for
+  the fit and restored afterwards;
+- quiet by default: Lightning's accelerator lines, tips and advice are silenced
+  (``verbose=True`` restores them) and the progress bar counts epochs from 1;
+- low per-fit overhead: a single-process fit hands Lightning one chunk of up to
+  64 minibatches per step and steps through them itself (manual optimization, the
+  same updates as one minibatch per step), epoch values reach ``self.log`` only when
+  a logger, the progress bar or other processes read them, and there is no logger
+  without ``out_dir``, no model summary, no sanity check
+  (``benchmarks/results/fit_overhead_cpu2.md``).
 """
 
 from __future__ import annotations
@@ -37,16 +53,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.fabric.plugins import CheckpointIO
+from lightning.pytorch.callbacks import Checkpoint
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from mmfuse.data._base import DatasetSplits
+from mmfuse.errors import CheckpointError, TrainingError
 from mmfuse.io import atomic_write
 from mmfuse.training.checkpoint import load_tree, save_checkpoint, save_tree
 from mmfuse.training.config import FitResult, TrainConfig, TrainConfigError
-from mmfuse.training.metrics import BatchView, collate_batch, evaluate
+from mmfuse.training.metrics import BatchView, collate_batch, evaluate, iter_batches, to_device
 
-__all__ = ["FusionModule", "ResumeState", "SafetensorsCheckpointIO", "fit"]
+__all__ = ["FusionModule", "ResumeState", "SafetensorsCheckpointIO", "auto_threads", "check_devices", "fit"]
 
 LAST = "last.safetensors"
 MODEL = "model.safetensors"
@@ -59,7 +77,9 @@ class SafetensorsCheckpointIO(CheckpointIO):
         save_tree(checkpoint, path)
 
     def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
-        return load_tree(path)
+        tree = load_tree(path)
+        _check_training_state(tree, path)
+        return tree
 
     def remove_checkpoint(self, path: Any) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -67,18 +87,39 @@ class SafetensorsCheckpointIO(CheckpointIO):
 
 
 class FusionModule(L.LightningModule):
-    """A model, its loss (cross-entropy on its logits), AdamW, and modality dropout.
+    """A model, the loss of its task, AdamW, and modality dropout.
 
     Args:
         model: any ``model(inputs, masks) -> (b, k)`` (decision-level models return
             log-probabilities, for which cross-entropy is the same NLL).
         cfg: the training settings.
+        task: the dataset's task (see :data:`mmfuse.data.TASKS`); picks the loss.
+        target_scale: ``(k,)`` per-column scale ``s`` of regression targets (the
+            training split's standard deviation); ``None``: 1.
     """
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig) -> None:
+    def __init__(self, model: nn.Module, cfg: TrainConfig, task: str = "multiclass",
+                 target_scale: Tensor | None = None) -> None:
         super().__init__()
         self.model = model
         self.cfg = cfg
+        self.task = task
+        self.classify = task in ("binary", "multiclass")
+        self.register_buffer("target_scale", target_scale, persistent=False)
+        self.automatic_optimization = False  # see training_step
+        #: this epoch's train_loss / val_loss / val_accuracy (what ResumeState reads)
+        self.epoch_values: dict[str, Tensor] = {}
+        #: also hand them to Lightning's self.log (for a logger, a progress bar, or to
+        #: average them across processes); fit turns it off when nothing would read them,
+        #: as self.log costs more than a small model's validation pass
+        self.log_to_lightning = True
+        #: the validation split when fit validates in-process (see _validate); None when
+        #: Lightning's evaluation loop does it (several processes) or there is none
+        self.val_data: Any = None
+        # torch.compile'd view of the same model for the training step; kept out of
+        # the module tree so that state dicts and checkpoints do not see it
+        step_model = torch.compile(model) if cfg.compile else model
+        object.__setattr__(self, "_step_model", step_model)
         self.dropout_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         if cfg.modality_dropout > 0:
             from mmfuse.data.transforms import ModalityDropout
@@ -88,25 +129,82 @@ class FusionModule(L.LightningModule):
     def forward(self, inputs: dict[str, Tensor], masks: dict[str, Tensor] | None = None) -> Tensor:
         return self.model(inputs, masks)
 
+    def loss(self, out: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+        """The task's loss of ``(b, k)`` outputs (see the module docstring)."""
+        out = out.float()
+        if self.classify:
+            return F.cross_entropy(out, target, reduction=reduction)
+        if self.task == "multilabel":
+            per = F.binary_cross_entropy_with_logits(out, target.float(), reduction="none").mean(-1)
+        else:
+            err = out - target.float().reshape(out.shape)
+            if self.target_scale is not None:
+                err = err / self.target_scale
+            per = err.pow(2).mean(-1)
+        return per.sum() if reduction == "sum" else per.mean()
+
     # Losses are summed here and logged once per epoch: one self.log per step costs
     # more than a small model's whole step.
     def on_train_epoch_start(self) -> None:
+        self.epoch_values = {}
         self._train_sum = torch.zeros((), device=self.device)
         self._train_n = 0
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        if self.dropout_transform is not None:
-            batch = self.dropout_transform(batch)
-        logits = self.model(batch["inputs"], batch["masks"])
-        loss = F.cross_entropy(logits.float(), batch["label"])
-        b = batch["label"].shape[0]
-        self._train_sum = self._train_sum + loss.detach() * b
-        self._train_n += b
-        return loss
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Optimizer steps on ``batch``, one per ``cfg.batch_size`` rows.
+
+        ``fit`` hands a single-process run one chunk of up to :data:`CHUNK_STEPS`
+        minibatches per Lightning step (the rows of consecutive minibatches of the
+        same shuffled order), so that Lightning's per-step bookkeeping is paid once
+        per chunk rather than once per minibatch; the minibatches, their order and
+        the updates are those of one Lightning step per minibatch. Multi-process
+        runs get one minibatch per step (DDP synchronises once per forward).
+        """
+        opt = self.optimizers()
+        size = self.cfg.batch_size
+        n = int(batch["label"].shape[0])
+        for start in range(0, n, size):
+            part = batch if n <= size else _rows(batch, start, start + size)
+            if self.dropout_transform is not None:
+                part = self.dropout_transform(part)
+            out = self._step_model(part["inputs"], part["masks"])
+            loss = self.loss(out, part["label"])
+            opt.zero_grad()
+            self.manual_backward(loss)
+            opt.step()
+            b = part["label"].shape[0]
+            self._train_sum += loss.detach() * b
+            self._train_n += b
+
+    def _record(self, name: str, value: Tensor) -> None:
+        self.epoch_values[name] = value
+        if self.log_to_lightning:
+            self.log(name, value, prog_bar=True, sync_dist=True)
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """This epoch's ``train_loss``, ``val_loss`` (and ``val_accuracy``), averaged
+        over processes when Lightning logs them."""
+        source = self.trainer.callback_metrics if self.log_to_lightning else self.epoch_values
+        return {k: float(source[k]) for k in ("train_loss", "val_loss", "val_accuracy") if k in source}
 
     def on_train_epoch_end(self) -> None:
         if self._train_n:
-            self.log("train_loss", self._train_sum / self._train_n, prog_bar=True, sync_dist=True)
+            self._record("train_loss", self._train_sum / self._train_n)
+        if self.val_data is not None:
+            self._validate()
+
+    def _validate(self) -> None:
+        """The validation pass of a single-process fit, run here rather than through
+        Lightning's evaluation loop (whose per-epoch bookkeeping costs more than a
+        small model's validation): the same steps, on the whole split, in order."""
+        was_training = self.model.training
+        self.model.eval()
+        self.on_validation_epoch_start()
+        with torch.no_grad(), self.trainer.precision_plugin.val_step_context():
+            for i, batch in enumerate(iter_batches(self.val_data, max(self.cfg.batch_size, 512))):
+                self.validation_step(to_device(batch, self.device), i)
+        self.model.train(was_training)
+        self.on_validation_epoch_end()
 
     def on_validation_epoch_start(self) -> None:
         self._val_loss = torch.zeros((), device=self.device)
@@ -114,18 +212,42 @@ class FusionModule(L.LightningModule):
         self._val_n = 0
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        logits = self.model(batch["inputs"], batch["masks"]).float()
-        self._val_loss += F.cross_entropy(logits, batch["label"], reduction="sum")
-        self._val_correct += (logits.argmax(dim=-1) == batch["label"]).sum()
+        out = self.model(batch["inputs"], batch["masks"]).float()
+        self._val_loss += self.loss(out, batch["label"], reduction="sum")
+        if self.classify:
+            self._val_correct += (out.argmax(dim=-1) == batch["label"]).sum()
         self._val_n += batch["label"].shape[0]
 
     def on_validation_epoch_end(self) -> None:
         if self._val_n:
-            self.log("val_loss", self._val_loss / self._val_n, prog_bar=True, sync_dist=True)
-            self.log("val_accuracy", self._val_correct / self._val_n, prog_bar=True, sync_dist=True)
+            self._record("val_loss", self._val_loss / self._val_n)
+            if self.classify:
+                self._record("val_accuracy", self._val_correct / self._val_n)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+
+#: minibatches per Lightning training step in a single-process fit (see
+#: FusionModule.training_step): at most this many, and at most CHUNK_BYTES of inputs
+CHUNK_STEPS = 64
+CHUNK_BYTES = 64 * 2**20
+
+
+def _chunk_steps(dataset: Any, batch_size: int) -> int:
+    """Minibatches per chunk: :data:`CHUNK_STEPS`, fewer where a chunk's rows would
+    hold more than :data:`CHUNK_BYTES` (large images or sequences), at least 1."""
+    row = sum(x[0].numel() * x.element_size() for x in dataset.inputs.values()) if len(dataset) else 0
+    return int(max(1, min(CHUNK_STEPS, CHUNK_BYTES // max(1, row * batch_size))))
+
+
+def _rows(batch: dict[str, Any], start: int, stop: int) -> dict[str, Any]:
+    """Rows ``start:stop`` of a collated batch (views, no copies)."""
+    return {
+        "inputs": {m: x[start:stop] for m, x in batch["inputs"].items()},
+        "masks": {m: k[start:stop] for m, k in batch["masks"].items()},
+        "label": batch["label"][start:stop],
+    }
 
 
 def _rng_state() -> dict[str, Any]:
@@ -152,18 +274,22 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class ResumeState(L.Callback):
+class ResumeState(Checkpoint):
     """Early stopping on ``val_loss``, best weights, and the end-of-epoch checkpoint.
 
-    After each epoch's validation: records the epoch, keeps a copy of the weights
+    A Lightning :class:`~lightning.pytorch.callbacks.Checkpoint`, so that its
+    end-of-epoch hook runs after the module has logged the epoch's training loss.
+    After each epoch's validation: stops the run with a :class:`TrainingError` when a
+    loss is NaN or infinite (before anything is written), records the epoch, keeps a copy of the weights
     when the validation loss improved, stops after ``patience`` epochs without
     improvement, then (with ``out_dir``) writes ``out_dir/last.safetensors`` through
     Lightning. Its own state (best score and weights, patience counter, history,
     RNG states) travels inside that checkpoint, so a resumed fit continues exactly.
     """
 
-    def __init__(self, patience: int, out_dir: Path | None) -> None:
+    def __init__(self, patience: int, out_dir: Path | None, lr: float | None = None) -> None:
         self.patience = patience
+        self.lr = lr
         self.out_dir = out_dir
         self.best_score = math.inf
         self.best_epoch = -1
@@ -181,12 +307,14 @@ class ResumeState(L.Callback):
             trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        metrics = trainer.callback_metrics
         epoch = trainer.current_epoch
-        row = {"epoch": float(epoch)}
-        for key in ("train_loss", "val_loss", "val_accuracy"):
-            if key in metrics:
-                row[key] = float(metrics[key])
+        row = {"epoch": float(epoch), **pl_module.epoch_metrics()}  # type: ignore[operator]
+        for key in ("train_loss", "val_loss"):
+            if key in row and not math.isfinite(row[key]):
+                raise TrainingError(
+                    f"epoch {epoch + 1}: {key.replace('_', ' ')} is {row[key]} (the run diverged); "
+                    f"nothing was saved as a result: lower lr (got {self.lr!r}) or check the data"
+                )
         self.history.append(row)
         model = pl_module.model  # type: ignore[attr-defined]
         score = row.get("val_loss")
@@ -215,13 +343,22 @@ class ResumeState(L.Callback):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.best_score = float(state_dict["best_score"])
-        self.best_epoch = int(state_dict["best_epoch"])
-        self.wait = int(state_dict["wait"])
-        self.stopped = bool(state_dict["stopped"])
-        self.best_weights = state_dict["best_weights"]
-        self.history = list(state_dict["history"])
-        _set_rng_state(state_dict["rng"])
+        try:
+            best_score = float(state_dict["best_score"])
+            best_epoch = int(state_dict["best_epoch"])
+            wait = int(state_dict["wait"])
+            stopped = bool(state_dict["stopped"])
+            best_weights = state_dict["best_weights"]
+            if best_weights is not None and not (
+                isinstance(best_weights, dict) and all(isinstance(v, Tensor) for v in best_weights.values())
+            ):
+                raise TypeError(f"best_weights: expected a dict of tensors, got {type(best_weights).__name__}")
+            history = list(state_dict["history"])
+            _set_rng_state(state_dict["rng"])
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:
+            raise CheckpointError(f"the early-stopping state {self.state_key!r} is malformed ({err!r})") from err
+        self.best_score, self.best_epoch, self.wait, self.stopped = best_score, best_epoch, wait, stopped
+        self.best_weights, self.history = best_weights, history
 
 
 def _copy_state(model: nn.Module) -> dict[str, Tensor]:
@@ -239,27 +376,70 @@ _QUIET_WARNINGS = (
     r".*You're resuming from a checkpoint that ended before the epoch ended.*",
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
 )
-_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero")
+# not advice at all here: a single-process fit validates in-process (FusionModule._validate)
+_IN_PROCESS_VALIDATION = r".*You defined a `validation_step` but have no `val_dataloader`.*"
+# where Lightning logs its accelerator lines, tips and stop reasons (rank_zero_info)
+_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
+                      "lightning.fabric.utilities.rank_zero")
 
 
 @contextlib.contextmanager
-def _quiet(progress: bool) -> Iterator[None]:
-    """Silence Lightning's advice that does not apply here, and (without progress) its
-    start-up messages; restore every filter and level afterwards."""
+def _quiet(verbose: bool) -> Iterator[None]:
+    """Unless ``verbose``: silence Lightning's advice that does not apply here and its
+    informational lines (accelerators, tips, why the fit stopped). With ``verbose``:
+    let its informational lines through even where a caller had silenced them. Every
+    filter and level is restored afterwards."""
+    levels = {name: logging.getLogger(name).level for name in _LIGHTNING_LOGGERS}
     with warnings.catch_warnings():
-        for pattern in _QUIET_WARNINGS:
-            warnings.filterwarnings("ignore", message=pattern)
-        levels = {}
-        if not progress:
-            for name in _LIGHTNING_LOGGERS:
-                lg = logging.getLogger(name)
-                levels[name] = lg.level
-                lg.setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", message=_IN_PROCESS_VALIDATION)
+        if not verbose:
+            for pattern in _QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+        for name in _LIGHTNING_LOGGERS:
+            logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
         try:
             yield
         finally:
             for name, level in levels.items():
                 logging.getLogger(name).setLevel(level)
+
+
+def _progress_bar() -> L.Callback:
+    """Lightning's progress bar, counting epochs from 1 out of ``max_epochs``
+    (Lightning's own shows ``Epoch 1/1`` during the second of two epochs), without
+    the logger's version number among the values. Its steps are chunks of minibatches
+    (see :meth:`FusionModule.training_step`)."""
+
+    def values(trainer: L.Trainer, pl_module: L.LightningModule, base: Any) -> dict[str, Any]:
+        out = dict(base(trainer, pl_module))
+        out.pop("v_num", None)
+        return out
+
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        from lightning.pytorch.callbacks import TQDMProgressBar
+
+        class EpochBar(TQDMProgressBar):
+            def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+                super().on_train_epoch_start(trainer, *args)
+                self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+            def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+                return values(trainer, pl_module, super().get_metrics)
+
+        return EpochBar()
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    class RichEpochBar(RichProgressBar):
+        def _get_train_description(self, current_epoch: int) -> str:
+            text = f"Epoch {current_epoch + 1}/{self.trainer.max_epochs}"
+            return f"{text:{len(self.validation_description)}}"
+
+        def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+            return values(trainer, pl_module, super().get_metrics)
+
+    return RichEpochBar()
 
 
 @contextlib.contextmanager
@@ -275,6 +455,75 @@ def _deterministic_scope() -> Iterator[None]:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn_det, cudnn_bench
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def idle_cpus() -> int:
+    """CPUs not busy with other work: the available CPUs less the 1-minute load
+    average (which counts this process too, hence the +1), at least 1."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on a Unix
+        return available_cpus()
+    return int(max(1, min(available_cpus(), available_cpus() - round(load) + 1)))
+
+
+#: multiply-adds of one training step (parameters x batch) per intra-op thread: below
+#: it a second thread costs more than it gives on a CPU. Measured with
+#: benchmarks/fit_threads.py (benchmarks/results/fit_threads_*.md).
+THREADS_MIN_WORK = 2**26
+
+
+def auto_threads(model: nn.Module, batch_size: int, *, cpus: int | None = None) -> int:
+    """Torch intra-op threads for training ``model`` at ``batch_size`` on a CPU.
+
+    The work of one step is taken as (parameters x batch), the multiply-adds of a
+    forward pass through dense layers: one thread per :data:`THREADS_MIN_WORK` of it,
+    at least 1 and at most ``cpus`` (default :func:`idle_cpus`: on a machine busy with
+    other work, extra threads wait for each other and a step gets many times slower).
+    The default models (a few 10^4 parameters at batch 128) get one thread.
+    """
+    cpus = idle_cpus() if cpus is None else cpus
+    work = sum(p.numel() for p in model.parameters()) * batch_size
+    return int(max(1, min(cpus, work // THREADS_MIN_WORK)))
+
+
+def check_devices(cfg: TrainConfig) -> None:
+    """Refuse (:class:`TrainConfigError`) an accelerator or device count this machine
+    does not have, before Lightning starts."""
+    acc = cfg.accelerator
+    if acc in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise TrainConfigError(
+                f"accelerator: {acc!r} asked for, but torch {torch.__version__} sees no CUDA device "
+                f"(use accelerator=cpu or auto)"
+            )
+        have, what = torch.cuda.device_count(), "CUDA devices"
+    elif acc == "mps":
+        if not torch.backends.mps.is_available():
+            raise TrainConfigError("accelerator: 'mps' asked for, but torch sees no Apple MPS device "
+                                   "(use accelerator=cpu or auto)")
+        have, what = 1, "MPS devices"
+    elif acc == "tpu":
+        import importlib.util
+
+        if importlib.util.find_spec("torch_xla") is None:
+            raise TrainConfigError("accelerator: 'tpu' asked for, but torch_xla is not installed "
+                                   "(use accelerator=cpu or auto)")
+        return
+    else:
+        return  # cpu: any count of processes; auto: Lightning picks what exists
+    d = cfg.devices
+    wanted = len(d) if isinstance(d, (list, tuple)) else (int(d) if isinstance(d, int) or str(d).isdigit() else 0)
+    if wanted > have:
+        raise TrainConfigError(f"devices: {d!r} asked for, but this machine has {have} {what}")
+
+
 def _loader(dataset: Any, batch_size: int, *, shuffle: bool, num_workers: int) -> DataLoader:
     return DataLoader(
         BatchView(dataset),
@@ -283,7 +532,74 @@ def _loader(dataset: Any, batch_size: int, *, shuffle: bool, num_workers: int) -
         collate_fn=collate_batch,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
+        worker_init_fn=_one_thread if num_workers > 0 else None,
     )
+
+
+def _one_thread(worker_id: int) -> None:
+    """DataLoader workers index tensors: one torch thread each, so they and the
+    training threads do not oversubscribe the CPUs."""
+    torch.set_num_threads(1)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _check_training_state(tree: Any, path: Any, module: nn.Module | None = None) -> None:
+    """A training-state checkpoint has the parts Lightning and :class:`ResumeState`
+    read, of the right types (and, given ``module``, weights of its keys and shapes);
+    else :class:`CheckpointError` naming ``path``."""
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: not a resumable training state: {what}")
+
+    if not isinstance(tree, dict):
+        raise bad(f"expected a dict at the top, got {type(tree).__name__}")
+    weights = tree.get("state_dict")
+    if not isinstance(weights, dict) or not all(isinstance(v, Tensor) for v in weights.values()):
+        raise bad("'state_dict' must map names to tensors")
+    for key, kind in (("epoch", int), ("global_step", int), ("loops", dict), ("optimizer_states", list),
+                      ("callbacks", dict)):
+        if key in tree and (isinstance(tree[key], bool) or not isinstance(tree[key], kind)):
+            raise bad(f"{key!r} must be a {kind.__name__}, got {type(tree[key]).__name__}")
+    for key in ("epoch", "global_step", "loops", "optimizer_states"):
+        if key not in tree:
+            raise bad(f"missing {key!r}")
+    if not all(isinstance(o, dict) and isinstance(o.get("state"), dict) and isinstance(o.get("param_groups"), list)
+               for o in tree["optimizer_states"]):
+        raise bad("'optimizer_states' must be a list of {'state': dict, 'param_groups': list}")
+    state = tree.get("callbacks", {}).get("mmfuse.ResumeState")
+    if state is not None:
+        need = {"best_score": (int, float), "best_epoch": int, "wait": int, "stopped": bool,
+                "history": list, "rng": dict}
+        if not isinstance(state, dict):
+            raise bad("the early-stopping state must be a dict")
+        for key, kind in need.items():
+            if not isinstance(state.get(key), kind):
+                raise bad(f"early-stopping state {key!r}: expected {kind}, got {state.get(key)!r}")
+        bw = state.get("best_weights")
+        if bw is not None and not (isinstance(bw, dict) and all(isinstance(v, Tensor) for v in bw.values())):
+            raise bad("early-stopping state 'best_weights' must map names to tensors")
+    if module is not None:
+        expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in weights.items()}
+        if expected != got:
+            missing = sorted(set(expected) - set(got))[:3]
+            extra = sorted(set(got) - set(expected))[:3]
+            shapes = [k for k in expected if k in got and expected[k] != got[k]][:3]
+            raise CheckpointError(
+                f"{path}: its weights do not fit this model (missing {missing}, unexpected {extra}, "
+                f"other shapes {[(k, got[k], expected[k]) for k in shapes]}): resume with the same model"
+            )
 
 
 def fit(
@@ -299,7 +615,8 @@ def fit(
 
     Args:
         model: e.g. from :func:`mmfuse.models.build_model`; trained in place.
-        splits: the dataset's train / val / test splits (test is not touched).
+        splits: the dataset's train / val / test splits (test is not touched); the
+            loss follows ``splits.task`` (see the module docstring).
         cfg: training settings (default :class:`TrainConfig()`).
         out_dir: where to write ``last.safetensors`` (resumable state, every epoch),
             ``model.safetensors`` (best weights + config), ``fit.json`` and Lightning's
@@ -310,28 +627,48 @@ def fit(
 
     Returns:
         A :class:`FitResult` whose model holds the best validation weights, in eval mode.
+
+    Raises:
+        TrainConfigError: bad settings, or a device this machine does not have.
+        TrainingError: the loss became NaN or infinite (nothing is saved as a result;
+            ``last.safetensors`` keeps the last finite epoch).
+        CheckpointError: ``resume`` from a damaged or mismatched ``last.safetensors``.
     """
     cfg = TrainConfig() if cfg is None else cfg
     if resume and out_dir is None:
         raise TrainConfigError("resume: expected an out_dir holding the interrupted run, got None")
     if len(splits.train) == 0:
         raise TrainConfigError(f"{splits.name}: the training split is empty")
+    check_devices(cfg)
+    task = getattr(splits, "task", None) or ("binary" if splits.num_classes == 2 else "multiclass")
+    target_scale = None
+    if task == "regression":
+        from mmfuse.models.builder import target_stats
+
+        target_scale = target_stats(splits.train.labels)[1]
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / LAST if (resume and out is not None and (out / LAST).is_file()) else None
+    threads = cfg.threads if cfg.threads != "auto" else auto_threads(model, cfg.batch_size)
+    num_workers = cfg.num_workers
+    if cfg.threads == "auto" and num_workers > 0:
+        num_workers = min(num_workers, max(1, available_cpus() - threads))  # no oversubscription
 
     start = time.perf_counter()
-    with _quiet(cfg.progress), _deterministic_scope():
+    with _quiet(cfg.verbose), _deterministic_scope(), _torch_threads(threads):
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        module = FusionModule(model, cfg)
-        state = ResumeState(cfg.patience, out)
+        module = FusionModule(model, cfg, task, target_scale)
+        if ckpt_path is not None:
+            _check_training_state(load_tree(ckpt_path), ckpt_path, module)
+        state = ResumeState(cfg.patience, out, cfg.lr)
         has_val = len(splits.val) > 0
         logger: Any = False
         if out is not None:
             from lightning.pytorch.loggers import CSVLogger
 
             logger = CSVLogger(save_dir=str(out), name="logs")  # logs/version_<i>: one per (resumed) fit
+        extra = [_progress_bar()] if cfg.progress else []
         trainer = L.Trainer(
             accelerator=cfg.accelerator,
             devices=cfg.devices,
@@ -344,36 +681,42 @@ def fit(
             logger=logger,
             enable_progress_bar=cfg.progress,
             enable_model_summary=False,
-            enable_checkpointing=False,
+            enable_checkpointing=True,  # ResumeState is the checkpoint callback
             num_sanity_val_steps=0,
             log_every_n_steps=1,
             default_root_dir=str(out) if out is not None else None,
-            callbacks=[state, *callbacks],
+            callbacks=[state, *extra, *callbacks],
             plugins=[SafetensorsCheckpointIO()],
         )
-        train_loader = _loader(splits.train, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers)
-        val_loader = (
-            _loader(splits.val, max(cfg.batch_size, 512), shuffle=False, num_workers=cfg.num_workers)
-            if has_val
-            else None
-        )
+        module.log_to_lightning = logger is not False or cfg.progress or trainer.world_size > 1
+        # one process: chunks of minibatches per Lightning step (see FusionModule.training_step)
+        chunk = _chunk_steps(splits.train, cfg.batch_size) if trainer.world_size == 1 else 1
+        train_loader = _loader(splits.train, cfg.batch_size * chunk, shuffle=True, num_workers=num_workers)
+        val_loader = None
+        if has_val and trainer.world_size == 1:
+            module.val_data = splits.val  # validated in-process at each epoch's end
+        elif has_val:
+            val_loader = _loader(splits.val, max(cfg.batch_size, 512), shuffle=False, num_workers=num_workers)
         trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
-    train_time = time.perf_counter() - start
+        train_time = time.perf_counter() - start
 
-    if state.best_weights is not None:
-        model.load_state_dict(state.best_weights)
-    model.eval()
-    val_metrics = evaluate(model, splits.val) if has_val else {}
+        if state.best_weights is not None:
+            model.load_state_dict(state.best_weights)
+        model.eval()
+        val_metrics = evaluate(model, splits.val) if has_val else {}
     checkpoint: Path | None = None
     if out is not None and trainer.is_global_zero:
         if getattr(model, "config", None) is not None:
             checkpoint = save_checkpoint(model, out / MODEL)
         summary = {
             "dataset": splits.name,
+            "task": task,
             "train_config": cfg.to_dict(),
             "model_config": getattr(model, "config", None),
             "epochs_run": trainer.current_epoch,
             "world_size": trainer.world_size,
+            "threads": threads,
+            "num_workers": num_workers,
             "best_epoch": state.best_epoch,
             "val_metrics": val_metrics,
             "history": state.history,
@@ -388,4 +731,6 @@ def fit(
         best_epoch=state.best_epoch,
         history=list(state.history),
         is_global_zero=bool(trainer.is_global_zero),
+        threads=threads,
+        num_workers=num_workers,
     )
