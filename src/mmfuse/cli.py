@@ -44,6 +44,7 @@ def _add_common(p: argparse.ArgumentParser, *, bench: bool) -> None:
     p.add_argument("--force", action="store_true",
                    help="write into an existing folder that holds another run" + ("s' comparison" if bench else ""))
     p.add_argument("--epochs", type=int, help="most epochs per model (a shortcut for epochs=N)")
+    p.add_argument("--verbose", action="store_true", help="show Lightning's own messages (a shortcut for verbose=true)")
     p.add_argument("--data-root", help="folder of the real datasets (default: $MMFUSE_DATA or the cache)")
     own = p.add_argument_group("your own data (a table: CSV, TSV, Parquet file or folder, JSON Lines)")
     own.add_argument("--data", metavar="PATH", help="the table (instead of --dataset); see `mmfuse data inspect`")
@@ -131,7 +132,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     table = _table(args)
     config = load_config(
         args.config,
-        settings=args.settings,
+        settings=[*args.settings, *(["verbose=true"] if args.verbose else [])],
         datasets=["table"] if table is not None else _csv_list(args.dataset),
         dataset_options={"table": table} if table is not None else None,
         fusions=_csv_list(args.fusions),
@@ -195,6 +196,8 @@ def _run_train(args: argparse.Namespace) -> int:
         settings.update({f"data.{k}": v for k, v in table.items()})
     if args.epochs is not None:
         settings["epochs"] = args.epochs
+    if args.verbose:
+        settings["verbose"] = True
     if args.seed is not None:
         settings["seed"] = args.seed
     if fusion is not None and unimodal is not None:

@@ -175,4 +175,4 @@ def test_dropout_variant_off() -> None:
     cfg = BenchConfig(modality_dropout=0.0, seeds=2)
     runs = build_grid(cfg, fusions=["early"], modalities_of=_mods)
     assert {r.spec.variant for r in runs} == {Variant.STANDARD, Variant.UNIMODAL}
-    assert len(runs) == 3 * (2 + 1) * 2
+    assert len(runs) == len(cfg.synthetic_tasks) * (2 + 1) * 2

@@ -73,7 +73,7 @@ class RegressionHead(Mlp):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(..., in_dim) -> (..., k)`` in the target's units."""
-        return self.net(x) * self.target_std + self.target_mean
+        return super().forward(x) * self.target_std + self.target_mean
 
 
 def target_stats(labels: Tensor) -> tuple[Tensor, Tensor]:
