@@ -54,6 +54,9 @@ def _add_common(p: argparse.ArgumentParser, *, bench: bool) -> None:
                      "text/image/audio/embedding column its own)")
     own.add_argument("--task", choices=["binary", "multiclass", "multilabel", "regression"],
                      help="the task (default: inferred from the target)")
+    p.add_argument("--encoder", metavar="MODALITY=NAME", action="append", default=[],
+                   help="a pretrained encoder for a modality: hf:<model or folder> or timm:<model>, options after "
+                   "commas (frozen (default), finetune, finetune_last=N, tokens); repeat for several")
     p.add_argument("settings", nargs="*", metavar="key=value",
                    help="training settings (epochs=5 lr=3e-4 batch_size=64 precision=bf16-mixed devices=2 ...), "
                    + ("measure.<setting>, or any bench setting (seeds=2)" if bench else
@@ -126,15 +129,29 @@ def _table(args: argparse.Namespace) -> dict[str, object] | None:
     return table_options(args.data, target=target, modalities=modalities or None, task=args.task)
 
 
+def _encoders(args: argparse.Namespace) -> dict[str, str]:
+    from mmfuse.errors import ConfigError
+
+    out: dict[str, str] = {}
+    for item in args.encoder:
+        mod, sep, name = item.partition("=")
+        if not sep or not mod.strip() or not name.strip():
+            raise ConfigError(f"--encoder {item!r}: expected MODALITY=NAME (e.g. text=hf:distilbert-base-uncased)")
+        out[mod.strip()] = name.strip()
+    return out
+
+
 def _run_bench(args: argparse.Namespace) -> int:
     from mmfuse.bench import load_config, run_bench
 
     table = _table(args)
+    encoders = _encoders(args)
     config = load_config(
         args.config,
         settings=[*args.settings, *(["verbose=true"] if args.verbose else [])],
         datasets=["table"] if table is not None else _csv_list(args.dataset),
         dataset_options={"table": table} if table is not None else None,
+        encoders=encoders or None,
         fusions=_csv_list(args.fusions),
         seeds=args.seeds,
         epochs=args.epochs,
@@ -190,6 +207,7 @@ def _run_train(args: argparse.Namespace) -> int:
         unimodal = unimodal or loaded.pop("unimodal", None)
         settings.update(flatten_settings(loaded))
     settings.update(parse_overrides(args.settings))
+    settings.update({f"encoders.{m}": name for m, name in _encoders(args).items()})
     table = _table(args)
     if table is not None:
         dataset = "table"

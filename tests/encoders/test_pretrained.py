@@ -587,3 +587,27 @@ def test_model_with_a_finetuned_backbone_round_trips_a_checkpoint(vit_dir: Path,
     again = load_checkpoint(path)
     batch = splits.test[:4]
     torch.testing.assert_close(again(batch["inputs"], batch["masks"]), model(batch["inputs"], batch["masks"]))
+
+
+def test_cli_encoder_flag_trains_and_benches_on_cached_embeddings(bert_dir: Path, data_root: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--encoder text=hf:<folder>`` through mmfuse train and mmfuse bench: the same code path a hub name takes."""
+    import json
+
+    from mmfuse.cli import main
+
+    monkeypatch.setenv("MMFUSE_CACHE", str(tmp_path / "cache"))
+    small = ["data.n=300", "epochs=1", "hidden_dim=16", "progress=false"]
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "reviews", "--fusion", "gated", "--out", str(out),
+                 "--encoder", f"text=hf:{bert_dir}", *small]) == 0
+    spec = json.loads((out / "spec.json").read_text())
+    assert spec["data"]["encoders"] == {"text": f"hf:{bert_dir}"}
+    assert list((tmp_path / "cache").rglob("manifest.json"))  # the embeddings were cached
+    bench = tmp_path / "bench"
+    assert main(["bench", "--dataset", "reviews", "--fusions", "late", "--seeds", "1", "--modality-dropout", "0",
+                 "--no-unimodal", "--executor", "serial", "--out", str(bench), "--no-plots", "--no-report",
+                 "--no-progress", "--encoder", f"text=hf:{bert_dir}", "dataset_options={reviews: {n: 300}}",
+                 "epochs=1", "hidden_dim=16"]) == 0
+    run = json.loads((bench / "runs.jsonl").read_text().splitlines()[0])
+    assert run["status"] == "ok" and run["spec"]["data"]["encoders"] == {"text": f"hf:{bert_dir}"}

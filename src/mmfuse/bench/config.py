@@ -82,6 +82,9 @@ class BenchConfig:
             :data:`DEFAULT_DATASET_OPTIONS`).
         fusion_options: per strategy name, keyword options for ``create_fusion``.
         hidden_dim: encoder and fusion width of every model.
+        encoders: per modality, a pretrained encoder name (``hf:...``, ``timm:...``;
+            see :mod:`mmfuse.encoders.pretrained`), for every dataset that has that
+            modality; frozen ones are encoded once and cached for every run.
         train: how every model is trained (:data:`DEFAULT_TRAIN`; the seed is set per run).
         measure: what is measured on each trained model (:data:`DEFAULT_MEASURE`);
             changing it re-measures saved models without retraining them.
@@ -111,6 +114,7 @@ class BenchConfig:
     dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     fusion_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     hidden_dim: int = 64
+    encoders: dict[str, str] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=lambda: DEFAULT_TRAIN)
     measure: MeasureConfig = field(default_factory=lambda: DEFAULT_MEASURE)
     executor: str = "local"

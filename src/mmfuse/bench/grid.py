@@ -64,16 +64,19 @@ def dataset_entries(config: BenchConfig) -> list[DataSpec]:
     out: list[DataSpec] = []
     for name in config.datasets:
         opts = config.options_for(name)
+        enc = dict(config.encoders)
         if name == "synthetic":
             tasks = [opts.pop("task")] if "task" in opts else list(config.synthetic_tasks)
             for task in tasks:
                 out.append(DataSpec(name=name, options={**opts, "task": task}, seed=config.data_seed,
-                                    root=config.data_root, label=f"synthetic/{task}"))
+                                    root=config.data_root, label=f"synthetic/{task}", encoders=enc))
         elif name == "table":  # the user's table: named after its file
             label = opts.get("name") or Path(str(opts.get("path", "table"))).name
-            out.append(DataSpec(name=name, options=opts, seed=config.data_seed, root=config.data_root, label=label))
+            out.append(DataSpec(name=name, options=opts, seed=config.data_seed, root=config.data_root, label=label,
+                                encoders=enc))
         else:
-            out.append(DataSpec(name=name, options=opts, seed=config.data_seed, root=config.data_root, label=name))
+            out.append(DataSpec(name=name, options=opts, seed=config.data_seed, root=config.data_root, label=name,
+                                encoders=enc))
     return out
 
 

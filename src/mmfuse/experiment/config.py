@@ -119,7 +119,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-_NESTED = ("data", "fusion", "encoder", "train")
+_NESTED = ("data", "fusion", "encoder", "encoders", "train")
 
 
 def flatten_settings(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -219,6 +219,7 @@ def experiment_from_settings(
     fusion_values: dict[str, Any] = {}
     encoders: dict[str, dict[str, Any]] = {}
     data_seed = 0
+    pretrained: dict[str, str] = {}
     for key, value in settings.items():
         bare = key[6:] if key.startswith("train.") else key
         if bare in TrainConfig.field_names():
@@ -227,6 +228,8 @@ def experiment_from_settings(
             model[key] = value
         elif key == "data.seed":
             data_seed = value
+        elif key.startswith("encoders.") and key.count(".") == 1:
+            pretrained[key[9:]] = value
         elif key.startswith("data.") and (loader_opts is None or key[5:] in loader_opts):
             data[key[5:]] = value
         elif key.startswith("fusion.") and key[7:] in fusion_opts:
@@ -237,7 +240,8 @@ def experiment_from_settings(
         else:
             valid = (TrainConfig.field_names() + list(MODEL_KEYS) + ["data.seed"]
                      + [f"data.{o}" for o in (loader_opts or ["<option>"]) if o != "seed"]
-                     + [f"fusion.{o}" for o in fusion_opts] + ["encoder.<modality>.<option>"])
+                     + [f"fusion.{o}" for o in fusion_opts] + ["encoder.<modality>.<option>",
+                                                                "encoders.<modality>=<hf:...|timm:...>"])
             raise ConfigError(f"unknown setting {key!r}: expected one of {', '.join(valid)}")
     task_param = _loader_task_default(dataset)
     if task_param is not None and "task" not in data:
@@ -246,7 +250,7 @@ def experiment_from_settings(
     if dataset == "table":  # the user's table: named after its file
         label = data.get("name") or Path(str(data.get("path", "table"))).name
     return ExperimentSpec(
-        data=DataSpec(name=dataset, options=data, seed=data_seed, root=data_root, label=label),
+        data=DataSpec(name=dataset, options=data, seed=data_seed, root=data_root, label=label, encoders=pretrained),
         model=ModelSpec(fusion=fusion if unimodal is None else None, unimodal=unimodal,
                         fusion_options=fusion_values, encoder_options=encoders, **model),
         train=train_config(train, train_base),

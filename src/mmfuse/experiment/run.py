@@ -82,9 +82,24 @@ def _load_cached(name: str, options_json: str, seed: int, root: str | None) -> D
     return load_dataset(name, root=root, seed=seed, **json.loads(options_json))
 
 
+@lru_cache(maxsize=2)
+def _encoded(name: str, options_json: str, seed: int, root: str | None, encoders_json: str) -> DatasetSplits:
+    from mmfuse.encoders import prepare_encoders
+
+    splits = _load_cached(name, options_json, seed, root)
+    encoded, options = prepare_encoders(splits, json.loads(encoders_json), progress=False)
+    encoded.info = {**encoded.info, "encoder_options": options}
+    return encoded
+
+
 def load_data(data: DataSpec) -> DatasetSplits:
-    """The splits of ``data`` (the last two datasets loaded are kept, so a worker re-uses them)."""
-    return _load_cached(data.name, json.dumps(dict(data.options), sort_keys=True), data.seed, data.root)
+    """The splits of ``data``, with its pretrained encoders applied (frozen ones as cached
+    embeddings; the options of fine-tuned ones in ``info["encoder_options"]``). The last
+    two datasets loaded are kept, so a worker re-uses them."""
+    options = json.dumps(dict(data.options), sort_keys=True)
+    if data.encoders:
+        return _encoded(data.name, options, data.seed, data.root, json.dumps(dict(data.encoders), sort_keys=True))
+    return _load_cached(data.name, options, data.seed, data.root)
 
 
 def build_for(spec: ExperimentSpec, splits: DatasetSplits) -> nn.Module:
@@ -92,13 +107,17 @@ def build_for(spec: ExperimentSpec, splits: DatasetSplits) -> nn.Module:
     from mmfuse.models import build_model, build_unimodal_model
 
     m = spec.model
+    # fine-tuned pretrained encoders (from DataSpec.encoders) first, the model's own options over them
+    enc: dict[str, dict[str, Any]] = {k: dict(v) for k, v in splits.info.get("encoder_options", {}).items()}
+    for k, v in m.encoder_options.items():
+        enc[k] = {**enc.get(k, {}), **v}
     torch.manual_seed(spec.seed)  # the initial weights follow the run's seed
     if m.unimodal is not None:
         return build_unimodal_model(splits, modality=m.unimodal, hidden_dim=m.hidden_dim,
-                                    dropout=m.dropout, encoder_options=dict(m.encoder_options.get(m.unimodal, {})))
+                                    dropout=m.dropout, encoder_options=enc.get(m.unimodal))
     return build_model(splits, fusion=str(m.fusion), hidden_dim=m.hidden_dim, dropout=m.dropout,
                        fusion_options=dict(m.fusion_options) or None,
-                       encoder_options={k: dict(v) for k, v in m.encoder_options.items()} or None,
+                       encoder_options=enc or None,
                        modalities=list(m.modalities) if m.modalities else None)
 
 

@@ -93,6 +93,10 @@ class DataSpec:
         root: folder of the real datasets' files; it says where, not what, so it is
             not part of any key.
         label: the name shown in tables (default: ``name``, or ``name/task``).
+        encoders: per modality, a pretrained encoder (``hf:<model or folder>``,
+            ``timm:<model>``, with options such as ``,finetune_last=2``; see
+            :mod:`mmfuse.encoders.pretrained`). Frozen ones turn the modality into
+            cached embeddings, so they are part of what the data is.
     """
 
     name: str
@@ -100,8 +104,14 @@ class DataSpec:
     seed: int = 0
     root: str | None = None
     label: str | None = None
+    encoders: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.encoders, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in self.encoders.items()
+        ):
+            raise ConfigError(f"data: encoders: expected modality -> encoder name, got {self.encoders!r}")
+        object.__setattr__(self, "encoders", dict(self.encoders))
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"data: name: expected a dataset name, got {self.name!r}")
         if not isinstance(self.options, Mapping):
@@ -119,11 +129,14 @@ class DataSpec:
 
     def identity(self) -> dict[str, Any]:
         """What decides the data (the root and label left out)."""
-        return {"name": self.name, "options": self.options, "seed": self.seed}
+        ident: dict[str, Any] = {"name": self.name, "options": self.options, "seed": self.seed}
+        if self.encoders:
+            ident["encoders"] = dict(sorted(self.encoders.items()))
+        return ident
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "options": self.options, "seed": self.seed, "root": self.root,
-                "label": self.label}
+                "label": self.label, "encoders": dict(self.encoders)}
 
     @classmethod
     def from_json(cls, data: Any) -> DataSpec:
