@@ -14,7 +14,10 @@ from torch import nn
 
 from mmfuse.errors import ConfigError, check_fraction
 
-__all__ = ["FitResult", "TrainConfig", "TrainConfigError"]
+__all__ = ["BALANCE_METHODS", "FitResult", "TrainConfig", "TrainConfigError"]
+
+#: the names ``TrainConfig.balance`` takes (see :mod:`mmfuse.training.balance`)
+BALANCE_METHODS = ("aux", "gblend", "ogm_ge", "mmpareto")
 
 
 class TrainConfigError(ConfigError):
@@ -45,6 +48,12 @@ class TrainConfig:
         progress: show Lightning's progress bar and its start-up messages.
         deterministic: use only deterministic algorithms during the fit.
         max_time: stop after this many seconds of fitting (``None``: no limit).
+        balance: balanced multimodal training (:mod:`mmfuse.training.balance`):
+            ``None`` (off), ``"aux"``, ``"gblend"``, ``"ogm_ge"`` or ``"mmpareto"``.
+        balance_weight: weight of the per-modality auxiliary losses (``"aux"``).
+        ogm_alpha: OGM-GE's modulation strength ``alpha`` (``"ogm_ge"``).
+        gblend_every: epochs between G-Blending's weight re-estimates (``"gblend"``).
+        pareto_gamma: MMPareto's gradient magnitude factor ``gamma`` (``"mmpareto"``).
     """
 
     epochs: int = 20
@@ -63,6 +72,11 @@ class TrainConfig:
     progress: bool = True
     deterministic: bool = True
     max_time: float | None = None
+    balance: str | None = None
+    balance_weight: float = 1.0
+    ogm_alpha: float = 0.8
+    gblend_every: int = 1
+    pareto_gamma: float = 1.5
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:
@@ -83,10 +97,22 @@ class TrainConfig:
         check_fraction("modality_dropout", self.modality_dropout, error=TrainConfigError)
         if self.max_time is not None and not self.max_time > 0:
             raise TrainConfigError(f"max_time: expected positive seconds or None, got {self.max_time!r}")
+        self._check_balance()
         precision = str(self.precision)
         if precision in ("32", "16", "bf16", "64"):
             precision = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}[precision]
         self.precision = precision
+
+    def _check_balance(self) -> None:
+        if self.balance is not None and self.balance not in BALANCE_METHODS:
+            raise TrainConfigError(f"balance: expected None or one of {list(BALANCE_METHODS)}, got {self.balance!r}")
+        for name in ("balance_weight", "ogm_alpha", "pareto_gamma"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or v == float("inf"):
+                raise TrainConfigError(f"{name}: expected a positive finite float, got {v!r}")
+        v = self.gblend_every
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise TrainConfigError(f"gblend_every: expected a positive int, got {v!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader
 
 from mmfuse.data._base import DatasetSplits
 from mmfuse.io import atomic_write
+from mmfuse.training.balance import balance_callbacks, make_balancer
 from mmfuse.training.checkpoint import load_tree, save_checkpoint, save_tree
 from mmfuse.training.config import FitResult, TrainConfig, TrainConfigError
 from mmfuse.training.metrics import BatchView, collate_batch, evaluate
@@ -84,6 +85,7 @@ class FusionModule(L.LightningModule):
             from mmfuse.data.transforms import ModalityDropout
 
             self.dropout_transform = ModalityDropout(cfg.modality_dropout)
+        self.balancer = make_balancer(model, cfg)  # cfg.balance: None or mmfuse.training.balance
 
     def forward(self, inputs: dict[str, Tensor], masks: dict[str, Tensor] | None = None) -> Tensor:
         return self.model(inputs, masks)
@@ -97,12 +99,19 @@ class FusionModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         if self.dropout_transform is not None:
             batch = self.dropout_transform(batch)
-        logits = self.model(batch["inputs"], batch["masks"])
-        loss = F.cross_entropy(logits.float(), batch["label"])
+        if self.balancer is not None:
+            loss = self.balancer.training_loss(self.model, batch)
+        else:
+            logits = self.model(batch["inputs"], batch["masks"])
+            loss = F.cross_entropy(logits.float(), batch["label"])
         b = batch["label"].shape[0]
         self._train_sum = self._train_sum + loss.detach() * b
         self._train_n += b
         return loss
+
+    def on_after_backward(self) -> None:
+        if self.balancer is not None:
+            self.balancer.after_backward(self.model)
 
     def on_train_epoch_end(self) -> None:
         if self._train_n:
@@ -125,7 +134,7 @@ class FusionModule(L.LightningModule):
             self.log("val_accuracy", self._val_correct / self._val_n, prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        return torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -348,7 +357,7 @@ def fit(
             num_sanity_val_steps=0,
             log_every_n_steps=1,
             default_root_dir=str(out) if out is not None else None,
-            callbacks=[state, *callbacks],
+            callbacks=[*balance_callbacks(module.balancer, splits, cfg), state, *callbacks],
             plugins=[SafetensorsCheckpointIO()],
         )
         train_loader = _loader(splits.train, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers)
