@@ -68,6 +68,7 @@ def encoder_grads(model, m):
 @pytest.mark.parametrize("changes", [
     {"balance": "ogm"}, {"balance": ""}, {"balance_weight": 0.0}, {"ogm_alpha": -1.0},
     {"ogm_alpha": float("inf")}, {"pareto_gamma": True}, {"gblend_every": 0}, {"gblend_every": 1.5},
+    {"gblend_floor": 0.0},
 ])
 def test_bad_balance_settings_raise(changes) -> None:
     with pytest.raises(TrainConfigError, match=next(iter(changes))):
@@ -210,6 +211,13 @@ def test_gblend_weights_from_given_losses() -> None:
     torch.testing.assert_close(w, torch.tensor([1 / 3, 2 / 3, 0.0]))
     # no output generalised better: keep the old weights
     assert gblend_weights(prev_train, prev_val, train, prev_val + 0.01) is None
+    # |O| below the floor counts as the floor: O = [0.001, 0.2] -> [0.01, 0.2] at floor 0.01
+    prev_train, prev_val = torch.tensor([1.0, 1.0]), torch.tensor([1.0, 1.0])
+    train, val = torch.tensor([0.899, 0.7]), torch.tensor([0.9, 0.9])  # G = [0.1, 0.1]
+    w = gblend_weights(prev_train, prev_val, train, val, floor=0.01)
+    torch.testing.assert_close(w, torch.tensor([0.1 / 1e-4, 0.1 / 0.04]) / (0.1 / 1e-4 + 0.1 / 0.04))
+    w = gblend_weights(prev_train, prev_val, train, val, floor=1e-4)
+    torch.testing.assert_close(w, torch.tensor([0.1 / 1e-6, 0.1 / 0.04]) / (0.1 / 1e-6 + 0.1 / 0.04))
 
 
 def test_gblend_loss_uses_the_estimated_weights(two) -> None:

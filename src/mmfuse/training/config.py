@@ -53,6 +53,8 @@ class TrainConfig:
         balance_weight: weight of the per-modality auxiliary losses (``"aux"``).
         ogm_alpha: OGM-GE's modulation strength ``alpha`` (``"ogm_ge"``).
         gblend_every: epochs between G-Blending's weight re-estimates (``"gblend"``).
+        gblend_floor: G-Blending's floor on ``|O|``, the change of the train-val gap,
+            in nats (``"gblend"``).
         pareto_gamma: MMPareto's gradient magnitude factor ``gamma`` (``"mmpareto"``).
     """
 
@@ -77,6 +79,7 @@ class TrainConfig:
     ogm_alpha: float = 0.8
     gblend_every: int = 1
     pareto_gamma: float = 1.5
+    gblend_floor: float = 0.01
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:
@@ -106,7 +109,7 @@ class TrainConfig:
     def _check_balance(self) -> None:
         if self.balance is not None and self.balance not in BALANCE_METHODS:
             raise TrainConfigError(f"balance: expected None or one of {list(BALANCE_METHODS)}, got {self.balance!r}")
-        for name in ("balance_weight", "ogm_alpha", "pareto_gamma"):
+        for name in ("balance_weight", "ogm_alpha", "pareto_gamma", "gblend_floor"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or v == float("inf"):
                 raise TrainConfigError(f"{name}: expected a positive finite float, got {v!r}")
