@@ -109,6 +109,15 @@ class MultimodalModel(nn.Module):
             ``(b, k)`` logits (log-probabilities for decision-level fusion), and the
             intermediates when asked.
         """
+        feats, out_masks = self.encode(inputs, masks)
+        return self.classify(feats, out_masks, return_intermediates=return_intermediates)
+
+    def encode(
+        self, inputs: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Every modality's encoder output: ``(features, masks)``, modality -> ``(b, d)``
+        or ``(b, t, d)``, and the ``(b,)`` or ``(b, t)`` mask that goes with it (absent
+        where the encoder gives none). ``forward`` is ``classify(*encode(...))``."""
         if not isinstance(inputs, Mapping):
             raise FusionError(f"inputs: expected a mapping of modality -> tensor, got {type(inputs).__name__}")
         masks = {} if masks is None else masks
@@ -119,6 +128,17 @@ class MultimodalModel(nn.Module):
             feats[name] = feat
             if mask is not None:
                 out_masks[name] = mask
+        return feats, out_masks
+
+    def classify(
+        self,
+        feats: Mapping[str, Tensor],
+        masks: Mapping[str, Tensor] | None = None,
+        *,
+        return_intermediates: bool = False,
+    ) -> Tensor | tuple[Tensor, FusionIntermediates]:
+        """The fusion and the head on encoder outputs from :meth:`encode`: ``(b, k)``."""
+        out_masks = {} if masks is None else masks
         if return_intermediates:
             fused, info = self.fusion(feats, out_masks, return_intermediates=True)
         else:

@@ -15,11 +15,13 @@ from torch import nn
 
 from mmfuse.errors import ConfigError, check_fraction
 
-__all__ = ["ACCELERATORS", "FitResult", "TrainConfig", "TrainConfigError"]
+__all__ = ["ACCELERATORS", "BALANCE_METHODS", "FitResult", "TrainConfig", "TrainConfigError"]
 
 #: accelerators a TrainConfig accepts (Lightning's names; ``cuda`` is ``gpu``)
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range is [0, 2**32)
+#: the names ``TrainConfig.balance`` takes (see :mod:`mmfuse.training.balance`)
+BALANCE_METHODS = ("aux", "gblend", "ogm_ge", "mmpareto")
 
 
 class TrainConfigError(ConfigError):
@@ -63,6 +65,14 @@ class TrainConfig:
         compile: train through ``torch.compile(model)`` (validation and the returned
             model stay eager). Pays a compilation of tens of seconds on the first fit
             of each architecture; see ``benchmarks/results/fit_overhead*.md``.
+        balance: balanced multimodal training (:mod:`mmfuse.training.balance`):
+            ``None`` (off), ``"aux"``, ``"gblend"``, ``"ogm_ge"`` or ``"mmpareto"``.
+        balance_weight: weight of the per-modality auxiliary losses (``"aux"``).
+        ogm_alpha: OGM-GE's modulation strength ``alpha`` (``"ogm_ge"``).
+        gblend_every: epochs between G-Blending's weight re-estimates (``"gblend"``).
+        gblend_floor: G-Blending's floor on ``|O|``, the change of the train-val gap,
+            in nats (``"gblend"``).
+        pareto_gamma: MMPareto's gradient magnitude factor ``gamma`` (``"mmpareto"``).
     """
 
     epochs: int = 20
@@ -84,6 +94,12 @@ class TrainConfig:
     verbose: bool = False
     threads: int | str = "auto"
     compile: bool = False
+    balance: str | None = None
+    balance_weight: float = 1.0
+    ogm_alpha: float = 0.8
+    gblend_every: int = 1
+    pareto_gamma: float = 1.5
+    gblend_floor: float = 0.01
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:
@@ -125,6 +141,7 @@ class TrainConfig:
         for name in ("strategy", "precision"):
             if not isinstance(getattr(self, name), (str, int)) or isinstance(getattr(self, name), bool):
                 raise TrainConfigError(f"{name}: expected a string, got {getattr(self, name)!r}")
+        self._check_balance()
         precision = str(self.precision)
         if precision in ("32", "16", "bf16", "64"):
             precision = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}[precision]
@@ -154,6 +171,17 @@ class TrainConfig:
                 raise bad
         else:
             raise bad
+
+    def _check_balance(self) -> None:
+        if self.balance is not None and self.balance not in BALANCE_METHODS:
+            raise TrainConfigError(f"balance: expected None or one of {list(BALANCE_METHODS)}, got {self.balance!r}")
+        for name in ("balance_weight", "ogm_alpha", "pareto_gamma", "gblend_floor"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or v == float("inf"):
+                raise TrainConfigError(f"{name}: expected a positive finite float, got {v!r}")
+        v = self.gblend_every
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise TrainConfigError(f"gblend_every: expected a positive int, got {v!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -60,6 +60,7 @@ from torch.utils.data import DataLoader
 from mmfuse.data._base import DatasetSplits
 from mmfuse.errors import CheckpointError, TrainingError
 from mmfuse.io import atomic_write
+from mmfuse.training.balance import balance_callbacks, make_balancer
 from mmfuse.training.checkpoint import load_tree, save_checkpoint, save_tree
 from mmfuse.training.config import FitResult, TrainConfig, TrainConfigError
 from mmfuse.training.metrics import BatchView, collate_batch, evaluate, iter_batches, to_device
@@ -125,6 +126,7 @@ class FusionModule(L.LightningModule):
             from mmfuse.data.transforms import ModalityDropout
 
             self.dropout_transform = ModalityDropout(cfg.modality_dropout)
+        self.balancer = make_balancer(model, cfg)  # cfg.balance: None or mmfuse.training.balance
 
     def forward(self, inputs: dict[str, Tensor], masks: dict[str, Tensor] | None = None) -> Tensor:
         return self.model(inputs, masks)
@@ -167,8 +169,10 @@ class FusionModule(L.LightningModule):
             part = batch if n <= size else _rows(batch, start, start + size)
             if self.dropout_transform is not None:
                 part = self.dropout_transform(part)
-            out = self._step_model(part["inputs"], part["masks"])
-            loss = self.loss(out, part["label"])
+            if self.balancer is not None:
+                loss = self.balancer.training_loss(self.model, part)
+            else:
+                loss = self.loss(self._step_model(part["inputs"], part["masks"]), part["label"])
             opt.zero_grad()
             self.manual_backward(loss)
             opt.step()
@@ -186,6 +190,10 @@ class FusionModule(L.LightningModule):
         over processes when Lightning logs them."""
         source = self.trainer.callback_metrics if self.log_to_lightning else self.epoch_values
         return {k: float(source[k]) for k in ("train_loss", "val_loss", "val_accuracy") if k in source}
+
+    def on_after_backward(self) -> None:
+        if self.balancer is not None:
+            self.balancer.after_backward(self.model)
 
     def on_train_epoch_end(self) -> None:
         if self._train_n:
@@ -225,7 +233,7 @@ class FusionModule(L.LightningModule):
                 self._record("val_accuracy", self._val_correct / self._val_n)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        return torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
 
 
 #: minibatches per Lightning training step in a single-process fit (see
@@ -685,7 +693,7 @@ def fit(
             num_sanity_val_steps=0,
             log_every_n_steps=1,
             default_root_dir=str(out) if out is not None else None,
-            callbacks=[state, *extra, *callbacks],
+            callbacks=[*balance_callbacks(module.balancer, splits, cfg), state, *extra, *callbacks],
             plugins=[SafetensorsCheckpointIO()],
         )
         module.log_to_lightning = logger is not False or cfg.progress or trainer.world_size > 1
