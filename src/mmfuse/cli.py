@@ -77,6 +77,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, help="seeds of standard training (default 3)")
     p.add_argument("--modality-dropout", type=float, help="rate of the modality-dropout training variant (0: off)")
     p.add_argument("--dropout-seeds", type=int, help="seeds of the modality-dropout variant (default 1)")
+    p.add_argument("--balance", help="balanced-training variants of every fusion, comma-separated: aux, gblend, "
+                   "ogm_ge, mmpareto (default: none)")
     p.add_argument("--noise-scales", help="comma-separated test-time noise scales (default 0.5,1,2)")
     p.add_argument("--no-unimodal", action="store_true", help="skip the unimodal baselines")
     p.add_argument("--jobs", type=int, help="runs at the same time (default 2)")
@@ -157,6 +159,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         modality_dropout=args.modality_dropout,
         dropout_seeds=args.dropout_seeds,
+        balance=_csv_list(args.balance),
         noise_scales=_floats("--noise-scales", _csv_list(args.noise_scales)),
         unimodal=False if args.no_unimodal else None,
         jobs=args.jobs,

@@ -225,3 +225,18 @@ def test_missing_modality_is_scored_on_samples_that_keep_another() -> None:
     # without a, only samples whose b has a valid token remain; without b, those where a is present
     assert _others_present(ds, "a").tolist() == [True, False, True, False]
     assert _others_present(ds, "b").tolist() == [True, True, False, True]
+
+
+def test_balance_variants_run_and_are_reported_with_the_probe(tmp_path: Path) -> None:
+    cfg = _tiny(tmp_path / "res", fusions=["gated"], modality_dropout=0.0, plots=False, balance=["aux", "mmpareto"],
+                measure=MeasureConfig(noise_scales=(), intermediates_samples=0))
+    outcome = run_bench(cfg, executor=SerialExecutor(), console=_quiet())
+    assert outcome.failed == 0, [r.error for r in outcome.records]
+    variants = sorted(r.spec.variant_label for r in outcome.records if r.label == "gated")
+    assert variants == ["balance:aux", "balance:mmpareto", "standard"]
+    for r in outcome.records:
+        if r.label == "gated":  # every fused model gets the probe, balanced or not
+            assert set(r.measurement.probe) == {"x0", "x1"}
+            assert all(0.0 <= v <= 1.0 for v in r.measurement.probe.values())
+    html = (tmp_path / "res" / "report.html").read_text()
+    assert "<h2>Balanced training</h2>" in html and "balanced: aux" in html and "x0 inside (alone" in html

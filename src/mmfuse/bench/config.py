@@ -75,6 +75,9 @@ class BenchConfig:
         modality_dropout: rate of the modality-dropout training variant; ``0`` turns
             the variant off.
         dropout_seeds: seeds of the modality-dropout variant (fusions only).
+        balance: balanced-training variants of every fusion (``aux``, ``gblend``,
+            ``ogm_ge``, ``mmpareto``; see :mod:`mmfuse.training.balance`), each over
+            ``seeds`` seeds; off by default. Turns on the modality probe in the measurements.
         synthetic_tasks: tasks of the synthetic suite.
         data_seed: seed of the data splits (fixed across model seeds, so seeds measure
             training variance on one split).
@@ -109,6 +112,7 @@ class BenchConfig:
     seeds: int = 3
     modality_dropout: float = 0.3
     dropout_seeds: int = 1
+    balance: list[str] = field(default_factory=list)
     synthetic_tasks: list[str] = field(default_factory=lambda: list(SYNTHETIC_TASKS))
     data_seed: int = 0
     dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -162,6 +166,16 @@ class BenchConfig:
             if value < low:
                 raise BenchConfigError(f"{key}: expected an int >= {low}, got {value}")
         self.modality_dropout = check_fraction("modality_dropout", self.modality_dropout, error=BenchConfigError)
+        from mmfuse.training.config import BALANCE_METHODS
+
+        if isinstance(self.balance, str):
+            self.balance = [b for b in self.balance.split(",") if b]
+        if self.balance:
+            _check_list_of_str("balance", self.balance)
+        for method in self.balance:
+            if method not in BALANCE_METHODS:
+                raise BenchConfigError(f"balance: unknown method {method!r}: expected some of {list(BALANCE_METHODS)}")
+        self.balance = list(dict.fromkeys(self.balance))
         if isinstance(self.synthetic_tasks, str):
             self.synthetic_tasks = [t for t in self.synthetic_tasks.split(",") if t]
         _check_list_of_str("synthetic_tasks", self.synthetic_tasks)

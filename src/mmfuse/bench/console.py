@@ -55,7 +55,7 @@ def summary_tables(rows: Sequence[SummaryRow]) -> list[Table]:
             datasets.append(r.dataset)
     for ds in datasets:
         rs = [r for r in rows if r.dataset == ds]
-        mdrop = {r.model: r for r in rs if not r.standard}
+        mdrop = {r.model: r for r in rs if r.variant == "modality_dropout"}
         std = [r for r in rs if r.standard]
         sign = 1 if (std and std[0].higher_is_better) else -1
         std.sort(key=lambda r: (not r.unimodal, -sign * (r.score_mean if r.score_mean is not None else -sign * 1e9)))

@@ -129,7 +129,10 @@ def build_grid(
         skipped: a list the left-out strategies are appended to.
     """
     runs: list[BenchRun] = []
-    no_intermediates = MeasureConfig.from_json({**config.measure.to_json(), "intermediates_samples": 0})
+    measure = config.measure
+    if config.balance and not measure.probe:  # balancing is judged by what each modality learns inside
+        measure = MeasureConfig.from_json({**measure.to_json(), "probe": True})
+    no_intermediates = MeasureConfig.from_json({**measure.to_json(), "intermediates_samples": 0})
     for data in dataset_entries(config):
         models: list[ModelSpec] = []
         if config.unimodal:
@@ -148,13 +151,20 @@ def build_grid(
             variants: list[tuple[Variant, int, float]] = [(Variant.STANDARD, config.seeds, 0.0)]
             if model.unimodal is None and config.modality_dropout > 0 and config.dropout_seeds > 0:
                 variants.append((Variant.MODALITY_DROPOUT, config.dropout_seeds, config.modality_dropout))
-            for variant, n_seeds, rate in variants:
+            methods: list[str | None] = [None] * len(variants)
+            if model.unimodal is None:
+                for method in config.balance:
+                    variants.append((Variant.BALANCED, config.seeds, 0.0))
+                    methods.append(method)
+            for (variant, n_seeds, rate), method in zip(variants, methods, strict=True):
                 for seed in range(n_seeds):
-                    spec = ExperimentSpec(data=data, model=model,
-                                          train=config.train.replace(seed=seed, modality_dropout=rate))
+                    train = config.train.replace(seed=seed, modality_dropout=rate)
+                    if method is not None:
+                        train = train.replace(balance=method)
+                    spec = ExperimentSpec(data=data, model=model, train=train)
                     # what a gate or attention learned: one picture per strategy is enough
                     keep = model.unimodal is None and variant is Variant.STANDARD and seed == 0
-                    runs.append(BenchRun(spec=spec, measure=config.measure if keep else no_intermediates,
+                    runs.append(BenchRun(spec=spec, measure=measure if keep else no_intermediates,
                                          models_dir=models_dir))
     return runs
 

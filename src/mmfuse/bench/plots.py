@@ -137,7 +137,7 @@ def plot_accuracy(rows: Sequence[SummaryRow]) -> Figure | None:
             ax.set_xlim(0.0, 1.0)
         else:
             ax.set_xlim(min(0.0, min(acc)), max(a + e for a, e in zip(acc, err, strict=True)) * 1.05)
-        failed = sorted({r.model + ("" if r.standard else " +mdrop")
+        failed = sorted({r.model + ("" if r.standard else f" ({r.training})")
                          for r in rows if r.dataset == ds and r.n_failed})
         if failed:
             ax.text(0.01, 0.005, "failed runs: " + ", ".join(failed), transform=ax.transAxes, fontsize=7,
@@ -268,7 +268,7 @@ def plot_missing(rows: Sequence[SummaryRow]) -> Figure | None:
     for ds in datasets:
         std = [r for r in _ok(rows, ds) if r.missing]
         std.sort(key=lambda r: (not r.unimodal, r.model))
-        drop = {r.model: r for r in _ok(rows, ds, "modality_dropout") if r.missing}
+        drop = {r.model: r for r in _ok(rows, ds, "modality_dropout") if r.missing}  # balance rows: the report
         mods = sorted({m for r in std for m in r.missing})
         cols = ["clean"] + [f"no {m}" for m in mods]
         variants: list[tuple[str, dict[str, SummaryRow]]] = [("", {r.model: r for r in std})]

@@ -71,6 +71,7 @@ class SummaryRow:
     missing_worst: float | None = None
     noise_mean: dict[str, float | None] = field(default_factory=dict)
     noise: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    probe: dict[str, float | None] = field(default_factory=dict)
     best_unimodal: str | None = None
     best_unimodal_score: float | None = None
     gain: float | None = None
@@ -78,7 +79,16 @@ class SummaryRow:
     @property
     def standard(self) -> bool:
         """Trained the standard way (a fusion without modality dropout, or a unimodal baseline)."""
-        return self.variant != "modality_dropout"
+        return self.variant in ("standard", "unimodal")
+
+    @property
+    def training(self) -> str:
+        """How it was trained, in words."""
+        if self.variant == "modality_dropout":
+            return "modality dropout"
+        if self.variant.startswith("balance:"):
+            return f"balanced: {self.variant[8:]}"
+        return "standard"
 
     def better(self, a: float, b: float) -> bool:
         """``a`` is better than ``b`` in this row's metric."""
@@ -92,7 +102,7 @@ def summarize(records: Sequence[RunRecord]) -> list[SummaryRow]:
     """Summary rows (see the module docstring), in the order the runs first appear."""
     groups: dict[tuple[str, str, str], list[RunRecord]] = {}
     for rec in records:
-        groups.setdefault((rec.dataset, rec.label, rec.spec.variant.value), []).append(rec)
+        groups.setdefault((rec.dataset, rec.label, rec.spec.variant_label), []).append(rec)
 
     rows: list[SummaryRow] = []
     for (dataset, label, variant), recs in groups.items():
@@ -135,6 +145,7 @@ def summarize(records: Sequence[RunRecord]) -> list[SummaryRow]:
             missing_worst=worst,
             noise_mean={s: _mean(m.noise_mean.get(s) for m in ms) for s in scales},
             noise={k: {s: _mean(m.noise.get(k, {}).get(s) for m in ms) for s in scales} for k in noise_mods},
+            probe={k: _mean((m.probe or {}).get(k) for m in ms) for k in sorted({k for m in ms for k in (m.probe or {})})},
         ))
 
     best = best_unimodal(rows)

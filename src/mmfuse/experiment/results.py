@@ -145,6 +145,8 @@ class Measurement:
             (:func:`mmfuse.bench.attribution.modality_shapley`), when asked for.
         sample_scores: each test sample's score (1/0 correct for classification), in
             test order, when asked for.
+        probe: per modality, the test accuracy of a linear probe on its encoder's
+            output inside the fused model, when asked for.
     """
 
     metric: str
@@ -161,6 +163,7 @@ class Measurement:
     learned: Learned | None = None
     shapley: dict[str, Any] | None = None
     sample_scores: list[float] | None = None
+    probe: dict[str, float] | None = None
 
     @property
     def score(self) -> float | None:

@@ -338,6 +338,15 @@ def measure(trained: TrainedRun, config: MeasureConfig) -> Measurement:
         pred = predict_logits(model, test).argmax(dim=-1)
         sample_scores = (pred == test.labels).float().tolist()
 
+    probe = None
+    if config.probe and fused and splits.task in ("binary", "multiclass"):
+        try:
+            from mmfuse.training.balance import modality_probe_accuracy
+
+            probe = {k: float(v) for k, v in modality_probe_accuracy(model, splits).items()}
+        except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+            errors["probe"] = f"{type(exc).__name__}: {exc}"
+
     learned = None
     if config.intermediates_samples > 0 and trained.spec.model.unimodal is None:
         fusion = getattr(model, "fusion", None)
@@ -358,6 +367,7 @@ def measure(trained: TrainedRun, config: MeasureConfig) -> Measurement:
         learned=learned,
         shapley=shapley,
         sample_scores=sample_scores,
+        probe=probe,
     )
 
 

@@ -80,6 +80,7 @@ class Variant(str, Enum):
     STANDARD = "standard"
     UNIMODAL = "unimodal"
     MODALITY_DROPOUT = "modality_dropout"
+    BALANCED = "balanced"
 
 
 @dataclass(frozen=True)
@@ -232,9 +233,17 @@ class ExperimentSpec:
     def variant(self) -> Variant:
         if self.model.unimodal is not None:
             return Variant.UNIMODAL
+        if getattr(self.train, "balance", None):
+            return Variant.BALANCED
         if self.train.modality_dropout > 0:
             return Variant.MODALITY_DROPOUT
         return Variant.STANDARD
+
+    @property
+    def variant_label(self) -> str:
+        """The variant as tables group it: ``balance:<method>`` for each balancing method."""
+        v = self.variant
+        return f"balance:{self.train.balance}" if v is Variant.BALANCED else v.value
 
     @property
     def label(self) -> str:
@@ -303,6 +312,9 @@ class MeasureConfig:
             fusion contract's presence masks (fusions of classification tasks only).
         sample_scores: keep each test sample's score (correctness for classification),
             for paired significance tests between strategies.
+        probe: the accuracy of each modality inside a fused model: a linear probe on
+            its encoder's frozen output, fitted on the train split
+            (:func:`mmfuse.training.balance.modality_probe_accuracy`).
     """
 
     noise_scales: tuple[float, ...] = (0.5, 1.0, 2.0)
@@ -311,6 +323,7 @@ class MeasureConfig:
     missing: bool = True
     attribution: bool = True
     sample_scores: bool = True
+    probe: bool = False
 
     def __post_init__(self) -> None:
         scales = self.noise_scales
@@ -325,14 +338,14 @@ class MeasureConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ConfigError(f"{name}: expected an int >= {low}, got {v!r}")
-        for name in ("missing", "attribution", "sample_scores"):
+        for name in ("missing", "attribution", "sample_scores", "probe"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
 
     def to_json(self) -> dict[str, Any]:
         return {"noise_scales": list(self.noise_scales), "intermediates_samples": self.intermediates_samples,
                 "throughput_batch": self.throughput_batch, "missing": self.missing,
-                "attribution": self.attribution, "sample_scores": self.sample_scores}
+                "attribution": self.attribution, "sample_scores": self.sample_scores, "probe": self.probe}
 
     @classmethod
     def from_json(cls, data: Any) -> MeasureConfig:
