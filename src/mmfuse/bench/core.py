@@ -222,6 +222,15 @@ def run_bench(
     env = environment()
     code = {"mmfuse": env["versions"]["mmfuse"], "git_commit": env["git_commit"],
             "git_dirty_src": env["git_dirty_src"]}
+    # the interaction diagnoses run in a thread of this process while the grid runs elsewhere
+    pending_diagnoses: dict[str, Any] = {}
+    diag_pool = None
+    if config.diagnose:
+        from concurrent.futures import ThreadPoolExecutor
+
+        diag_pool = ThreadPoolExecutor(1, thread_name_prefix="mmfuse-diagnose")
+        for data in {r.spec.data.display: r.spec.data for r in runs}.values():
+            pending_diagnoses[data.display] = diag_pool.submit(diagnose, data, store.root / "diagnosis")
     n_failed_now = n_trained = 0
     if todo:
         prog = make_progress(console) if progress else None
@@ -242,6 +251,10 @@ def run_bench(
                     if prog is not None and task is not None:
                         prog.update(task, advance=1, failed=n_failed_now,
                                     description=f"{record.label} · {record.dataset}")
+        except BaseException:
+            if diag_pool is not None:  # interrupted: do not wait for the diagnoses not yet started
+                diag_pool.shutdown(wait=False, cancel_futures=True)
+            raise
         finally:
             if prog:
                 prog.stop()
@@ -250,12 +263,13 @@ def run_bench(
     records = [latest[r.key] for r in runs if r.key in latest]
     rows = summarize(records)
     diagnoses: dict[str, Any] = {}
-    if config.diagnose:
-        for data in {r.spec.data.display: r.spec.data for r in runs}.values():
-            try:
-                diagnoses[data.display] = diagnose(data, store.root / "diagnosis")
-            except Exception as exc:  # noqa: BLE001 - a diagnosis that fails is said, the rest goes on
-                console.print(f"[yellow]no interaction diagnosis for {data.display}: {type(exc).__name__}: {exc}")
+    for label, fut in pending_diagnoses.items():
+        try:
+            diagnoses[label] = fut.result()
+        except Exception as exc:  # noqa: BLE001 - a diagnosis that fails is said, the rest goes on
+            console.print(f"[yellow]no interaction diagnosis for {label}: {type(exc).__name__}: {exc}")
+    if diag_pool is not None:
+        diag_pool.shutdown()
     found = verdicts(records, rows, diagnoses=diagnoses, skipped=skipped)
     versions: list[dict[str, Any]] = []
     for r in records:

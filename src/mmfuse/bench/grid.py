@@ -92,7 +92,7 @@ HIERARCHICAL_DEFAULTS: dict[str, Any] = {
 def _hierarchical_options(config: BenchConfig, data: DataSpec,
                           groups_of: Callable[[DataSpec], GroupChoice] | None) -> tuple[dict[str, Any] | None, str]:
     """Options of ``hierarchical`` on ``data``, or ``(None, reason)`` to skip it there."""
-    user = dict(config.fusion_options.get("hierarchical", {}))
+    user = config.fusion_options_for("hierarchical")
     if "groups" in user:
         return user, ""
     if groups_of is None:
@@ -139,7 +139,7 @@ def build_grid(
             models += [ModelSpec(fusion=None, unimodal=m, hidden_dim=config.hidden_dim)
                        for m in sorted(modalities_of(data))]
         for f in fusions:
-            options: dict[str, Any] | None = dict(config.fusion_options.get(f, {}))
+            options: dict[str, Any] | None = config.fusion_options_for(f)
             if f == "hierarchical":
                 options, reason = _hierarchical_options(config, data, groups_of)
                 if options is None:
@@ -158,7 +158,7 @@ def build_grid(
                     methods.append(method)
             for (variant, n_seeds, rate), method in zip(variants, methods, strict=True):
                 for seed in range(n_seeds):
-                    train = config.train.replace(seed=seed, modality_dropout=rate)
+                    train = config.train_for(data.display).replace(seed=seed, modality_dropout=rate)
                     if method is not None:
                         train = train.replace(balance=method)
                     spec = ExperimentSpec(data=data, model=model, train=train)

@@ -414,6 +414,9 @@ def plot_attention(records: Sequence[RunRecord]) -> list[Figure]:
                     else:
                         ax.tick_params(axis=axis, labelsize=6)
                 ax.set_title(f"{model} [{key}]\n{sub}" if j == 0 else sub, fontsize=7)
+                q_side, _, k_side = key.split("/")[0].partition("->")
+                ax.set_ylabel(f"query tokens ({q_side})" if k_side else "query tokens", fontsize=6)
+                ax.set_xlabel(f"key tokens ({k_side})" if k_side else "key tokens", fontsize=6)
                 if j == len(panels) - 1:
                     fig.colorbar(im, ax=ax, shrink=0.7).ax.tick_params(labelsize=6)
         fig.suptitle(f"{ds}: attention (query rows x key columns), averaged over heads", fontsize=10)

@@ -200,7 +200,7 @@ def _verdict(v: DatasetVerdict) -> str:
                      f" <span class='muted{cls}'>({_e(v.recommendation.test)})</span></p>")
     elif v.problem:
         parts.append(f"<p class='rec muted'>No recommendation: {_e(v.problem)}.</p>")
-    if v.diagnosis is not None:
+    if v.diagnosis is not None and v.recommendation is None:  # a recommendation quotes it already
         parts.append(f"<p class='muted'>Interactions in the data (partial information decomposition, "
                      f"{_e(v.diagnosis.method)}): {_e(v.diagnosis.sentence())}.</p>")
     for s in v.skipped:

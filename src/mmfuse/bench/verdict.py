@@ -82,10 +82,17 @@ def diagnose(data: DataSpec, folder: str | Path) -> InteractionDiagnosis | None:
             return InteractionDiagnosis.from_json(json.loads(path.read_text()))
         except (ValueError, KeyError, TypeError):
             path.unlink(missing_ok=True)  # a damaged entry is computed again
+    import torch
+
     splits = load_data(data)
     if len(splits.modalities) < 2 or splits.task not in ("binary", "multiclass"):
         return None
-    result = diagnose_interactions(splits)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # it runs beside the grid's workers
+    try:
+        result = diagnose_interactions(splits)
+    finally:
+        torch.set_num_threads(threads)
     atomic_write(path, json.dumps(result.to_json(), indent=1))
     return result
 

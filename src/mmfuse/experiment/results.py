@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mmfuse.errors import ConfigError
-from mmfuse.experiment.specs import SPEC_SCHEMA, ExperimentSpec, MeasureConfig, measure_key
+from mmfuse.experiment.specs import (
+    SPEC_SCHEMA,
+    ExperimentSpec,
+    MeasureConfig,
+    fields_of,
+    measure_key,
+)
 
 __all__ = [
     "AttentionSummary",
@@ -42,13 +48,8 @@ def _finite(x: Any) -> Any:
 
 
 def _build(cls: type, data: Any, where: str) -> Any:
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown field {unknown[0]!r}: expected one of {sorted(names)}")
-    return cls(**data)
+    """An instance of dataclass ``cls`` from the mapping ``data``, refusing unknown names."""
+    return cls(**fields_of(cls, data, where))
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _fields(cls: type, data: Any, where: str) -> dict[str, Any]:
+def fields_of(cls: type, data: Any, where: str) -> dict[str, Any]:
     """``data`` as keyword arguments of dataclass ``cls``, refusing unknown names."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
@@ -141,7 +141,7 @@ class DataSpec:
 
     @classmethod
     def from_json(cls, data: Any) -> DataSpec:
-        return cls(**_fields(cls, data, "data"))
+        return cls(**fields_of(cls, data, "data"))
 
 
 @dataclass(frozen=True)
@@ -201,14 +201,14 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, data: Any) -> ModelSpec:
-        d = _fields(cls, data, "model")
+        d = fields_of(cls, data, "model")
         if d.get("modalities") is not None:
             d["modalities"] = tuple(d["modalities"])
         return cls(**d)
 
 
 def _train_from_json(data: Any) -> TrainConfig:
-    d = _fields(TrainConfig, data, "train")
+    d = fields_of(TrainConfig, data, "train")
     return TrainConfig(**d)
 
 
@@ -274,7 +274,7 @@ class ExperimentSpec:
         if data.get("schema") != SPEC_SCHEMA:
             raise ConfigError(f"experiment spec: schema {data.get('schema')!r} is not {SPEC_SCHEMA} (written by "
                               "another version of mmfuse): re-run it with this version")
-        d = _fields(cls, {k: v for k, v in data.items() if k != "schema"}, "experiment spec")
+        d = fields_of(cls, {k: v for k, v in data.items() if k != "schema"}, "experiment spec")
         return cls(data=DataSpec.from_json(d["data"]), model=ModelSpec.from_json(d["model"]),
                    train=_train_from_json(d["train"]))
 
@@ -349,7 +349,7 @@ class MeasureConfig:
 
     @classmethod
     def from_json(cls, data: Any) -> MeasureConfig:
-        d = _fields(cls, data, "measure")
+        d = fields_of(cls, data, "measure")
         if "noise_scales" in d:
             d["noise_scales"] = tuple(d["noise_scales"])
         return cls(**d)

@@ -511,7 +511,7 @@ class MultiheadCrossAttentionFusion(Fusion):
             others = tuple(m for m in self.modalities if m != mod)
             context, key_mask = _concat_tokens(tokens, masks, others)
             x, q_mask = tokens[mod], masks[mod]
-            if self.mode == "query":
+            if self.mode == "query" and not batch.all_present:  # no mask given: no query can be missing
                 x, q_mask = _query_or_context_mean(x, q_mask, batch.presence(mod), context, key_mask)
             y, weights, slot = self._block(mod, x, context, key_mask, need_intermediates)
             if weights is not None and slot is not None:

@@ -158,9 +158,9 @@ class FiLMFusion(Fusion):
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
         """``(b, d_out)``; gamma/beta of every link in the intermediates."""
         h = {m: self.proj[m](batch.pooled(m)) for m in self.modalities}
-        # a missing modality: the mean of the present ones' projections
-        fill = masked_mean(torch.stack([h[m] for m in self.modalities], dim=1), batch.present, dim=1)
-        h = {m: torch.where(batch.presence(m).unsqueeze(-1), h[m], fill) for m in self.modalities}
+        if not batch.all_present:  # a missing modality: the mean of the present ones' projections
+            fill = masked_mean(torch.stack([h[m] for m in self.modalities], dim=1), batch.present, dim=1)
+            h = {m: torch.where(batch.presence(m).unsqueeze(-1), h[m], fill) for m in self.modalities}
         gammas: dict[str, Tensor] = {}
         betas: dict[str, Tensor] = {}
         if self.mode == "chain":
