@@ -17,7 +17,7 @@ from rich.progress import (
 from rich.table import Table
 
 from mmfuse.bench.report import fmt_num, fmt_si
-from mmfuse.bench.summary import SummaryRow
+from mmfuse.bench.summary import SummaryRow, datasets_of
 from mmfuse.bench.verdict import DatasetVerdict
 
 __all__ = ["default_console", "make_progress", "print_summary", "summary_tables"]
@@ -49,11 +49,7 @@ def make_progress(console: Console) -> Progress:
 def summary_tables(rows: Sequence[SummaryRow]) -> list[Table]:
     """One table per dataset: standard-training rows, with the modality-dropout variant as extra columns."""
     tables = []
-    datasets: list[str] = []
-    for r in rows:
-        if r.dataset not in datasets:
-            datasets.append(r.dataset)
-    for ds in datasets:
+    for ds in datasets_of(rows):
         rs = [r for r in rows if r.dataset == ds]
         mdrop = {r.model: r for r in rs if r.variant == "modality_dropout"}
         std = [r for r in rs if r.standard]
@@ -96,16 +92,9 @@ def print_summary(console: Console, rows: Sequence[SummaryRow],
                   found: Mapping[str, DatasetVerdict] | None = None) -> None:
     """The tables, each followed by its dataset's recommendation."""
     found = found or {}
-    for ds, t in zip(_datasets(rows), summary_tables(rows), strict=True):
+    for ds, t in zip(datasets_of(rows), summary_tables(rows), strict=True):
         console.print(t)
         if ds in found and found[ds].sentences():
             console.print(f"[bold]→ {ds}:[/] {found[ds].sentences()}", highlight=False)
         console.print()
 
-
-def _datasets(rows: Sequence[SummaryRow]) -> list[str]:
-    out: list[str] = []
-    for r in rows:
-        if r.dataset not in out:
-            out.append(r.dataset)
-    return out

@@ -23,7 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import FuncFormatter, LogLocator
 
-from mmfuse.bench.summary import SummaryRow
+from mmfuse.bench.summary import SummaryRow, datasets_of
 from mmfuse.experiment.results import Learned, RunRecord
 from mmfuse.io import atomic_write
 
@@ -86,11 +86,7 @@ def write_plots(figures: Sequence[Figure], folder: str | Path) -> list[Path]:
 
 
 def _datasets(rows: Sequence[SummaryRow]) -> list[str]:
-    out: list[str] = []
-    for r in rows:
-        if r.dataset not in out:
-            out.append(r.dataset)
-    return out
+    return datasets_of(rows)
 
 
 def _ok(rows: Sequence[SummaryRow], dataset: str, variant: str = "standard") -> list[SummaryRow]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mmfuse.bench.plots import Figure
-from mmfuse.bench.summary import SummaryRow
+from mmfuse.bench.summary import SummaryRow, datasets_of
 from mmfuse.bench.verdict import DatasetVerdict
 from mmfuse.experiment.results import RunRecord
 from mmfuse.io import atomic_write
@@ -212,10 +212,7 @@ def write_report(path: str | Path, rows: Sequence[SummaryRow], records: Sequence
                  figures: Sequence[Figure], meta: Mapping[str, Any],
                  found: Mapping[str, DatasetVerdict] | None = None) -> Path:
     """Write the report to ``path`` (atomically) and return it."""
-    datasets: list[str] = []
-    for r in rows:
-        if r.dataset not in datasets:
-            datasets.append(r.dataset)
+    datasets = datasets_of(rows)
     failed = [r for r in records if not r.ok]
     n_ok = len(records) - len(failed)
     parts = [

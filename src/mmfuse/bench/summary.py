@@ -19,7 +19,7 @@ from typing import Any
 
 from mmfuse.experiment.results import RunRecord
 
-__all__ = ["SummaryRow", "best_unimodal", "mean_std", "summarize"]
+__all__ = ["SummaryRow", "best_unimodal", "datasets_of", "mean_std", "summarize"]
 
 
 def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
@@ -145,7 +145,8 @@ def summarize(records: Sequence[RunRecord]) -> list[SummaryRow]:
             missing_worst=worst,
             noise_mean={s: _mean(m.noise_mean.get(s) for m in ms) for s in scales},
             noise={k: {s: _mean(m.noise.get(k, {}).get(s) for m in ms) for s in scales} for k in noise_mods},
-            probe={k: _mean((m.probe or {}).get(k) for m in ms) for k in sorted({k for m in ms for k in (m.probe or {})})},
+            probe={k: _mean(m.probe.get(k) for m in ms if m.probe is not None)
+                   for k in sorted({k for m in ms if m.probe is not None for k in m.probe})},
         ))
 
     best = best_unimodal(rows)
@@ -159,6 +160,11 @@ def summarize(records: Sequence[RunRecord]) -> list[SummaryRow]:
             diff = row.score_mean - ref.score_mean
             row.gain = diff if row.higher_is_better else -diff
     return rows
+
+
+def datasets_of(rows: Sequence[SummaryRow]) -> list[str]:
+    """The datasets of ``rows``, in the order they first appear."""
+    return list(dict.fromkeys(r.dataset for r in rows))
 
 
 def best_unimodal(rows: Sequence[SummaryRow]) -> dict[str, SummaryRow]:
