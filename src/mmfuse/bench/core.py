@@ -271,6 +271,14 @@ def run_bench(
     if diag_pool is not None:
         diag_pool.shutdown()
     found = verdicts(records, rows, diagnoses=diagnoses, skipped=skipped)
+    schemas: dict[str, str] = {}
+    for data in {r.spec.data.display: r.spec.data for r in runs}.values():
+        if data.name == "table":  # a user's table: the report says which file and how it was read
+            from mmfuse.experiment import load_data
+
+            schema = load_data(data).info.get("schema")
+            if schema is not None and hasattr(schema, "render"):
+                schemas[data.display] = schema.render()
     versions: list[dict[str, Any]] = []
     for r in records:
         if r.code is not None and r.code not in versions:
@@ -294,6 +302,7 @@ def run_bench(
                            "after one warm-up batch, torch threads per run as recorded.",
         "code_versions": versions,
         "verdicts": {k: v.to_json() for k, v in found.items()},
+        "schemas": schemas,
         **env,
     }
     files = write_outputs(config, rows, records, meta, found)

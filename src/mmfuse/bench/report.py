@@ -239,6 +239,12 @@ def write_report(path: str | Path, rows: Sequence[SummaryRow], records: Sequence
         for ds in datasets:
             if ds in found:
                 parts.append(f"<h3>{_e(ds)}</h3>{_verdict(found[ds])}")
+    schemas = meta.get("schemas") or {}
+    if schemas:
+        parts.append("<h2>Data</h2><p>How each table was read: every column's kind, modality and missing rate, "
+                     "the task, and the split sizes (the same as <code>mmfuse data inspect</code>).</p>")
+        for ds, text in schemas.items():
+            parts.append(f"<h3>{_e(ds)}</h3><pre>{_e(text)}</pre>")
     parts.append("<h2>Summary</h2><p>Scores (the task's main metric, e.g. accuracy) are means ± standard "
                  "deviation over seeds on the test split. <b>Gain</b> is how much better the mean score is than "
                  "that of the best unimodal baseline of "

@@ -98,7 +98,9 @@ def diagnose(data: DataSpec, folder: str | Path) -> InteractionDiagnosis | None:
 
 
 def _strategy_results(records: Sequence[RunRecord], rows: Mapping[str, SummaryRow]) -> list[StrategyResult]:
-    """One StrategyResult per fusion, over the seeds every fusion has."""
+    """One StrategyResult per fusion, over the seeds every fusion has. A metric where lower
+    is better (a regression's RMSE) is compared through R^2, whose per-sample terms the
+    measurement keeps; robustness is then left out (it is measured in RMSE)."""
     by_model: dict[str, dict[int, RunRecord]] = {}
     for r in records:
         if r.ok and r.measurement is not None and r.measurement.sample_scores is not None:
@@ -111,16 +113,19 @@ def _strategy_results(records: Sequence[RunRecord], rows: Mapping[str, SummaryRo
     out = []
     for name, recs in by_model.items():
         row = rows.get(name)
+        higher = recs[seeds[0]].measurement.higher_is_better  # type: ignore[union-attr]
         noise = None
-        if row is not None and row.noise_mean:
+        if row is not None and row.noise_mean and higher:
             noise = row.noise_mean[max(row.noise_mean, key=float)]
+        key = None if higher else "r2"
         out.append(StrategyResult(
             name=name,
-            seed_scores=[float(recs[s].measurement.score) for s in seeds],  # type: ignore[union-attr, arg-type]
+            seed_scores=[float(recs[s].measurement.score if key is None  # type: ignore[union-attr, arg-type]
+                               else recs[s].measurement.metrics[key]) for s in seeds],  # type: ignore[union-attr]
             sample_scores=[recs[s].measurement.sample_scores for s in seeds],  # type: ignore[union-attr, misc]
             params=int(recs[seeds[0]].training.params),  # type: ignore[union-attr]
             train_time_s=sum(recs[s].training.train_time_s for s in seeds) / len(seeds),  # type: ignore[union-attr]
-            worst_missing=row.missing_worst if row is not None else None,
+            worst_missing=row.missing_worst if row is not None and higher else None,
             noise=noise,
         ))
     return out
@@ -146,7 +151,8 @@ def verdicts(
                  and r.spec.variant.value == "standard"]
         row_of = {row.model: row for row in rows if row.dataset == ds and row.standard}
         results = _strategy_results(fused, row_of)
-        metric = next((r.measurement.metric for r in fused if r.measurement is not None), "accuracy")
+        metric = next((r.measurement.metric if r.measurement.higher_is_better else "r2"
+                       for r in fused if r.measurement is not None), "accuracy")
         if not results:
             v.problem = "no fusion has per-sample test scores (failed runs, or a task without them)"
         else:

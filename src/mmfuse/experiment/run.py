@@ -332,11 +332,17 @@ def measure(trained: TrainedRun, config: MeasureConfig) -> Measurement:
         except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
             errors["attribution"] = f"{type(exc).__name__}: {exc}"
     sample_scores = None
-    if config.sample_scores and splits.task in ("binary", "multiclass"):
+    if config.sample_scores and splits.task in ("binary", "multiclass", "regression"):
         from mmfuse.training.metrics import predict_logits
 
-        pred = predict_logits(model, test).argmax(dim=-1)
-        sample_scores = (pred == test.labels).float().tolist()
+        out = predict_logits(model, test)
+        if splits.task == "regression":
+            # 1 - e^2 / var per sample: its mean over the test split is R^2 (averaged over targets)
+            y = test.labels.float()
+            var = y.var(dim=0, unbiased=False).clamp_min(1e-12)
+            sample_scores = (1 - ((out - y) ** 2 / var)).mean(dim=1).tolist()
+        else:
+            sample_scores = (out.argmax(dim=-1) == test.labels).float().tolist()
 
     probe = None
     if config.probe and fused and splits.task in ("binary", "multiclass"):
