@@ -611,3 +611,22 @@ def test_cli_encoder_flag_trains_and_benches_on_cached_embeddings(bert_dir: Path
                  "epochs=1", "hidden_dim=16"]) == 0
     run = json.loads((bench / "runs.jsonl").read_text().splitlines()[0])
     assert run["status"] == "ok" and run["spec"]["data"]["encoders"] == {"text": f"hf:{bert_dir}"}
+
+
+def test_cli_image_encoder_on_avdigits(vit_dir: Path, data_root: Path, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--encoder image=hf:<tiny ViT folder>`` on avdigits through mmfuse train and mmfuse bench."""
+    import json
+
+    from mmfuse.cli import main
+
+    monkeypatch.setenv("MMFUSE_CACHE", str(tmp_path / "cache"))
+    common = ["--dataset", "avdigits", "--encoder", f"image=hf:{vit_dir}", "epochs=1", "hidden_dim=16"]
+    assert main(["train", "--fusion", "early", "--out", str(tmp_path / "run"), *common, "progress=false"]) == 0
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "ok"
+    bench = tmp_path / "bench"
+    assert main(["bench", "--fusions", "early", "--seeds", "1", "--modality-dropout", "0", "--no-unimodal",
+                 "--executor", "serial", "--out", str(bench), "--no-plots", "--no-report", "--no-progress",
+                 "diagnose=false", "measure.attribution=false", *common]) == 0
+    (run,) = [json.loads(line) for line in (bench / "runs.jsonl").read_text().splitlines()]
+    assert run["status"] == "ok" and run["spec"]["data"]["encoders"] == {"image": f"hf:{vit_dir}"}
