@@ -54,6 +54,8 @@ def _add_common(p: argparse.ArgumentParser, *, bench: bool) -> None:
                      "text/image/audio/embedding column its own)")
     own.add_argument("--task", choices=["binary", "multiclass", "multilabel", "regression"],
                      help="the task (default: inferred from the target)")
+    own.add_argument("--exclude", metavar="COL", action="append", default=[],
+                     help="a column not to use (repeat), e.g. one that leaks the target")
     p.add_argument("--encoder", metavar="MODALITY=NAME", action="append", default=[],
                    help="a pretrained encoder for a modality: hf:<model or folder> or timm:<model>, options after "
                    "commas (frozen (default), finetune, finetune_last=N, tokens); repeat for several")
@@ -111,7 +113,8 @@ def _table(args: argparse.Namespace) -> dict[str, object] | None:
     from mmfuse.errors import ConfigError
 
     if args.data is None:
-        for flag, value in (("--target", args.target), ("--modality", args.modality), ("--task", args.task)):
+        for flag, value in (("--target", args.target), ("--modality", args.modality), ("--task", args.task),
+                            ("--exclude", args.exclude)):
             if value:
                 raise ConfigError(f"{flag}: only with --data PATH (your own table)")
         return None
@@ -128,7 +131,8 @@ def _table(args: argparse.Namespace) -> dict[str, object] | None:
             raise ConfigError(f"--modality {item!r}: expected NAME=COL[,COL...]")
         modalities[name.strip()] = [c.strip() for c in cols.split(",") if c.strip()]
     target = [t.strip() for t in args.target.split(",")] if "," in args.target else args.target
-    return table_options(args.data, target=target, modalities=modalities or None, task=args.task)
+    return table_options(args.data, target=target, modalities=modalities or None, task=args.task,
+                         exclude=tuple(args.exclude))
 
 
 def _encoders(args: argparse.Namespace) -> dict[str, str]:
