@@ -151,15 +151,22 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: the model config must be a JSON object, got {type(config).__name__}")
     _, header = _read_header(Path(path), raw)
+    skeleton: nn.Module | None = None
     try:
         with torch.device("meta"):  # the architecture only: no memory allocated
             skeleton = build_model_from_config(config)
     except MmfuseError as err:
         raise CheckpointError(f"{path}: the model config is invalid ({err})") from err
-    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, NotImplementedError) as err:
+    except RuntimeError as err:
+        # a pretrained backbone loads its own weights and cannot be built on the meta device;
+        # its size is the pretrained model's, and the full build below checks the weights
+        if "meta" not in str(err):
+            raise CheckpointError(f"{path}: the model config is invalid ({type(err).__name__}: {err})") from err
+    except (KeyError, TypeError, ValueError, AttributeError, NotImplementedError) as err:
         raise CheckpointError(f"{path}: the model config is invalid ({type(err).__name__}: {err})") from err
-    _check_shapes(path, skeleton.state_dict(), header)
-    del skeleton
+    if skeleton is not None:
+        _check_against_header(path, skeleton, header)
+        del skeleton
     model = build_model_from_config(config)
     try:
         model.load_state_dict(_tensors(path, raw), strict=True)
@@ -171,6 +178,25 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
 _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
            "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
            "BOOL": torch.bool}
+
+
+def _check_against_header(path: str | os.PathLike[str], skeleton: nn.Module, header: Mapping[str, Any]) -> None:
+    """The file's tensors fit the meta-device ``skeleton``: loaded as meta tensors of the
+    header's shapes (so the modules' own key conversions, e.g. 0.1 ``Mlp`` names, apply),
+    else explained tensor by tensor by :func:`_check_shapes`."""
+    metas = {}
+    for name, entry in header.items():
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        dtype = _DTYPES.get(entry.get("dtype")) if isinstance(entry, dict) else None
+        if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape) or dtype is None:
+            _check_shapes(path, skeleton.state_dict(), header)
+            raise CheckpointError(f"{path}: {name}: not a tensor entry the model can hold ({entry!r})")
+        metas[name] = torch.empty(shape, dtype=dtype, device="meta")
+    try:
+        skeleton.load_state_dict(metas, strict=True, assign=True)
+    except (RuntimeError, MmfuseError):
+        _check_shapes(path, skeleton.state_dict(), header)
+        raise
 
 
 def _check_shapes(path: str | os.PathLike[str], expected: Mapping[str, Tensor], header: Mapping[str, Any]) -> None:
