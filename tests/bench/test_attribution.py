@@ -78,7 +78,8 @@ def test_sampled_estimate_is_close_to_exact_and_efficient() -> None:
     assert not sampled.exact and sampled.num_permutations == 400
     assert sum(sampled.values.values()) == pytest.approx(exact.v_full - exact.v_empty)
     for m in mods:
-        assert abs(sampled.values[m] - exact.values[m]) <= 4 * sampled.stderr[m] + 1e-9
+        # float sums in set order (string hashing varies per process): allow rounding, not error
+        assert abs(sampled.values[m] - exact.values[m]) <= 4 * sampled.stderr[m] + 1e-6
     assert exact.values["m0"] == pytest.approx(float(w[0]) + 0.25)
     assert exact.interactions["m0|m1"] == pytest.approx(0.5)
     assert sampled.interactions["m0|m1"] == pytest.approx(0.5)  # the pair term is constant here
