@@ -38,3 +38,4 @@ def test_lazy_names_are_the_real_ones() -> None:
     assert mmfuse.create_fusion is create_fusion and mmfuse.data.from_table is from_table
     assert set(mmfuse.__all__) <= set(dir(mmfuse))
     assert "synthetic" in mmfuse.list_datasets()
+    assert mmfuse.fusions.create_fusion is create_fusion  # subpackages are attributes, as before

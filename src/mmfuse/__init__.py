@@ -29,16 +29,24 @@ _LAZY = {
 }
 
 
+#: subpackages reachable as attributes (``mmfuse.fusions``), imported on first use
+_SUBMODULES = ("bench", "data", "encoders", "experiment", "functional", "fusions", "io", "layers", "models",
+               "training")
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'mmfuse' has no attribute {name!r}")
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"mmfuse.{name}")
+    else:
+        raise AttributeError(f"module 'mmfuse' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
 
 
 __all__ = [
