@@ -325,7 +325,7 @@ class _Parser(argparse.ArgumentParser):
                 known += [o for a in p._actions for o in a.option_strings]
         hints = []
         for flag in bad:
-            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+            close = difflib.get_close_matches(flag, [k for k in known if k != flag], n=1, cutoff=0.6)
             if close:
                 hints.append(f"{flag}: did you mean {close[0]}?")
             elif flag.startswith("--") and "=" not in flag:
@@ -360,8 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.settings = [*args.settings, *settings]
     elif settings:
         unknown = extra
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if unknown:  # the command's own parser, so suggestions come from its flags only
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.func(args) or 0)
     except MmfuseError as exc:

@@ -159,7 +159,8 @@ class BenchConfig:
         for name in self.datasets:
             for n in (builtin if name == "all" else [name]):
                 if n not in choices:
-                    raise BenchConfigError(f"datasets: unknown dataset {n!r}: expected one of {[*choices, 'all']}")
+                    raise BenchConfigError(f"datasets: unknown dataset {n!r}: expected one of {[*builtin, 'all']} "
+                                           "(or --data PATH for your own table)")
                 if n not in expanded:
                     expanded.append(n)
         if not expanded:

@@ -163,7 +163,10 @@ def _loader_options(dataset: str) -> list[str] | None:
 
     names = list_datasets()
     if dataset not in names:
-        raise ConfigError(f"unknown dataset {dataset!r}: expected one of {names}")
+        from mmfuse.data import USER_DATASETS
+
+        builtin = [n for n in names if n not in USER_DATASETS]
+        raise ConfigError(f"unknown dataset {dataset!r}: expected one of {builtin} (or --data PATH for your own table)")
     params = inspect.signature(data_base._DATASETS[dataset]).parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return None
