@@ -116,3 +116,72 @@ def test_one_epoch_over_a_folder_keeps_peak_memory_far_below_its_size(tmp_path: 
     grown = out["peak"] - out["before"]  # peak RSS during the epoch (statistics pass included) above the start
     print(f"data {data_bytes / 2**20:.0f} MiB, peak RSS growth while iterating {grown / 2**20:.0f} MiB")
     assert grown < data_bytes / 4, (grown, data_bytes)
+
+
+def test_fit_trains_on_a_streamed_folder_with_bounded_memory(tmp_path: Path) -> None:
+    """A Parquet folder read as a stream trains a fusion with ``fit`` (one epoch); the process's
+    peak memory grows far less than the folder's size, and the model learns the label."""
+    files, rows, cols = 6, 60_000, 32
+    folder = tmp_path / "train"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+
+    def table(n: int) -> pa.Table:
+        x = rng.standard_normal((n, cols))
+        label = ((x[:, 0] + x[:, cols // 2]) > 0).astype(np.int64)  # needs both modalities
+        return pa.table({**{f"x{j}": x[:, j] for j in range(cols)}, "label": label})
+
+    for f in range(files):
+        pq.write_table(table(rows), folder / f"part-{f}.parquet", row_group_size=5_000, compression="none")
+    pq.write_table(table(2_000), tmp_path / "val.parquet")
+    pq.write_table(table(2_000), tmp_path / "test.parquet")
+    data_bytes = files * rows * (cols * 8 + 8)
+    script = textwrap.dedent(f"""
+        import json
+        from mmfuse.data import DatasetSplits
+        from mmfuse.data.stream import ParquetStream
+        from mmfuse.models import build_model
+        from mmfuse.training import TrainConfig, evaluate, fit
+        import pyarrow, pyarrow.parquet, pyarrow.dataset  # noqa: F401
+        def status(key):
+            with open("/proc/self/status") as f:
+                return next(int(line.split()[1]) for line in f if line.startswith(key)) * 1024
+        mods = {{"a": [f"x{{j}}" for j in range({cols // 2})], "b": [f"x{{j}}" for j in range({cols // 2}, {cols})]}}
+        train = ParquetStream({str(folder)!r}, target="label", modalities=mods, batch_size=256, shuffle=True)
+        side = lambda p: ParquetStream(p, target="label", modalities=mods, stats=train.stats).to_dataset()
+        splits = DatasetSplits("big", train, side({str(tmp_path / 'val.parquet')!r}),
+                               side({str(tmp_path / 'test.parquet')!r}))
+        model = build_model(splits, fusion="gated", hidden_dim=16)
+        before = status("VmHWM")
+        result = fit(model, splits, TrainConfig(epochs=1, progress=False))
+        peak = status("VmHWM")
+        print(json.dumps({{"acc": evaluate(result.model, splits.test)["accuracy"], "before": before, "peak": peak,
+                          "epochs": result.epochs_run}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    grown = out["peak"] - out["before"]
+    print(f"data {data_bytes / 2**20:.0f} MiB, peak RSS growth while training {grown / 2**20:.0f} MiB, "
+          f"test accuracy {out['acc']:.3f}")
+    assert out["epochs"] == 1 and out["acc"] > 0.85  # chance is 0.5; the label needs both modalities
+    assert grown < data_bytes / 4, (grown, data_bytes)
+
+
+def test_streamed_training_refuses_what_it_cannot_do(tmp_path: Path) -> None:
+    from mmfuse.data import DatasetSplits
+    from mmfuse.models import build_model
+    from mmfuse.training import TrainConfig, TrainConfigError, fit
+
+    _write_folder(tmp_path / "d", files=1, rows=300, cols=2, row_group=100)
+    mods = {"num": ["x0", "x1"], "emb": ["emb"]}
+    stream = ParquetStream(tmp_path / "d", target="label", modalities=mods, batch_size=64)
+    held = stream.to_dataset("held")
+    assert len(held) == 300 and held.task == "multiclass" and set(held.modalities) == {"num", "emb"}
+    splits = DatasetSplits("d", stream, held, held)
+    with pytest.raises(TrainConfigError, match="not with a streamed training split"):
+        fit(build_model(splits, fusion="late", hidden_dim=8), splits, TrainConfig(epochs=1, balance="aux"))
+    reg = ParquetStream(tmp_path / "d", target="x1", modalities={"num": ["x0"]}, task="regression", batch_size=64)
+    rsplits = DatasetSplits("r", reg, reg.to_dataset(), reg.to_dataset())
+    with pytest.raises(TrainConfigError, match="supports binary and multiclass"):
+        fit(None, rsplits, TrainConfig(epochs=1))  # refused before the model is used

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from mmfuse.data._base import TASKS, DataError, ModalitySpec
+from mmfuse.data._base import TASKS, DataError, ModalitySpec, MultimodalDataset
 
 __all__ = ["ParquetStream", "StreamStats", "fit_stream_stats"]
 
@@ -268,6 +268,21 @@ class ParquetStream(IterableDataset):
         self.epoch = 0
         self._rank, self._world = rank, world_size
         self._row_groups = _row_groups_of(data)
+
+    def to_dataset(self, name: str | None = None) -> MultimodalDataset:
+        """All of this stream's rows as an in-memory :class:`MultimodalDataset` (for the
+        small validation and test splits beside a streamed training split)."""
+        batches = list(self.iter_shard(0, 1))
+        if not batches:
+            raise DataError(f"{self.path}: no rows to read")
+        return MultimodalDataset(
+            name or Path(self.path).name,
+            {m: torch.cat([b["inputs"][m] for b in batches]) for m in self.modalities},
+            torch.cat([b["label"] for b in batches]),
+            specs=self.specs, num_classes=self.num_classes,
+            masks={m: torch.cat([b["masks"][m] for b in batches]) for m in self.modalities},
+            task=self.task,
+        )
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch, which seeds the shuffled order of row groups."""

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from mmfuse.data._base import DatasetSplits
 from mmfuse.errors import CheckpointError, TrainingError
@@ -532,6 +532,29 @@ def check_devices(cfg: TrainConfig) -> None:
         raise TrainConfigError(f"devices: {d!r} asked for, but this machine has {have} {what}")
 
 
+def _check_streamed(splits: DatasetSplits, cfg: TrainConfig) -> None:
+    """What a streamed training split (an ``IterableDataset`` of collated batches, e.g.
+    :class:`mmfuse.data.ParquetStream`) supports: classification, without balancing."""
+    task = getattr(splits.train, "task", None)
+    if task not in ("binary", "multiclass"):
+        raise TrainConfigError(f"{splits.name}: a streamed training split supports binary and multiclass tasks, "
+                               f"got {task!r} (regression needs the target's statistics up front)")
+    if cfg.balance is not None:
+        raise TrainConfigError(f"balance={cfg.balance!r}: not with a streamed training split (its methods re-read "
+                               "the training split)")
+
+
+class _StreamEpochs(L.Callback):
+    """Tells a streamed training split the epoch, which seeds its shuffled order."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if hasattr(self.stream, "set_epoch"):
+            self.stream.set_epoch(trainer.current_epoch)
+
+
 def _loader(dataset: Any, batch_size: int, *, shuffle: bool, num_workers: int) -> DataLoader:
     return DataLoader(
         BatchView(dataset),
@@ -645,7 +668,10 @@ def fit(
     cfg = TrainConfig() if cfg is None else cfg
     if resume and out_dir is None:
         raise TrainConfigError("resume: expected an out_dir holding the interrupted run, got None")
-    if len(splits.train) == 0:
+    streamed = isinstance(splits.train, IterableDataset)
+    if streamed:
+        _check_streamed(splits, cfg)
+    elif len(splits.train) == 0:
         raise TrainConfigError(f"{splits.name}: the training split is empty")
     check_devices(cfg)
     task = getattr(splits, "task", None) or ("binary" if splits.num_classes == 2 else "multiclass")
@@ -677,6 +703,8 @@ def fit(
 
             logger = CSVLogger(save_dir=str(out), name="logs")  # logs/version_<i>: one per (resumed) fit
         extra = [_progress_bar()] if cfg.progress else []
+        if streamed:
+            extra.append(_StreamEpochs(splits.train))
         trainer = L.Trainer(
             accelerator=cfg.accelerator,
             devices=cfg.devices,
@@ -698,8 +726,12 @@ def fit(
         )
         module.log_to_lightning = logger is not False or cfg.progress or trainer.world_size > 1
         # one process: chunks of minibatches per Lightning step (see FusionModule.training_step)
-        chunk = _chunk_steps(splits.train, cfg.batch_size) if trainer.world_size == 1 else 1
-        train_loader = _loader(splits.train, cfg.batch_size * chunk, shuffle=True, num_workers=num_workers)
+        if streamed:  # batches come collated from the stream, a bounded number in memory at a time
+            train_loader = DataLoader(splits.train, batch_size=None, num_workers=num_workers,
+                                      worker_init_fn=_one_thread if num_workers > 0 else None)
+        else:
+            chunk = _chunk_steps(splits.train, cfg.batch_size) if trainer.world_size == 1 else 1
+            train_loader = _loader(splits.train, cfg.batch_size * chunk, shuffle=True, num_workers=num_workers)
         val_loader = None
         if has_val and trainer.world_size == 1:
             module.val_data = splits.val  # validated in-process at each epoch's end
