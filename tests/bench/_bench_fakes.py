@@ -84,6 +84,10 @@ def dying_run(run: BenchRun) -> RunResult:
 
 def slow_run(run: BenchRun) -> RunResult:
     """Takes a long time (for tests that kill the bench while runs are in flight); says it started."""
+    import signal
+
+    # as Lightning's fit does: SIGTERM only records the signal
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     folder = os.environ.get("MMFUSE_BENCH_TEST_STARTED")
     if folder:
         (Path(folder) / f"{os.getpid()}.started").write_text("")

@@ -9,7 +9,7 @@ process that dies (segfault, out of memory) becomes a failed record too, so the 
 of the grid completes.
 
 Local worker processes die with the process that started them: on Linux each asks
-the kernel for ``SIGTERM`` when its parent dies (``PR_SET_PDEATHSIG``), so killing
+the kernel for ``SIGKILL`` when its parent dies (``PR_SET_PDEATHSIG``), so killing
 ``mmfuse bench`` (even with ``SIGKILL``) leaves no worker behind, and the parent
 turns ``SIGTERM`` into a clean shutdown of its pool.
 """
@@ -71,8 +71,12 @@ def _now() -> str:
 
 
 def _die_with_parent(parent: int) -> None:
-    """Ask Linux to send this process SIGTERM when its parent dies (no-op elsewhere); if the
-    parent ``parent`` died already (while this process was starting), exit now."""
+    """Ask Linux to send this process SIGKILL when its parent dies (no-op elsewhere); if the
+    parent ``parent`` died already (while this process was starting), exit now.
+
+    SIGKILL, not SIGTERM: a run inside Lightning's ``fit`` has Lightning's SIGTERM handler
+    installed, which only records the signal, so a worker would finish its run and then
+    wait forever on its dead parent's pipe."""
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -80,7 +84,7 @@ def _die_with_parent(parent: int) -> None:
 
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
             pr_set_pdeathsig = 1
-            libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+            libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
         except (OSError, AttributeError):
             pass
     if os.getppid() != parent:  # re-parented: the process that started this one is gone
@@ -146,7 +150,7 @@ def failed_record(run: BenchRun, error: str, tb: str | None = None) -> RunRecord
 def _kill_pool(pool: _Pool) -> None:
     for proc in list(getattr(pool, "_processes", {}).values()):
         if proc.is_alive():
-            proc.terminate()
+            proc.kill()  # not terminate(): Lightning's SIGTERM handler only records the signal
 
 
 def _init_worker(threads: int | None, parent: int) -> None:
