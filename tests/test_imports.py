@@ -39,3 +39,30 @@ def test_lazy_names_are_the_real_ones() -> None:
     assert set(mmfuse.__all__) <= set(dir(mmfuse))
     assert "synthetic" in mmfuse.list_datasets()
     assert mmfuse.fusions.create_fusion is create_fusion  # subpackages are attributes, as before
+
+
+def test_mmfuse_list_loads_nothing_heavy() -> None:
+    code = ("import contextlib, io\nfrom mmfuse.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n    main(['list'])")
+    assert _loaded(code) == []
+
+
+def test_the_source_catalogue_is_the_live_registry() -> None:
+    from mmfuse._catalogue import builtin_fusions
+    from mmfuse.fusions import fusion_class, list_fusions
+
+    catalogue = builtin_fusions()
+    assert list(catalogue) == list_fusions()
+    for name, summary in catalogue.items():
+        assert summary == (fusion_class(name).__doc__ or "").strip().splitlines()[0]
+
+
+def test_mmfuse_list_prints_every_strategy_with_its_summary(capsys) -> None:
+    from mmfuse.cli import main
+    from mmfuse.fusions import fusion_class, list_fusions
+
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list_fusions()
+    first = (fusion_class("gated").__doc__ or "").strip().splitlines()[0]
+    assert any(line.startswith("gated ") and line.endswith(first) for line in lines)

@@ -17,6 +17,13 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
 def _run_list(args: argparse.Namespace) -> int:
     import textwrap
 
+    if not args.options:  # names and summaries come from the sources: no torch import
+        from mmfuse._catalogue import builtin_fusions
+
+        for name, summary in builtin_fusions().items():
+            print(f"{name:28s} {summary}")
+        return 0
+
     from mmfuse.fusions import fusion_class, list_fusions
     from mmfuse.fusions._options import option_help
 

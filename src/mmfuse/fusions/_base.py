@@ -165,7 +165,6 @@ def masked_softmax(scores: Tensor, mask: Tensor | None, dim: int = -1) -> Tensor
     return weights * mask.to(weights.dtype)
 
 
-@torch.compiler.disable
 def _raise_if_all_missing(present: Tensor, modalities: tuple[str, ...]) -> None:
     some_present = present.any(dim=1)
     if not bool(some_present.all()):
