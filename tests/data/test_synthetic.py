@@ -22,22 +22,27 @@ def _features(ds, mods: list[str]) -> torch.Tensor:
     return torch.cat(parts, dim=1)
 
 
-def _mlp_accuracy(splits, mods: list[str], steps: int = 150) -> float:
-    """Test accuracy of a small MLP trained full-batch on the listed modalities."""
+def _mlp_accuracy(splits, mods: list[str], steps: int = 150, targets: np.ndarray | None = None) -> float:
+    """Test accuracy of a small MLP trained full-batch on the listed modalities, predicting
+    the labels or ``targets`` (ints, one per sample of the whole dataset, in split order)."""
     torch.manual_seed(0)
     xtr, xte = _features(splits.train, mods), _features(splits.test, mods)
+    ytr, yte = splits.train.labels, splits.test.labels
+    if targets is not None:
+        t = torch.from_numpy(np.asarray(targets, dtype=np.int64))
+        ytr, yte = t[: len(ytr)], t[len(t) - len(yte) :]
     mu, sd = xtr.mean(0), xtr.std(0)
     xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
     net = torch.nn.Sequential(
-        torch.nn.Linear(xtr.shape[1], 64), torch.nn.ReLU(), torch.nn.Linear(64, splits.num_classes)
+        torch.nn.Linear(xtr.shape[1], 64), torch.nn.ReLU(), torch.nn.Linear(64, int(ytr.max()) + 1)
     )
     opt = torch.optim.Adam(net.parameters(), lr=2e-2, weight_decay=1e-3)
     for _ in range(steps):
         opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(xtr), splits.train.labels).backward()
+        torch.nn.functional.cross_entropy(net(xtr), ytr).backward()
         opt.step()
     with torch.no_grad():
-        return (net(xte).argmax(1) == splits.test.labels).float().mean().item()
+        return (net(xte).argmax(1) == yte).float().mean().item()
 
 
 # Test split of 600 samples: chance is 0.5 +- 0.02 (one std), so 0.6 is a > 4 std margin.
@@ -203,19 +208,79 @@ def test_alignment_pooled_features_are_near_chance() -> None:
     assert _mlp_accuracy(s, ["x0", "x1"]) < 0.7  # token means: the pairing is lost
 
 
+def _linear_accuracy(splits, m: str) -> float:
+    """Test accuracy of the least-squares linear classifier (labels as -1/+1) on modality ``m``."""
+    def design(ds):
+        x = ds.inputs[m].double()
+        return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+
+    w = torch.linalg.lstsq(design(splits.train), splits.train.labels.double()[:, None] * 2 - 1).solution
+    return ((design(splits.test) @ w)[:, 0] > 0).long().eq(splits.test.labels).double().mean().item()
+
+
+def _all(s, m: str) -> torch.Tensor:
+    return torch.cat([s.train.inputs[m], s.val.inputs[m], s.test.inputs[m]])
+
+
+def test_reliability_follows_its_equations() -> None:
+    # without noise, rebuild every modality from the documented draw order: x0 = key W0;
+    # candidate i = [key, z] W_i where it is clean, an independent decoy latent through
+    # the same W_i where it is corrupted; y = the sign of z . u
+    n, latent_dim, dim = 400, 4, 12
+    s = load_synthetic(task="reliability", n=n, noise=0.0, latent_dim=latent_dim, dim=dim)
+    l_key, l_label = 6, 2  # latent_dim + latent_dim // 2, latent_dim // 2
+    rng = np.random.default_rng([0, 4])
+    key = rng.standard_normal((n, l_key))
+    z = rng.standard_normal((n, l_label))
+    u = rng.standard_normal(l_label)
+    u /= np.linalg.norm(u)
+    corrupted = rng.integers(1, 3, size=n)
+    np.testing.assert_array_equal(np.array(s.info["corrupted"]), corrupted)
+    assert s.info["reference"] == "x0"
+    want = {"x0": key @ (rng.standard_normal((l_key, dim)) / np.sqrt(l_key))}
+    rng.standard_normal((n, dim))  # x0's noise draw (times 0)
+    for i in (1, 2):
+        decoy = rng.standard_normal((n, l_key + l_label))
+        w = rng.standard_normal((l_key + l_label, dim)) / np.sqrt(l_key + l_label)
+        rng.standard_normal((n, dim))
+        clean = np.concatenate([key, z], axis=1)
+        want[f"x{i}"] = np.where((corrupted == i)[:, None], decoy, clean) @ w
+    for m, x in want.items():
+        np.testing.assert_allclose(_all(s, m).numpy(), x, atol=1e-5, err_msg=m)
+    labels = torch.cat([s.train.labels, s.val.labels, s.test.labels]).numpy()
+    np.testing.assert_array_equal(labels, (z @ u > 0).astype(int))
+
+
 def test_reliability_one_unflagged_corrupted_modality_per_sample() -> None:
     s = load_synthetic(task="reliability", n=3000, test_fraction=0.2)
+    assert s.modalities == ("x0", "x1", "x2")
     corrupted = np.array(s.info["corrupted"])
-    assert set(np.unique(corrupted)) == {0, 1}
-    assert bool(s.train.masks["x0"].all()) and bool(s.train.masks["x1"].all())  # not flagged
-    # one modality alone is right on its clean half only: about (1 + 1/2) / 2 = 0.75
-    for m in ("x0", "x1"):
-        assert 0.62 < _mlp_accuracy(s, [m]) < 0.82
-    # same per-feature scale clean or corrupted: the amplitude does not give it away
-    x = torch.cat([s.train.inputs["x0"], s.val.inputs["x0"], s.test.inputs["x0"]])
-    bad = torch.from_numpy(corrupted == 0)
-    ratio = float(x[bad].std() / x[~bad].std())
-    assert 0.9 < ratio < 1.1
+    assert corrupted.shape == (3000,)
+    # exactly one modality per sample: one of the two candidates, never the reference,
+    # each about half the time
+    assert set(np.unique(corrupted)) == {1, 2}
+    assert 0.45 < float((corrupted == 1).mean()) < 0.55
+    for split in (s.train, s.val, s.test):  # not flagged
+        assert all(bool(split.masks[m].all()) for m in s.modalities)
+    # the reference alone says nothing of the label; a candidate alone is right on its
+    # clean half only: about (1 + 1/2) / 2 = 0.75 at best (the best rule reads z . u
+    # linearly; measured with a least-squares linear classifier: 0.71 and 0.67)
+    assert _mlp_accuracy(s, ["x0"]) < 0.58
+    for m in ("x1", "x2"):
+        assert 0.62 < _linear_accuracy(s, m) < 0.8
+    x0 = _all(s, "x0").double().numpy()
+    for i in (1, 2):
+        x = _all(s, f"x{i}").double().numpy()
+        bad = corrupted == i
+        # a decoy is a clean sample of another draw: same scale, and nothing in the
+        # candidate alone tells it from a clean one
+        assert 0.95 < float(x[bad].std() / x[~bad].std()) < 1.05
+        assert _mlp_accuracy(s, [f"x{i}"], targets=bad) < 0.58
+        # the reference does: x0 predicted linearly from the candidate leaves a larger
+        # residual where the candidate is a decoy (its key is another sample's)
+        w, *_ = np.linalg.lstsq(x, x0, rcond=None)
+        residual = np.linalg.norm(x0 - x @ w, axis=1)
+        assert float(((residual > np.median(residual)) == bad).mean()) > 0.8
 
 
 def test_groups_label_is_the_sign_of_the_sum_of_pair_products() -> None:
@@ -248,4 +313,6 @@ def test_designed_tasks_bad_options_raise() -> None:
         load_synthetic(task="groups", num_modalities=3)
     with pytest.raises(DataError, match="corrupt_scale"):
         load_synthetic(task="reliability", corrupt_scale=0)
+    with pytest.raises(DataError, match="exactly 3 modalities"):
+        load_synthetic(task="reliability", num_modalities=2)
     assert load_synthetic(task="groups", n=100).modalities == ("x0", "x1", "x2", "x3")

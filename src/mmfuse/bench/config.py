@@ -34,9 +34,10 @@ __all__ = [
 ]
 
 #: the tasks of the synthetic suite run by default, each as its own dataset: the three
-#: interaction types, fine-grained token alignment, and grouped modalities (see
+#: interaction types, fine-grained token alignment, per-sample reliability (one of two
+#: candidate modalities shows a decoy) and grouped modalities (see
 #: :mod:`mmfuse.data.synthetic` for what each is designed to show)
-SYNTHETIC_TASKS = ("redundancy", "uniqueness", "synergy", "alignment", "groups")
+SYNTHETIC_TASKS = ("redundancy", "uniqueness", "synergy", "alignment", "reliability", "groups")
 
 #: loader options used unless the config overrides them (sizes chosen so that the default
 #: ``mmfuse bench`` finishes in a few minutes on a 2-core laptop)

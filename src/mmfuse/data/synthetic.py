@@ -49,20 +49,40 @@ bench's tasks that tell strategies apart):
   with ``x0`` as the query (``multihead_cross_attention``), which learns the
   matching ``cos(theta_key - theta_j)`` score on the circle and reads the matched
   token's value.
-- ``reliability`` (``m`` vector modalities, default 2): every modality observes the
-  shared latent as in ``redundancy`` and the label is ``q_c``; but in every sample one
-  modality, drawn uniformly, is *corrupted*: its features are replaced by independent
-  Gaussian noise with the clean features' per-feature std (times
-  ``corrupt_scale``) and no signal. Nothing flags which one (``info["corrupted"]``
-  records it for analysis only); it can be told only from where the energy lies
-  (the clean signal lives in an ``l``-dimensional subspace of ``R^d``). Designed
-  for strategies that weigh modalities per sample (``gated``, attention) against a
-  fixed combination (``early``, ``late`` mean). Measured (n=2000, hidden 32, 15
-  epochs, seed 0): every strategy lands at 0.91-0.92, because each modality's MLP
-  encoder learns to silence a corrupted input by itself, which a fixed mean then
-  handles as well as a gate: with the built-in MLP encoders this task does *not*
-  separate the families; it is kept as a robustness check (each strategy should
-  reach the clean single-modality accuracy).
+- ``reliability`` (exactly 3 vector modalities): a *reference* ``x0`` and two
+  *candidates* ``x1``, ``x2``. Every sample has a key latent ``a`` of ``l_a = l + l // 2``
+  dimensions and a label latent ``b`` of ``l_b = max(1, l // 2)`` (6 and 2 by
+  default); ``y = q(b . u)``. The reference observes the key only, ``x0 = a W_0 +
+  noise`` (alone it is at chance); a clean candidate observes both, ``x_i = [a, b] W_i
+  + noise``. In every sample one candidate, drawn uniformly, is *corrupted*: it shows
+  a decoy, the latents ``[a', b']`` of an independent draw (times ``corrupt_scale``,
+  1 by default) through the same ``W_i`` and noise. A decoy is a clean-looking sample
+  of another draw, so nothing in the candidate alone gives it away (no per-modality
+  encoder can learn to silence it, unlike Gaussian junk, which an MLP encoder
+  detects by its energy outside the signal subspace), and a candidate alone is
+  right on its clean half only (about 0.75). Nothing flags it either
+  (``info["corrupted"]``, the corrupted modality's index per sample, 1 or 2, is for
+  analysis only). Only a cross-modal comparison finds the clean candidate: the one
+  whose key matches the reference's. Designed for strategies that weigh modalities
+  per sample by a score *between* modalities: dot-product attention with ``x0`` as
+  the query (``multihead_cross_attention``, whose default query is the first
+  modality) scores ``q(x0) . k(x_i)``, a bilinear match of the keys, and reads the
+  matched candidate's value; a fixed combination (``early`` concatenation, ``late``
+  mean) has to build the comparison and the selection from sums and ReLU-like units,
+  and with the bench's 1,400 training samples stays near one candidate's accuracy.
+  Measured with the bench's defaults (n=2000, hidden 64, 3 seeds): attention
+  0.872 +- 0.008, ``tensor`` 0.84 and ``low_rank`` 0.82 (bilinear products of
+  modalities), ``gated`` 0.81 (its gate is linear in the modalities' features, so it
+  compares them only through the products of gate and features), ``early`` 0.74,
+  ``late`` 0.74, the best single modality 0.74; additive-score ``cross_attention``
+  (a tanh of a *sum* of query and key terms, no product) 0.75 and the
+  cross-modal transformer 0.76. The advantage is one of sample efficiency: with
+  twice the samples (n=4000, 4-dimensional key and label latents) ``early`` reaches
+  attention's accuracy (0.89 both). With the decoy in a symmetric design (three
+  candidates, no reference) the clean majority outvotes it and every strategy ties
+  (0.94-0.95);
+  per-sample gains on every modality change nothing either (0.91-0.93), since the
+  encoders' LayerNorm removes a sample's scale.
 - ``groups`` (``m >= 4`` vector modalities, ``m`` even, default 4): the modalities
   come in consecutive pairs ``(x0, x1), (x2, x3), ...`` (the groups of
   :func:`mmfuse.fusions.hierarchical.default_groups`). With ``s_i = z_i . u_i``
@@ -143,7 +163,7 @@ def load_synthetic(
         noise: std of the observation noise.
         num_classes: number of equally likely classes.
         num_modalities: ``m`` modalities, named ``x0``, ``x1``, ... (default 2, 4 for
-            ``groups``; ``alignment`` takes exactly 2).
+            ``groups``; ``alignment`` takes exactly 2, ``reliability`` exactly 3).
         form: ``vector`` ``(d,)`` or ``sequence`` ``(t, d)`` with token masks
             (``alignment`` is always a sequence task, ``reliability`` and ``groups``
             always vector tasks).
@@ -152,13 +172,13 @@ def load_synthetic(
         test_fraction: fraction of samples for test.
         vocab_size: ``alignment``: number of symbols (at least ``2 * seq_len``;
             more symbols sit closer on the circle: harder to match).
-        corrupt_scale: ``reliability``: amplitude of the corrupted modality's decoy
-            signal relative to a clean one.
+        corrupt_scale: ``reliability``: std of the decoy's latents relative to the clean
+            ones (1, the default, makes a decoy indistinguishable from a clean sample).
     """
     if task not in SYNTHETIC_TASKS:
         raise DataError(f"synthetic: task must be one of {list(SYNTHETIC_TASKS)}, got {task!r}")
     if num_modalities is None:
-        num_modalities = 4 if task == "groups" else 2
+        num_modalities = {"groups": 4, "reliability": 3}.get(task, 2)
     if form not in ("vector", "sequence"):
         raise DataError(f"synthetic: form must be 'vector' or 'sequence', got {form!r}")
     for what, v, low in (
@@ -181,6 +201,9 @@ def load_synthetic(
         raise DataError(f"synthetic: task 'alignment' has exactly 2 modalities, got num_modalities={num_modalities}")
     if task == "alignment" and vocab_size < 2 * seq_len:
         raise DataError(f"synthetic: alignment: vocab_size must be >= 2 * seq_len = {2 * seq_len}, got {vocab_size}")
+    if task == "reliability" and num_modalities != 3:
+        raise DataError(f"synthetic: task 'reliability' has exactly 3 modalities (a reference and two candidates), "
+                        f"got num_modalities={num_modalities}")
     if task == "groups" and (num_modalities < 4 or num_modalities % 2):
         raise DataError(f"synthetic: task 'groups' needs an even num_modalities >= 4, got {num_modalities}")
     if task in DESIGNED_TASKS:
@@ -256,7 +279,7 @@ _INTERACTION = {
     "synergy": "label = sum of the modalities' latent bins mod num_classes",
     "mixed": "each sample uses one of the three rules at random",
     "alignment": "label = value of the x1 token whose symbol matches a token of x0",
-    "reliability": "label from the shared latent; per sample one modality shows a decoy instead",
+    "reliability": "label from the candidate (x1 or x2) whose key matches the reference x0; the other shows a decoy",
     "groups": "label = sign of the sum over modality pairs of the product of their latents",
 }
 
@@ -337,26 +360,33 @@ def _observe(rng: np.random.Generator, latents: list[np.ndarray], dim: int, nois
 
 
 def _reliability(
-    *, seed: int, n: int, dim: int, latent_dim: int, noise: float, k: int, m: int, corrupt_scale: float, **_: object
+    *, seed: int, n: int, dim: int, latent_dim: int, noise: float, k: int, corrupt_scale: float, **_: object
 ):
-    """Redundant modalities, one of which shows a scaled decoy latent per sample."""
+    """A reference ``x0`` and two candidates ``x1``, ``x2``; per sample one candidate shows a decoy."""
     rng = np.random.default_rng([seed, 4])
-    l = latent_dim  # noqa: E741
-    u = _unit(rng, l)
-    z_c = rng.standard_normal((n, l))
-    labels = _bins(z_c @ u, k)
-    corrupted = rng.integers(0, m, size=n)
-    inputs: dict[str, torch.Tensor] = {}
-    for i in range(m):
-        clean = _observe(rng, [z_c], dim, noise)
-        # the corruption: Gaussian noise with the clean features' per-feature std
-        # (times corrupt_scale), no signal
-        junk = corrupt_scale * clean.std(axis=0) * rng.standard_normal((n, dim))
-        x = np.where((corrupted == i)[:, None], junk, clean)
-        inputs[f"x{i}"] = torch.from_numpy(x.astype(np.float32))
-    meta = {"latent_dim": l, "noise": noise}
-    specs = {name: ModalitySpec("vector", (dim,), meta) for name in inputs}
-    return inputs, {}, specs, labels, {"corrupted": corrupted.tolist()}
+    l_key, l_label = _reliability_dims(latent_dim)
+    key = rng.standard_normal((n, l_key))
+    z = rng.standard_normal((n, l_label))
+    labels = _bins(z @ _unit(rng, l_label), k)
+    corrupted = rng.integers(1, 3, size=n)  # index of the corrupted modality: 1 or 2
+    inputs = {"x0": _observe(rng, [key], dim, noise)}
+    for i in (1, 2):
+        # the decoy: the latents of another, independent sample (times corrupt_scale),
+        # seen through the same projection and noise as the clean ones
+        decoy = corrupt_scale * rng.standard_normal((n, l_key + l_label))
+        latents = np.where((corrupted == i)[:, None], decoy, np.concatenate([key, z], axis=1))
+        inputs[f"x{i}"] = _observe(rng, [latents], dim, noise)
+    meta = {"latent_dim": latent_dim, "noise": noise}
+    tensors = {name: torch.from_numpy(x.astype(np.float32)) for name, x in inputs.items()}
+    specs = {name: ModalitySpec("vector", (dim,), meta) for name in tensors}
+    return tensors, {}, specs, labels, {"corrupted": corrupted.tolist(), "reference": "x0"}
+
+
+def _reliability_dims(latent_dim: int) -> tuple[int, int]:
+    """``(l_key, l_label)`` of the ``reliability`` task for a ``latent_dim``: a key of
+    ``latent_dim + latent_dim // 2`` dimensions and a label latent of ``max(1, latent_dim // 2)``
+    (6 and 2 by default)."""
+    return latent_dim + latent_dim // 2, max(1, latent_dim // 2)
 
 
 def _groups(*, seed: int, n: int, dim: int, latent_dim: int, noise: float, k: int, m: int, **_: object):
