@@ -208,7 +208,6 @@ def masked_softmax(scores: Tensor, mask: Tensor | None, dim: int = -1) -> Tensor
     return weights * mask.to(weights.dtype)
 
 
-@torch.compiler.disable
 def _raise_if_all_missing(present: Tensor, modalities: tuple[str, ...]) -> None:
     some_present = present.any(dim=1)
     if not bool(some_present.all()):
@@ -217,6 +216,11 @@ def _raise_if_all_missing(present: Tensor, modalities: tuple[str, ...]) -> None:
             f"sample {idx}: expected at least one present modality, got every modality "
             f"({', '.join(modalities)}) missing"
         )
+
+
+# the same check outside any compiled graph (torch.compile breaks the graph here); eager
+# calls skip this wrapper, whose own cost is that of a small kernel
+_raise_if_all_missing_uncompiled = torch.compiler.disable(_raise_if_all_missing)
 
 
 def _check_some_present(present: Tensor, modalities: tuple[str, ...]) -> None:
@@ -228,8 +232,11 @@ def _check_some_present(present: Tensor, modalities: tuple[str, ...]) -> None:
     for the device; a failure surfaces at the next synchronisation as a
     ``RuntimeError`` carrying the same message.
     """
-    if present.device.type == "cpu":
-        _raise_if_all_missing(present, modalities)
+    if present.is_cpu:
+        if torch.compiler.is_compiling():
+            _raise_if_all_missing_uncompiled(present, modalities)
+        else:
+            _raise_if_all_missing(present, modalities)
     else:
         torch._assert_async(
             present.any(dim=1).all(),
