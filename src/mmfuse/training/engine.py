@@ -127,6 +127,9 @@ class FusionModule(L.LightningModule):
 
             self.dropout_transform = ModalityDropout(cfg.modality_dropout)
         self.balancer = make_balancer(model, cfg)  # cfg.balance: None or mmfuse.training.balance
+        #: backward and optimizer steps without Lightning's wrappers (set at the start of
+        #: training, see _plain_steps)
+        self._plain_steps = False
 
     def forward(self, inputs: dict[str, Tensor], masks: dict[str, Tensor] | None = None) -> Tensor:
         return self.model(inputs, masks)
@@ -163,6 +166,7 @@ class FusionModule(L.LightningModule):
         runs get one minibatch per step (DDP synchronises once per forward).
         """
         opt = self.optimizers()
+        plain = self._plain_steps
         size = self.cfg.batch_size
         n = int(batch["label"].shape[0])
         for start in range(0, n, size):
@@ -174,11 +178,21 @@ class FusionModule(L.LightningModule):
             else:
                 loss = self.loss(self._step_model(part["inputs"], part["masks"]), part["label"])
             opt.zero_grad()
-            self.manual_backward(loss)
-            opt.step()
+            if plain:  # what Lightning's wrappers reduce to here (see _plain_steps)
+                loss.backward()
+                self.on_after_backward()
+                opt._on_before_step()  # Lightning's step count (global_step)
+                opt.optimizer.step()
+                opt._on_after_step()
+            else:
+                self.manual_backward(loss)
+                opt.step()
             b = part["label"].shape[0]
             self._train_sum += loss.detach() * b
             self._train_n += b
+
+    def on_train_start(self) -> None:
+        self._plain_steps = _plain_steps(self.trainer, self)
 
     def _record(self, name: str, value: Tensor) -> None:
         self.epoch_values[name] = value
@@ -234,6 +248,35 @@ class FusionModule(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+
+# the hooks Lightning's backward and optimizer-step wrappers call (the module's own
+# on_after_backward is called directly where they are skipped)
+_STEP_CALLBACK_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+_STEP_MODULE_HOOKS = ("on_before_backward", "backward", "on_before_optimizer_step", "configure_gradient_clipping")
+
+
+def _plain_steps(trainer: L.Trainer, module: L.LightningModule) -> bool:
+    """Whether ``manual_backward`` and ``LightningOptimizer.step`` would do nothing here
+    but ``loss.backward()``, ``optimizer.step()`` and hooks nobody implements: one process
+    on one device (no DDP gradient sync), full precision (no gradient scaler, no
+    autocast around the step), and no callback or module override of the step hooks.
+    Then the step calls torch directly (their wrappers cost about 6 % of a small
+    model's fit, ``benchmarks/results/fit_overhead_cpu2_after.md``); Lightning's step
+    counter (``global_step``) still advances. Anything else keeps Lightning's path."""
+    from lightning.pytorch.plugins.precision import Precision
+    from lightning.pytorch.profilers import PassThroughProfiler
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
+    if trainer.world_size != 1 or type(trainer.strategy) is not SingleDeviceStrategy:
+        return False
+    if type(trainer.precision_plugin) is not Precision or type(trainer.profiler) is not PassThroughProfiler:
+        return False
+    for callback in trainer.callbacks:
+        for hook in _STEP_CALLBACK_HOOKS:
+            if getattr(type(callback), hook) is not getattr(L.Callback, hook):
+                return False
+    return all(getattr(type(module), hook) is getattr(L.LightningModule, hook) for hook in _STEP_MODULE_HOOKS)
 
 
 #: minibatches per Lightning training step in a single-process fit (see
