@@ -249,3 +249,30 @@ def test_mixed_precision_keeps_lightnings_step(small_splits, monkeypatch) -> Non
     cfg = quiet(epochs=1, batch_size=48, precision="bf16-mixed")
     _, used, steps = _fit_recording_plain(small_splits, monkeypatch, cfg)
     assert not used and steps == 6
+
+
+def test_external_callbacks_still_load_from_entry_points_read_once(small_splits, monkeypatch) -> None:
+    """Callbacks registered through Lightning's entry point group still join every fit
+    (a fresh one per Trainer) although the entry points are read once per process."""
+    from lightning.pytorch.trainer.connectors import callback_connector
+
+    from mmfuse.training import engine
+
+    made: list[L.Callback] = []
+
+    class Registered(L.Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            self.started = True
+
+    class Factory:
+        name = "test"
+
+        def load(self):
+            return lambda: made.append(Registered()) or made[-1]
+
+    original = callback_connector._load_external_callbacks
+    monkeypatch.setattr(engine, "_entry_points", lambda group: (Factory(),) if "callbacks" in group else ())
+    for _ in range(2):
+        fit(make_model(small_splits), small_splits, quiet(epochs=1))
+    assert len(made) == 2 and made[0] is not made[1] and all(cb.started for cb in made)
+    assert callback_connector._load_external_callbacks is original  # restored after each Trainer

@@ -36,6 +36,7 @@ passed through from :class:`~mmfuse.training.TrainConfig`. What mmfuse adds:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -628,6 +629,45 @@ def _torch_threads(n: int) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+@functools.cache
+def _entry_points(group: str) -> tuple[Any, ...]:
+    """The installed entry points of ``group``, read once per process (reading them
+    scans the metadata of every installed distribution: milliseconds per Trainer)."""
+    from importlib.metadata import entry_points
+
+    return tuple(entry_points(group=group))
+
+
+def _external_callbacks(group: str) -> list[Any]:
+    """Lightning's ``_load_external_callbacks`` over the entry points read once per
+    process: each factory is still called for every Trainer (fresh callbacks)."""
+    callbacks: list[Any] = []
+    for factory in _entry_points(group):
+        made = factory.load()()
+        callbacks.extend(made if isinstance(made, list) else [made])
+    return callbacks
+
+
+@contextlib.contextmanager
+def _entry_points_read_once() -> Iterator[None]:
+    """While a Trainer is built: its search for externally registered callbacks reads
+    the entry points once per process instead of once per Trainer."""
+    try:
+        from lightning.pytorch.trainer.connectors import callback_connector
+    except ImportError:  # pragma: no cover - another Lightning layout: leave it alone
+        yield
+        return
+    original = getattr(callback_connector, "_load_external_callbacks", None)
+    if original is None:  # pragma: no cover
+        yield
+        return
+    callback_connector._load_external_callbacks = _external_callbacks
+    try:
+        yield
+    finally:
+        callback_connector._load_external_callbacks = original
+
+
 def _check_training_state(tree: Any, path: Any, module: nn.Module | None = None) -> None:
     """A training-state checkpoint has the parts Lightning and :class:`ResumeState`
     read, of the right types (and, given ``module``, weights of its keys and shapes);
@@ -674,6 +714,29 @@ def _check_training_state(tree: Any, path: Any, module: nn.Module | None = None)
                 f"{path}: its weights do not fit this model (missing {missing}, unexpected {extra}, "
                 f"other shapes {[(k, got[k], expected[k]) for k in shapes]}): resume with the same model"
             )
+
+
+def _trainer(cfg: TrainConfig, out: Path | None, logger: Any, callbacks: list[L.Callback]) -> L.Trainer:
+    """The Lightning Trainer of one fit."""
+    return L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        strategy=cfg.strategy,
+        precision=cfg.precision,  # type: ignore[arg-type]
+        num_nodes=cfg.num_nodes,
+        max_epochs=cfg.epochs,
+        max_time=None if cfg.max_time is None else timedelta(seconds=cfg.max_time),
+        deterministic=cfg.deterministic,
+        logger=logger,
+        enable_progress_bar=cfg.progress,
+        enable_model_summary=False,
+        enable_checkpointing=True,  # ResumeState is the checkpoint callback
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+        default_root_dir=str(out) if out is not None else None,
+        callbacks=callbacks,
+        plugins=[SafetensorsCheckpointIO()],
+    )
 
 
 def fit(
@@ -748,25 +811,9 @@ def fit(
         extra = [_progress_bar()] if cfg.progress else []
         if streamed:
             extra.append(_StreamEpochs(splits.train))
-        trainer = L.Trainer(
-            accelerator=cfg.accelerator,
-            devices=cfg.devices,
-            strategy=cfg.strategy,
-            precision=cfg.precision,  # type: ignore[arg-type]
-            num_nodes=cfg.num_nodes,
-            max_epochs=cfg.epochs,
-            max_time=None if cfg.max_time is None else timedelta(seconds=cfg.max_time),
-            deterministic=cfg.deterministic,
-            logger=logger,
-            enable_progress_bar=cfg.progress,
-            enable_model_summary=False,
-            enable_checkpointing=True,  # ResumeState is the checkpoint callback
-            num_sanity_val_steps=0,
-            log_every_n_steps=1,
-            default_root_dir=str(out) if out is not None else None,
-            callbacks=[*balance_callbacks(module.balancer, splits, cfg), state, *extra, *callbacks],
-            plugins=[SafetensorsCheckpointIO()],
-        )
+        with _entry_points_read_once():
+            trainer = _trainer(cfg, out, logger, [*balance_callbacks(module.balancer, splits, cfg), state, *extra,
+                                                  *callbacks])
         module.log_to_lightning = logger is not False or cfg.progress or trainer.world_size > 1
         # one process: chunks of minibatches per Lightning step (see FusionModule.training_step)
         if streamed:  # batches come collated from the stream, a bounded number in memory at a time
