@@ -29,8 +29,11 @@ passed through from :class:`~mmfuse.training.TrainConfig`. What mmfuse adds:
   64 minibatches per step and steps through them itself (manual optimization, the
   same updates as one minibatch per step), epoch values reach ``self.log`` only when
   a logger, the progress bar or other processes read them, and there is no logger
-  without ``out_dir``, no model summary, no sanity check
-  (``benchmarks/results/fit_overhead_cpu2.md``).
+  without ``out_dir``, no model summary, no sanity check; in one process at full
+  precision, with no step hooks implemented, backward and the optimizer step are
+  called directly (:func:`_plain_steps`), and the installed entry points Lightning
+  searches for external callbacks are read once per process
+  (``benchmarks/results/fit_overhead_cpu2.md``, ``fit_overhead_cpu2_after.md``).
 """
 
 from __future__ import annotations
