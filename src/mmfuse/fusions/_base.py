@@ -169,7 +169,8 @@ class FusionBatch:
     def pooled_all(self) -> list[Tensor]:
         """:meth:`pooled` of every modality, in ``modalities`` order."""
         if self.all_vectors:
-            return list(self.inputs.values())
+            inputs = self.inputs
+            return [inputs[mod] for mod in self.modalities]
         return [self.pooled(mod) for mod in self.modalities]
 
     def as_sequence(self, name: str) -> tuple[Tensor, Tensor]:
