@@ -8,6 +8,7 @@ Usage::
     python benchmarks/peers.py                          # b = 64 and 512, CPU, 1 thread
     python benchmarks/peers.py --batch 64 --repeats 30 --only tensor,low_rank
     python benchmarks/peers.py --out benchmarks/results/peers_cpu2   # + .json and .md
+    python benchmarks/peers.py --rounds 7 --clock cpu   # median of 7 alternated ratios, CPU time
 
 Each pair is one mmfuse strategy and a peer doing the same job with the same shapes,
 parameter count and operations (parameter counts are printed; a pair whose counts
@@ -16,7 +17,10 @@ differ says why). Both are timed on one forward + backward pass in training mode
 every repetition so that load on a shared machine hits both alike; the result is the
 median of each side and their ratio ``mmfuse / peer`` (below 1: mmfuse is faster).
 mmfuse is called through its contract (``fusion(inputs)``, a dict, no masks), so the
-ratio includes the contract's per-call validation.
+ratio includes the contract's per-call validation. ``--rounds N`` repeats the
+alternated timing N times per pair and reports the median of the N ratios (each
+round's ratio is listed); ``--clock cpu`` times with the thread's CPU time, which on a
+machine shared with other work leaves out the time spent waiting for a core.
 
 Peers:
 
@@ -49,6 +53,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import platform
 import statistics
 import sys
@@ -358,8 +363,16 @@ def step_fn(module: nn.Module, inputs: dict[str, Tensor]) -> Callable[[], None]:
     return step
 
 
-def time_pair(a: Callable[[], None], b: Callable[[], None], repeats: int, warmup: int) -> tuple[list[float], list[float]]:
-    """Alternate ``a`` and ``b`` (which goes first also alternates); seconds per call."""
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def time_pair(
+    a: Callable[[], None], b: Callable[[], None], repeats: int, warmup: int, clock: Callable[[], float] = time.perf_counter
+) -> tuple[list[float], list[float]]:
+    """Alternate ``a`` and ``b`` (which goes first also alternates); seconds per call.
+
+    ``clock``: ``time.perf_counter`` (wall) or ``time.thread_time`` (this thread's CPU
+    time, which leaves out the time the thread waits for a core on a busy machine)."""
     for _ in range(warmup):
         a()
         b()
@@ -367,9 +380,9 @@ def time_pair(a: Callable[[], None], b: Callable[[], None], repeats: int, warmup
     for i in range(repeats):
         order = ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta))
         for fn, sink in order:
-            start = time.perf_counter()
+            start = clock()
             fn()
-            sink.append(time.perf_counter() - start)
+            sink.append(clock() - start)
     return ta, tb
 
 
@@ -384,9 +397,11 @@ class Row:
     peer_params: int | None
     peer: str
     note: str
+    #: the ratio of each round (``ratio`` is their median); one round: ``[ratio]``
+    round_ratios: list[float] | None = None
 
 
-def run_pair(pair: Pair, b: int, repeats: int, warmup: int) -> Row:
+def run_pair(pair: Pair, b: int, repeats: int, warmup: int, rounds: int = 1, clock: str = "wall") -> Row:
     if pair.skip or pair.build_peer is None:
         print(f"skip {pair.name}: {pair.skip}", file=sys.stderr)
         return Row(pair.name, b, None, None, None, None, None, pair.peer, f"skipped: {pair.skip}")
@@ -397,26 +412,34 @@ def run_pair(pair: Pair, b: int, repeats: int, warmup: int) -> Row:
     peer = pair.build_peer().train()
     inputs = make_inputs(b, pair.m, pair.form)
     peer_inputs = {k: v.detach().clone().requires_grad_(True) for k, v in inputs.items()}
-    ta, tb = time_pair(step_fn(fusion, inputs), step_fn(peer, peer_inputs), repeats, warmup)
-    ma, mb = statistics.median(ta), statistics.median(tb)
+    a, p = step_fn(fusion, inputs), step_fn(peer, peer_inputs)
+    medians = []
+    for _ in range(rounds):  # each round: its own alternated timing and its own ratio
+        ta, tb = time_pair(a, p, repeats, warmup, CLOCKS[clock])
+        medians.append((statistics.median(ta), statistics.median(tb)))
+    ratios = [ma / mb for ma, mb in medians]
+    ma = statistics.median(m for m, _ in medians)
+    mb = statistics.median(m for _, m in medians)
     pa, pb = sum(p.numel() for p in fusion.parameters()), sum(p.numel() for p in peer.parameters())
     note = pair.note
     if pa != pb and not note:
         note = "parameter counts differ"
-    return Row(pair.name, b, ma * 1e3, mb * 1e3, ma / mb, pa, pb, pair.peer, note)
+    return Row(pair.name, b, ma * 1e3, mb * 1e3, statistics.median(ratios), pa, pb, pair.peer, note,
+               [round(r, 4) for r in ratios])
 
 
 def table(rows: list[Row]) -> str:
     lines = [
-        "| pair | b | mmfuse ms | peer ms | ratio | mmfuse params | peer params | note |",
-        "|---|---|---|---|---|---|---|---|",
+        "| pair | b | mmfuse ms | peer ms | ratio | ratio per round | mmfuse params | peer params | note |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r.ratio is None:
-            lines.append(f"| {r.pair} | {r.batch} | - | - | - | - | - | {r.note} |")
+            lines.append(f"| {r.pair} | {r.batch} | - | - | - | - | - | - | {r.note} |")
             continue
+        per_round = " ".join(f"{v:.3f}" for v in r.round_ratios or [r.ratio])
         lines.append(
-            f"| {r.pair} | {r.batch} | {r.mmfuse_ms:.3f} | {r.peer_ms:.3f} | {r.ratio:.3f} | "
+            f"| {r.pair} | {r.batch} | {r.mmfuse_ms:.3f} | {r.peer_ms:.3f} | {r.ratio:.3f} | {per_round} | "
             f"{r.mmfuse_params:,} | {r.peer_params:,} | {r.note} |"
         )
     return "\n".join(lines)
@@ -428,17 +451,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternated timings per pair; the ratio reported is the median of the rounds' ratios")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall: perf_counter; cpu: the thread's CPU time (less noise on a shared machine)")
     parser.add_argument("--only", type=str, default="", help="comma-separated strategy names")
     parser.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
     only = {s for s in args.only.split(",") if s}
     rows: list[Row] = []
     for b in (int(x) for x in args.batch.split(",")):
         for pair in pairs():
             if only and pair.strategy not in only:
                 continue
-            row = run_pair(pair, b, args.repeats, args.warmup)
+            row = run_pair(pair, b, args.repeats, args.warmup, args.rounds, args.clock)
             rows.append(row)
             if row.ratio is not None:
                 print(f"b={b:4d} {row.pair:55s} {row.mmfuse_ms:8.3f} ms vs {row.peer_ms:8.3f} ms  ratio {row.ratio:.3f}")
@@ -453,6 +481,10 @@ def main(argv: list[str] | None = None) -> int:
             "machine": platform.machine(),
             "threads": args.threads,
             "repeats": args.repeats,
+            "rounds": args.rounds,
+            "clock": args.clock,
+            "load_before": [round(v, 2) for v in load_before],
+            "load_after": [round(v, 2) for v in os.getloadavg()],
             "shapes": {"m": M, "d": D, "o": OUT, "t": T},
         }
         atomic_write(args.out.with_suffix(".json"), json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2))

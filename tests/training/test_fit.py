@@ -195,3 +195,84 @@ def test_chunks_are_capped_by_their_size_in_bytes() -> None:
     row = 3 * 224 * 224 * 4  # a float image
     assert _chunk_steps(dataset((3, 224, 224)), 128) == max(1, CHUNK_BYTES // (row * 128))
     assert _chunk_steps(dataset((3, 224, 224)), 4096) == 1
+
+
+def _fit_recording_plain(small_splits, monkeypatch, cfg, callbacks=()):
+    """fit, and whether it stepped without Lightning's wrappers, and its global_step."""
+    from mmfuse.training import engine
+
+    seen: dict = {}
+    decide = engine._plain_steps
+
+    def spy(trainer, module):
+        seen["plain"] = decide(trainer, module)
+        seen["trainer"] = trainer
+        return seen["plain"]
+
+    monkeypatch.setattr(engine, "_plain_steps", spy)
+    result = fit(make_model(small_splits, dropout=0.2), small_splits, cfg, callbacks=callbacks)
+    return result, seen["plain"], seen["trainer"].global_step
+
+
+def test_plain_steps_give_lightnings_updates_and_step_count(small_splits, monkeypatch) -> None:
+    """Where Lightning's backward / optimizer-step wrappers only call hooks nobody
+    implements, fit calls torch directly: same updates, same global_step."""
+    from mmfuse.training import engine
+
+    cfg = quiet(epochs=3, modality_dropout=0.3, batch_size=48)  # 280 rows: 6 minibatches an epoch
+    plain, used, steps = _fit_recording_plain(small_splits, monkeypatch, cfg)
+    assert used and steps == 3 * 6
+    monkeypatch.setattr(engine, "_plain_steps", lambda trainer, module: False)
+    wrapped = fit(make_model(small_splits, dropout=0.2), small_splits, cfg)
+    assert [h["train_loss"] for h in plain.history] == [h["train_loss"] for h in wrapped.history]
+    a, b = plain.model.state_dict(), wrapped.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_step_hooks_still_run_where_a_callback_implements_them(small_splits, monkeypatch) -> None:
+    calls: list[str] = []
+
+    class Hooks(L.Callback):
+        def on_before_backward(self, trainer, pl_module, loss) -> None:
+            calls.append("before_backward")
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+            calls.append("before_step")
+
+    cfg = quiet(epochs=1, batch_size=48)
+    _, used, steps = _fit_recording_plain(small_splits, monkeypatch, cfg, callbacks=[Hooks()])
+    assert not used and steps == 6
+    assert calls == ["before_backward", "before_step"] * 6
+
+
+def test_mixed_precision_keeps_lightnings_step(small_splits, monkeypatch) -> None:
+    cfg = quiet(epochs=1, batch_size=48, precision="bf16-mixed")
+    _, used, steps = _fit_recording_plain(small_splits, monkeypatch, cfg)
+    assert not used and steps == 6
+
+
+def test_external_callbacks_still_load_from_entry_points_read_once(small_splits, monkeypatch) -> None:
+    """Callbacks registered through Lightning's entry point group still join every fit
+    (a fresh one per Trainer) although the entry points are read once per process."""
+    from lightning.pytorch.trainer.connectors import callback_connector
+
+    from mmfuse.training import engine
+
+    made: list[L.Callback] = []
+
+    class Registered(L.Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            self.started = True
+
+    class Factory:
+        name = "test"
+
+        def load(self):
+            return lambda: made.append(Registered()) or made[-1]
+
+    original = callback_connector._load_external_callbacks
+    monkeypatch.setattr(engine, "_entry_points", lambda group: (Factory(),) if "callbacks" in group else ())
+    for _ in range(2):
+        fit(make_model(small_splits), small_splits, quiet(epochs=1))
+    assert len(made) == 2 and made[0] is not made[1] and all(cb.started for cb in made)
+    assert callback_connector._load_external_callbacks is original  # restored after each Trainer

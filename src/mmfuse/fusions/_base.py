@@ -87,13 +87,12 @@ class FusionIntermediates:
         return {k: v for k, v in out.items() if v is not None and not (k == "extras" and not v)}
 
 
-@dataclass
 class FusionBatch:
     """Validated inputs as a strategy sees them.
 
     Attributes:
-        inputs: modality -> ``(b, d_i)`` or ``(b, t_i, d_i)``; values of missing
-            modalities and of padded tokens are zero.
+        inputs: modality -> ``(b, d_i)`` or ``(b, t_i, d_i)``, in ``modalities``
+            order; values of missing modalities and of padded tokens are zero.
         present: ``(b, m)`` bool, modality present for each sample, in
             ``modalities`` order.
         token_masks: modality -> ``(b, t_i)`` bool for sequence inputs (already
@@ -102,18 +101,54 @@ class FusionBatch:
         modalities: the fusion's fixed modality order.
         all_present: True when no mask was given (known without looking at the
             data): every modality present and every token valid, so a strategy may
-            skip work that only masking needs.
+            skip work that only masking needs. ``present`` and ``token_masks`` are
+            then built on first read (all True), so a strategy that never reads
+            them costs no tensor.
+        all_vectors: every input is ``(b, d_i)`` (no sequence).
     """
 
-    inputs: dict[str, Tensor]
-    present: Tensor
-    token_masks: dict[str, Tensor | None]
-    modalities: tuple[str, ...]
-    all_present: bool = False
+    __slots__ = ("_present", "_token_masks", "all_present", "all_vectors", "inputs", "modalities")
+
+    def __init__(
+        self,
+        *,
+        inputs: dict[str, Tensor],
+        present: Tensor | None,
+        token_masks: dict[str, Tensor | None] | None,
+        modalities: tuple[str, ...],
+        all_present: bool = False,
+        all_vectors: bool | None = None,
+    ) -> None:
+        if (present is None or token_masks is None) and not all_present:
+            raise ValueError("FusionBatch: present and token_masks are required unless all_present")
+        self.inputs = inputs
+        self.modalities = modalities
+        self.all_present = all_present
+        self.all_vectors = all(x.dim() == 2 for x in inputs.values()) if all_vectors is None else all_vectors
+        self._present = present
+        self._token_masks = token_masks
+
+    @property
+    def present(self) -> Tensor:
+        present = self._present
+        if present is None:  # all present: built on first read
+            x = next(iter(self.inputs.values()))
+            present = self._present = x.new_ones((x.shape[0], len(self.modalities)), dtype=torch.bool)
+        return present
+
+    @property
+    def token_masks(self) -> dict[str, Tensor | None]:
+        masks = self._token_masks
+        if masks is None:  # all present: every token valid, built on first read
+            masks = {}
+            for mod, x in self.inputs.items():
+                masks[mod] = x.new_ones((1, 1), dtype=torch.bool).expand(x.shape[0], x.shape[1]) if x.dim() == 3 else None
+            self._token_masks = masks
+        return masks
 
     @property
     def batch_size(self) -> int:
-        return self.present.shape[0]
+        return next(iter(self.inputs.values())).shape[0]
 
     def is_sequence(self, name: str) -> bool:
         return self.inputs[name].dim() == 3
@@ -127,7 +162,16 @@ class FusionBatch:
         x = self.inputs[name]
         if x.dim() == 2:
             return x
+        if self.all_present:
+            return x.mean(dim=1)
         return masked_mean(x, self.token_masks[name], dim=1)
+
+    def pooled_all(self) -> list[Tensor]:
+        """:meth:`pooled` of every modality, in ``modalities`` order."""
+        if self.all_vectors:
+            inputs = self.inputs
+            return [inputs[mod] for mod in self.modalities]
+        return [self.pooled(mod) for mod in self.modalities]
 
     def as_sequence(self, name: str) -> tuple[Tensor, Tensor]:
         """``(b, t_i, d_i)`` tokens and their ``(b, t_i)`` keep-mask; a vector is one token."""
@@ -175,6 +219,11 @@ def _raise_if_all_missing(present: Tensor, modalities: tuple[str, ...]) -> None:
         )
 
 
+# the same check outside any compiled graph (torch.compile breaks the graph here); eager
+# calls skip this wrapper, whose own cost is that of a small kernel
+_raise_if_all_missing_uncompiled = torch.compiler.disable(_raise_if_all_missing)
+
+
 def _check_some_present(present: Tensor, modalities: tuple[str, ...]) -> None:
     """Refuse a sample with every modality missing, compiled or not.
 
@@ -184,8 +233,11 @@ def _check_some_present(present: Tensor, modalities: tuple[str, ...]) -> None:
     for the device; a failure surfaces at the next synchronisation as a
     ``RuntimeError`` carrying the same message.
     """
-    if present.device.type == "cpu":
-        _raise_if_all_missing(present, modalities)
+    if present.is_cpu:
+        if torch.compiler.is_compiling():
+            _raise_if_all_missing_uncompiled(present, modalities)
+        else:
+            _raise_if_all_missing(present, modalities)
     else:
         torch._assert_async(
             present.any(dim=1).all(),
@@ -269,6 +321,7 @@ class Fusion(nn.Module):
         self.input_dims: dict[str, int] = {m: int(input_dims[m]) for m in self.modalities}
         self.output_dim = int(output_dim)
         self._modality_set = frozenset(self.modalities)
+        self._dims: tuple[int, ...] = tuple(self.input_dims[m] for m in self.modalities)
 
     # ------------------------------------------------------------------ contract
     def forward(
@@ -298,17 +351,20 @@ class Fusion(nn.Module):
         batch = self.prepare(inputs, masks)
         fused, info = self.fuse(batch, need_intermediates=return_intermediates)
         if return_intermediates:
+            if info is None:
+                info = FusionIntermediates()
             if info.present is None or info.present is batch.present:
-                # a copy: the fast path reuses its all-True presence across calls
+                # a copy: the presence may be the caller's own mask tensor
                 info.present = batch.present.clone()
             return fused, info
         return fused
 
-    def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
+    def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates | None]:
         """Strategy body: validated batch in, ``(fused, intermediates)`` out.
 
         ``need_intermediates`` tells a strategy it may skip work that only the
-        intermediates need (e.g. use a fused attention kernel that returns no weights).
+        intermediates need (e.g. use a fused attention kernel that returns no weights);
+        without it a strategy may return ``None`` for the intermediates.
         """
         raise NotImplementedError
 
@@ -316,87 +372,91 @@ class Fusion(nn.Module):
     def prepare(self, inputs: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None) -> FusionBatch:
         """Validate ``inputs`` and ``masks`` and build the :class:`FusionBatch`.
 
-        Costs one pass of Python checks per modality; tensors are only touched where a
-        mask is given (no zeroing, no presence stack and no all-missing check when
-        ``masks`` is ``None`` or empty). Nothing here waits for the device: on an
-        accelerator the all-missing check is an asynchronous assertion.
+        Without masks (``None`` or empty) this is a few attribute reads per modality
+        and no tensor at all: no zeroing, no presence tensor (built only if a strategy
+        reads it), no all-missing check. With masks, each is checked and applied once.
+        Nothing here waits for the device: on an accelerator the all-missing check is
+        an asynchronous assertion.
         """
-        if not isinstance(inputs, Mapping):
+        if not isinstance(inputs, dict) and not isinstance(inputs, Mapping):
             raise FusionError(f"inputs: expected a mapping of modality -> tensor, got {type(inputs).__name__}")
-        if len(inputs) != len(self.modalities):
+        mods = self.modalities
+        if len(inputs) != len(mods):
             self._raise_names(inputs)
-        if masks is None:
-            masks = {}
-        elif not isinstance(masks, Mapping):
-            raise FusionError(f"masks: expected a mapping of modality -> bool tensor, got {type(masks).__name__}")
-        elif not masks.keys() <= self._modality_set:
-            unknown = sorted(set(masks) - self._modality_set)
-            raise FusionError(f"masks: unknown modality {unknown[0]!r}: expected one of {list(self.modalities)}")
-
-        ref = self._reference_parameter()
-        first = self.modalities[0]
         try:
-            x0 = inputs[first]
-            rest = [inputs[mod] for mod in self.modalities[1:]]
+            xs = [inputs[mod] for mod in mods]
         except KeyError:
             self._raise_names(inputs)
-        dims = self.input_dims
-        shape0 = x0.shape if isinstance(x0, Tensor) else None
-        if (
-            ref is None
-            or shape0 is None
-            or len(shape0) not in (2, 3)
-            or shape0[-1] != dims[first]
-            or shape0[0] == 0
-            or (len(shape0) == 3 and shape0[1] == 0)
-            or x0.dtype != ref.dtype
-            or not x0.device == ref.device
-        ):
-            batch_size = self._check_input(first, x0, ref, None)
-        else:
-            batch_size = shape0[0]
+        cached = self.__dict__
+        ref = cached["_ref_param"] if "_ref_param" in cached else self._reference_parameter()
+        # One comparison per property against the module's parameter (dtype, device)
+        # and the first input (batch size); the full check runs only to word an error.
+        # (Every Python operation here costs several times its isolated time once
+        # interleaved with the strategy's kernels: keep them few.)
+        vectors = True
+        try:
+            x0 = xs[0]
+            b = x0.shape[0]
+            dtype = x0.dtype
+            on_cpu = x0.is_cpu
+            ok = b > 0 and dtype is ref.dtype and (ref.is_cpu if on_cpu else x0.device == ref.device)
+            if ok:
+                for x, dim in zip(xs, self._dims, strict=True):
+                    shape = x.shape
+                    if shape[-1] != dim or shape[0] != b or x.dtype is not dtype or len(shape) != 2:
+                        if len(shape) == 3 and shape[1] and shape[-1] == dim and shape[0] == b and x.dtype is dtype:
+                            vectors = False
+                        else:
+                            ok = False
+                            break
+                    if not (x.is_cpu if on_cpu else x.device == x0.device):
+                        ok = False
+                        break
+        except (AttributeError, IndexError, TypeError):  # not a tensor, no shape, or no parameter
+            ok = False
+        if not ok:
+            b = self._check_inputs(xs, ref)
+            vectors = all(x.dim() == 2 for x in xs)
+        if not masks:
+            if masks is not None and not isinstance(masks, Mapping):
+                raise FusionError(f"masks: expected a mapping of modality -> bool tensor, got {type(masks).__name__}")
+            # fast path: every modality present, every token valid
+            return FusionBatch(
+                inputs=dict(zip(mods, xs, strict=True)),
+                present=None,
+                token_masks=None,
+                modalities=mods,
+                all_present=True,
+                all_vectors=vectors,
+            )
+        return self._apply_masks(xs, masks, b, vectors)
+
+    def _check_inputs(self, xs: list[Any], ref: Tensor | None) -> int:
+        """The full check of every input (run only when the fast comparisons found a
+        problem, or under autocast with mixed dtypes); returns the batch size."""
+        first = self.modalities[0]
+        batch_size = self._check_input(first, xs[0], ref, None)
         if batch_size == 0:
             raise FusionError(
                 f"modality {first!r}: expected a batch of at least one sample, got batch size 0 "
-                f"(shape {tuple(x0.shape)})"
+                f"(shape {tuple(xs[0].shape)})"
             )
-        # the other modalities: one cheap comparison per property against the first
-        # (already checked in full); the full check runs only to word an error
-        dtype, device = x0.dtype, x0.device
-        for mod, x in zip(self.modalities[1:], rest, strict=True):
-            if not isinstance(x, Tensor):
-                self._check_input(mod, x, ref, x0, batch_size)
-            shape = x.shape
-            nd = len(shape)
-            if (
-                (nd != 2 and (nd != 3 or shape[1] == 0))
-                or shape[-1] != dims[mod]
-                or shape[0] != batch_size
-                or x.dtype != dtype
-                or not x.device == device
-            ):
-                self._check_input(mod, x, ref, x0, batch_size)
+        for mod, x in zip(self.modalities[1:], xs[1:], strict=True):
+            self._check_input(mod, x, ref, xs[0], batch_size)
+        return batch_size
 
-        if not masks:  # fast path: every modality present, every token valid
-            present_all = self._all_present(x0)
-            token_masks: dict[str, Tensor | None] = {}
-            for i, mod in enumerate(self.modalities):
-                x = inputs[mod]
-                token_masks[mod] = present_all[:, i : i + 1].expand(-1, x.shape[1]) if x.dim() == 3 else None
-            return FusionBatch(
-                inputs=dict(inputs),
-                present=present_all,
-                token_masks=token_masks,
-                modalities=self.modalities,
-                all_present=True,
-            )
-
+    def _apply_masks(self, xs: list[Tensor], masks: Mapping[str, Tensor], batch_size: int, vectors: bool) -> FusionBatch:
+        """Check ``masks``, zero what they mark missing or padded, build the presence."""
+        if not isinstance(masks, Mapping):
+            raise FusionError(f"masks: expected a mapping of modality -> bool tensor, got {type(masks).__name__}")
+        if not masks.keys() <= self._modality_set:
+            unknown = sorted(set(masks) - self._modality_set)
+            raise FusionError(f"masks: unknown modality {unknown[0]!r}: expected one of {list(self.modalities)}")
         cleaned: dict[str, Tensor] = {}
-        token_masks = {}
+        token_masks: dict[str, Tensor | None] = {}
         present_cols: list[Tensor] = []
         ones: Tensor | None = None
-        for mod in self.modalities:
-            x = inputs[mod]
+        for mod, x in zip(self.modalities, xs, strict=True):
             mask = masks.get(mod)
             if mask is None:
                 if ones is None:
@@ -427,27 +487,18 @@ class Fusion(nn.Module):
             present_cols.append(present)
         present_all = torch.stack(present_cols, dim=1)
         _check_some_present(present_all, self.modalities)
-        return FusionBatch(inputs=cleaned, present=present_all, token_masks=token_masks, modalities=self.modalities)
+        return FusionBatch(
+            inputs=cleaned,
+            present=present_all,
+            token_masks=token_masks,
+            modalities=self.modalities,
+            all_vectors=vectors,
+        )
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         # .to() / .cuda() / .half() go through here: forget what was cached per device
-        self.__dict__.pop("_ones_cache", None)
         self.__dict__.pop("_ref_param", None)
         return super()._apply(fn, *args, **kwargs)
-
-    def _all_present(self, x: Tensor) -> Tensor:
-        """``(b, m)`` all-True presence for ``x``'s batch size and device, built once per
-        shape and reused across calls in eager mode (read-only for strategies)."""
-        key = (x.shape[0], x.device)
-        if torch.compiler.is_compiling():
-            return x.new_ones((x.shape[0], len(self.modalities)), dtype=torch.bool)
-        cache = self.__dict__.setdefault("_ones_cache", {})
-        ones = cache.get(key)
-        if ones is None:
-            if len(cache) > 8:
-                cache.clear()
-            ones = cache[key] = x.new_ones((x.shape[0], len(self.modalities)), dtype=torch.bool)
-        return ones
 
     def _reference_parameter(self, *, refresh: bool = False) -> Tensor | None:
         """A parameter of the module, whose dtype and device the inputs must match.

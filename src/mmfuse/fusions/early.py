@@ -91,6 +91,7 @@ class EarlyFusion(Fusion):
         self.presence_features = bool(presence_features)
         self.align = align
         self.concat_dim = self.concat_dim_for(self.input_dims, presence_features=self.presence_features)
+        custom_encoder = encoder is not None
         if encoder is None:
             encoder = Mlp(
                 self.concat_dim,
@@ -101,6 +102,8 @@ class EarlyFusion(Fusion):
                 dropout=dropout,
             )
         self.encoder = encoder
+        #: a custom encoder's output width is checked on every call; the default MLP's is known
+        self._check_encoder_output = custom_encoder
 
     cost_text = CostText(
         options=("hidden_dims", "presence_features", "align"),
@@ -124,9 +127,13 @@ class EarlyFusion(Fusion):
         return sum(input_dims.values()) + (len(input_dims) if presence_features else 0)
 
     def _concat_pooled(self, batch: FusionBatch) -> tuple[Tensor, None]:
-        parts = [batch.pooled(mod) for mod in self.modalities]
+        parts = batch.pooled_all()
         if self.presence_features:
-            parts.append(batch.present.to(parts[0].dtype))
+            if batch.all_present:  # the indicators are all 1: no bool presence to build and convert
+                x = parts[0]
+                parts.append(x.new_ones((x.shape[0], len(self.modalities))))
+            else:
+                parts.append(batch.present.to(parts[0].dtype))
         return torch.cat(parts, dim=-1), None
 
     def _concat_tokens(self, batch: FusionBatch) -> tuple[Tensor, Tensor]:
@@ -152,7 +159,7 @@ class EarlyFusion(Fusion):
             parts.append(tokens.to(parts[0].dtype))
         return torch.cat(parts, dim=-1), tokens.any(dim=-1)
 
-    def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
+    def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates | None]:
         """``(b, d_out)``; intermediates: ``extras["concat"]`` (``(b, d_cat)``, or
         ``(b, t, d_cat)`` with ``align="tokens"``) and ``present``."""
         if self.align == "tokens":
@@ -160,15 +167,16 @@ class EarlyFusion(Fusion):
         else:
             concat, valid = self._concat_pooled(batch)
         h = self.encoder(concat)
-        if h.shape[-1] != self.output_dim:
+        if self._check_encoder_output and h.shape[-1] != self.output_dim:
             raise FusionError(
                 f"early: encoder output: expected last dim {self.output_dim}, got {h.shape[-1]}"
             )
         if valid is not None:
             h = masked_mean(h, valid, dim=1)
+        if not need_intermediates:
+            return h, None
         info = FusionIntermediates(present=batch.present)
-        if need_intermediates:
-            info.extras["concat"] = concat
+        info.extras["concat"] = concat
         return h, info
 
     def extra_repr(self) -> str:

@@ -47,7 +47,7 @@ from mmfuse.fusions._base import (
     register_fusion,
 )
 from mmfuse.fusions._cost import Cost, CostText, linear_params
-from mmfuse.layers import ModalityDict
+from mmfuse.layers import ModalityDict, escape_key
 
 __all__ = ["GatedFusion"]
 
@@ -91,6 +91,7 @@ class GatedFusion(Fusion):
         self.proj = ModalityDict(
             {mod: nn.Linear(dim, self.output_dim, bias=bias) for mod, dim in self.input_dims.items()}
         )
+        self._proj_keys = tuple(escape_key(mod) for mod in self.modalities)  # module keys, modality order
         gate_in = num * self.output_dim if unit == "linear" else sum(self.input_dims.values())
         # Two modalities: one sigmoid score per gate entry; more: one score per modality.
         gate_out = self.gate_width if num == 2 else num * self.gate_width
@@ -115,7 +116,7 @@ class GatedFusion(Fusion):
         params = m * linear_params(d, o, bias=bias) + linear_params(gate_in, g, bias=bias)
         return Cost(params, 2 * (m * d * o + gate_in * g))
 
-    def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
+    def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates | None]:
         """``(b, d_out)``.
 
         Intermediates: ``gates["gate"]``: for two modalities the sigmoid gate ``g``
@@ -124,18 +125,18 @@ class GatedFusion(Fusion):
         modality's gate weight averaged over features (rows sum to 1, missing get 0).
         ``contributions``: ``a_i * h_i`` per modality, which add up to the output.
         """
-        present = batch.present
-        xs = [batch.pooled(mod) for mod in self.modalities]
-        hs = [self.proj[mod](x) for mod, x in zip(self.modalities, xs, strict=True)]
+        xs = batch.pooled_all()
+        proj = self.proj._modules
+        hs = [proj[key](x) for key, x in zip(self._proj_keys, xs, strict=True)]
         if self.unit == "gmu":
             hs = [torch.tanh(h) for h in hs]
-        if len(self.modalities) == 2 and batch.all_present and not need_intermediates:
+        if len(hs) == 2 and batch.all_present and not need_intermediates:
             # fast path, both present: the sigmoid equation itself, h_2 + g (h_1 - h_2)
             gate_in = torch.cat(hs if self.unit == "linear" else xs, dim=-1)
             g = torch.sigmoid(self.gate_layer(gate_in))
-            return hs[1] + g * (hs[0] - hs[1]), FusionIntermediates()
+            return hs[1] + g * (hs[0] - hs[1]), None
         h = torch.stack(hs, dim=1)  # (b, m, d_out)
-        keep = None if batch.all_present else present.unsqueeze(-1)  # (b, m, 1)
+        keep = None if batch.all_present else batch.present.unsqueeze(-1)  # (b, m, 1)
         if keep is not None:
             h = torch.where(keep, h, h.new_zeros(()))
         gate_in = h.flatten(1) if self.unit == "linear" else torch.cat(xs, dim=-1)
@@ -147,15 +148,16 @@ class GatedFusion(Fusion):
         weights = masked_softmax(scores, None if keep is None else keep.expand_as(scores), dim=1)  # (b, m, g)
         contrib = weights * h
         out = contrib.sum(dim=1)
-        info = FusionIntermediates(present=present)
-        if need_intermediates:
-            info.modality_weights = weights.mean(dim=-1)
-            if len(self.modalities) == 2:
-                gate = weights[:, 0]
-            else:
-                gate = weights.squeeze(-1) if self.gate == "scalar" else weights
-            info.gates = {"gate": gate}
-            info.contributions = {mod: contrib[:, i] for i, mod in enumerate(self.modalities)}
+        if not need_intermediates:
+            return out, None
+        info = FusionIntermediates(present=batch.present)
+        info.modality_weights = weights.mean(dim=-1)
+        if len(self.modalities) == 2:
+            gate = weights[:, 0]
+        else:
+            gate = weights.squeeze(-1) if self.gate == "scalar" else weights
+        info.gates = {"gate": gate}
+        info.contributions = {mod: contrib[:, i] for i, mod in enumerate(self.modalities)}
         return out, info
 
     def extra_repr(self) -> str:

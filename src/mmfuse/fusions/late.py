@@ -39,7 +39,7 @@ from mmfuse.fusions._base import (
 )
 from mmfuse.fusions._cost import Cost, CostText, linear_params
 from mmfuse.fusions._options import PositiveInt, Rate
-from mmfuse.layers import Mlp, ModalityDict
+from mmfuse.layers import Mlp, ModalityDict, escape_key
 
 __all__ = ["LateFusion"]
 
@@ -118,6 +118,7 @@ class LateFusion(Fusion):
                 for mod, dim in self.input_dims.items()
             }
         )
+        self._encoder_keys = tuple(escape_key(mod) for mod in self.modalities)  # module keys, modality order
         # Learned per-modality scores, only where a rule uses them (zero init: uniform weights).
         self.modality_logits: nn.Parameter | None = None
         if combine == "weighted" or decision == "weighted":
@@ -159,7 +160,7 @@ class LateFusion(Fusion):
             log_a = (-torch.log(count)).expand(-1, present.shape[1])
         return log_a.masked_fill(~present, lowest)
 
-    def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
+    def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates | None]:
         """``(b, d_out)`` features, or class log-probabilities at ``level="decision"``.
 
         Intermediates: ``modality_weights`` ``(b, m)``; ``contributions`` per
@@ -169,10 +170,12 @@ class LateFusion(Fusion):
         ``log p_i`` (0 where the modality is missing), also stacked with the
         probabilities in ``extras["log_probs"]`` / ``extras["probs"]`` ``(b, m, d_out)``.
         """
-        present = batch.present
-        h = torch.stack([self.encoders[mod](batch.pooled(mod)) for mod in self.modalities], dim=1)
+        encoders = self.encoders._modules
+        xs = batch.pooled_all()
+        h = torch.stack([encoders[key](x) for key, x in zip(self._encoder_keys, xs, strict=True)], dim=1)
         if self.combine == "mean" and batch.all_present and not need_intermediates:
-            return h.mean(dim=1), FusionIntermediates()  # fast path: every modality present
+            return h.mean(dim=1), None  # fast path: every modality present
+        present = batch.present
         keep = present.unsqueeze(-1)  # (b, m, 1)
         if self.level == "feature":
             out, weights, contrib = self._combine_features(h, present)

@@ -29,7 +29,7 @@ from mmfuse.fusions._base import (
 )
 from mmfuse.fusions._cost import Cost, CostText, linear_params
 from mmfuse.fusions._options import PositiveInt, Rate
-from mmfuse.layers import ModalityDict, ModalityParameterDict
+from mmfuse.layers import ModalityDict, ModalityParameterDict, escape_key
 
 __all__ = ["LowRankFusion", "TensorFusion"]
 
@@ -44,6 +44,7 @@ class _ProjectedFactors(Fusion):
         self.proj = ModalityDict(
             {} if dim is None else {mod: nn.Linear(d, dim) for mod, d in self.input_dims.items()}
         )
+        self._proj_keys = tuple(escape_key(mod) for mod in self.modalities)  # module keys, modality order
         self.factor_dims: dict[str, int] = {
             mod: (d if dim is None else dim) + 1 for mod, d in self.input_dims.items()
         }
@@ -51,10 +52,10 @@ class _ProjectedFactors(Fusion):
     def factor_vectors(self, batch: FusionBatch) -> list[Tensor]:
         """``[z_i]`` in modality order, each ``(b, k_i + 1)``; ``[0; 1]`` for a missing one."""
         out = []
-        for mod in self.modalities:
-            h = batch.pooled(mod)
-            if self.dim is not None:
-                h = self.proj[mod](h)
+        proj = self.proj._modules if self.dim is not None else None
+        for mod, key, h in zip(self.modalities, self._proj_keys, batch.pooled_all(), strict=True):
+            if proj is not None:
+                h = proj[key](h)
             if not batch.all_present:
                 h = h * batch.presence(mod).to(h.dtype).unsqueeze(-1)
             out.append(torch.cat([h, h.new_ones(h.shape[0], 1)], dim=-1))

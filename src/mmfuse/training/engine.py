@@ -29,13 +29,17 @@ passed through from :class:`~mmfuse.training.TrainConfig`. What mmfuse adds:
   64 minibatches per step and steps through them itself (manual optimization, the
   same updates as one minibatch per step), epoch values reach ``self.log`` only when
   a logger, the progress bar or other processes read them, and there is no logger
-  without ``out_dir``, no model summary, no sanity check
-  (``benchmarks/results/fit_overhead_cpu2.md``).
+  without ``out_dir``, no model summary, no sanity check; in one process at full
+  precision, with no step hooks implemented, backward and the optimizer step are
+  called directly (:func:`_plain_steps`), and the installed entry points Lightning
+  searches for external callbacks are read once per process
+  (``benchmarks/results/fit_overhead_cpu2.md``, ``fit_overhead_cpu2_after.md``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -127,6 +131,9 @@ class FusionModule(L.LightningModule):
 
             self.dropout_transform = ModalityDropout(cfg.modality_dropout)
         self.balancer = make_balancer(model, cfg)  # cfg.balance: None or mmfuse.training.balance
+        #: backward and optimizer steps without Lightning's wrappers (set at the start of
+        #: training, see _plain_steps)
+        self._plain_steps = False
 
     def forward(self, inputs: dict[str, Tensor], masks: dict[str, Tensor] | None = None) -> Tensor:
         return self.model(inputs, masks)
@@ -163,6 +170,7 @@ class FusionModule(L.LightningModule):
         runs get one minibatch per step (DDP synchronises once per forward).
         """
         opt = self.optimizers()
+        plain = self._plain_steps
         size = self.cfg.batch_size
         n = int(batch["label"].shape[0])
         for start in range(0, n, size):
@@ -174,11 +182,21 @@ class FusionModule(L.LightningModule):
             else:
                 loss = self.loss(self._step_model(part["inputs"], part["masks"]), part["label"])
             opt.zero_grad()
-            self.manual_backward(loss)
-            opt.step()
+            if plain:  # what Lightning's wrappers reduce to here (see _plain_steps)
+                loss.backward()
+                self.on_after_backward()
+                opt._on_before_step()  # Lightning's step count (global_step)
+                opt.optimizer.step()
+                opt._on_after_step()
+            else:
+                self.manual_backward(loss)
+                opt.step()
             b = part["label"].shape[0]
             self._train_sum += loss.detach() * b
             self._train_n += b
+
+    def on_train_start(self) -> None:
+        self._plain_steps = _plain_steps(self.trainer, self)
 
     def _record(self, name: str, value: Tensor) -> None:
         self.epoch_values[name] = value
@@ -234,6 +252,35 @@ class FusionModule(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+
+# the hooks Lightning's backward and optimizer-step wrappers call (the module's own
+# on_after_backward is called directly where they are skipped)
+_STEP_CALLBACK_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+_STEP_MODULE_HOOKS = ("on_before_backward", "backward", "on_before_optimizer_step", "configure_gradient_clipping")
+
+
+def _plain_steps(trainer: L.Trainer, module: L.LightningModule) -> bool:
+    """Whether ``manual_backward`` and ``LightningOptimizer.step`` would do nothing here
+    but ``loss.backward()``, ``optimizer.step()`` and hooks nobody implements: one process
+    on one device (no DDP gradient sync), full precision (no gradient scaler, no
+    autocast around the step), and no callback or module override of the step hooks.
+    Then the step calls torch directly (their wrappers cost about 6 % of a small
+    model's fit, ``benchmarks/results/fit_overhead_cpu2_after.md``); Lightning's step
+    counter (``global_step``) still advances. Anything else keeps Lightning's path."""
+    from lightning.pytorch.plugins.precision import Precision
+    from lightning.pytorch.profilers import PassThroughProfiler
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
+    if trainer.world_size != 1 or type(trainer.strategy) is not SingleDeviceStrategy:
+        return False
+    if type(trainer.precision_plugin) is not Precision or type(trainer.profiler) is not PassThroughProfiler:
+        return False
+    for callback in trainer.callbacks:
+        for hook in _STEP_CALLBACK_HOOKS:
+            if getattr(type(callback), hook) is not getattr(L.Callback, hook):
+                return False
+    return all(getattr(type(module), hook) is getattr(L.LightningModule, hook) for hook in _STEP_MODULE_HOOKS)
 
 
 #: minibatches per Lightning training step in a single-process fit (see
@@ -585,6 +632,45 @@ def _torch_threads(n: int) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+@functools.cache
+def _entry_points(group: str) -> tuple[Any, ...]:
+    """The installed entry points of ``group``, read once per process (reading them
+    scans the metadata of every installed distribution: milliseconds per Trainer)."""
+    from importlib.metadata import entry_points
+
+    return tuple(entry_points(group=group))
+
+
+def _external_callbacks(group: str) -> list[Any]:
+    """Lightning's ``_load_external_callbacks`` over the entry points read once per
+    process: each factory is still called for every Trainer (fresh callbacks)."""
+    callbacks: list[Any] = []
+    for factory in _entry_points(group):
+        made = factory.load()()
+        callbacks.extend(made if isinstance(made, list) else [made])
+    return callbacks
+
+
+@contextlib.contextmanager
+def _entry_points_read_once() -> Iterator[None]:
+    """While a Trainer is built: its search for externally registered callbacks reads
+    the entry points once per process instead of once per Trainer."""
+    try:
+        from lightning.pytorch.trainer.connectors import callback_connector
+    except ImportError:  # pragma: no cover - another Lightning layout: leave it alone
+        yield
+        return
+    original = getattr(callback_connector, "_load_external_callbacks", None)
+    if original is None:  # pragma: no cover
+        yield
+        return
+    callback_connector._load_external_callbacks = _external_callbacks
+    try:
+        yield
+    finally:
+        callback_connector._load_external_callbacks = original
+
+
 def _check_training_state(tree: Any, path: Any, module: nn.Module | None = None) -> None:
     """A training-state checkpoint has the parts Lightning and :class:`ResumeState`
     read, of the right types (and, given ``module``, weights of its keys and shapes);
@@ -631,6 +717,29 @@ def _check_training_state(tree: Any, path: Any, module: nn.Module | None = None)
                 f"{path}: its weights do not fit this model (missing {missing}, unexpected {extra}, "
                 f"other shapes {[(k, got[k], expected[k]) for k in shapes]}): resume with the same model"
             )
+
+
+def _trainer(cfg: TrainConfig, out: Path | None, logger: Any, callbacks: list[L.Callback]) -> L.Trainer:
+    """The Lightning Trainer of one fit."""
+    return L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        strategy=cfg.strategy,
+        precision=cfg.precision,  # type: ignore[arg-type]
+        num_nodes=cfg.num_nodes,
+        max_epochs=cfg.epochs,
+        max_time=None if cfg.max_time is None else timedelta(seconds=cfg.max_time),
+        deterministic=cfg.deterministic,
+        logger=logger,
+        enable_progress_bar=cfg.progress,
+        enable_model_summary=False,
+        enable_checkpointing=True,  # ResumeState is the checkpoint callback
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+        default_root_dir=str(out) if out is not None else None,
+        callbacks=callbacks,
+        plugins=[SafetensorsCheckpointIO()],
+    )
 
 
 def fit(
@@ -705,25 +814,9 @@ def fit(
         extra = [_progress_bar()] if cfg.progress else []
         if streamed:
             extra.append(_StreamEpochs(splits.train))
-        trainer = L.Trainer(
-            accelerator=cfg.accelerator,
-            devices=cfg.devices,
-            strategy=cfg.strategy,
-            precision=cfg.precision,  # type: ignore[arg-type]
-            num_nodes=cfg.num_nodes,
-            max_epochs=cfg.epochs,
-            max_time=None if cfg.max_time is None else timedelta(seconds=cfg.max_time),
-            deterministic=cfg.deterministic,
-            logger=logger,
-            enable_progress_bar=cfg.progress,
-            enable_model_summary=False,
-            enable_checkpointing=True,  # ResumeState is the checkpoint callback
-            num_sanity_val_steps=0,
-            log_every_n_steps=1,
-            default_root_dir=str(out) if out is not None else None,
-            callbacks=[*balance_callbacks(module.balancer, splits, cfg), state, *extra, *callbacks],
-            plugins=[SafetensorsCheckpointIO()],
-        )
+        with _entry_points_read_once():
+            trainer = _trainer(cfg, out, logger, [*balance_callbacks(module.balancer, splits, cfg), state, *extra,
+                                                  *callbacks])
         module.log_to_lightning = logger is not False or cfg.progress or trainer.world_size > 1
         # one process: chunks of minibatches per Lightning step (see FusionModule.training_step)
         if streamed:  # batches come collated from the stream, a bounded number in memory at a time
