@@ -66,3 +66,13 @@ def test_mmfuse_list_prints_every_strategy_with_its_summary(capsys) -> None:
     assert [line.split()[0] for line in lines] == list_fusions()
     first = (fusion_class("gated").__doc__ or "").strip().splitlines()[0]
     assert any(line.startswith("gated ") and line.endswith(first) for line in lines)
+
+
+def test_building_a_model_does_not_load_the_compiler() -> None:
+    # torch._dynamo costs about a second to import; only torch.compile needs it
+    probe = ("import mmfuse, sys\nimport torch\n"
+             "f = mmfuse.create_fusion('gated', input_dims={'a': 4, 'b': 4}, output_dim=4)\n"
+             "f({'a': torch.ones(2, 4), 'b': torch.ones(2, 4)}, {'a': torch.tensor([True, False])})\n"
+             "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"

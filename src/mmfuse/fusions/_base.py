@@ -219,11 +219,6 @@ def _raise_if_all_missing(present: Tensor, modalities: tuple[str, ...]) -> None:
         )
 
 
-# the same check outside any compiled graph (torch.compile breaks the graph here); eager
-# calls skip this wrapper, whose own cost is that of a small kernel
-_raise_if_all_missing_uncompiled = torch.compiler.disable(_raise_if_all_missing)
-
-
 def _check_some_present(present: Tensor, modalities: tuple[str, ...]) -> None:
     """Refuse a sample with every modality missing, compiled or not.
 
@@ -234,10 +229,9 @@ def _check_some_present(present: Tensor, modalities: tuple[str, ...]) -> None:
     ``RuntimeError`` carrying the same message.
     """
     if present.is_cpu:
-        if torch.compiler.is_compiling():
-            _raise_if_all_missing_uncompiled(present, modalities)
-        else:
-            _raise_if_all_missing(present, modalities)
+        # under torch.compile the data-dependent bool breaks the graph and the check runs
+        # eagerly (no torch.compiler.disable here: building it imports torch._dynamo, 1+ s)
+        _raise_if_all_missing(present, modalities)
     else:
         torch._assert_async(
             present.any(dim=1).all(),
