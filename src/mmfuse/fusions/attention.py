@@ -48,13 +48,27 @@ slot, for query token ``i``::
 and ``sum_j a_ij + n_i = 1``. The intermediates return ``a`` under ``attention`` and
 ``n`` under ``extras["null_attention"]`` (same keys, ``(b, h, t_q)``).
 
-Missing query (``mode="query"``): a sample whose query modality is missing takes the
-mask-aware mean of its (projected) context tokens as its query, at every query
-position, and goes through the same attention, (norm) and output map as any other
-sample: the output map sees the kind of vector it is trained on, and that path is
-trained itself whenever training batches have the query missing (train with
-modality dropout to make it good). (A fallback that sent the context mean straight
-to the output map, skipping the block, scored below chance with the query missing.)
+Missing query (``mode="query"``): a sample whose query modality is missing gets a
+stand-in query at every query position (all valid) and goes through the same
+attention, (norm) and output map as any other sample, with its own context. The
+stand-in differs between the two strategies because their outputs read the context
+differently:
+
+- additive (``cross_attention``): the mask-aware mean of the sample's projected
+  context tokens. Here the output is ``W_out`` of ``h_i + sum_j a_ij h_j``: query and
+  context tokens are summed in one space and read by one map, so a context token in
+  the query's place is read the way the context itself is read (its evidence adds up).
+- multi-head (``multihead_cross_attention``): the query modality's *average* token,
+  ``q_fill = W_q mu_q + c_q``, with ``mu_q`` the running mean of the query modality's
+  input tokens seen in training (:mod:`mmfuse.fusions._fallback`) and ``W_q, c_q`` its
+  projection. Here the context reaches the output only through ``W^O W^V``, while the
+  residual stream is read as the query: the context's projection in the query's place
+  would be read through weights fitted to another modality, by luck with or against
+  the label (below chance in a trained model: 0.16 on a 4-class synthetic task, 0.0
+  for the hand-set fit of ``tests/fusions/test_missing_fallback.py``). The average
+  query removes the query's evidence and keeps the context's, on the path it was
+  fitted on; the projection is trained on this path whenever training batches have
+  the query missing (modality dropout).
 """
 
 from __future__ import annotations
@@ -78,6 +92,7 @@ from mmfuse.fusions._base import (
 )
 from mmfuse.fusions._checks import check_heads
 from mmfuse.fusions._cost import Cost, CostText, linear_params
+from mmfuse.fusions._fallback import RunningMeans
 from mmfuse.fusions._options import PositiveInt, Rate
 from mmfuse.layers import ModalityDict
 
@@ -126,14 +141,30 @@ def _concat_tokens(tokens: Mapping[str, Tensor], masks: Mapping[str, Tensor], na
 
 
 def _query_or_context_mean(tokens: Tensor, mask: Tensor, present: Tensor, context: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor]:
-    """The query's ``(b, t_q, d)`` tokens and ``(b, t_q)`` mask, where a sample whose query
-    modality is missing gets the mask-aware mean of its ``(b, t_k, d)`` context tokens at
-    every query token (all valid): it then takes the same attention, norm and output
-    path as a present query, a path the output map is trained on whenever training
-    batches have the query missing (modality dropout)."""
+    """The additive query's ``(b, t_q, d)`` tokens and ``(b, t_q)`` mask, where a sample
+    whose query modality is missing gets the mask-aware mean of its ``(b, t_k, d)``
+    context tokens at every query token, all valid (module docstring)."""
     fill = masked_mean(context, key_mask, dim=1).unsqueeze(1).expand_as(tokens)
     tokens = torch.where(present[:, None, None], tokens, fill)
     return tokens, mask | ~present[:, None]
+
+
+def _fill_missing_query(
+    running: nn.Module, proj: nn.Module, batch: FusionBatch, query: str, tokens: Tensor, mask: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Track the query modality's running input mean (training mode) and return the
+    ``(b, t_q, d)`` projected query ``tokens`` and their ``(b, t_q)`` ``mask`` where a
+    sample whose query is missing has the projected mean ``proj(mu_q)`` at every query
+    token, all valid (module docstring). Without masks (``batch.all_present``) only the
+    mean is tracked."""
+    x, x_mask = batch.as_sequence(query)
+    assert isinstance(running, RunningMeans)
+    running.update([x], None if batch.all_present else [x_mask])
+    if batch.all_present:
+        return tokens, mask
+    present = batch.presence(query)
+    mean = proj(running.value(query))  # (d,)
+    return torch.where(present[:, None, None], tokens, mean), mask | ~present[:, None]
 
 
 def _query_output(out: nn.Linear, enriched: Tensor, q_mask: Tensor, *, pool: bool) -> Tensor:
@@ -141,7 +172,7 @@ def _query_output(out: nn.Linear, enriched: Tensor, q_mask: Tensor, *, pool: boo
 
     ``pool=True``: ``(b, d_out)``, ``out`` of their mask-aware mean. ``pool=False``:
     ``(b, t_q, d_out)``, valid query tokens carry ``out(enriched)`` and padded ones
-    zeros (a missing query is the context mean at every token, all valid).
+    zeros (a missing query has its stand-in at every token, all valid).
     """
     if pool:
         return out(masked_mean(enriched, q_mask, dim=1))
@@ -402,8 +433,9 @@ class MultiheadCrossAttentionFusion(Fusion):
 
     Missing data: masked and missing context tokens take no part in attention. A
     sample whose context is all missing gets ``a = 0`` (the query carries it); a
-    sample whose query modality is missing (``mode="query"``) uses its context's
-    mean as the query (module docstring), through the same block and ``W_out``.
+    sample whose query modality is missing (``mode="query"``) uses the query
+    modality's projected running input mean as its query (module docstring),
+    through the same block and ``W_out``.
 
     Args:
         input_dims: modality -> ``d_i`` (at least two).
@@ -421,7 +453,7 @@ class MultiheadCrossAttentionFusion(Fusion):
             docstring); equals ``nn.MultiheadAttention(add_zero_attn=True)``.
         pool: with ``False`` (only for ``mode="query"``) return ``(b, t_q, d_out)``:
             ``W_out y`` at valid query tokens, zeros at padded ones, and the output
-            of the context-mean query at every token of a sample whose query is missing.
+            of the running-mean query at every token of a sample whose query is missing.
 
     Intermediates: ``attention["<query>-><context>"]`` ``(b, h, t_q, t_k)``, computed
     explicitly (same math, no fused kernel) only when asked for, and
@@ -464,6 +496,8 @@ class MultiheadCrossAttentionFusion(Fusion):
             {r: MaskedAttention(dim, num_heads, dropout=dropout, add_zero_attn=add_zero_attn) for r in roles}
         )
         self.norms = ModalityDict({r: nn.LayerNorm(dim) for r in roles}) if norm else None
+        # the running input mean of the query modality: the stand-in for a missing query
+        self.input_mean = RunningMeans({} if self.query is None else {self.query: self.input_dims[self.query]})
         self.out = nn.Linear(dim, self.output_dim)
 
     cost_text = CostText(
@@ -511,8 +545,8 @@ class MultiheadCrossAttentionFusion(Fusion):
             others = tuple(m for m in self.modalities if m != mod)
             context, key_mask = _concat_tokens(tokens, masks, others)
             x, q_mask = tokens[mod], masks[mod]
-            if self.mode == "query" and not batch.all_present:  # no mask given: no query can be missing
-                x, q_mask = _query_or_context_mean(x, q_mask, batch.presence(mod), context, key_mask)
+            if self.mode == "query":
+                x, q_mask = _fill_missing_query(self.input_mean, self.proj[mod], batch, mod, x, q_mask)
             y, weights, slot = self._block(mod, x, context, key_mask, need_intermediates)
             if weights is not None and slot is not None:
                 attention[f"{mod}->{'+'.join(others)}"] = weights

@@ -16,12 +16,17 @@ a unit-scale conditioner, while the conditioner still gets a gradient from the f
 step (exactly zero weights would cut it off).
 
 Missing modalities: a missing modality's projection ``h_m`` is replaced, per
-sample, by the mean of the present modalities' projections, and every link is then
-applied as usual. The output map therefore always sees a modulated representation,
-the kind it is trained on, and the fallback is trained itself whenever training
-batches have missing rows (modality dropout). (Skipping the modulation instead sent
-an unmodulated vector to an output map that never saw one, below chance on real
-data.)
+sample, by the projection of that modality's running input mean,
+``h_m = W_m mu_m + c_m`` (``mu_m``: the mean of its pooled inputs over the present
+samples seen in training, tracked like ``BatchNorm``'s running mean; see
+:mod:`mmfuse.fusions._fallback`), and every link is then applied as usual. A missing
+conditioner is so its *average* representation, of the kind each FiLM layer was
+trained on, and the output map always sees a modulated representation of the kind it
+is trained on; the projection is trained on this path whenever training batches have
+missing rows (modality dropout). (Earlier stand-ins fed the links vectors of another
+kind: skipping the modulation, or the mean of the other modalities' projections;
+both scored below chance on real data with a modality missing, e.g. 0.17 on mfeat
+with ``fac`` missing, 10 classes.)
 """
 
 from __future__ import annotations
@@ -38,10 +43,10 @@ from mmfuse.fusions._base import (
     FusionBatch,
     FusionError,
     FusionIntermediates,
-    masked_mean,
     register_fusion,
 )
 from mmfuse.fusions._cost import Cost, CostText, linear_params
+from mmfuse.fusions._fallback import RunningMeans
 from mmfuse.fusions._options import PositiveInt, Rate
 from mmfuse.layers import ModalityDict
 
@@ -76,8 +81,8 @@ class FiLMFusion(Fusion):
       (for a single conditioner it is the plain FiLM). ``conditioner`` must be
       ``None`` here.
 
-    Missing modalities, per sample: a missing modality's ``h`` is the mean of the
-    present modalities' ``h`` (module docstring); every link is applied.
+    Missing modalities, per sample: a missing modality's ``h`` is the projection of
+    its running input mean (module docstring); every link is applied.
 
     Intermediates: ``extras["gamma"]`` and ``extras["beta"]``, dicts keyed
     ``"conditioner->modulated"`` (chain: the link ``c_{j-1}->c_j``, whose conditioner
@@ -134,6 +139,8 @@ class FiLMFusion(Fusion):
         self.links: tuple[str, ...] = tuple(links)
 
         self.proj = ModalityDict({m: nn.Linear(d, dim) for m, d in self.input_dims.items()})
+        # each modality's running input mean: the stand-in for it when it is missing
+        self.input_mean = RunningMeans({m: self.input_dims[m] for m in self.modalities})
         # ModuleList in link order: link names may hold characters ModuleDict refuses
         self.gamma = nn.ModuleList([_film_layer(dim) for _ in links])
         self.beta = nn.ModuleList([_film_layer(dim, bias=0.0) for _ in links])
@@ -157,10 +164,13 @@ class FiLMFusion(Fusion):
 
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
         """``(b, d_out)``; gamma/beta of every link in the intermediates."""
-        h = {m: self.proj[m](batch.pooled(m)) for m in self.modalities}
-        if not batch.all_present:  # a missing modality: the mean of the present ones' projections
-            fill = masked_mean(torch.stack([h[m] for m in self.modalities], dim=1), batch.present, dim=1)
-            h = {m: torch.where(batch.presence(m).unsqueeze(-1), h[m], fill) for m in self.modalities}
+        xs = [batch.pooled(m) for m in self.modalities]
+        self.input_mean.update(xs, None if batch.all_present else [batch.presence(m) for m in self.modalities])
+        h = {m: self.proj[m](x) for m, x in zip(self.modalities, xs, strict=True)}
+        if not batch.all_present:  # a missing modality: its projected running mean
+            for m in self.modalities:
+                fill = self.proj[m](self.input_mean.value(m))
+                h[m] = torch.where(batch.presence(m).unsqueeze(-1), h[m], fill)
         gammas: dict[str, Tensor] = {}
         betas: dict[str, Tensor] = {}
         if self.mode == "chain":

@@ -1,0 +1,89 @@
+"""``RunningMeans``: the running input means that stand in for a missing query or
+conditioner (``mmfuse.fusions._fallback``).
+
+Written out here: per batch with a present row, m <- (1 - r) m + r mean_batch(x),
+rho <- (1 - r) rho, mu = m / (1 - rho); rows and tokens that are masked out are left out.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mmfuse
+from mmfuse.fusions._fallback import RunningMeans
+
+
+def _by_hand(batches: list[torch.Tensor], r: float) -> torch.Tensor:
+    m, rho = torch.zeros(batches[0].shape[-1]), 1.0
+    for x in batches:
+        m = (1 - r) * m + r * x.mean(0)
+        rho *= 1 - r
+    return m / (1 - rho)
+
+
+def test_bias_corrected_moving_average_by_hand() -> None:
+    running = RunningMeans({"a": 3, "b": 2}, momentum=0.25).train()
+    g = torch.Generator().manual_seed(0)
+    a = [torch.randn(5, 3, generator=g) + 4 for _ in range(7)]
+    b = [torch.randn(5, 2, generator=g) - 2 for _ in range(7)]
+    for n in range(7):
+        running.update([a[n], b[n]], None)
+        torch.testing.assert_close(running.value("a"), _by_hand(a[: n + 1], 0.25))
+        torch.testing.assert_close(running.value("b"), _by_hand(b[: n + 1], 0.25))
+    # the first batch alone gives its own mean (no pull towards the zero start)
+    fresh = RunningMeans({"a": 3}).train()
+    fresh.update([a[0]], None)
+    torch.testing.assert_close(fresh.value("a"), a[0].mean(0))
+    # weights (1 - r)^age: equal batches give that batch's mean whatever their number
+    for _ in range(30):
+        fresh.update([a[0]], None)
+    torch.testing.assert_close(fresh.value("a"), a[0].mean(0))
+
+
+def test_masked_rows_and_tokens_are_left_out() -> None:
+    running = RunningMeans({"s": 2, "v": 1}).train()
+    x = torch.tensor([[[1.0, 2.0], [3.0, 4.0]], [[100.0, 100.0], [5.0, 6.0]], [[7.0, 8.0], [-1e6, 1e6]]])
+    tok = torch.tensor([[True, True], [False, True], [True, False]])
+    v = torch.tensor([[1.0], [50.0], [3.0]])
+    running.update([x, v], [tok, torch.tensor([True, False, True])])
+    torch.testing.assert_close(running.value("s"), torch.tensor([16.0, 20.0]) / 4)
+    torch.testing.assert_close(running.value("v"), torch.tensor([2.0]))
+    # a batch with no present row of a modality leaves that modality's mean alone
+    running.update([torch.full((3, 2, 2), 1e3), torch.full((3, 1), 8.0)],
+                   [torch.zeros(3, 2, dtype=torch.bool), torch.ones(3, dtype=torch.bool)])
+    torch.testing.assert_close(running.value("s"), torch.tensor([4.0, 5.0]))
+    torch.testing.assert_close(running.value("v"), _by_hand([torch.tensor([[2.0]]), torch.tensor([[8.0]])], 0.1))
+
+
+def test_eval_mode_does_not_update_and_a_fresh_mean_is_zero() -> None:
+    running = RunningMeans({"a": 2}).eval()
+    running.update([torch.ones(3, 2)], None)
+    assert torch.equal(running.value("a"), torch.zeros(2))
+
+
+@pytest.mark.parametrize("name", ["film", "multihead_cross_attention"])
+def test_a_checkpoint_without_running_means_loads_with_zero_means(name: str) -> None:
+    dims = {"a": 3, "b": 4}
+    fusion = mmfuse.create_fusion(name, input_dims=dims, output_dim=2)
+    old = {k: v for k, v in fusion.state_dict().items() if not k.startswith("input_mean.")}
+    assert len(old) == len(fusion.state_dict()) - 2
+    fresh = mmfuse.create_fusion(name, input_dims=dims, output_dim=2)
+    fresh.input_mean.assign("a", torch.full((3,), 3.0))
+    fresh.load_state_dict(old, strict=True)
+    assert torch.equal(fresh.input_mean.value("a"), torch.zeros(3))
+
+
+def test_training_tracks_the_query_modalitys_valid_tokens() -> None:
+    dims = {"a": 3, "b": 4}
+    fusion = mmfuse.create_fusion("multihead_cross_attention", input_dims=dims, output_dim=4).train()
+    assert fusion.input_mean.names == ("a",)  # the query modality only
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 3, 3, generator=g)
+    tok = torch.tensor([[True, True, False], [True, False, False], [False, False, False], [True, True, True]])
+    fusion({"a": x, "b": torch.randn(4, 4, generator=g)}, {"a": tok})
+    torch.testing.assert_close(fusion.input_mean.value("a"), x[tok].mean(0))
+    # without masks every token counts
+    y = torch.randn(4, 3, 3, generator=g)
+    fusion({"a": y, "b": torch.randn(4, 4, generator=g)})
+    torch.testing.assert_close(fusion.input_mean.value("a"), _by_hand([x[tok], y.reshape(-1, 3)], 0.1))
