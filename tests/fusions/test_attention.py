@@ -253,6 +253,22 @@ def test_core_equals_nn_multihead_attention(zero_attn: bool, need_weights: bool)
         assert weights is None
 
 
+@pytest.mark.parametrize("zero_attn", [False, True])
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_core_without_a_key_mask_equals_nn_multihead_attention(zero_attn: bool, need_weights: bool) -> None:
+    """``key_mask=None`` (every key takes part) is the unmasked fast path: the same
+    output and weights as ``nn.MultiheadAttention`` with no padding mask."""
+    core = MultiheadCrossAttention(8, 2, add_zero_attn=zero_attn).eval()
+    mha = copy_to_mha(core)
+    q, kv = torch.randn(B, 3, 8), torch.randn(B, 5, 8)
+    out, weights, null = core(q, kv, None, need_weights=need_weights, return_null=True)
+    ref, ref_w = mha(q, kv, kv, need_weights=True, average_attn_weights=False)
+    torch.testing.assert_close(out, ref)
+    if need_weights:
+        torch.testing.assert_close(weights, ref_w[..., :5])
+        torch.testing.assert_close(weights.sum(-1) + null, torch.ones(B, 2, 3))
+
+
 def test_fusion_core_config_equals_nn_multihead_attention() -> None:
     fusion = MultiheadCrossAttentionFusion(
         input_dims=DIMS, output_dim=3, dim=8, num_heads=2, residual=False, norm=False, add_zero_attn=False, pool=False

@@ -58,17 +58,19 @@ differently:
   context tokens. Here the output is ``W_out`` of ``h_i + sum_j a_ij h_j``: query and
   context tokens are summed in one space and read by one map, so a context token in
   the query's place is read the way the context itself is read (its evidence adds up).
-- multi-head (``multihead_cross_attention``): the query modality's *average* token,
-  ``q_fill = W_q mu_q + c_q``, with ``mu_q`` the running mean of the query modality's
-  input tokens seen in training (:mod:`mmfuse.fusions._fallback`) and ``W_q, c_q`` its
-  projection. Here the context reaches the output only through ``W^O W^V``, while the
-  residual stream is read as the query: the context's projection in the query's place
-  would be read through weights fitted to another modality, by luck with or against
-  the label (below chance in a trained model: 0.16 on a 4-class synthetic task, 0.0
-  for the hand-set fit of ``tests/fusions/test_missing_fallback.py``). The average
-  query removes the query's evidence and keeps the context's, on the path it was
-  fitted on; the projection is trained on this path whenever training batches have
-  the query missing (modality dropout).
+- multi-head (``multihead_cross_attention``): it depends on what training saw
+  (:mod:`mmfuse.fusions._fallback`). If training batches had rows with the query
+  missing (modality dropout, missing data), the stand-in is the mask-aware mean of
+  the sample's projected context tokens, a path the block and output map were fitted
+  to. Otherwise it is the query modality's *average* token, ``q_fill = W_q mu_q + c_q``,
+  with ``mu_q`` the running mean of the query modality's input tokens seen in training
+  and ``W_q, c_q`` its projection. An untrained context-mean query would be read
+  through the residual stream, whose weights were fitted to the query modality only
+  (the context reaches the output through ``W^O W^V``): with or against the label by
+  luck (below chance in a model trained on complete data: 0.16 on a 4-class
+  synthetic task, 0.0 for the hand-set fit of ``tests/fusions/test_missing_fallback.py``).
+  The average query removes the query's evidence and keeps the context's, on the
+  path it was fitted on.
 """
 
 from __future__ import annotations
@@ -133,11 +135,20 @@ def _resolve_query(owner: str, query: str | None, modalities: tuple[str, ...]) -
     return query
 
 
-def _concat_tokens(tokens: Mapping[str, Tensor], masks: Mapping[str, Tensor], names: tuple[str, ...]) -> tuple[Tensor, Tensor]:
-    """Concatenate several modalities' ``(b, t_i, d)`` tokens and ``(b, t_i)`` masks along tokens."""
+def _project_all_valid(proj: nn.ModuleDict, batch: FusionBatch) -> dict[str, Tensor]:
+    """Modality -> ``(b, t_i, d)`` projected tokens when no mask was given (every token valid)."""
+    return {m: proj[m](x if x.dim() == 3 else x.unsqueeze(1)) for m, x in batch.inputs.items()}
+
+
+def _concat_tokens(
+    tokens: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None, names: tuple[str, ...]
+) -> tuple[Tensor, Tensor | None]:
+    """Concatenate several modalities' ``(b, t_i, d)`` tokens and ``(b, t_i)`` masks along
+    tokens (``masks=None``: every token valid, no mask returned)."""
     if len(names) == 1:
-        return tokens[names[0]], masks[names[0]]
-    return torch.cat([tokens[n] for n in names], dim=1), torch.cat([masks[n] for n in names], dim=1)
+        return tokens[names[0]], None if masks is None else masks[names[0]]
+    cat = torch.cat([tokens[n] for n in names], dim=1)
+    return cat, None if masks is None else torch.cat([masks[n] for n in names], dim=1)
 
 
 def _query_or_context_mean(tokens: Tensor, mask: Tensor, present: Tensor, context: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -150,32 +161,38 @@ def _query_or_context_mean(tokens: Tensor, mask: Tensor, present: Tensor, contex
 
 
 def _fill_missing_query(
-    running: nn.Module, proj: nn.Module, batch: FusionBatch, query: str, tokens: Tensor, mask: Tensor
-) -> tuple[Tensor, Tensor]:
+    running: nn.Module, proj: nn.Module, batch: FusionBatch, query: str, tokens: Tensor, mask: Tensor | None,
+    context: Tensor, key_mask: Tensor | None,
+) -> tuple[Tensor, Tensor | None]:
     """Track the query modality's running input mean (training mode) and return the
     ``(b, t_q, d)`` projected query ``tokens`` and their ``(b, t_q)`` ``mask`` where a
-    sample whose query is missing has the projected mean ``proj(mu_q)`` at every query
-    token, all valid (module docstring). Without masks (``batch.all_present``) only the
-    mean is tracked."""
-    x, x_mask = batch.as_sequence(query)
+    sample whose query is missing has its stand-in at every query token, all valid:
+    the mean of its ``(b, t_k, d)`` ``context`` tokens if training saw the query
+    missing, else the projected running mean ``proj(mu_q)`` (module docstring).
+    Without masks (``batch.all_present``, ``mask`` ``None``) only the mean is tracked."""
     assert isinstance(running, RunningMeans)
-    running.update([x], None if batch.all_present else [x_mask])
-    if batch.all_present:
+    if batch.all_present or mask is None:
+        running.update([batch.inputs[query]], None)
         return tokens, mask
+    x, x_mask = batch.as_sequence(query)
+    running.update([x], [x_mask])
     present = batch.presence(query)
-    mean = proj(running.value(query))  # (d,)
-    return torch.where(present[:, None, None], tokens, mean), mask | ~present[:, None]
+    fill = running.choose(query, masked_mean(context, key_mask, dim=1).unsqueeze(1), proj(running.value(query)))
+    return torch.where(present[:, None, None], tokens, fill), mask | ~present[:, None]
 
 
-def _query_output(out: nn.Linear, enriched: Tensor, q_mask: Tensor, *, pool: bool) -> Tensor:
+def _query_output(out: nn.Linear, enriched: Tensor, q_mask: Tensor | None, *, pool: bool) -> Tensor:
     """Output of ``mode="query"`` from the ``(b, t_q, d)`` enriched query tokens.
 
     ``pool=True``: ``(b, d_out)``, ``out`` of their mask-aware mean. ``pool=False``:
     ``(b, t_q, d_out)``, valid query tokens carry ``out(enriched)`` and padded ones
-    zeros (a missing query has its stand-in at every token, all valid).
+    zeros (a missing query has its stand-in at every token, all valid). ``q_mask=None``:
+    every token valid.
     """
     if pool:
         return out(masked_mean(enriched, q_mask, dim=1))
+    if q_mask is None:
+        return out(enriched)
     return torch.where(q_mask.unsqueeze(-1), out(enriched), enriched.new_zeros(()))
 
 
@@ -433,9 +450,9 @@ class MultiheadCrossAttentionFusion(Fusion):
 
     Missing data: masked and missing context tokens take no part in attention. A
     sample whose context is all missing gets ``a = 0`` (the query carries it); a
-    sample whose query modality is missing (``mode="query"``) uses the query
-    modality's projected running input mean as its query (module docstring),
-    through the same block and ``W_out``.
+    sample whose query modality is missing (``mode="query"``) uses its context's
+    mean as the query if training saw the query missing, else the query modality's
+    projected running input mean (module docstring), through the same block and ``W_out``.
 
     Args:
         input_dims: modality -> ``d_i`` (at least two).
@@ -453,7 +470,7 @@ class MultiheadCrossAttentionFusion(Fusion):
             docstring); equals ``nn.MultiheadAttention(add_zero_attn=True)``.
         pool: with ``False`` (only for ``mode="query"``) return ``(b, t_q, d_out)``:
             ``W_out y`` at valid query tokens, zeros at padded ones, and the output
-            of the running-mean query at every token of a sample whose query is missing.
+            of the stand-in query at every token of a sample whose query is missing.
 
     Intermediates: ``attention["<query>-><context>"]`` ``(b, h, t_q, t_k)``, computed
     explicitly (same math, no fused kernel) only when asked for, and
@@ -521,7 +538,7 @@ class MultiheadCrossAttentionFusion(Fusion):
         return Cost(params, flops)
 
     def _block(
-        self, role: str, x: Tensor, context: Tensor, key_mask: Tensor, need_weights: bool
+        self, role: str, x: Tensor, context: Tensor, key_mask: Tensor | None, need_weights: bool
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """``(b, t_q, d)`` block output ``y`` for one query modality, its weights and
         the zero slot's weights."""
@@ -534,7 +551,12 @@ class MultiheadCrossAttentionFusion(Fusion):
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
         """``(b, d_out)`` (``(b, t_q, d_out)`` with ``pool=False``); intermediates:
         ``attention`` per query modality (only when asked), ``present``."""
-        tokens, masks = _project(self.proj, batch)
+        # no mask given: every token valid, so no mask is built, applied or pooled with
+        masks: dict[str, Tensor] | None = None
+        if batch.all_present:
+            tokens = _project_all_valid(self.proj, batch)
+        else:
+            tokens, masks = _project(self.proj, batch)
         attention: dict[str, Tensor] = {}
         null: dict[str, Tensor] = {}
         queries = self.modalities if self.mode == "all" else (self.query,)
@@ -544,9 +566,11 @@ class MultiheadCrossAttentionFusion(Fusion):
             assert mod is not None
             others = tuple(m for m in self.modalities if m != mod)
             context, key_mask = _concat_tokens(tokens, masks, others)
-            x, q_mask = tokens[mod], masks[mod]
+            x, q_mask = tokens[mod], None if masks is None else masks[mod]
             if self.mode == "query":
-                x, q_mask = _fill_missing_query(self.input_mean, self.proj[mod], batch, mod, x, q_mask)
+                x, q_mask = _fill_missing_query(
+                    self.input_mean, self.proj[mod], batch, mod, x, q_mask, context, key_mask
+                )
             y, weights, slot = self._block(mod, x, context, key_mask, need_intermediates)
             if weights is not None and slot is not None:
                 attention[f"{mod}->{'+'.join(others)}"] = weights
@@ -556,8 +580,9 @@ class MultiheadCrossAttentionFusion(Fusion):
         if need_intermediates:
             info = FusionIntermediates(attention=attention, extras={"null_attention": null})
         if self.mode == "all":
-            return self.out(masked_mean(torch.stack(pooled, dim=1), batch.present, dim=1)), info
-        assert y is not None and q_mask is not None
+            present = None if masks is None else batch.present
+            return self.out(masked_mean(torch.stack(pooled, dim=1), present, dim=1)), info
+        assert y is not None
         return _query_output(self.out, y, q_mask, pool=self.pool), info
 
     def extra_repr(self) -> str:
