@@ -101,6 +101,55 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def compare_table(before: list[dict], after: list[dict]) -> str:
+    """Cells ``before -> after`` (per seed) for every model measured in both runs; the
+    other rows (references) as measured before."""
+    def key(r: dict) -> tuple:
+        return (r["dataset"], r["model"], r["modality_dropout"], r["seed"])
+
+    new = {key(r): r for r in after}
+    rows = []
+    for r in before:
+        a = new.get(key(r))
+        if a is None:
+            rows.append(r)
+            continue
+        merged = dict(r)
+        for c, v in r.items():
+            if c == "full" or c.startswith("without:"):
+                merged[c] = (v, a[c])
+        rows.append(merged)
+    lines = []
+    for dataset, (_, dropped, chance) in DATASETS.items():
+        rs = [r for r in rows if r["dataset"] == dataset]
+        if not rs:
+            continue
+        lines += [f"## {dataset} (chance {chance:.2f}; seeds {sorted({r['seed'] for r in rs})})", ""]
+        unis = sorted({r["model"] for r in rs if r["model"].startswith("uni:")})
+        if unis:
+            lines.append("Unimodal models (accuracy per seed): " + "; ".join(
+                f"{m} " + " / ".join(f"{r['full']:.3f}" for r in rs if r["model"] == m) for m in unis))
+            lines.append("")
+        cols = ["full"] + [f"without:{m}" for m in dropped]
+        lines.append("| strategy | modality dropout | " + " | ".join(cols) + " |")
+        lines.append("|---|---|" + "---|" * len(cols))
+        for model, drop in sorted({(r["model"], r["modality_dropout"]) for r in rs if not r["model"].startswith("uni:")}):
+            sub = [r for r in rs if r["model"] == model and r["modality_dropout"] == drop]
+            cells = []
+            for c in cols:
+                vals = [r[c] for r in sub]
+                if isinstance(vals[0], tuple):
+                    text = " / ".join(f"{b:.3f} -> **{a:.3f}**" for b, a in vals)
+                    low = min(a for _, a in vals)
+                else:
+                    text = " / ".join(f"{v:.3f}" for v in vals)
+                    low = min(vals)
+                cells.append(text + (" (below chance)" if c != "full" and low < chance else ""))
+            lines.append(f"| {model} | {drop:g} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
@@ -111,7 +160,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-unimodal", action="store_true", help="skip the unimodal reference models")
     p.add_argument("--title", default="Accuracy with a modality missing at test time")
     p.add_argument("--out", help="write <out>.md and <out>.json")
+    p.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"),
+                   help="train nothing: merge two runs' JSON rows into one table (before -> after)")
     args = p.parse_args(argv)
+    if args.compare:
+        before, after = (json.loads(Path(f).read_text()) for f in args.compare)
+        text = f"# {args.title}\n\n" + compare_table(before, after)
+        print(text)
+        if args.out:
+            from mmfuse.io import atomic_write
+
+            atomic_write(f"{args.out}.md", text + "\n")
+        return
 
     import torch
 

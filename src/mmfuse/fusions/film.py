@@ -182,7 +182,7 @@ class FiLMFusion(Fusion):
             state = h[self.order[0]]
             for (gamma_layer, beta_layer, link), mod in zip(links, self.order[1:], strict=True):
                 gamma, beta = gamma_layer(state), beta_layer(state)
-                state = torch.addcmul(beta, gamma, h[mod])  # gamma * h + beta
+                state = gamma * h[mod] + beta
                 if need_intermediates:
                     gammas[link], betas[link] = gamma, beta
         else:
@@ -195,7 +195,7 @@ class FiLMFusion(Fusion):
                 if need_intermediates:
                     gammas[link], betas[link] = gamma, beta
             assert gamma_all is not None and beta_all is not None  # at least one conditioner
-            state = torch.addcmul(beta_all, gamma_all, h[self.target])
+            state = gamma_all * h[self.target] + beta_all
         fused = self.out(self.drop(state))
         if not need_intermediates:
             return fused, FusionIntermediates()
