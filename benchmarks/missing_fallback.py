@@ -162,10 +162,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", help="write <out>.md and <out>.json")
     p.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"),
                    help="train nothing: merge two runs' JSON rows into one table (before -> after)")
+    p.add_argument("--intro", help="a markdown file whose text goes between the title and the tables")
     args = p.parse_args(argv)
     if args.compare:
         before, after = (json.loads(Path(f).read_text()) for f in args.compare)
-        text = f"# {args.title}\n\n" + compare_table(before, after)
+        intro = Path(args.intro).read_text().strip() + "\n\n" if args.intro else ""
+        text = f"# {args.title}\n\n{intro}" + compare_table(before, after)
         print(text)
         if args.out:
             from mmfuse.io import atomic_write

@@ -156,3 +156,18 @@ def test_film_trained_with_a_modality_missing_uses_the_present_mean() -> None:
         s = torch.addcmul(fusion.beta[1](s), fusion.gamma[1](s), h["c"])
         torch.testing.assert_close(out[1], fusion.out(s)[1])
         torch.testing.assert_close(out[[0, 2, 3]], ref[[0, 2, 3]])
+
+
+def test_update_rows_equals_the_per_modality_update() -> None:
+    g = torch.Generator().manual_seed(4)
+    dims = {"a": 3, "b": 1, "c": 2}
+    loop, rows = RunningMeans(dims).train(), RunningMeans(dims).train()
+    for step in range(4):
+        xs = [torch.randn(5, d, generator=g) for d in dims.values()]
+        present = torch.rand(5, 3, generator=g) > 0.4
+        present[:, 1] = step != 2  # a batch where "b" has no present row
+        loop.update(xs, list(present.unbind(dim=1)))
+        rows.update_rows(xs, present)
+        for name in dims:
+            torch.testing.assert_close(rows.value(name), loop.value(name))
+        torch.testing.assert_close(rows.seen_missing, loop.seen_missing)

@@ -84,6 +84,9 @@ class RunningMeans(nn.Module):
         self.register_buffer("mean", torch.zeros(bounds[-1]))
         self.register_buffer("decay", torch.ones(len(self.names)))
         self.register_buffer("seen_missing", torch.zeros(len(self.names)))
+        # the modality of each column of ``mean`` (not saved: it follows from ``dims``)
+        col = torch.tensor([i for i, d in enumerate(dims.values()) for _ in range(int(d))], dtype=torch.long)
+        self.register_buffer("_column_modality", col, persistent=False)
 
     def update(self, xs: Sequence[Tensor], masks: Sequence[Tensor] | None) -> None:
         """Fold one training batch in (no-op in eval mode; no host-device sync).
@@ -118,6 +121,26 @@ class RunningMeans(nn.Module):
             self.decay[i : i + 1].mul_(1.0 - rate)
             row_missing = ~mask.reshape(mask.shape[0], -1).any(dim=1)
             self.seen_missing[i : i + 1].copy_(torch.maximum(self.seen_missing[i], row_missing.any().to(flat.dtype)))
+
+    def update_rows(self, xs: Sequence[Tensor], present: Tensor) -> None:
+        """:meth:`update` for vector inputs with per-row presence, every modality at once
+        (a fixed number of tensor ops whatever the number of modalities).
+
+        Args:
+            xs: per modality (order of ``dims``) its ``(b, d_i)`` inputs.
+            present: ``(b, n)`` bool, modality present per row.
+        """
+        if not self.training:
+            return
+        r, col = self.momentum, self._column_modality
+        x = torch.cat([t.detach() for t in xs], dim=-1).to(self.mean.dtype)  # (b, sum d_i)
+        w = present.to(x.dtype)  # (b, n)
+        n = w.sum(dim=0)  # (n,)
+        rate = (n > 0).to(x.dtype) * r  # a modality with no present row changes nothing
+        sums = (x * w[:, col]).sum(dim=0)
+        self.mean.lerp_(sums / n.clamp_min(1.0)[col], rate[col])
+        self.decay.mul_(1.0 - rate)
+        self.seen_missing.copy_(torch.maximum(self.seen_missing, (~present).any(dim=0).to(x.dtype)))
 
     def value(self, name: str) -> Tensor:
         """``(d_i,)``: the bias-corrected running mean ``mu_i`` of one modality."""

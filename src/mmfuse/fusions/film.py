@@ -168,7 +168,10 @@ class FiLMFusion(Fusion):
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
         """``(b, d_out)``; gamma/beta of every link in the intermediates."""
         xs = [batch.pooled(m) for m in self.modalities]
-        self.input_mean.update(xs, None if batch.all_present else [batch.presence(m) for m in self.modalities])
+        if batch.all_present:
+            self.input_mean.update(xs, None)
+        else:
+            self.input_mean.update_rows(xs, batch.present)
         h = {m: proj(x) for (m, proj), x in zip(self.proj.items(), xs, strict=True)}
         if not batch.all_present:  # a missing modality: its stand-in (module docstring)
             present_mean = masked_mean(torch.stack([h[m] for m in self.modalities], dim=1), batch.present, dim=1)
