@@ -575,7 +575,8 @@ class MultiheadCrossAttentionFusion(Fusion):
             if weights is not None and slot is not None:
                 attention[f"{mod}->{'+'.join(others)}"] = weights
                 null[f"{mod}->{'+'.join(others)}"] = slot
-            pooled.append(masked_mean(y, q_mask, dim=1))
+            if self.mode == "all":  # (mode "query" pools, or not, in _query_output)
+                pooled.append(masked_mean(y, q_mask, dim=1))
         info = FusionIntermediates()
         if need_intermediates:
             info = FusionIntermediates(attention=attention, extras={"null_attention": null})
