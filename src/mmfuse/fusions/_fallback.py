@@ -45,7 +45,8 @@ so ``mu_i`` is the plain mean of the first batch, then a weighted mean of the ba
 means with weights ``(1 - r)^age``. Beside it, ``seen_missing_i`` becomes 1 at the first
 training batch with a row whose modality ``i`` is missing (a row with no valid token)
 and selects the trained stand-in from then on (``torch.where``: no host-device sync).
-A batch without masks costs three small tensor ops for all the modalities together.
+A batch without masks costs four small tensor ops for all the modalities together
+(with per-row presence, :meth:`RunningMeans.update_rows`, a fixed number too).
 A checkpoint written before these buffers existed loads with ``seen_missing = 1``: it
 keeps the stand-in it was trained and measured with.
 """
