@@ -253,6 +253,22 @@ def test_core_equals_nn_multihead_attention(zero_attn: bool, need_weights: bool)
         assert weights is None
 
 
+@pytest.mark.parametrize("zero_attn", [False, True])
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_core_without_a_key_mask_equals_nn_multihead_attention(zero_attn: bool, need_weights: bool) -> None:
+    """``key_mask=None`` (every key takes part) is the unmasked fast path: the same
+    output and weights as ``nn.MultiheadAttention`` with no padding mask."""
+    core = MultiheadCrossAttention(8, 2, add_zero_attn=zero_attn).eval()
+    mha = copy_to_mha(core)
+    q, kv = torch.randn(B, 3, 8), torch.randn(B, 5, 8)
+    out, weights, null = core(q, kv, None, need_weights=need_weights, return_null=True)
+    ref, ref_w = mha(q, kv, kv, need_weights=True, average_attn_weights=False)
+    torch.testing.assert_close(out, ref)
+    if need_weights:
+        torch.testing.assert_close(weights, ref_w[..., :5])
+        torch.testing.assert_close(weights.sum(-1) + null, torch.ones(B, 2, 3))
+
+
 def test_fusion_core_config_equals_nn_multihead_attention() -> None:
     fusion = MultiheadCrossAttentionFusion(
         input_dims=DIMS, output_dim=3, dim=8, num_heads=2, residual=False, norm=False, add_zero_attn=False, pool=False
@@ -327,8 +343,10 @@ def test_multihead_context_missing_is_finite_and_carried_by_the_query(zero_attn:
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
 
 
-def test_multihead_query_missing_queries_with_the_context_mean_and_pool_false_shape() -> None:
+def test_multihead_query_missing_queries_with_the_projected_running_mean_and_pool_false_shape() -> None:
     fusion = MultiheadCrossAttentionFusion(input_dims=DIMS, output_dim=4, num_heads=2, query="image").eval()
+    mu = torch.randn(DIMS["image"], generator=torch.Generator().manual_seed(31))
+    fusion.input_mean.assign("image", mu)
     inputs, masks = sequences({"audio": 3, "image": 5, "text": 4}, seed=11)
     present = torch.tensor([False, True, True, False])
     masks["image"] = masks["image"] & present[:, None]
@@ -336,8 +354,8 @@ def test_multihead_query_missing_queries_with_the_context_mean_and_pool_false_sh
     k, k_mask = project(fusion, inputs, masks, ["audio", "text"])
     mha = copy_to_mha(fusion.attn["image"])
     mha.add_zero_attn = True
-    with torch.no_grad():  # p = mean(ctx); y = LN(p + MHA(p, ctx)), the same at every token; W_out
-        p = masked_mean(k, k_mask)[:, None, :]
+    with torch.no_grad():  # p = W_q mu + c_q; y = LN(p + MHA(p, ctx)), the same at every token; W_out
+        p = fusion.proj["image"](mu).expand(B, 1, 4)
         y = fusion.norms["image"](p + mha(p, k, k, key_padding_mask=~k_mask, need_weights=False)[0])
         expected = fusion.out(y[:, 0])
     torch.testing.assert_close(out[~present], expected[~present])

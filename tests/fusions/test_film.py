@@ -106,28 +106,47 @@ def test_fresh_module_is_close_to_no_modulation() -> None:
         assert 0.07 < ratio < 0.13, ratio
 
 
-def test_missing_conditioner_or_target_is_the_mean_of_present_projections() -> None:
+def _set_running_means(fusion: mmfuse.Fusion, seed: int = 5) -> dict[str, torch.Tensor]:
+    """Give every modality's running input mean a known random value ``mu_m`` and return them."""
+    g = torch.Generator().manual_seed(seed)
+    mus = {}
+    for m in fusion.modalities:
+        mus[m] = torch.randn(fusion.input_dims[m], generator=g)
+        fusion.input_mean.assign(m, mus[m])
+    return mus
+
+
+def test_missing_conditioner_or_target_is_its_projected_running_mean() -> None:
     dims = {"audio": 3, "text": 4}
-    fusion = _film(input_dims=dims, output_dim=OUT, dim=K)
+    fusion = _film(input_dims=dims, output_dim=OUT, dim=K).eval()
+    mu = _set_running_means(fusion)
     inputs = {m: x for m, x in _inputs().items() if m in dims}
     h = _h(fusion, inputs)
-    # two modalities: the missing one takes the other's projection; the link still applies
-    audio_gone = torch.tensor([True, False, True, False])
-    out = fusion(inputs, {"audio": audio_gone})
-    s = _lin(fusion.gamma[0], h["text"]) * h["text"] + _lin(fusion.beta[0], h["text"])
-    torch.testing.assert_close(out[~audio_gone], _lin(fusion.out, s)[~audio_gone])
-    torch.testing.assert_close(out[audio_gone], fusion(inputs)[audio_gone])
+    h_mu = {m: _lin(fusion.proj[m], mu[m]) for m in dims}
+    # the missing conditioner is W_a mu_audio + a; the link still applies
+    audio_here = torch.tensor([True, False, True, False])
+    out = fusion(inputs, {"audio": audio_here})
+    s = _lin(fusion.gamma[0], h_mu["audio"]) * h["text"] + _lin(fusion.beta[0], h_mu["audio"])
+    torch.testing.assert_close(out[~audio_here], _lin(fusion.out, s)[~audio_here])
+    torch.testing.assert_close(out[audio_here], fusion(inputs)[audio_here])
+    # the missing target is W_t mu_text + t
     text_here = torch.tensor([False, True, True, True])
     out = fusion(inputs, {"text": text_here})
-    s = _lin(fusion.gamma[0], h["audio"]) * h["audio"] + _lin(fusion.beta[0], h["audio"])
+    s = _lin(fusion.gamma[0], h["audio"]) * h_mu["text"] + _lin(fusion.beta[0], h["audio"])
     torch.testing.assert_close(out[0], _lin(fusion.out, s)[0])
+    # the stand-in's projection is trained by the rows whose modality is missing
+    fusion.zero_grad()
+    fusion(inputs, {"text": text_here})[0].sum().backward()
+    assert fusion.proj["text"].weight.grad.abs().sum() > 0
 
 
-def test_chain_fills_missing_links_with_the_present_mean() -> None:
-    fusion = _film(input_dims=DIMS, output_dim=OUT, dim=K)
+def test_chain_fills_missing_links_with_their_running_means() -> None:
+    fusion = _film(input_dims=DIMS, output_dim=OUT, dim=K).eval()
     assert fusion.order == ("audio", "image", "text")
+    mu = _set_running_means(fusion, seed=6)
     inputs = _inputs()
     h = _h(fusion, inputs)
+    h_mu = {m: _lin(fusion.proj[m], mu[m]) for m in DIMS}
     masks = {"audio": torch.tensor([False, True, True, True]), "image": torch.tensor([True, False, True, True])}
     out = fusion(inputs, masks)
 
@@ -135,18 +154,40 @@ def test_chain_fills_missing_links_with_the_present_mean() -> None:
         s = _lin(fusion.gamma[0], a) * i + _lin(fusion.beta[0], a)
         return _lin(fusion.out, _lin(fusion.gamma[1], s) * t + _lin(fusion.beta[1], s))
 
-    # sample 0: audio missing -> mean(image, text); sample 1: image missing -> mean(audio, text)
-    torch.testing.assert_close(out[0], chain((h["image"] + h["text"]) / 2, h["image"], h["text"])[0])
-    torch.testing.assert_close(out[1], chain(h["audio"], (h["audio"] + h["text"]) / 2, h["text"])[1])
+    # sample 0: audio missing -> its running mean; sample 1: image missing -> its running mean
+    torch.testing.assert_close(out[0], chain(h_mu["audio"].expand(B, -1), h["image"], h["text"])[0])
+    torch.testing.assert_close(out[1], chain(h["audio"], h_mu["image"].expand(B, -1), h["text"])[1])
+    torch.testing.assert_close(out[2:], fusion(inputs)[2:])
     changed = dict(inputs, audio=inputs["audio"] + 100)
     torch.testing.assert_close(fusion(changed, masks)[0], out[0])
 
 
+def test_training_tracks_the_running_mean_of_present_pooled_inputs() -> None:
+    fusion = _film(input_dims=DIMS, output_dim=OUT, dim=K).train()
+    g = torch.Generator().manual_seed(9)
+    seq = torch.randn(B, 5, DIMS["image"], generator=g)
+    tok = torch.arange(5)[None, :] < torch.tensor([5, 2, 1, 3])[:, None]
+    present = torch.tensor([True, False, True, True])
+    inputs = {**_inputs(), "image": seq}
+    fusion(inputs, {"image": tok & present[:, None]})
+    # image: the mean over present samples of each one's mean over its valid tokens
+    pooled = (seq * tok[..., None]).sum(1) / tok.sum(1, keepdim=True)
+    torch.testing.assert_close(fusion.input_mean.value("image"), pooled[present].mean(0))
+    torch.testing.assert_close(fusion.input_mean.value("audio"), inputs["audio"].mean(0))
+    # eval mode leaves the means alone
+    before = {m: fusion.input_mean.value(m) for m in DIMS}
+    fusion.eval()(_inputs(seed=2))
+    for m in DIMS:
+        torch.testing.assert_close(fusion.input_mean.value(m), before[m])
+
+
 def test_all_to_one_missing_target_and_conditioner() -> None:
-    fusion = _film(input_dims=DIMS, output_dim=OUT, dim=K, mode="all_to_one")
+    fusion = _film(input_dims=DIMS, output_dim=OUT, dim=K, mode="all_to_one").eval()
     assert fusion.target == "text"
+    mu = _set_running_means(fusion, seed=7)
     inputs = _inputs()
     h = _h(fusion, inputs)
+    h_mu = {m: _lin(fusion.proj[m], mu[m]).expand(B, -1) for m in DIMS}
     masks = {"text": torch.tensor([False, True, True, True]), "image": torch.tensor([True, False, True, True])}
     out = fusion(inputs, masks)
 
@@ -154,9 +195,9 @@ def test_all_to_one_missing_target_and_conditioner() -> None:
         g = _lin(fusion.gamma[0], a) * _lin(fusion.gamma[1], i)
         return _lin(fusion.out, g * t + _lin(fusion.beta[0], a) + _lin(fusion.beta[1], i))
 
-    # sample 0: no target -> its h is mean(audio, image); sample 1: image -> mean(audio, text)
-    torch.testing.assert_close(out[0], star(h["audio"], h["image"], (h["audio"] + h["image"]) / 2)[0])
-    torch.testing.assert_close(out[1], star(h["audio"], (h["audio"] + h["text"]) / 2, h["text"])[1])
+    # sample 0: no target -> its projected running mean; sample 1: no image -> its projected running mean
+    torch.testing.assert_close(out[0], star(h["audio"], h["image"], h_mu["text"])[0])
+    torch.testing.assert_close(out[1], star(h["audio"], h_mu["image"], h["text"])[1])
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@ Shape legend: ``b`` batch, ``h`` heads, ``t_q`` query tokens, ``t_k`` key tokens
 ``d`` features (``d_h = d / h`` per head), ``d_i`` input features of modality ``i``.
 
 Key masks are bool ``(b, t_k)`` and True means the key takes part, as in
-:func:`torch.nn.functional.scaled_dot_product_attention`. A query row whose keys are
+:func:`torch.nn.functional.scaled_dot_product_attention`; ``None`` means every key
+takes part (the fast path: no mask is built or applied). A query row whose keys are
 all masked (a missing modality) gets a zero attention output and all-zero weights,
 never NaN.
 """
@@ -102,7 +103,7 @@ class MaskedAttention(nn.Module):
         self,
         query: Tensor,
         context: Tensor,
-        key_mask: Tensor,
+        key_mask: Tensor | None,
         *,
         need_weights: bool = False,
         return_null: bool = False,
@@ -112,7 +113,8 @@ class MaskedAttention(nn.Module):
         Args:
             query: ``(b, t_q, d)``.
             context: ``(b, t_k, d_kv)`` keys and values.
-            key_mask: ``(b, t_k)`` bool, True = the key takes part.
+            key_mask: ``(b, t_k)`` bool, True = the key takes part; ``None``: every
+                key takes part (no mask is built, and the kernel runs unmasked).
             need_weights: also return the ``(b, h, t_q, t_k)`` weights (masked keys
                 0; the zero slot's weight is returned apart, see ``return_null``).
             return_null: also return the zero slot's ``(b, h, t_q)`` weight (only
@@ -127,14 +129,21 @@ class MaskedAttention(nn.Module):
         q = self._heads(self.q_proj(query))
         k = self._heads(self.k_proj(context))
         v = self._heads(self.v_proj(context))
-        has_key = key_mask.any(dim=1)  # (b,)
-        mask = key_mask
         if self.add_zero_attn:
             zeros = k.new_zeros(b, self.num_heads, 1, self.head_dim)
             k = torch.cat([k, zeros], dim=2)
             v = torch.cat([v, zeros], dim=2)
-            mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
         p = self.dropout if self.training else 0.0
+        if key_mask is None and not need_weights:  # every key takes part: the unmasked kernel
+            attn = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+            out = self.out_proj(attn.transpose(1, 2).reshape(b, t_q, self.dim))
+            return (out, None, None) if return_null else (out, None)
+        if key_mask is None:
+            key_mask = query.new_ones(b, t_k, dtype=torch.bool)
+        has_key = key_mask.any(dim=1)  # (b,)
+        mask = key_mask
+        if self.add_zero_attn:
+            mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
         weights: Tensor | None = None
         null: Tensor | None = None
         if need_weights:

@@ -16,12 +16,18 @@ a unit-scale conditioner, while the conditioner still gets a gradient from the f
 step (exactly zero weights would cut it off).
 
 Missing modalities: a missing modality's projection ``h_m`` is replaced, per
-sample, by the mean of the present modalities' projections, and every link is then
-applied as usual. The output map therefore always sees a modulated representation,
-the kind it is trained on, and the fallback is trained itself whenever training
-batches have missing rows (modality dropout). (Skipping the modulation instead sent
-an unmodulated vector to an output map that never saw one, below chance on real
-data.)
+sample, by a stand-in, and every link is then applied as usual, so the output map
+always sees a modulated representation of the kind it is trained on. The stand-in
+depends on what training saw (:mod:`mmfuse.fusions._fallback`): if training batches
+had rows with ``m`` missing (modality dropout, missing data), the mean of the present
+modalities' projections, a stand-in the links after it were fitted to; otherwise the
+projection of ``m``'s running input mean, ``h_m = W_m mu_m + c_m`` (``mu_m``: the mean
+of its pooled inputs over the present samples seen in training, tracked like
+``BatchNorm``'s running mean). An untrained stand-in made of other modalities'
+projections is read through a FiLM layer fitted to ``m`` alone, by luck with or
+against the label (0.0 for the hand-set fit of
+``tests/fusions/test_missing_fallback.py``); the average conditioner keeps the other
+modalities' evidence on the path it was fitted on.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from mmfuse.fusions._base import (
     register_fusion,
 )
 from mmfuse.fusions._cost import Cost, CostText, linear_params
+from mmfuse.fusions._fallback import RunningMeans
 from mmfuse.fusions._options import PositiveInt, Rate
 from mmfuse.layers import ModalityDict
 
@@ -77,7 +84,8 @@ class FiLMFusion(Fusion):
       ``None`` here.
 
     Missing modalities, per sample: a missing modality's ``h`` is the mean of the
-    present modalities' ``h`` (module docstring); every link is applied.
+    present ones' ``h`` if training saw it missing, else the projection of its running
+    input mean (module docstring); every link is applied.
 
     Intermediates: ``extras["gamma"]`` and ``extras["beta"]``, dicts keyed
     ``"conditioner->modulated"`` (chain: the link ``c_{j-1}->c_j``, whose conditioner
@@ -134,10 +142,12 @@ class FiLMFusion(Fusion):
         self.links: tuple[str, ...] = tuple(links)
 
         self.proj = ModalityDict({m: nn.Linear(d, dim) for m, d in self.input_dims.items()})
+        # each modality's running input mean: the stand-in for it when it is missing
+        self.input_mean = RunningMeans({m: self.input_dims[m] for m in self.modalities})
         # ModuleList in link order: link names may hold characters ModuleDict refuses
         self.gamma = nn.ModuleList([_film_layer(dim) for _ in links])
         self.beta = nn.ModuleList([_film_layer(dim, bias=0.0) for _ in links])
-        self.drop = nn.Dropout(dropout)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.out = nn.Linear(dim, output_dim)
 
     cost_text = CostText(
@@ -157,33 +167,42 @@ class FiLMFusion(Fusion):
 
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
         """``(b, d_out)``; gamma/beta of every link in the intermediates."""
-        h = {m: self.proj[m](batch.pooled(m)) for m in self.modalities}
-        if not batch.all_present:  # a missing modality: the mean of the present ones' projections
-            fill = masked_mean(torch.stack([h[m] for m in self.modalities], dim=1), batch.present, dim=1)
-            h = {m: torch.where(batch.presence(m).unsqueeze(-1), h[m], fill) for m in self.modalities}
+        xs = [batch.pooled(m) for m in self.modalities]
+        if batch.all_present:
+            self.input_mean.update(xs, None)
+        else:
+            self.input_mean.update_rows(xs, batch.present)
+        h = {m: proj(x) for (m, proj), x in zip(self.proj.items(), xs, strict=True)}
+        if not batch.all_present:  # a missing modality: its stand-in (module docstring)
+            present_mean = masked_mean(torch.stack([h[m] for m in self.modalities], dim=1), batch.present, dim=1)
+            for m, proj in self.proj.items():
+                fill = self.input_mean.choose(m, present_mean, proj(self.input_mean.value(m)))
+                h[m] = torch.where(batch.presence(m).unsqueeze(-1), h[m], fill)
         gammas: dict[str, Tensor] = {}
         betas: dict[str, Tensor] = {}
+        links = zip(self.gamma, self.beta, self.links, strict=True)
         if self.mode == "chain":
             state = h[self.order[0]]
-            for j, mod in enumerate(self.order[1:]):
-                gamma, beta = self.gamma[j](state), self.beta[j](state)
+            for (gamma_layer, beta_layer, link), mod in zip(links, self.order[1:], strict=True):
+                gamma, beta = gamma_layer(state), beta_layer(state)
                 state = gamma * h[mod] + beta
-                gammas[self.links[j]], betas[self.links[j]] = gamma, beta
+                if need_intermediates:
+                    gammas[link], betas[link] = gamma, beta
         else:
-            gamma_all = torch.ones_like(h[self.target])
-            beta_all = torch.zeros_like(gamma_all)
-            for j, c in enumerate(self.conditioners):
-                gamma, beta = self.gamma[j](h[c]), self.beta[j](h[c])
-                gamma_all = gamma_all * gamma
-                beta_all = beta_all + beta
-                gammas[self.links[j]], betas[self.links[j]] = gamma, beta
+            gamma_all: Tensor | None = None
+            beta_all: Tensor | None = None
+            for (gamma_layer, beta_layer, link), c in zip(links, self.conditioners, strict=True):
+                gamma, beta = gamma_layer(h[c]), beta_layer(h[c])
+                gamma_all = gamma if gamma_all is None else gamma_all * gamma
+                beta_all = beta if beta_all is None else beta_all + beta
+                if need_intermediates:
+                    gammas[link], betas[link] = gamma, beta
+            assert gamma_all is not None and beta_all is not None  # at least one conditioner
             state = gamma_all * h[self.target] + beta_all
         fused = self.out(self.drop(state))
-        info = FusionIntermediates()
-        if need_intermediates:
-            info.extras["gamma"] = gammas
-            info.extras["beta"] = betas
-        return fused, info
+        if not need_intermediates:
+            return fused, FusionIntermediates()
+        return fused, FusionIntermediates(extras={"gamma": gammas, "beta": betas})
 
     def extra_repr(self) -> str:
         how = " -> ".join(self.order) if self.mode == "chain" else f"{list(self.conditioners)} -> {self.target}"
