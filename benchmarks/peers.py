@@ -19,10 +19,10 @@ median of each side and their ratio ``mmfuse / peer`` (below 1: mmfuse is faster
 mmfuse is called through its contract (``fusion(inputs)``, a dict, no masks), so the
 ratio includes the contract's per-call validation. ``--rounds N`` repeats the
 alternated timing N times per pair and reports the median of the N ratios (each
-round's ratio is listed); ``--block N`` (default 8) times N consecutive steps per
-sample, so work a strategy does once every few training calls (the running-mean fold
-of ``film`` and ``multihead_cross_attention``, every 8 calls) is in every sample rather
-than hidden by the median; ``--clock cpu`` times with the thread's CPU time, which on a
+round's ratio is listed); ``--block N`` (default 32) times N consecutive steps per
+sample, so work a strategy does once every few training calls (the running-mean
+update of ``film`` and ``multihead_cross_attention`` on batches without masks, one in
+32) is in every sample rather than hidden by the median; ``--clock cpu`` times with the thread's CPU time, which on a
 machine shared with other work leaves out the time spent waiting for a core.
 
 Peers:
@@ -463,9 +463,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="alternated timings per pair; the ratio reported is the median of the rounds' ratios")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall: perf_counter; cpu: the thread's CPU time (less noise on a shared machine)")
-    parser.add_argument("--block", type=int, default=8,
+    parser.add_argument("--block", type=int, default=32,
                         help="consecutive steps per timed sample (their mean): work done every few training "
-                             "calls (the running-mean fold of film and multi-head, every 8) is in every sample")
+                             "calls (the running-mean update of film and multi-head, one call in 32) is in every sample")
     parser.add_argument("--only", type=str, default="", help="comma-separated strategy names")
     parser.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
     args = parser.parse_args(argv)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import mmfuse
-from mmfuse.fusions._fallback import RunningMeans
+from mmfuse.fusions._fallback import SAMPLE_EVERY, RunningMeans
 
 
 def _by_hand(batches: list[torch.Tensor], r: float) -> torch.Tensor:
@@ -25,12 +25,14 @@ def _by_hand(batches: list[torch.Tensor], r: float) -> torch.Tensor:
 def test_bias_corrected_moving_average_by_hand() -> None:
     running = RunningMeans({"a": 3, "b": 2}, momentum=0.25).train()
     g = torch.Generator().manual_seed(0)
-    a = [torch.randn(5, 3, generator=g) + 4 for _ in range(7)]
-    b = [torch.randn(5, 2, generator=g) - 2 for _ in range(7)]
-    for n in range(7):
+    n_batches = 2 * SAMPLE_EVERY + 3
+    a = [torch.randn(5, 3, generator=g) + 4 + n for n in range(n_batches)]
+    b = [torch.randn(5, 2, generator=g) - 2 - n for n in range(n_batches)]
+    for n in range(n_batches):
         running.update([a[n], b[n]], None)
-        torch.testing.assert_close(running.value("a"), _by_hand(a[: n + 1], 0.25))
-        torch.testing.assert_close(running.value("b"), _by_hand(b[: n + 1], 0.25))
+        # batches without masks are sampled: the 1st, then every SAMPLE_EVERY-th
+        torch.testing.assert_close(running.value("a"), _by_hand(a[: n + 1 : SAMPLE_EVERY], 0.25))
+        torch.testing.assert_close(running.value("b"), _by_hand(b[: n + 1 : SAMPLE_EVERY], 0.25))
     # the first batch alone gives its own mean (no pull towards the zero start)
     fresh = RunningMeans({"a": 3}).train()
     fresh.update([a[0]], None)
@@ -39,6 +41,15 @@ def test_bias_corrected_moving_average_by_hand() -> None:
     for _ in range(30):
         fresh.update([a[0]], None)
     torch.testing.assert_close(fresh.value("a"), a[0].mean(0))
+
+
+def test_every_batch_with_masks_updates() -> None:
+    running = RunningMeans({"a": 3}, momentum=0.25).train()
+    g = torch.Generator().manual_seed(2)
+    a = [torch.randn(4, 3, generator=g) + n for n in range(5)]
+    for x in a:
+        running.update([x], [torch.ones(4, dtype=torch.bool)])
+    torch.testing.assert_close(running.value("a"), _by_hand(a, 0.25))
 
 
 def test_masked_rows_and_tokens_are_left_out() -> None:
@@ -172,47 +183,3 @@ def test_update_rows_equals_the_per_modality_update() -> None:
             torch.testing.assert_close(rows.value(name), loop.value(name))
         torch.testing.assert_close(rows.seen_missing, loop.seen_missing)
 
-
-def _by_hand_folded(batches: list[torch.Tensor], r: float, k: int) -> torch.Tensor:
-    """The moving average over folds of ``k`` batches: each fold the mean of its rows,
-    at rate ``1 - (1 - r)^k``."""
-    m, rho = torch.zeros(batches[0].shape[-1]), 1.0
-    for start in range(0, len(batches), k):
-        group = batches[start : start + k]
-        keep = (1 - r) ** len(group)
-        m = keep * m + (1 - keep) * torch.cat(group).mean(0)
-        rho *= keep
-    return m / (1 - rho)
-
-
-def test_batches_without_masks_are_folded_every_fold_every_batches() -> None:
-    from mmfuse.fusions._fallback import FOLD_EVERY
-
-    k = FOLD_EVERY
-    running = RunningMeans({"a": 3, "b": 2}, momentum=0.25).train()
-    g = torch.Generator().manual_seed(1)
-    a = [torch.randn(4, 3, generator=g) + n for n in range(2 * k + 3)]
-    b = [torch.randn(4, 2, generator=g) - n for n in range(2 * k + 3)]
-    for n in range(2 * k + 3):
-        running.update([a[n], b[n]], None)
-        assert len(running._pending) == (n + 1) % k  # nothing computed between folds
-    # the buffers hold the two full folds; the last three batches wait ...
-    torch.testing.assert_close(running.mean[:3] / (1 - running.decay[0]), _by_hand_folded(a[: 2 * k], 0.25, k))
-    # ... and reading folds them in, as a fold of three
-    torch.testing.assert_close(running.value("a"), _by_hand_folded(a, 0.25, k))
-    torch.testing.assert_close(running.value("b"), _by_hand_folded(b, 0.25, k))
-    assert running._pending == []
-
-
-@pytest.mark.parametrize("leave", ["eval", "state_dict"])
-def test_waiting_batches_are_folded_before_eval_and_saving(leave: str) -> None:
-    x = torch.arange(6.0).reshape(3, 2)
-    running = RunningMeans({"a": 2}).train()
-    running.update([x], None)
-    assert float(running.decay[0]) == 1.0  # waiting
-    if leave == "eval":
-        running.eval()
-        torch.testing.assert_close(running.mean / (1 - running.decay), x.mean(0))
-    else:
-        state = running.state_dict()
-        torch.testing.assert_close(state["mean"] / (1 - state["decay"]), x.mean(0))

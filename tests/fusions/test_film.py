@@ -68,7 +68,11 @@ def test_chain_of_three_with_chosen_ends() -> None:
     s = h["text"]
     s = _lin(fusion.gamma[0], s) * h["audio"] + _lin(fusion.beta[0], s)
     s = _lin(fusion.gamma[1], s) * h["image"] + _lin(fusion.beta[1], s)
+    # without masks or intermediates: the fast path; with them: the general one
     torch.testing.assert_close(fusion(inputs), _lin(fusion.out, s))
+    torch.testing.assert_close(fusion(inputs, return_intermediates=True)[0], _lin(fusion.out, s))
+    all_kept = {m: torch.ones(B, dtype=torch.bool) for m in inputs}
+    torch.testing.assert_close(fusion(inputs, all_kept), _lin(fusion.out, s))
 
 
 def test_all_to_one_multiplies_gammas_and_adds_betas() -> None:

@@ -45,15 +45,14 @@ so ``mu_i`` is the plain mean of the first batch, then a weighted mean of the ba
 means with weights ``(1 - r)^age``. Beside it, ``seen_missing_i`` becomes 1 at the first
 training batch with a row whose modality ``i`` is missing (a row with no valid token)
 and selects the trained stand-in from then on (``torch.where``: no host-device sync).
-A batch without masks costs no tensor op when it arrives: its (detached) inputs are
-kept, and every ``FOLD_EVERY`` such batches (and before the means are read, saved, or
-the module leaves training mode) they are folded in at once: the mean of all their
-rows, with rate ``1 - (1 - r)^k`` for ``k`` batches and ``rho_i`` times ``(1 - r)^k``, as
-``k`` single-batch updates of equal means would give. The fold's few ops are then
-shared by ``k`` training calls (a per-call cost measured in ``benchmarks/peers.py``);
-the batches waiting hold their inputs' memory until then (pooled vectors for FiLM).
-A batch with masks (:meth:`RunningMeans.update`, :meth:`RunningMeans.update_rows`)
-folds what waits, then itself, at once: the strategy reads the stand-in in that call.
+Batches without masks are sampled: the first and then every ``SAMPLE_EVERY``-th one
+(1st, 33rd, 65th, ...) update the means, the others cost nothing but a counter. The
+mean of the sampled batches estimates the same input mean (a training run of a few
+hundred batches still averages thousands of rows), and the update's few tensor ops
+are shared by ``SAMPLE_EVERY`` training calls (a per-call cost measured in
+``benchmarks/peers.py``). Batches with masks (:meth:`RunningMeans.update` with masks,
+:meth:`RunningMeans.update_rows`) always update: they also record whether training saw
+a modality missing, which selects the stand-in.
 A checkpoint written before these buffers existed loads with ``seen_missing = 1``: it
 keeps the stand-in it was trained and measured with.
 """
@@ -66,10 +65,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FOLD_EVERY", "RunningMeans"]
+__all__ = ["SAMPLE_EVERY", "RunningMeans"]
 
-#: batches without masks kept before they are folded into the running means
-FOLD_EVERY = 8
+#: of the training batches without masks, the 1st and every SAMPLE_EVERY-th update the means
+SAMPLE_EVERY = 32
 
 
 class RunningMeans(nn.Module):
@@ -98,8 +97,8 @@ class RunningMeans(nn.Module):
         # the modality of each column of ``mean`` (not saved: it follows from ``dims``)
         col = torch.tensor([i for i, d in enumerate(dims.values()) for _ in range(int(d))], dtype=torch.long)
         self.register_buffer("_column_modality", col, persistent=False)
-        # detached inputs of training batches without masks, not yet folded in
-        self._pending: list[list[Tensor]] = []
+        # training batches without masks seen (not saved: it only picks the sampled ones)
+        self._unmasked_calls = 0
 
     def update(self, xs: Sequence[Tensor], masks: Sequence[Tensor] | None) -> None:
         """Fold one training batch in (no-op in eval mode; no host-device sync).
@@ -112,14 +111,23 @@ class RunningMeans(nn.Module):
         """
         if not self.training:
             return
-        if masks is None:
-            # kept, not folded: FOLD_EVERY such batches share one fold (module docstring)
-            self._pending.append([x.detach() for x in xs])
-            if len(self._pending) >= FOLD_EVERY:
-                self.fold()
-            return
-        self.fold()
         r = self.momentum
+        if masks is None:
+            calls = self._unmasked_calls
+            self._unmasked_calls = calls + 1
+            if calls % SAMPLE_EVERY:  # not a sampled batch (module docstring)
+                return
+            with torch.no_grad():
+                flat = [x if x.dim() == 2 else x.reshape(-1, x.shape[-1]) for x in xs]
+                if len(flat) == 1:
+                    batch = flat[0].mean(dim=0)
+                elif all(f.shape[0] == flat[0].shape[0] for f in flat):  # one mean over the rows
+                    batch = torch.cat(flat, dim=-1).mean(dim=0)
+                else:  # sequences and vectors: each its own number of rows
+                    batch = torch.cat([f.mean(dim=0) for f in flat])
+                self.mean.lerp_(batch if batch.dtype == self.mean.dtype else batch.to(self.mean.dtype), r)
+                self.decay.mul_(1.0 - r)
+            return
         for i, (name, x, mask) in enumerate(zip(self.names, xs, masks, strict=True)):
             flat = x.detach().reshape(-1, x.shape[-1]).to(self.mean.dtype)
             w = mask.reshape(-1, 1).to(flat.dtype)
@@ -140,7 +148,6 @@ class RunningMeans(nn.Module):
         """
         if not self.training:
             return
-        self.fold()
         r, col = self.momentum, self._column_modality
         x = torch.cat([t.detach() for t in xs], dim=-1).to(self.mean.dtype)  # (b, sum d_i)
         w = present.to(x.dtype)  # (b, n)
@@ -151,40 +158,13 @@ class RunningMeans(nn.Module):
         self.decay.mul_(1.0 - rate)
         self.seen_missing.copy_(torch.maximum(self.seen_missing, (~present).any(dim=0).to(x.dtype)))
 
-    @torch.no_grad()
-    def fold(self) -> None:
-        """Fold the kept batches without masks into the means (no-op when none wait)."""
-        pending, self._pending = self._pending, []
-        if not pending:
-            return
-        k = len(pending)
-        # every row of the k batches, per modality (a sequence's tokens are its rows)
-        batch = torch.cat([
-            torch.cat([x if x.dim() == 2 else x.reshape(-1, x.shape[-1]) for x in per_mod]).mean(dim=0)
-            for per_mod in zip(*pending, strict=True)
-        ]).to(self.mean.dtype)
-        keep = (1.0 - self.momentum) ** k
-        self.mean.lerp_(batch, 1.0 - keep)
-        self.decay.mul_(keep)
-
-    def train(self, mode: bool = True) -> RunningMeans:
-        if not mode:
-            self.fold()
-        return super().train(mode)
-
-    def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
-        self.fold()
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-
     def value(self, name: str) -> Tensor:
         """``(d_i,)``: the bias-corrected running mean ``mu_i`` of one modality."""
-        self.fold()
         i = self.names.index(name)
         return self.mean[self._slices[name]] / (1.0 - self.decay[i]).clamp_min(1e-12)
 
     def trained(self, name: str) -> Tensor:
         """0-d bool: training saw ``name`` missing, so its trained stand-in is used."""
-        self.fold()
         i = self.names.index(name)
         return self.seen_missing[i] > 0
 
@@ -203,7 +183,6 @@ class RunningMeans(nn.Module):
         self.seen_missing[i] = float(seen_missing)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        self._pending = []  # loaded values replace whatever waited
         # checkpoints written before these buffers existed keep the trained stand-in
         # they were measured with (seen_missing = 1); mu = 0
         for name, buf in (("mean", self.mean), ("decay", self.decay), ("seen_missing", self.seen_missing)):

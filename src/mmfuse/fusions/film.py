@@ -149,6 +149,22 @@ class FiLMFusion(Fusion):
         self.beta = nn.ModuleList([_film_layer(dim, bias=0.0) for _ in links])
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.out = nn.Linear(dim, output_dim)
+        self._dropout = dropout > 0
+        # chain mode: the first modality's index, then per link its key in gamma/beta
+        # and the modulated modality's index (plain ints and strings, read per call)
+        self._chain_plan: tuple[int, tuple[tuple[str, int], ...]] | None = None
+        if mode == "chain":
+            index = {m: i for i, m in enumerate(self.modalities)}
+            self._chain_plan = (index[self.order[0]], tuple((str(j), index[m]) for j, m in enumerate(self.order[1:])))
+
+    @property
+    def _proj_modules(self) -> list[nn.Module]:
+        """The projections in modality order (read from the ModuleDict by its stored keys)."""
+        return list(self.proj._modules.values())  # type: ignore[arg-type]
+
+    @property
+    def _link_modules(self) -> zip:
+        return zip(self.gamma._modules.values(), self.beta._modules.values(), self.links, strict=True)
 
     cost_text = CostText(
         options=("dim", "mode"),
@@ -167,20 +183,32 @@ class FiLMFusion(Fusion):
 
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
         """``(b, d_out)``; gamma/beta of every link in the intermediates."""
-        xs = [batch.pooled(m) for m in self.modalities]
+        xs = batch.pooled_all()
+        projs = self._proj_modules  # modality order
+        if batch.all_present and not need_intermediates and self._chain_plan is not None:
+            # the common training call, with as few Python steps as the equations need
+            self.input_mean.update(xs, None)
+            hs = [proj(x) for proj, x in zip(projs, xs, strict=True)]
+            start, plan = self._chain_plan
+            gammas_, betas_ = self.gamma._modules, self.beta._modules
+            state = hs[start]
+            for link, j in plan:
+                state = gammas_[link](state) * hs[j] + betas_[link](state)  # type: ignore[misc]
+            return self.out(self.drop(state) if self._dropout else state), None
         if batch.all_present:
             self.input_mean.update(xs, None)
+            h = {m: proj(x) for m, proj, x in zip(self.modalities, projs, xs, strict=True)}
         else:
             self.input_mean.update_rows(xs, batch.present)
-        h = {m: proj(x) for (m, proj), x in zip(self.proj.items(), xs, strict=True)}
-        if not batch.all_present:  # a missing modality: its stand-in (module docstring)
+            h = {m: proj(x) for m, proj, x in zip(self.modalities, projs, xs, strict=True)}
+            # a missing modality: its stand-in (module docstring)
             present_mean = masked_mean(torch.stack([h[m] for m in self.modalities], dim=1), batch.present, dim=1)
-            for m, proj in self.proj.items():
+            for m, proj in zip(self.modalities, projs, strict=True):
                 fill = self.input_mean.choose(m, present_mean, proj(self.input_mean.value(m)))
                 h[m] = torch.where(batch.presence(m).unsqueeze(-1), h[m], fill)
         gammas: dict[str, Tensor] = {}
         betas: dict[str, Tensor] = {}
-        links = zip(self.gamma, self.beta, self.links, strict=True)
+        links = self._link_modules
         if self.mode == "chain":
             state = h[self.order[0]]
             for (gamma_layer, beta_layer, link), mod in zip(links, self.order[1:], strict=True):
@@ -199,7 +227,7 @@ class FiLMFusion(Fusion):
                     gammas[link], betas[link] = gamma, beta
             assert gamma_all is not None and beta_all is not None  # at least one conditioner
             state = gamma_all * h[self.target] + beta_all
-        fused = self.out(self.drop(state))
+        fused = self.out(self.drop(state) if self._dropout else state)
         if not need_intermediates:
             return fused, FusionIntermediates()
         return fused, FusionIntermediates(extras={"gamma": gammas, "beta": betas})
