@@ -31,7 +31,8 @@ Peers:
   ``ConcatFusionModule`` + the same MLP against ``early``; its
   ``AttentionFusionModule`` against ``gated(gate="scalar", unit="gmu")`` (same
   softmax gate over modalities from the raw inputs; mmfuse also applies ``tanh`` to
-  the projections, GMU's ``h_i = tanh(W_i x_i)``). The two files are loaded by path:
+  the projections, GMU's ``h_i = tanh(W_i x_i)``; a second pair adds that ``tanh`` to
+  the peer's projections, the same job, same parameters). The two files are loaded by path:
   the package's ``__init__`` needs ``iopath``, which these modules do not use.
 - fusilli and pytorch-widedeep: not installed here (pytorch-widedeep pulls
   torchvision, spaCy and another numpy; fusilli resolves only to 0.0.5); skipped with
@@ -302,6 +303,14 @@ def _load_tmm(module: str) -> Any:
     return mod
 
 
+def _with_tanh(module: nn.Module) -> nn.Module:
+    """TorchMultimodal's AttentionFusionModule with ``tanh`` after each projection (same
+    parameters): the job of ``gated(gate="scalar", unit="gmu")``."""
+    for key in list(module.encoding_projection):
+        module.encoding_projection[key] = nn.Sequential(module.encoding_projection[key], nn.Tanh())
+    return module
+
+
 def pairs() -> list[Pair]:
     concat = _load_tmm("concat_fusion")
     attention = _load_tmm("attention_fusion")
@@ -319,6 +328,13 @@ def pairs() -> list[Pair]:
             "torchmultimodal AttentionFusionModule",
             (lambda: attention.AttentionFusionModule(dict.fromkeys(NAMES, D), OUT)) if attention else None,
             "vector", note="mmfuse also applies tanh to the projections (GMU)",
+            skip="" if attention else no_tmm,
+        ),
+        Pair(
+            "gated(scalar, gmu) vs TMM AttentionFusionModule + tanh", "gated", {"gate": "scalar", "unit": "gmu"},
+            "torchmultimodal AttentionFusionModule, tanh after each projection",
+            (lambda: _with_tanh(attention.AttentionFusionModule(dict.fromkeys(NAMES, D), OUT))) if attention else None,
+            "vector", note="the same job: the peer's projections followed by tanh, as GMU's h_i = tanh(W_i x_i)",
             skip="" if attention else no_tmm,
         ),
         Pair("gated(gmu) vs GMU", "gated", {"unit": "gmu"}, "GMU transcription", GMU, "vector", m=2),
