@@ -96,11 +96,11 @@ def test_fusion_error_survives_python_O_semantics() -> None:
     assert "expected last dim 3, got 4" in out.stdout
 
 
-def test_no_mask_fast_path_touches_no_tensor_data() -> None:
-    """Without masks, validation is Python-side only: no kernel, no zeroing, no sync."""
+def _op_recorder():  # type: ignore[no-untyped-def]
+    """A dispatch mode that records the name of every tensor op run inside it (``.ops``)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    class Count(TorchDispatchMode):
+    class Recorder(TorchDispatchMode):
         def __init__(self) -> None:
             super().__init__()
             self.ops: list[str] = []
@@ -109,15 +109,20 @@ def test_no_mask_fast_path_touches_no_tensor_data() -> None:
             self.ops.append(str(func))
             return func(*args, **(kwargs or {}))
 
+    return Recorder()
+
+
+def test_no_mask_fast_path_touches_no_tensor_data() -> None:
+    """Without masks, validation is Python-side only: no kernel, no zeroing, no sync."""
     fusion = mmfuse.create_fusion("early", input_dims={"a": 3, "b": 4}, output_dim=2)
     inputs = {"a": torch.randn(5, 3), "b": torch.randn(5, 2, 4)}
-    with Count() as count:
+    with _op_recorder() as count:
         batch = fusion.prepare(inputs, None)
     assert count.ops == []  # not even a presence tensor: built on first read
     assert batch.all_present and bool(batch.present.all())
     assert batch.inputs["a"] is inputs["a"]  # not copied, not zeroed
     # with masks the all-missing check runs (and on the CPU reads one bool)
-    with Count() as count:
+    with _op_recorder() as count:
         fusion.prepare(inputs, {"a": torch.ones(5, dtype=torch.bool)})
     assert any("where" in op for op in count.ops)
 
@@ -197,23 +202,12 @@ def test_no_mask_forward_runs_only_the_equations_kernels(name: str, options: dic
     """Without masks the contract adds no tensor operation: ``fusion(inputs)`` dispatches
     exactly the ops of the strategy's equation written out here (no presence tensor,
     no copy, no zeroing), and gives its result."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Record(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.ops: list[str] = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-            self.ops.append(str(func))
-            return func(*args, **(kwargs or {}))
-
     dims = {"a": 3, "b": 4} if name == "gated" else {"a": 3, "b": 4, "c": 5}
     fusion = mmfuse.create_fusion(name, input_dims=dims, output_dim=6, **options)
     inputs = {m: torch.randn(7, d) for m, d in reversed(dims.items())}
-    with Record() as through_contract:
+    with _op_recorder() as through_contract:
         out = fusion(inputs)
-    with Record() as by_hand:
+    with _op_recorder() as by_hand:
         ref = reference(fusion, inputs)
     assert through_contract.ops == by_hand.ops and len(by_hand.ops) >= 3
     torch.testing.assert_close(out, ref)
