@@ -183,3 +183,20 @@ def test_update_rows_equals_the_per_modality_update() -> None:
             torch.testing.assert_close(rows.value(name), loop.value(name))
         torch.testing.assert_close(rows.seen_missing, loop.seen_missing)
 
+
+
+@pytest.mark.parametrize("name", ["film", "multihead_cross_attention"])
+def test_compiled_training_without_masks_compiles_once_and_tracks_every_batch(name: str) -> None:
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    fusion = mmfuse.create_fusion(name, input_dims={"a": 4, "b": 4}, output_dim=3).train()
+    compiled = torch.compile(fusion, backend="aot_eager")
+    g = torch.Generator().manual_seed(3)
+    batches = [{"a": torch.randn(6, 4, generator=g) + n, "b": torch.randn(6, 4, generator=g)} for n in range(12)]
+    for x in batches:
+        compiled(x).sum().backward()
+    assert counters["stats"]["unique_graphs"] == 1  # no recompilation per call
+    expected = _by_hand([x["a"] for x in batches], fusion.input_mean.momentum)  # every batch counted
+    torch.testing.assert_close(fusion.input_mean.value("a"), expected)

@@ -52,7 +52,8 @@ hundred batches still averages thousands of rows), and the update's few tensor o
 are shared by ``SAMPLE_EVERY`` training calls (a per-call cost measured in
 ``benchmarks/peers.py``). Batches with masks (:meth:`RunningMeans.update` with masks,
 :meth:`RunningMeans.update_rows`) always update: they also record whether training saw
-a modality missing, which selects the stand-in.
+a modality missing, which selects the stand-in. Under ``torch.compile`` every batch
+updates (the update's ops are part of the compiled graph).
 A checkpoint written before these buffers existed loads with ``seen_missing = 1``: it
 keeps the stand-in it was trained and measured with.
 """
@@ -113,10 +114,13 @@ class RunningMeans(nn.Module):
             return
         r = self.momentum
         if masks is None:
-            calls = self._unmasked_calls
-            self._unmasked_calls = calls + 1
-            if calls % SAMPLE_EVERY:  # not a sampled batch (module docstring)
-                return
+            # under torch.compile every batch updates: a Python counter changed in a
+            # compiled forward would be a guard, recompiling the graph at every call
+            if not torch.compiler.is_compiling():
+                calls = self._unmasked_calls
+                self._unmasked_calls = calls + 1
+                if calls % SAMPLE_EVERY:  # not a sampled batch (module docstring)
+                    return
             with torch.no_grad():
                 flat = [x if x.dim() == 2 else x.reshape(-1, x.shape[-1]) for x in xs]
                 if len(flat) == 1:
