@@ -71,6 +71,8 @@ def test_synthetic_task_dominant_term(task: str) -> None:
     expected = {"redundancy": "redundancy", "uniqueness": "uniqueness", "synergy": "synergy", "groups": "synergy"}
     assert d.dominant == expected[task], d.sentence()
     assert InteractionDiagnosis.from_json(d.to_json()) == d
+    # four modalities: six pairs, and the sentence says the terms are their sums
+    assert ("summed over 6 modality pairs" in d.sentence()) == (task == "groups")
     if task == "uniqueness":
         p = d.pairs["x0|x1"]
         assert p.unique1 > 5 * p.unique2

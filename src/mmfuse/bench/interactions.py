@@ -278,8 +278,11 @@ class InteractionDiagnosis:
     def sentence(self) -> str:
         """One plain clause, e.g. ``"synergy dominates (R 0.01, U 0.02, S 0.41 bits)"``."""
         t = self.totals
+        # with more than two modalities the terms are sums of pairwise PIDs: an interaction
+        # of three or more modalities at once is not in them
+        over = f", summed over {len(self.pairs)} modality pairs" if len(self.pairs) > 1 else ""
         return (f"{self.dominant} dominates (R {t['redundancy']:.2f}, U {t['uniqueness']:.2f}, "
-                f"S {t['synergy']:.2f} bits)")
+                f"S {t['synergy']:.2f} bits{over})")
 
     def to_json(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, "dataset": self.dataset,
