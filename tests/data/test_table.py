@@ -237,7 +237,8 @@ def test_image_and_audio_paths_decoded_masked_and_counted(av_table) -> None:
     mel = log_mel(padded[None], sr=8000, n_fft=256, hop=80, n_mels=40)[0]
     valid = min(frames, -(-min(len(x), length) // 80))
     assert fmask[pos].sum() == valid
-    a_mean, a_std = s.info["fitted"]["audio"]["audio_scale"]
+    a_block = s.info["preprocessor"].blocks["audio"]
+    a_mean, a_std = a_block.mean, a_block.std
     np.testing.assert_allclose(aud[pos][:, :valid], ((mel - a_mean) / a_std)[:, :valid], rtol=1e-3, atol=1e-3)
     assert not fmask[int(np.flatnonzero(rows == 2)[0])].any()  # missing audio path: every frame masked
     with pytest.raises(DataError, match=r"column 'image' row 4: .*does-not-exist.png"):

@@ -1,0 +1,72 @@
+"""Reading a table file into a DataFrame, whole or in batches of rows."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from mmfuse.data._base import DataError
+
+__all__ = ["iter_parquet", "read_table", "table_format"]
+
+
+def table_format(path: Path, fmt: str | None) -> str:
+    if fmt is not None:
+        return fmt
+    if path.is_dir():
+        return "parquet"
+    suffixes = [s.lower() for s in path.suffixes]
+    if ".parquet" in suffixes or ".pq" in suffixes:
+        return "parquet"
+    for ext, f in ((".csv", "csv"), (".tsv", "tsv"), (".tab", "tsv"), (".jsonl", "jsonl"), (".ndjson", "jsonl")):
+        if ext in suffixes:
+            return f
+    raise DataError(f"{path}: cannot tell the format from the extension; expected .csv, .tsv, .parquet, "
+                    ".jsonl or a folder of Parquet files, or pass format=")
+
+
+def read_table(path: str | os.PathLike[str], fmt: str | None = None) -> pd.DataFrame:
+    """The table at ``path`` as a DataFrame; :class:`DataError` naming the file when it cannot be read."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataError(f"{p}: no such file or folder")
+    kind = table_format(p, fmt)
+    try:
+        if kind == "csv":
+            frame = pd.read_csv(p)
+        elif kind == "tsv":
+            frame = pd.read_csv(p, sep="\t")
+        elif kind == "jsonl":
+            frame = pd.read_json(p, lines=True)
+        else:
+            frame = pd.read_parquet(p)
+    except (OSError, ValueError, TypeError) as e:  # parser, codec, Arrow (ArrowInvalid is a ValueError)
+        raise DataError(f"{p}: cannot read as {kind}: {type(e).__name__}: {e}") from e
+    if len(frame) == 0:
+        raise DataError(f"{p}: the table has no rows")
+    return frame
+
+
+
+def iter_parquet(path: str | os.PathLike[str], *, batch_rows: int = 4096,
+                 columns: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
+    """The Parquet file or folder at ``path`` as DataFrames of at most ``batch_rows`` rows, in
+    order, reading one batch at a time (bounded memory); ``columns`` (None: all) those present."""
+    import pyarrow.dataset as pads
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataError(f"{p}: no such file or folder")
+    try:
+        data = pads.dataset(str(p), format="parquet")
+        names = set(data.schema.names)
+        cols = None if columns is None else [c for c in columns if c in names]
+        scanner = data.scanner(columns=cols, batch_size=batch_rows)
+        for batch in scanner.to_batches():
+            if batch.num_rows:
+                yield batch.to_pandas()
+    except (OSError, ValueError) as e:
+        raise DataError(f"{p}: cannot read as parquet: {type(e).__name__}: {e}") from e
