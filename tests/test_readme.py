@@ -55,14 +55,16 @@ def test_every_command_parses_and_its_settings_are_valid(line: str, tmp_path: Pa
     def fake_train(settings, **kw):
         from mmfuse.experiment.config import experiment_from_settings
 
-        if kw["dataset"] != "table":  # a user's table would be read; its flags parsed is the check
-            seen["train"] = experiment_from_settings(settings, dataset=kw["dataset"], fusion=kw["fusion"],
-                                                     unimodal=kw["unimodal"], data_root=None)
+        seen["train"] = experiment_from_settings(settings, dataset=kw["dataset"], fusion=kw["fusion"],
+                                                 unimodal=kw["unimodal"], data_root=None)
         return 0
 
     monkeypatch.setattr(mmfuse.bench, "run_bench", fake_bench)
     monkeypatch.setattr(mmfuse.experiment.command, "train_command", fake_train)
-    monkeypatch.setattr(cli, "_table", lambda args: {"path": args.data, "target": args.target} if args.data else None)
+    monkeypatch.chdir(tmp_path)
+    for i, arg in enumerate(argv[:-1]):  # a user's table is only fingerprinted here: any file will do
+        if arg == "--data":
+            (tmp_path / argv[i + 1]).write_text("label\n1\n")
     monkeypatch.setattr("mmfuse.data.download", lambda name, root=None: tmp_path, raising=False)
     monkeypatch.setattr("mmfuse.data.verify", lambda name, root=None: [], raising=False)
     if argv[:2] == ["data", "inspect"]:

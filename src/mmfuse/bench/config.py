@@ -5,10 +5,20 @@ variants), *how to train* (one nested :class:`~mmfuse.training.TrainConfig`), *w
 measure* (one nested :class:`~mmfuse.experiment.MeasureConfig`) and *where* (executor,
 jobs, output folder). It is built from defaults, then a YAML file (``--config``), then
 ``key=value`` settings, then command-line flags, each later layer overriding the
-earlier one. Training settings are written as in ``mmfuse train``: ``epochs=5`` or
-``train.epochs=5`` on the command line, top-level or under ``train:`` in YAML.
-Unknown keys raise :class:`BenchConfigError` naming the key and the allowed ones, and
-the whole config (fusion option names included) is checked before the first run.
+earlier one; a flag not given (``None``) sets nothing. Training settings are written as
+in ``mmfuse train``: ``epochs=5`` or ``train.epochs=5`` on the command line, top-level or
+under ``train:`` in YAML. Unknown keys raise :class:`BenchConfigError` naming the key and
+the allowed ones, and the whole config (fusion option names included) is checked before
+the first run.
+
+A user's own table is set as in ``mmfuse train`` too: a YAML ``data:`` section, or
+``data.<option>=value``, or the flags (``--data PATH --target COL --kind COL=KIND
+--split COL|group:COL ...``), in the one grammar of
+:func:`~mmfuse.experiment.config.table_settings`. They are the options of the ``table``
+dataset (``dataset_options.table``, merged option by option, each layer over the
+earlier), ``data.seed`` is ``data_seed``, and they select the table: ``datasets``
+becomes ``[table]`` unless a layer at least as late chose other datasets, which is an
+error rather than a table quietly left out.
 """
 
 from __future__ import annotations
@@ -207,6 +217,10 @@ class BenchConfig:
         for name in self.dataset_options:
             if name not in choices:
                 raise BenchConfigError(f"dataset_options: unknown dataset {name!r}: expected one of {choices}")
+        if "table" in self.dataset_options:  # a user's table: its names checked, its values in one grammar
+            from mmfuse.experiment.config import table_settings
+
+            self.dataset_options["table"] = table_settings(self.dataset_options["table"], error=BenchConfigError)
         if not isinstance(self.train, TrainConfig):
             raise BenchConfigError(f"train: expected a TrainConfig, got {type(self.train).__name__}")
         if not isinstance(self.measure, MeasureConfig):
@@ -247,8 +261,15 @@ class BenchConfig:
         return {**DEFAULT_FUSION_OPTIONS.get(fusion, {}), **self.fusion_options.get(fusion, {})}
 
     def options_for(self, dataset: str) -> dict[str, Any]:
-        """Loader options of ``dataset``: the defaults, overridden by ``dataset_options``."""
-        return {**DEFAULT_DATASET_OPTIONS.get(dataset, {}), **self.dataset_options.get(dataset, {})}
+        """Loader options of ``dataset``: the defaults, overridden by ``dataset_options``; for
+        ``table`` (a user's table) every field, checked, and the file's fingerprint (see
+        :func:`~mmfuse.experiment.config.table_loader_options`)."""
+        opts = {**DEFAULT_DATASET_OPTIONS.get(dataset, {}), **self.dataset_options.get(dataset, {})}
+        if dataset == "table":
+            from mmfuse.experiment.config import table_loader_options
+
+            return table_loader_options(opts, error=BenchConfigError)
+        return opts
 
     def to_json(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -277,11 +298,41 @@ def _check_list_of_str(key: str, value: Any) -> None:
         raise BenchConfigError(f"{key}: expected a list of names, got {value!r}")
 
 
+def _table_part(settings: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """A user table's settings in one layer: its ``data:`` section and ``data.<option>`` keys."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key == "data":
+            if not isinstance(value, Mapping):
+                raise BenchConfigError(f"{source}: data: expected a mapping of your table's settings (path, target, "
+                                       f"kinds, split, ...), got {value!r}")
+            out.update(value)
+        elif key.startswith("data."):
+            out[key[5:]] = value
+    return out
+
+
+def _merged_options(before: Mapping[str, Mapping[str, Any]], given: Any,
+                    table: Mapping[str, Any]) -> Any:
+    """``dataset_options`` of a layer (and its table settings) over the earlier ones, option
+    by option; a malformed ``given`` is returned as it is, for :meth:`BenchConfig.validate` to name."""
+    if not isinstance(given, Mapping) or not all(isinstance(v, Mapping) for v in given.values()):
+        return given
+    merged = {name: dict(opts) for name, opts in before.items()}
+    for name, opts in given.items():
+        merged.setdefault(name, {}).update(opts)
+    if table:
+        merged.setdefault("table", {}).update(table)
+    return merged
+
+
 def _apply(config: BenchConfig, settings: Mapping[str, Any], source: str) -> BenchConfig:
     """``settings`` (a YAML mapping, or ``key=value`` pairs) over ``config``.
 
     Keys: BenchConfig fields; ``train`` / ``measure`` sections (mappings); TrainConfig
-    fields, bare or ``train.``-prefixed; ``measure.<field>``.
+    fields, bare or ``train.``-prefixed; ``measure.<field>``; a ``data:`` section or
+    ``data.<option>``: a user table's settings (``data.seed``: ``data_seed``).
+    ``dataset_options`` merge over the earlier ones option by option.
     """
     from mmfuse.experiment.config import train_config
 
@@ -290,7 +341,12 @@ def _apply(config: BenchConfig, settings: Mapping[str, Any], source: str) -> Ben
     measure: dict[str, Any] = {}
     train_names = TrainConfig.field_names()
     measure_names = [f.name for f in dataclasses.fields(MeasureConfig)]
+    table = _table_part(settings, source)
+    if "seed" in table:
+        top["data_seed"] = table.pop("seed")
     for key, value in settings.items():
+        if key == "data" or key.startswith("data."):
+            continue  # in ``table``
         if key in ("train", "measure"):
             if not isinstance(value, Mapping):
                 raise BenchConfigError(f"{source}: {key}: expected a mapping of settings, got {value!r}")
@@ -307,7 +363,9 @@ def _apply(config: BenchConfig, settings: Mapping[str, Any], source: str) -> Ben
         else:
             raise BenchConfigError(
                 f"{source}: unknown key {key!r}: expected one of {BenchConfig.keys()}, a training setting "
-                f"({', '.join(train_names)}) or measure.<{'|'.join(measure_names)}>")
+                f"({', '.join(train_names)}), measure.<{'|'.join(measure_names)}> or data.<option> (your own table)")
+    if "dataset_options" in top or table:
+        top["dataset_options"] = _merged_options(config.dataset_options, top.get("dataset_options", {}), table)
     try:
         if train:
             top["train"] = train_config(train, config.train)
@@ -322,31 +380,59 @@ def load_config(
     path: str | os.PathLike[str] | None = None,
     *,
     settings: Mapping[str, Any] | Sequence[str] | None = None,
+    data: Mapping[str, Any] | None = None,
     **flags: Any,
 ) -> BenchConfig:
     """Defaults, then the YAML file at ``path``, then ``settings`` (``key=value`` strings or a
-    mapping), then ``flags`` (``None`` skipped: the flag was not given).
+    mapping), then ``data`` and ``flags`` (``None`` skipped: the flag was not given).
 
     Flags are BenchConfig fields, ``epochs`` (a training setting), and ``noise_scales``
-    (a measure setting).
+    (a measure setting). ``data``: a user table's settings from flags (``path`` from
+    ``--data``, ``target``, ``kinds``, ``split``, ...: only those given), merged over the
+    YAML's ``data:`` section and ``data.<option>`` settings option by option. Table
+    settings select the ``table`` dataset (see the module docstring).
     """
     from mmfuse.experiment.config import flatten_settings, parse_overrides, read_yaml
 
+    layers: list[tuple[str, Mapping[str, Any]]] = []
     config = BenchConfig()
     if path is not None:
         try:
             loaded = read_yaml(path)
         except ConfigError as exc:
             raise BenchConfigError(str(exc)) from exc
-        config = _apply(config, loaded, f"config file {str(path)!r}")
+        layers.append((f"config file {str(path)!r}", loaded))
     if settings:
         pairs = parse_overrides(settings) if not isinstance(settings, Mapping) else dict(settings)
-        config = _apply(config, flatten_settings(pairs), "setting")
+        layers.append(("setting", flatten_settings(pairs)))
     flag_settings: dict[str, Any] = {}
     for key in ("epochs", "noise_scales"):
         value = flags.pop(key, None)
         if value is not None:
             flag_settings[key] = value
+    if data:
+        flag_settings["data"] = {k: v for k, v in data.items() if v is not None}
     if flag_settings:
-        config = _apply(config, flag_settings, "flag")
-    return config.replace(**flags)
+        layers.append(("flag", flag_settings))
+    flag_rank = len(layers) - 1 if flag_settings else len(layers)
+    datasets_by = table_by = -1  # the latest layer that chose the datasets / named the table's file
+    table_given: list[str] = []
+    for rank, (source, layer) in enumerate(layers):
+        config = _apply(config, layer, source)
+        table = {k: v for k, v in _table_part(layer, source).items() if k != "seed"}
+        table_given += [k for k in table if k not in table_given]
+        datasets_by = rank if "datasets" in layer else datasets_by
+        table_by = rank if "path" in table else table_by
+    if flags.get("datasets") is not None:
+        datasets_by = flag_rank  # --dataset and --data are as late: both given is an error
+    config = config.replace(**flags)
+    if table_given and "table" not in config.datasets:
+        if datasets_by >= 0 and table_by <= datasets_by:
+            raise BenchConfigError(
+                f"datasets {config.datasets}: your own table's settings are given too "
+                f"({', '.join(f'data.{k}' for k in table_given)}): bench the table (--data PATH, datasets: [table]) "
+                "or the datasets, not both")
+        config = config.replace(datasets=["table"])
+    if "table" in config.datasets:
+        config.options_for("table")  # its values and its file checked now, before a results folder is made
+    return config
