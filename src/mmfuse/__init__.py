@@ -26,12 +26,14 @@ _LAZY = {
     "load_dataset": "mmfuse.data",
     "list_datasets": "mmfuse.data",
     "from_table": "mmfuse.data",
+    "load_run": "mmfuse.runs",
+    "Run": "mmfuse.runs",
 }
 
 
 #: subpackages reachable as attributes (``mmfuse.fusions``), imported on first use
 _SUBMODULES = ("bench", "data", "encoders", "experiment", "functional", "fusions", "io", "layers", "models",
-               "training")
+               "runs", "training")
 
 
 def __getattr__(name: str) -> Any:
@@ -58,6 +60,7 @@ __all__ = [
     "FusionIntermediates",
     "MmfuseError",
     "MultimodalModel",
+    "Run",
     "__version__",
     "build_model",
     "build_unimodal_model",
@@ -65,6 +68,7 @@ __all__ = [
     "from_table",
     "list_datasets",
     "load_dataset",
+    "load_run",
     "list_fusions",
     "register_fusion",
 ]

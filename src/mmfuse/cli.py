@@ -53,16 +53,10 @@ def _add_common(p: argparse.ArgumentParser, *, bench: bool) -> None:
     p.add_argument("--epochs", type=int, help="most epochs per model (a shortcut for epochs=N)")
     p.add_argument("--verbose", action="store_true", help="show Lightning's own messages (a shortcut for verbose=true)")
     p.add_argument("--data-root", help="folder of the real datasets (default: $MMFUSE_DATA or the cache)")
-    own = p.add_argument_group("your own data (a table: CSV, TSV, Parquet file or folder, JSON Lines)")
+    own = p.add_argument_group("your own data (a table: CSV, TSV, Parquet file or folder, JSON Lines; the same "
+                               "options as data.<option>=value or a YAML data: section, which a flag given overrides)")
     own.add_argument("--data", metavar="PATH", help="the table (instead of --dataset); see `mmfuse data inspect`")
-    own.add_argument("--target", metavar="COL", help="the target column (comma-separated for several)")
-    own.add_argument("--modality", metavar="NAME=COL[,COL...]", action="append", default=[],
-                     help="columns of one modality (repeat; default: numeric/categorical -> tabular, each "
-                     "text/image/audio/embedding column its own)")
-    own.add_argument("--task", choices=["binary", "multiclass", "multilabel", "regression"],
-                     help="the task (default: inferred from the target)")
-    own.add_argument("--exclude", metavar="COL", action="append", default=[],
-                     help="a column not to use (repeat), e.g. one that leaks the target")
+    _table_flags(own)
     p.add_argument("--encoder", metavar="MODALITY=NAME", action="append", default=[],
                    help="a pretrained encoder for a modality: hf:<model or folder> or timm:<model>, options after "
                    "commas (frozen (default), finetune, finetune_last=N, tokens); repeat for several")
@@ -115,31 +109,39 @@ def _floats(flag: str, values: list[str] | None) -> list[float] | None:
         raise ConfigError(f"{flag}: expected comma-separated numbers, got {','.join(values)!r}") from exc
 
 
-def _table(args: argparse.Namespace) -> dict[str, object] | None:
-    """The ``table`` dataset's options from --data/--target/--modality/--task, or None."""
-    from mmfuse.errors import ConfigError
+_TASKS = ("binary", "multiclass", "multilabel", "regression")
 
-    if args.data is None:
-        for flag, value in (("--target", args.target), ("--modality", args.modality), ("--task", args.task),
-                            ("--exclude", args.exclude)):
-            if value:
-                raise ConfigError(f"{flag}: only with --data PATH (your own table)")
-        return None
-    if args.dataset is not None:
-        raise ConfigError(f"--dataset {args.dataset} and --data {args.data}: give one of them")
-    if not args.target:
-        raise ConfigError("--data: expected --target COL naming the target column")
-    from mmfuse.data import table_options
 
-    modalities: dict[str, list[str]] = {}
-    for item in args.modality:
-        name, sep, cols = item.partition("=")
-        if not sep or not name.strip() or not cols.strip():
-            raise ConfigError(f"--modality {item!r}: expected NAME=COL[,COL...]")
-        modalities[name.strip()] = [c.strip() for c in cols.split(",") if c.strip()]
-    target = [t.strip() for t in args.target.split(",")] if "," in args.target else args.target
-    return table_options(args.data, target=target, modalities=modalities or None, task=args.task,
-                         exclude=tuple(args.exclude))
+def _table_flags(group: argparse._ActionsContainer) -> None:
+    """Add the flags of a user table's settings (all but its path) to ``group``. A flag not
+    given stays ``None``, so it never overrides a value given another way; the values are
+    read by the one grammar of :func:`mmfuse.experiment.config.table_settings`."""
+    group.add_argument("--target", metavar="COL", action="append",
+                       help="the target column (comma-separated, or repeat, for several: multilabel or "
+                       "multi-output regression)")
+    group.add_argument("--modality", metavar="NAME=COL[,COL...]", action="append",
+                       help="columns of one modality (repeat; default: numeric/categorical -> tabular, each "
+                       "text/image/audio/embedding column its own)")
+    group.add_argument("--kind", metavar="COL=KIND", action="append",
+                       help="a column's kind instead of the inferred one (numeric, categorical, text, image, audio, "
+                       "embedding); repeat")
+    group.add_argument("--task", choices=_TASKS, help="the task (default: inferred from the target)")
+    group.add_argument("--exclude", metavar="COL", action="append",
+                       help="a column not to use (repeat), e.g. one that leaks the target")
+    group.add_argument("--split", metavar="COL|group:COL",
+                       help="a column of train/val/test (a fixed split), or group:COL (a random split in which no "
+                       "group spans two splits); default: a stratified random split")
+    group.add_argument("--base-dir", metavar="DIR",
+                       help="folder that relative file paths resolve against (default: the table's)")
+
+
+def _table_options_from_args(args: argparse.Namespace) -> dict[str, object]:
+    """The table settings among the flags given (``--data`` is ``path``), unparsed: the
+    library reads them (:func:`mmfuse.experiment.config.table_settings`)."""
+    from mmfuse.experiment.config import TABLE_FLAGS
+
+    given = {opt: getattr(args, flag[2:].replace("-", "_"), None) for opt, flag in TABLE_FLAGS.items()}
+    return {opt: value for opt, value in given.items() if value is not None}
 
 
 def _encoders(args: argparse.Namespace) -> dict[str, str]:
@@ -157,13 +159,12 @@ def _encoders(args: argparse.Namespace) -> dict[str, str]:
 def _run_bench(args: argparse.Namespace) -> int:
     from mmfuse.bench import load_config, run_bench
 
-    table = _table(args)
     encoders = _encoders(args)
     config = load_config(
         args.config,
         settings=[*args.settings, *(["verbose=true"] if args.verbose else [])],
-        datasets=["table"] if table is not None else _csv_list(args.dataset),
-        dataset_options={"table": table} if table is not None else None,
+        data=_table_options_from_args(args) or None,
+        datasets=_csv_list(args.dataset),
         encoders=encoders or None,
         fusions=_csv_list(args.fusions),
         seeds=args.seeds,
@@ -194,8 +195,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "(safetensors + JSON config), the run's settings (spec.json) and its record (run.json) to --out. "
         "Settings are key=value: TrainConfig fields (epochs=5 lr=3e-4 accelerator=gpu devices=2 strategy=ddp "
         "precision=bf16-mixed), model options (hidden_dim=32), data.<option> (data.task=synergy), "
-        "fusion.<option> (fusion.gate=feature) and encoder.<modality>.<option>; they override the --config "
-        "YAML file.",
+        "fusion.<option> (fusion.gate=feature) and encoder.<modality>.<option>. Precedence: --config YAML, "
+        "then key=value, then flags.",
     )
     _add_common(p, bench=False)
     p.add_argument("--fusion", help="fusion strategy (default gated; see `mmfuse list`)")
@@ -222,10 +223,9 @@ def _run_train(args: argparse.Namespace) -> int:
         settings.update(flatten_settings(loaded))
     settings.update(parse_overrides(args.settings))
     settings.update({f"encoders.{m}": name for m, name in _encoders(args).items()})
-    table = _table(args)
-    if table is not None:
-        dataset = "table"
-        settings.update({f"data.{k}": v for k, v in table.items()})
+    settings.update({f"data.{k}": v for k, v in _table_options_from_args(args).items()})
+    if args.data is not None and args.dataset is None:
+        dataset = "table"  # the flag over the YAML's dataset; with --dataset too, the library says which two
     if args.epochs is not None:
         settings["epochs"] = args.epochs
     if args.verbose:
@@ -234,8 +234,8 @@ def _run_train(args: argparse.Namespace) -> int:
         settings["seed"] = args.seed
     if fusion is not None and unimodal is not None:
         raise ConfigError(f"--fusion {fusion} and --unimodal {unimodal}: give one of them")
-    return train_command(settings, dataset=dataset or "synthetic", fusion=fusion, unimodal=unimodal,
-                             out=args.out, resume=args.resume, force=args.force, data_root=args.data_root)
+    return train_command(settings, dataset=dataset, fusion=fusion, unimodal=unimodal,
+                         out=args.out, resume=args.resume, force=args.force, data_root=args.data_root)
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
@@ -251,55 +251,22 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", help="download/verify: dataset name (avdigits, mfeat, reviews) or one of their "
                    "sources; inspect: the table's path")
     p.add_argument("--data-root", help="download/verify: target folder (default: $MMFUSE_DATA or the cache)")
-    p.add_argument("--target", action="append", metavar="COL",
-                   help="inspect: the target column (repeat for several: multilabel or multi-output regression)")
-    p.add_argument("--modality", action="append", metavar="NAME=COL[,COL...]",
-                   help="inspect: a modality and its columns (repeatable; default: tabular + one per text, "
-                   "image, audio and embedding column)")
-    p.add_argument("--task", choices=["binary", "multiclass", "multilabel", "regression"],
-                   help="inspect: override the inferred task")
-    p.add_argument("--kind", action="append", metavar="COL=KIND",
-                   help="inspect: override a column's inferred kind (numeric, categorical, text, image, audio, "
-                   "embedding); repeatable")
-    p.add_argument("--exclude", action="append", metavar="COL", help="inspect: a column not to use (repeatable)")
-    p.add_argument("--split", help="inspect: a column of train/val/test, or group:COL (no group spans two splits)")
-    p.add_argument("--base-dir", help="inspect: folder relative file paths resolve against (default: the table's)")
+    _table_flags(p.add_argument_group("inspect: the table's settings (as in mmfuse train and bench)"))
     p.add_argument("--json", action="store_true", help="inspect: print the report as JSON")
     p.set_defaults(func=_run_data)
 
 
 def _run_data(args: argparse.Namespace) -> int:
-    from mmfuse.data import DataError, download, verify
+    from mmfuse.data import download, verify
 
     if args.action == "inspect":
         import json
 
         from mmfuse.data import describe_table
+        from mmfuse.experiment.config import table_settings
 
-        if not args.target:
-            raise DataError("data inspect: expected --target COL")
-        modalities = None
-        for spec in args.modality or []:
-            name, sep, cols = spec.partition("=")
-            columns = [c.strip() for c in cols.split(",") if c.strip()]
-            if not sep or not name.strip() or not columns:
-                raise DataError(f"--modality: expected NAME=COL[,COL...], got {spec!r}")
-            modalities = modalities or {}
-            if name.strip() in modalities:
-                raise DataError(f"--modality: modality {name.strip()!r} given twice")
-            modalities[name.strip()] = columns
-        kinds = {}
-        for spec in args.kind or []:
-            col, sep, kind = spec.rpartition("=")
-            if not sep or not col:
-                raise DataError(f"--kind: expected COL=KIND, got {spec!r}")
-            kinds[col] = kind.strip()
-        split = args.split
-        if split is not None and split.startswith("group:"):
-            split = {"group": split[len("group:"):]}
-        report = describe_table(args.name, target=args.target[0] if len(args.target) == 1 else args.target,
-                                modalities=modalities, task=args.task, split=split, base_dir=args.base_dir,
-                                kinds=kinds, exclude=tuple(args.exclude or ()))
+        options = table_settings({"path": args.name, **_table_options_from_args(args)}, require=True)
+        report = describe_table(options.pop("path"), **options)
         print(json.dumps(report.to_dict(), indent=1) if args.json else report.render())
         return 0
     if args.action == "download":
@@ -311,6 +278,47 @@ def _run_data(args: argparse.Namespace) -> int:
     if not problems:
         print(f"{args.name}: all files present and correct (every file hashed)")
     return 1 if problems else 0
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="predict new rows of a table with a trained model (a run folder, or a bench folder)",
+        description="Apply a trained model to a table with the training table's column names: the saved "
+        "preprocessing reads it (a modality's column absent or empty -> that modality missing for the row; an "
+        "unseen category -> the unknown code, counted; extra columns ignored and listed; a wrong value, e.g. text "
+        "in a numeric column -> an error naming the column and row). One output row per input row, in order: "
+        "the predicted class and one probability per class, the labels and a probability per label, or the value "
+        "in the target's units. A row with every modality missing gets empty cells (--strict: an error). When the "
+        "target column is present it is not used as input and the metrics are printed. Parquet is read and "
+        "written in batches of rows (bounded memory).",
+    )
+    p.add_argument("run", help="a run folder (mmfuse train --out) or a bench folder (mmfuse bench --out)")
+    p.add_argument("--data", required=True, metavar="PATH", help="the new rows: CSV, TSV, Parquet file or folder, "
+                   "JSON Lines")
+    p.add_argument("--out", metavar="FILE", help="predictions.csv or predictions.parquet (default: CSV on "
+                   "standard output, the summary on standard error)")
+    p.add_argument("--strategy", metavar="NAME", help="with a bench folder: the strategy (a fusion name or "
+                   "uni:<modality>; default: the recommended one), its lowest seed")
+    p.add_argument("--id", dest="id_column", metavar="COL", help="copy this column of the input into the output, "
+                   "first")
+    p.add_argument("--explain", action="store_true", help="add per-row Shapley values of the modalities and the "
+                   "strategy's modality weights")
+    p.add_argument("--strict", action="store_true", help="a row with every modality missing is an error")
+    p.add_argument("--base-dir", help="folder that relative image/audio/.npy paths resolve against (default: the "
+                   "table's folder)")
+    p.add_argument("--batch-rows", type=int, default=4096, help="rows read, predicted and written at a time "
+                   "(default 4096)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from mmfuse.runs.command import predict_command
+
+    return predict_command(args.run, data=args.data, out=args.out, strategy=args.strategy,
+                           id_column=args.id_column, explain=args.explain, strict=args.strict,
+                           base_dir=args.base_dir, batch_rows=args.batch_rows, progress=not args.no_progress)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -347,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_train(sub)
     _add_data(sub)
+    _add_predict(sub)
     return parser
 
 

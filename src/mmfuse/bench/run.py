@@ -2,10 +2,12 @@
 
 :func:`run_one` is what every executor calls for a :class:`~mmfuse.bench.grid.BenchRun`:
 
-1. if ``models_dir`` holds the model of the run's training key (weights as
-   safetensors, training facts as JSON), it is loaded and nothing is trained;
+1. if ``models_dir`` holds the model of the run's training key (its run bundle
+   ``models/<key>/``: weights, preprocessing, ``bundle.json``, training facts), it is
+   loaded and nothing is trained;
 2. else :func:`mmfuse.experiment.train_one` trains it (the same path as
-   ``mmfuse train``) and it is saved there;
+   ``mmfuse train``) and its bundle is saved there (:mod:`mmfuse.runs.bundle`), so
+   ``mmfuse predict BENCH_FOLDER`` can use it;
 3. :func:`mmfuse.experiment.measure` measures it as the run's
    :class:`~mmfuse.experiment.MeasureConfig` says.
 
@@ -33,12 +35,17 @@ class RunResult:
 
 
 def saved_model(run: BenchRun) -> tuple[Path, Path] | None:
-    """``(weights, facts)`` paths of the run's saved model, if both exist."""
+    """``(weights, facts)`` paths of the run's saved model, if both exist: the bundle folder
+    ``models/<key>/``, or the two files ``models/<key>.safetensors`` / ``.json`` that benches
+    wrote before bundles existed."""
     if run.models_dir is None:
         return None
     base = Path(run.models_dir) / run.train_key
-    weights, facts = base.with_suffix(".safetensors"), base.with_suffix(".json")
-    return (weights, facts) if weights.is_file() and facts.is_file() else None
+    for weights, facts in ((base / "model.safetensors", base / "facts.json"),
+                           (base.with_suffix(".safetensors"), base.with_suffix(".json"))):
+        if weights.is_file() and facts.is_file():
+            return weights, facts
+    return None
 
 
 def run_one(run: BenchRun) -> RunResult:
@@ -55,8 +62,15 @@ def run_one(run: BenchRun) -> RunResult:
         trained = load_trained(run.spec, weights, facts, splits=splits)
     else:
         trained = train_one(run.spec, splits=splits)
-        if run.models_dir is not None:
-            base = Path(run.models_dir) / run.train_key
-            save_checkpoint(trained.model, base.with_suffix(".safetensors"))
-            atomic_write(base.with_suffix(".json"), json.dumps(trained.facts.to_json(), indent=1))
-    return RunResult(training=trained.facts, measurement=measure(trained, run.measure))
+    measurement = measure(trained, run.measure)
+    if saved is None and run.models_dir is not None:
+        from mmfuse.runs.bundle import write_bundle
+
+        folder = Path(run.models_dir) / run.train_key
+        folder.mkdir(parents=True, exist_ok=True)
+        weights = save_checkpoint(trained.model, folder / "model.safetensors")
+        metrics = {"val": trained.facts.val_metrics, "test": {**measurement.metrics, "n": measurement.n_test}}
+        write_bundle(folder, model_file=weights, splits=splits, spec=run.spec, metrics=metrics)
+        # written last: a folder with facts.json is complete (a crash before it trains again)
+        atomic_write(folder / "facts.json", json.dumps(trained.facts.to_json(), indent=1))
+    return RunResult(training=trained.facts, measurement=measurement)

@@ -5,8 +5,9 @@ Layout of a results folder::
     runs.jsonl     one RunRecord per finished run (ok or failed), appended as each run
                    ends: one ``write`` of one line, flushed and fsynced, so a crash of
                    the whole process loses at most the runs still in flight
-    models/        each trained model under its training key: weights (safetensors)
-                   and training facts (JSON); a re-measurement loads them
+    models/<key>/  each trained model's run bundle under its training key: weights
+                   (safetensors), the fitted preprocessing, bundle.json and the training
+                   facts; a re-measurement loads them, ``mmfuse predict`` uses them
     results.json   settings, environment (package versions, git commit), the summary
                    and every record of the current grid
     results.csv    one row per run, flat columns

@@ -32,7 +32,8 @@ __all__ = ["default_out_dir", "prepare_run_folder", "train_command"]
 #: settings a resumed run may change: it may be given more epochs or more time
 _MAY_GROW = ("train.epochs", "train.max_time")
 #: files a run folder may hold, removed by ``force``
-_RUN_FILES = ("spec.json", "run.json", "metrics.json", "fit.json", "model.safetensors", "last.safetensors")
+_RUN_FILES = ("spec.json", "run.json", "metrics.json", "fit.json", "model.safetensors", "last.safetensors",
+              "bundle.json", "preprocessor.json", "preprocessor.safetensors")
 
 
 def default_out_dir(spec: ExperimentSpec, base: str | Path = "runs") -> Path:
@@ -92,7 +93,7 @@ def prepare_run_folder(out: Path, spec: ExperimentSpec, *, resume: bool, force: 
 def train_command(
     settings: Mapping[str, Any],
     *,
-    dataset: str,
+    dataset: str | None,
     fusion: str | None,
     unimodal: str | None,
     out: str | None,
@@ -100,7 +101,8 @@ def train_command(
     force: bool,
     data_root: str | None,
 ) -> int:
-    """Everything ``mmfuse train`` does; returns the exit code."""
+    """Everything ``mmfuse train`` does; returns the exit code. ``dataset`` None: your own
+    table where the settings give ``data.path``, else ``synthetic``."""
     from rich.console import Console
     from rich.table import Table
 
@@ -125,6 +127,9 @@ def train_command(
     atomic_write(folder / "run.json", json.dumps(record.to_json(), indent=2, sort_keys=True))
     metrics = {"val": trained.facts.val_metrics, "test": {**m.metrics, "n": m.n_test}}
     atomic_write(folder / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+    from mmfuse.runs.bundle import write_bundle
+
+    write_bundle(folder, model_file=trained.checkpoint, splits=trained.splits, spec=spec, metrics=metrics)
 
     names = [k for k in m.metrics if k != "n"]
     table = Table(title=f"{spec.data.display} / {spec.label}")
@@ -143,4 +148,5 @@ def train_command(
     console.print(f"epochs: {f.epochs_run} (best {f.best_epoch + 1}), time: {f.train_time_s:.1f} s, "
                   f"threads: {f.threads}")
     print(f"checkpoint: {trained.checkpoint}")  # plain print: a path must not be wrapped
+    print(f"run bundle: {folder} (predict with: mmfuse predict {folder} --data NEW.csv)")
     return 0

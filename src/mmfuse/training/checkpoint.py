@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from mmfuse.errors import CheckpointError, MmfuseError
 from mmfuse.io import atomic_write
 
-__all__ = ["CheckpointError", "load_checkpoint", "load_tree", "save_checkpoint", "save_tree"]
+__all__ = ["CheckpointError", "load_checkpoint", "load_tree", "read_metadata", "save_checkpoint", "save_tree"]
 
 MODEL_FORMAT = "mmfuse.model/1"
 TREE_FORMAT = "mmfuse.tree/1"
@@ -78,6 +78,21 @@ def _read_header(path: Path, raw: bytes) -> tuple[dict[str, str], dict[str, Any]
     if not isinstance(metadata, dict):
         raise CheckpointError(f"{path}: not a readable safetensors file (metadata is not a JSON object)")
     return metadata, header
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The JSON metadata of a safetensors file (format, config, weights' SHA-256), reading its header only."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8)
+            (n,) = struct.unpack("<Q", head) if len(head) == 8 else (0,)
+            if n > path.stat().st_size - 8 or n <= 0:
+                raise CheckpointError(f"{path}: not a readable safetensors file (header length {n})")
+            raw = head + fh.read(n)
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({err})") from err
+    return _read_header(path, raw)[0]
 
 
 def _read(path: str | os.PathLike[str], expected: str) -> tuple[dict[str, str], bytes]:
