@@ -46,7 +46,9 @@ def test_values_masks_labels_and_shards_by_hand(tmp_path: Path) -> None:
     mods = {"num": ["x0", "x1", "x2"], "emb": ["emb"], "id": ["id"], "gap": ["x0"]}
     stream = ParquetStream(tmp_path / "d", target="label", modalities=mods, batch_size=64)
     assert stream.task == "multiclass" and stream.num_classes == 3
-    assert {m: s.shape for m, s in stream.specs.items()} == {"num": (3,), "emb": (2,), "id": (1,), "gap": (1,)}
+    # the table's numeric rule: x0 has NaN, so it gets a missing indicator
+    assert {m: s.shape for m, s in stream.specs.items()} == {"num": (4,), "emb": (2,), "id": (1,), "gap": (2,)}
+    assert stream.specs["num"].meta["columns"] == ["x0", "x1", "x2", "x0 missing"]
     batches = list(stream)
     assert max(len(b["label"]) for b in batches) == 64
     got = {k: torch.cat([b["inputs"][k] for b in batches]).numpy() for k in mods}
@@ -54,9 +56,13 @@ def test_values_masks_labels_and_shards_by_hand(tmp_path: Path) -> None:
     assert sorted(ids.tolist()) == list(range(1200))
     rows = frame.set_index("id").loc[ids.astype(float)]
     x = rows[["x0", "x1", "x2"]].to_numpy()
-    mean, std = np.nanmean(frame[["x0", "x1", "x2"]], 0), np.nanstd(frame[["x0", "x1", "x2"]], 0)
-    want = np.where(np.isnan(x), 0.0, (x - mean) / std)
+    every = frame[["x0", "x1", "x2"]].to_numpy()
+    med = np.nanmedian(every, 0)  # exact: fewer values than the median sample
+    filled = np.where(np.isnan(every), med, every)
+    mean, std = filled.mean(0), filled.std(0)
+    want = np.concatenate([(np.where(np.isnan(x), med, x) - mean) / std, np.isnan(x[:, :1])], axis=1)
     np.testing.assert_allclose(got["num"], want, rtol=1e-4, atol=1e-4)
+    assert stream.stats.missing == {"x0": int(np.isnan(every[:, 0]).sum()), "x1": 0, "x2": 0, "id": 0}
     gap_mask = torch.cat([b["masks"]["gap"] for b in batches]).numpy()
     np.testing.assert_array_equal(gap_mask, ids % 97 != 0)  # a modality all NaN in a row is missing
     assert torch.cat([b["masks"]["num"] for b in batches]).all()  # x1, x2 present

@@ -22,12 +22,16 @@ read shard ``r * num_workers + w`` only, so each row is read once per epoch acro
 processes. With ``shuffle=True`` the row groups of a shard are read in a seeded order
 that changes with :meth:`set_epoch`.
 
-Columns: every modality is made of numeric columns (a ``vector`` ``(d,)``) or of one
-fixed-length list column (an embedding, ``vector`` ``(d,)``). Statistics come from
-one streaming pass (:func:`fit_stream_stats`) or are given: numeric columns are
-standardised with them, and a NaN takes the column's mean (0 after standardising); a
-modality is missing in a row when all its values are NaN. Use
-:func:`mmfuse.data.from_table` for text, images, audio and categorical columns.
+Columns: every modality is made of numeric columns (a ``vector``) or of one
+fixed-length list column (an embedding, ``vector`` ``(d,)``). Numeric columns follow
+the one rule of tables (:mod:`mmfuse.data.table.kinds.tabular`), through the same
+fitted object, :attr:`ParquetStream.preprocessor`: a NaN takes the column's median,
+values are standardised with the mean and std of the median-filled column, and a column
+that had a NaN gets a 0/1 missing indicator; a modality is missing in a row when all
+its values are NaN. Statistics come from one streaming pass (:func:`fit_stream_stats`;
+the median is that of a uniform sample of at most ``median_sample`` values per column,
+exact below it) or are given. Use :func:`mmfuse.data.from_table` for text, images,
+audio and categorical columns.
 """
 
 from __future__ import annotations
@@ -59,6 +63,10 @@ def _dataset(path: str | os.PathLike[str]):
         raise DataError(f"{p}: cannot read as Parquet: {type(e).__name__}: {e}") from e
 
 
+def _class_name(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else str(v)
+
+
 def _row_groups_of(data) -> list[tuple[str, int]]:
     """Every (file, row group index) of a dataset, files in sorted order."""
     out = []
@@ -79,10 +87,12 @@ def _read(row_groups: Sequence[tuple[str, int]], columns: Sequence[str], batch_s
 
 @dataclass(frozen=True)
 class StreamStats:
-    """Per-column mean and std of the numeric columns, list lengths, and the target's classes.
+    """Per numeric column: the mean and std of the median-filled values, the median and the
+    number of missing values; list lengths; the target's classes.
 
     ``classes`` is the sorted target values (classification) or empty (regression,
-    multilabel); ``rows`` the rows seen.
+    multilabel); ``rows`` the rows seen. ``median``/``missing`` absent (statistics made
+    by hand): the mean fills, and no column gets an indicator.
     """
 
     mean: Mapping[str, float]
@@ -90,6 +100,8 @@ class StreamStats:
     lengths: Mapping[str, int] = field(default_factory=dict)
     classes: tuple[float, ...] = ()
     rows: int = 0
+    median: Mapping[str, float] = field(default_factory=dict)
+    missing: Mapping[str, int] = field(default_factory=dict)
 
 
 def _column_array(batch, name: str, where: str) -> np.ndarray:
@@ -129,8 +141,12 @@ def fit_stream_stats(
     target: str | None = None,
     max_classes: int = 50,
     batch_size: int = 16384,
+    median_sample: int = 1 << 13,
+    seed: int = 0,
 ) -> StreamStats:
-    """One bounded-memory pass over ``path``: mean/std of ``columns``, their list lengths, the target's classes.
+    """One bounded-memory pass over ``path``: per numeric column the median (of a seeded uniform
+    sample of at most ``median_sample`` values: exact below it), the missing count and the mean
+    and std after filling NaN with the median; list lengths; the target's classes.
 
     The target's classes are collected while there are at most ``max_classes`` of
     them and every value is an integer; otherwise ``classes`` is empty (regression).
@@ -153,6 +169,8 @@ def fit_stream_stats(
     lengths: dict[str, int] = {}
     classes: set[float] | None = set()
     rows = 0
+    rng = np.random.default_rng(seed)
+    sample = {c: np.empty(0) for c in n}  # a uniform reservoir of each column's values (Algorithm R, batched)
     for batch in _read(_row_groups_of(data), [*columns, *([target] if target else [])], batch_size):
         rows += batch.num_rows
         for c in columns:
@@ -164,9 +182,11 @@ def fit_stream_stats(
                 continue
             x = _column_array(batch, c, where)
             ok = ~np.isnan(x)
+            seen = n[c]
             n[c] += int(ok.sum())
             s1[c] += float(x[ok].sum())
             s2[c] += float((x[ok] ** 2).sum())
+            sample[c] = _reservoir(sample[c], x[ok], seen, median_sample, rng)
         if target and classes is not None:
             y = _column_array(batch, target, where)
             y = y[~np.isnan(y)]
@@ -176,14 +196,31 @@ def fit_stream_stats(
                 classes |= set(np.unique(y).tolist())
                 if len(classes) > max_classes:
                     classes = None
-    mean, std = {}, {}
+    mean, std, median, missing = {}, {}, {}, {}
     for c in n:
         if n[c] == 0:
             raise DataError(f"{where}: column {c!r}: every value is missing")
-        m = s1[c] / n[c]
-        var = max(s2[c] / n[c] - m * m, 0.0)
+        med = float(np.median(sample[c]))
+        gaps = rows - n[c]
+        m = (s1[c] + gaps * med) / rows  # of the median-filled column, as tables standardise
+        var = max((s2[c] + gaps * med * med) / rows - m * m, 0.0)
         mean[c], std[c] = m, (var**0.5 if var > 1e-16 else 1.0)
-    return StreamStats(mean, std, lengths, tuple(sorted(classes)) if classes else (), rows)
+        median[c], missing[c] = med, gaps
+    return StreamStats(mean, std, lengths, tuple(sorted(classes)) if classes else (), rows, median, missing)
+
+
+def _reservoir(kept: np.ndarray, new: np.ndarray, seen: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A uniform sample of at most ``size`` of the ``seen`` values behind ``kept`` and ``new``."""
+    room = max(size - kept.shape[0], 0)
+    kept = np.concatenate([kept, new[:room]])
+    rest = new[room:]
+    if rest.size:
+        # value number i (0-based, over everything seen) replaces a random slot with probability size / (i + 1)
+        idx = np.arange(seen + room, seen + room + rest.size)
+        slots = (rng.random(rest.size) * (idx + 1)).astype(np.int64)
+        take = slots < size
+        kept[slots[take]] = rest[take]  # later values win a slot in order, as one-by-one replacement does
+    return kept
 
 
 class ParquetStream(IterableDataset):
@@ -247,7 +284,6 @@ class ParquetStream(IterableDataset):
         self.modalities = tuple(sorted(modalities))
         self._groups: dict[str, tuple[str, ...]] = {m: tuple(modalities[m]) for m in self.modalities}
         self._lists: dict[str, str] = {}
-        self.specs: dict[str, ModalitySpec] = {}
         for m, cols in self._groups.items():
             kinds = [pa.types.is_list(data.schema.field(c).type) or pa.types.is_large_list(data.schema.field(c).type)
                      or pa.types.is_fixed_size_list(data.schema.field(c).type) for c in cols]
@@ -255,19 +291,52 @@ class ParquetStream(IterableDataset):
                 if len(cols) != 1:
                     raise DataError(f"{path}: modality {m!r}: a list column must be alone in its modality, got {list(cols)}")
                 self._lists[m] = cols[0]
-                d = self.stats.lengths.get(cols[0])
-                if d is None:
+                if self.stats.lengths.get(cols[0]) is None:
                     raise DataError(f"{path}: column {cols[0]!r}: no row has a list")
-                self.specs[m] = ModalitySpec("vector", (d,), {"columns": list(cols)})
             else:
-                self.specs[m] = ModalitySpec("vector", (len(cols),), {"columns": list(cols)})
-        self.batch_size = batch_size
+                for c in cols:
+                    if c not in self.stats.mean:
+                        raise DataError(f"{path}: column {c!r}: the statistics have no entry for it")
         self.standardise = standardise
+        self.preprocessor = self._preprocessor(target)
+        self.specs: dict[str, ModalitySpec] = self.preprocessor.specs
+        self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0
         self._rank, self._world = rank, world_size
         self._row_groups = _row_groups_of(data)
+
+    def _preprocessor(self, target: str) -> Any:
+        """The stream's fitted preprocessing: the same object (and numeric rule) as a table's."""
+        from mmfuse.data.table import Schema, TablePreprocessor, TableSource, Target
+        from mmfuse.data.table.kinds.embedding import EmbeddingBlock
+        from mmfuse.data.table.kinds.tabular import TabularBlock
+
+        st = self.stats
+        kinds = {c: ("embedding" if m in self._lists else "numeric") for m, cols in self._groups.items() for c in cols}
+        blocks = {}
+        for m, cols in self._groups.items():
+            if m in self._lists:
+                block = EmbeddingBlock(m, cols, kinds, None)
+                block.load_state({"layout": "vector", "length": None, "dim": st.lengths[cols[0]]}, {})
+            else:
+                block = TabularBlock(m, cols, kinds, None)
+                block.load_state({
+                    "medians": [st.median.get(c, st.mean[c]) for c in cols],
+                    "means": [st.mean[c] if self.standardise else 0.0 for c in cols],
+                    "stds": [st.std[c] if self.standardise else 1.0 for c in cols],
+                    "indicators": [c for c in cols if st.missing.get(c, 0) > 0],
+                    "categories": {}}, {})
+            blocks[m] = block
+        names = ([_class_name(v) for v in st.classes] if self.task != "regression" else [target])
+        options = TableSource(path=self.path, target=target, modalities=self._groups, task=self.task,
+                              kinds=kinds)
+        for b in blocks.values():
+            b.options = options
+        schema = Schema((*kinds, target), kinds, self._groups, {m: b.name for m, b in blocks.items()},
+                        {target: "target"}, (), tuple(kinds))
+        return TablePreprocessor(options, schema, Target((target,), self.task, names, numeric=True), blocks)
 
     def to_dataset(self, name: str | None = None) -> MultimodalDataset:
         """All of this stream's rows as an in-memory :class:`MultimodalDataset` (for the
@@ -315,20 +384,22 @@ class ParquetStream(IterableDataset):
         return self.iter_shard(shard, num_shards)
 
     def _convert(self, batch, where: str) -> dict[str, Any]:
+        from mmfuse.data.table.kinds import Raw, ReadContext
+
         inputs, masks = {}, {}
+        ctx = ReadContext(where, Path.cwd(), np.arange(batch.num_rows))
         for m, cols in self._groups.items():
+            # the raw values the table's blocks read from a frame, straight from Arrow
             if m in self._lists:
-                x = _list_array(batch, cols[0], self.specs[m].shape[0], where)
+                x = _list_array(batch, cols[0], self.specs[m].shape[0], where).astype(np.float32)
+                ok = ~np.isnan(x).any(axis=1)
+                raw = Raw(ok, {"arrays": [a if k else None for a, k in zip(x, ok, strict=True)], "from_file": False})
             else:
                 x = np.stack([_column_array(batch, c, where) for c in cols], axis=1)
-                if self.standardise:
-                    mean = np.array([self.stats.mean[c] for c in cols])
-                    std = np.array([self.stats.std[c] for c in cols])
-                    x = (x - mean) / std
-            nan = np.isnan(x)
-            masks[m] = torch.from_numpy(~nan.all(axis=1))
-            x[nan] = 0.0
-            inputs[m] = torch.from_numpy(x.astype(np.float32))
+                x[np.isinf(x)] = np.nan
+                raw = Raw((~np.isnan(x)).any(axis=1), {"num": x, "cats": np.empty((len(x), 0), dtype=object)})
+            enc = self.preprocessor.blocks[m].apply(raw, ctx)
+            inputs[m], masks[m] = enc.x, enc.mask
         y = _column_array(batch, self.target, where)
         if np.isnan(y).any():
             raise DataError(f"{where}: target {self.target!r}: missing values (drop those rows before streaming)")
