@@ -59,7 +59,12 @@ def test_every_command_parses_and_its_settings_are_valid(line: str, tmp_path: Pa
                                                  unimodal=kw["unimodal"], data_root=None)
         return 0
 
+    def fake_predict(run, **kw):
+        seen["predict"] = (run, kw)
+        return 0
+
     monkeypatch.setattr(mmfuse.bench, "run_bench", fake_bench)
+    monkeypatch.setattr("mmfuse.runs.command.predict_command", fake_predict)
     monkeypatch.setattr(mmfuse.experiment.command, "train_command", fake_train)
     monkeypatch.chdir(tmp_path)
     for i, arg in enumerate(argv[:-1]):  # a user's table is only fingerprinted here: any file will do

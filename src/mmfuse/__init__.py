@@ -27,6 +27,7 @@ _LAZY = {
     "list_datasets": "mmfuse.data",
     "from_table": "mmfuse.data",
     "load_run": "mmfuse.runs",
+    "save_run": "mmfuse.runs",
     "Run": "mmfuse.runs",
 }
 
@@ -71,4 +72,5 @@ __all__ = [
     "load_run",
     "list_fusions",
     "register_fusion",
+    "save_run",
 ]

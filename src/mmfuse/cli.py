@@ -384,6 +384,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MmfuseError as exc:
         print(f"mmfuse {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        what = {"predict": "no predictions file was written", "bench": "rerun the same command to continue",
+                "train": "rerun with --resume --out <the run folder> to continue"}.get(args.command, "nothing more was done")
+        print(f"\nmmfuse {args.command}: interrupted; {what}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -80,8 +80,9 @@ def test_tiny_grid_writes_complete_results(tiny_run) -> None:
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(pngs) >= 4
     assert "<table>" in html and all(f in html for f in fusions) and "uni:x0" in html
-    # every trained model is saved under its training key, for re-measuring
-    assert {p.stem for p in (out / "models").glob("*.safetensors")} == {r.train_key for r in outcome.records}
+    # every trained model is saved as a run bundle under its training key, for re-measuring and predicting
+    assert {p.parent.name for p in (out / "models").glob("*/bundle.json")} == {r.train_key for r in outcome.records}
+    assert all((out / "models" / r.train_key / "model.safetensors").is_file() for r in outcome.records)
 
 
 def test_measurements_obey_their_invariants(tiny_run) -> None:
@@ -142,7 +143,7 @@ def test_a_bench_run_and_mmfuse_train_give_bit_identical_weights(tiny_run, tmp_p
     assert main(argv) == 0
     spec = json.loads((tmp_path / "run" / "run.json").read_text())
     assert spec["train_key"] == rec.train_key  # the same settings are the same model...
-    a = load_file(str(out / "models" / f"{rec.train_key}.safetensors"))
+    a = load_file(str(out / "models" / rec.train_key / "model.safetensors"))
     b = load_file(str(tmp_path / "run" / "model.safetensors"))
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)  # ...with the same weights, bit for bit
 

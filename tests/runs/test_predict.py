@@ -430,3 +430,38 @@ def test_predict_from_a_bench_folder(reviews: dict, tmp_path: Path, capsys) -> N
     # every saved model is a bundle, named in the results by its training key
     for r in doc["runs"]:
         assert (out / "models" / r["train_key"] / "bundle.json").is_file()
+
+
+# ---------------------------------------------------------------- batches, interruptions
+def test_batches_give_the_same_predictions_and_counts(reviews: dict, review_run: Path, tmp_path: Path,
+                                                      capsys) -> None:
+    one, many = tmp_path / "one.csv", tmp_path / "many.parquet"
+    assert main(["predict", str(review_run), "--data", str(reviews["new"]), "--out", str(one)]) == 0
+    first = capsys.readouterr().err
+    assert main(["predict", str(review_run), "--data", str(reviews["new"]), "--out", str(many),
+                 "--batch-rows", "7"]) == 0
+    assert capsys.readouterr().err == first  # the same summary, summed over the batches
+    a, b = pd.read_csv(one), pd.read_parquet(many)
+    assert a["prediction"].tolist() == b["prediction"].astype(int).tolist()
+    np.testing.assert_allclose(a["proba_1"], b["proba_1"], atol=1e-7)
+
+
+def test_an_interrupted_prediction_leaves_no_file(reviews: dict, review_run: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from mmfuse.runs.predictor import Run
+
+    calls = {"n": 0}
+    real = Run._outputs
+
+    def interrupted(self, t, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(self, t, **kw)
+
+    monkeypatch.setattr(Run, "_outputs", interrupted)
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(review_run), "--data", str(reviews["new"]), "--out", str(out),
+                 "--batch-rows", "50"]) == 130
+    assert "interrupted; no predictions file was written" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

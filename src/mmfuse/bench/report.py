@@ -208,6 +208,22 @@ def _verdict(v: DatasetVerdict) -> str:
     return "".join(parts)
 
 
+def _use_it(v: DatasetVerdict, records: Sequence[RunRecord], path: str | Path) -> str:
+    """Where the recommended model's bundle is, and the command that predicts with it."""
+    if v.recommendation is None:
+        return ""
+    pick = v.recommendation.pick
+    runs = sorted((r.spec.seed, r.train_key) for r in records if r.ok and r.dataset == v.dataset
+                  and r.label == pick and r.spec.variant.value in ("standard", "unimodal"))
+    if not runs:
+        return ""
+    seed, key = runs[0]
+    folder = Path(path).parent
+    return (f"<p class='muted'>Use it: its run bundle (seed {seed}) is <code>models/{_e(key)}</code>; "
+            f"<code>mmfuse predict {_e(str(folder))} --data NEW.csv --out predictions.csv</code> predicts new rows "
+            f"with it (<code>--strategy NAME</code> for another strategy).</p>")
+
+
 def write_report(path: str | Path, rows: Sequence[SummaryRow], records: Sequence[RunRecord],
                  figures: Sequence[Figure], meta: Mapping[str, Any],
                  found: Mapping[str, DatasetVerdict] | None = None) -> Path:
@@ -238,7 +254,7 @@ def write_report(path: str | Path, rows: Sequence[SummaryRow], records: Sequence
         parts.append("<h2>Recommendations</h2>")
         for ds in datasets:
             if ds in found:
-                parts.append(f"<h3>{_e(ds)}</h3>{_verdict(found[ds])}")
+                parts.append(f"<h3>{_e(ds)}</h3>{_verdict(found[ds])}{_use_it(found[ds], records, path)}")
     schemas = meta.get("schemas") or {}
     if schemas:
         parts.append("<h2>Data</h2><p>How each table was read: every column's kind, modality and missing rate, "

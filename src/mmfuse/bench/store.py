@@ -41,6 +41,7 @@ __all__ = ["CSV_COLUMNS", "ResultsStore", "flat_row"]
 CSV_COLUMNS = [
     "key",
     "train_key",
+    "bundle",
     "status",
     "dataset",
     "model",
@@ -205,6 +206,7 @@ def flat_row(record: RunRecord) -> dict[str, Any]:
     row: dict[str, Any] = {
         "key": record.key,
         "train_key": record.train_key,
+        "bundle": f"models/{record.train_key}" if record.ok else None,  # the run bundle, in the results folder
         "status": record.status,
         "dataset": record.dataset,
         "model": record.label,

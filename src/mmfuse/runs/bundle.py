@@ -29,7 +29,7 @@ from typing import Any
 from mmfuse.errors import CheckpointError
 from mmfuse.io import atomic_write
 
-__all__ = ["BUNDLE_FILE", "BUNDLE_FORMAT", "Bundle", "is_bundle", "read_bundle", "write_bundle"]
+__all__ = ["BUNDLE_FILE", "BUNDLE_FORMAT", "Bundle", "is_bundle", "read_bundle", "save_run", "write_bundle"]
 
 BUNDLE_FORMAT = "mmfuse.run/1"
 BUNDLE_FILE = "bundle.json"
@@ -82,7 +82,7 @@ def write_bundle(
     *,
     model_file: str | os.PathLike[str],
     splits: Any,
-    spec: Any,
+    spec: Any = None,
     metrics: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``bundle.json`` (and the table preprocessor, when ``splits`` came from a table)
@@ -92,7 +92,8 @@ def write_bundle(
         folder: the bundle's folder.
         model_file: the saved checkpoint (:func:`mmfuse.training.save_checkpoint`).
         splits: the :class:`~mmfuse.data.DatasetSplits` the model was trained on.
-        spec: its :class:`~mmfuse.experiment.ExperimentSpec`.
+        spec: its :class:`~mmfuse.experiment.ExperimentSpec` (None for a model trained from
+            Python with :func:`mmfuse.training.fit`: its config then names it).
         metrics: e.g. ``{"val": {...}, "test": {...}}``.
     """
     from mmfuse.training.checkpoint import HASH_KEY, read_metadata
@@ -121,29 +122,63 @@ def write_bundle(
         encoders[m] = dict(rec) if isinstance(rec, Mapping) else {"name": str(rec)}
     for m, opts in dict(splits.info.get("encoder_options", {}) or {}).items():
         encoders.setdefault(m, {}).update({"in_model": True, "options": _jsonable(opts)})
-    fusion = getattr(spec.model, "fusion", None)
+    if spec is not None:
+        label, fusion, unimodal = spec.label, spec.model.fusion, spec.model.unimodal
+        dataset, spec_json, data_encoders = spec.data.display, spec.to_json(), dict(spec.data.encoders)
+    else:
+        from mmfuse.training.checkpoint import read_metadata as _meta
+
+        config = json.loads(_meta(model_file).get("config", "{}"))
+        fusion = config.get("fusion") if config.get("type") == "multimodal" else None
+        unimodal = config.get("modality") if config.get("type") == "unimodal" else None
+        label = f"uni:{unimodal}" if unimodal else str(fusion)
+        dataset, spec_json = splits.name, None
+        data_encoders = {m: str(rec.get("spec") or rec.get("name")) for m, rec in
+                         dict(splits.info.get("encoders", {}) or {}).items()
+                         if isinstance(rec, Mapping) and (rec.get("spec") or rec.get("name"))}
     manifest = {
         "format": BUNDLE_FORMAT,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
-        "dataset": spec.data.display,
+        "dataset": dataset,
         "task": splits.task,
         "class_names": list(train.class_names or []),
         "class_prior": prior,
         "modalities": list(splits.modalities),
         "specs": {m: {"kind": s.kind, "shape": list(s.shape)} for m, s in splits.specs.items()},
-        "model": {"file": model_file.name, "label": spec.label, "fusion": fusion,
-                  "unimodal": spec.model.unimodal,
+        "model": {"file": model_file.name, "label": label, "fusion": fusion,
+                  "unimodal": unimodal,
                   "weights_sha256": read_metadata(model_file).get(HASH_KEY)},
         "preprocessor": prep_name,
         "encoders": encoders,
-        "data_encoders": dict(spec.data.encoders),
-        "spec": spec.to_json(),
+        "data_encoders": data_encoders,
+        "spec": spec_json,
         "metrics": _jsonable(dict(metrics or {})),
     }
     path = folder / BUNDLE_FILE
     atomic_write(path, json.dumps(manifest, indent=1, sort_keys=True, default=str))
     return path
+
+
+def save_run(folder: str | os.PathLike[str], model: Any, splits: Any, *,
+             metrics: Mapping[str, Any] | None = None) -> Path:
+    """Save a model trained from Python (``fit(model, splits, ...)``) as a run bundle in ``folder``
+    (created; a folder holding another bundle is refused): its weights, the splits'
+    preprocessing, and its metrics (the test split's are computed when not given).
+    Returns the folder, for :func:`mmfuse.load_run`."""
+    from mmfuse.training.checkpoint import save_checkpoint
+
+    folder = Path(folder).expanduser()
+    if is_bundle(folder):
+        raise CheckpointError(f"{folder}: holds a run bundle already; choose another folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    if metrics is None:
+        from mmfuse.training.metrics import evaluate
+
+        metrics = {"test": evaluate(model.eval(), splits.test)}
+    weights = save_checkpoint(model, folder / MODEL_FILE)
+    write_bundle(folder, model_file=weights, splits=splits, metrics=metrics)
+    return folder
 
 
 def _jsonable(value: Any) -> Any:

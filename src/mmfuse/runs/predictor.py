@@ -161,7 +161,12 @@ class Run:
         self.task = bundle.task
         self.class_names = bundle.class_names
         self.modalities = tuple(bundle.manifest["modalities"])
-        self._frozen = dict(bundle.manifest.get("data_encoders") or {})
+        from mmfuse.encoders import parse_encoder
+
+        # the pretrained encoders that ran once over the data at training (frozen): they run here
+        # on new rows; fine-tuned ones are inside the model
+        self._frozen = {m: n for m, n in dict(bundle.manifest.get("data_encoders") or {}).items()
+                        if parse_encoder(n).source != "builtin" and parse_encoder(n).frozen}
         self._backbones: dict[str, Any] = {}
         if self.preprocessor is not None and self.preprocessor.task != self.task:
             raise CheckpointError(f"{bundle.folder}: the preprocessing's task {self.preprocessor.task!r} is not the "
@@ -422,7 +427,8 @@ class Run:
     ) -> PredictSummary:
         """Predict the table at ``data`` in batches of ``batch_rows`` and write ``out`` (CSV or
         Parquet, by extension) as it goes; the metrics when the target column is present.
-        The output is written to ``<out>.partial`` and renamed when complete."""
+        The output is written to ``<out>.partial`` and renamed when complete; on an error or an
+        interruption the partial file is removed and ``out`` is left as it was."""
         src = Path(data).expanduser()
         if not src.exists():
             raise DataError(f"{src}: no such file or folder")
@@ -546,8 +552,10 @@ class _Writer:
         return self.out
 
     def abort(self) -> None:
+        """Remove the partial file: a prediction cut short is not resumed, and never mistaken for one."""
         if self._pq is not None:
             try:
                 self._pq.close()
             except Exception:  # noqa: BLE001  (the original error is the one to see)
                 pass
+        self.tmp.unlink(missing_ok=True)
