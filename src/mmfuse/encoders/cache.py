@@ -12,8 +12,8 @@ sample (mask False) is encoded anyway and then zeroed, with its mask False.
 The cache: one entry per (modality, split), a folder
 ``<cache_dir>/<modality>-<split>-<key>/`` named by a sha256 ``key`` of
 
-- the data: the stored tensor and mask of that split (or the raw inputs given),
-  and the vocabulary used to decode text,
+- the data: the stored tensor and mask of that split (or the raw inputs: each
+  string's content, each waveform's samples), and the vocabulary used to decode text,
 - the encoder: its name, revision, output kind and the sha256 of its weights,
 - the preprocessing: tokenizer vocabulary and ``max_length``, image size, mean and
   std, the cache format version.
@@ -26,6 +26,15 @@ chunk in progress and a rerun resumes after the last complete one; ``manifest.js
 (the sha256 of every chunk) is written last. Reading checks every chunk against the
 manifest and its shapes; a chunk that is unreadable, torn or altered is encoded again
 (the rest of the entry is kept).
+
+What a text modality's backbone reads: the raw strings when there are any
+(``raw_inputs``, or a table's joined text columns, ``splits.info["texts"]``, which
+:func:`mmfuse.data.from_table` keeps), else the stored ids decoded with the dataset's
+vocabulary (see :mod:`mmfuse.encoders.pretrained`).
+
+:func:`encode_for_prediction` is the same encoding for new rows of a trained run
+(:meth:`mmfuse.runs.Run.transform`): the backbone recorded at training, checked
+against the sha256 of its weights, the same output kind, no cache.
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ import shutil
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +63,11 @@ from mmfuse.encoders.pretrained import (
     load_backbone,
     parse_encoder,
 )
-from mmfuse.errors import ConfigError
+from mmfuse.errors import CheckpointError, ConfigError, MmfuseError
 from mmfuse.io import atomic_write
 
-__all__ = ["CACHE_VERSION", "CacheStats", "clear_cache", "default_cache_dir", "encode_dataset", "prepare_encoders"]
+__all__ = ["CACHE_VERSION", "CacheStats", "clear_cache", "default_cache_dir", "encode_dataset",
+           "encode_for_prediction", "prepare_encoders"]
 
 CACHE_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -116,8 +126,9 @@ def _data_digest(x: Any, mask: Tensor, extra: Any) -> str:
         _sha_tensor(h, x)
     else:  # raw inputs: strings or waveforms
         for item in x:
-            if isinstance(item, str):
-                h.update(b"s" + item.encode() + b"\0")
+            if isinstance(item, str):  # length-prefixed: no two lists of strings hash alike
+                b = item.encode()
+                h.update(b"s%d:" % len(b) + b)
             else:
                 _sha_tensor(h, torch.as_tensor(np.asarray(item)))
     _sha_tensor(h, mask)
@@ -295,11 +306,41 @@ def _encode_entry(
 
 
 def _vocab_for(splits: DatasetSplits, modality: str) -> list[str] | None:
+    """id -> word of a text modality: the spec's, the dataset's, or a table's fitted text block's."""
     spec = splits.specs[modality]
     vocab = spec.meta.get("vocab") or (splits.info.get("vocabs", {}) or {}).get(modality)
     if vocab is None and "vocab" in splits.info and sum(s.kind == "text" for s in splits.specs.values()) == 1:
         vocab = splits.info["vocab"]
+    if vocab is None:  # a table (mmfuse.data.from_table): the vocabulary its preprocessor fitted
+        block = (getattr(splits.info.get("preprocessor"), "blocks", None) or {}).get(modality)
+        vocab = getattr(block, "vocabulary", None)
     return list(vocab) if vocab is not None else None
+
+
+def _table_texts(splits: DatasetSplits, modality: str) -> dict[str, list[str]] | None:
+    """A table's raw joined strings of a text modality per split (``splits.info["texts"]``), checked."""
+    texts = (splits.info.get("texts") or {}).get(modality)
+    if texts is None:
+        return None
+    out = {}
+    for split in SPLITS:
+        strings = list(texts.get(split, []))
+        n = len(getattr(splits, split))
+        if len(strings) != n or not all(isinstance(t, str) for t in strings):
+            raise ConfigError(
+                f"encoders: text modality {modality!r}: expected {n} strings for the {split} split in "
+                f"splits.info['texts'], got {len(strings)} (were the splits changed after loading the table?)"
+            )
+        out[split] = strings
+    return out
+
+
+def _local_folder(enc: EncoderSpec) -> str | None:
+    """The absolute path of an ``hf:`` encoder's local model folder, or None for a hub name."""
+    if enc.source != "hf":
+        return None
+    path = Path(os.path.expanduser(enc.model_id))
+    return str(path.resolve()) if path.is_dir() else None
 
 
 def encode_dataset(
@@ -329,18 +370,21 @@ def encode_dataset(
         progress: show a progress bar while encoding.
         device: where the backbone runs (default ``cuda`` when available, else ``cpu``).
         raw_inputs: modality -> split -> one raw item per sample (strings for text,
-            1-D waveforms for audio), used instead of the stored form.
+            1-D waveforms for audio), used instead of the stored form. A table's text
+            modality needs none: its raw strings (``splits.info["texts"]``) are used.
         chunk_size: samples per cache file (the unit of resuming after a crash).
         stats: if given, filled with ``{modality: {split: CacheStats}}``.
         backbone_factory: loads a backbone (tests and custom models).
 
     Returns:
         New :class:`~mmfuse.data.DatasetSplits`; ``info["encoders"]`` records each
-        encoder's spec, weights' checksum and cache keys.
+        encoder's spec, weights' checksum, preprocessing facts, local folder (absolute),
+        what it read (``raw`` strings/waveforms or the ``stored`` form) and cache keys.
 
     Raises:
         ConfigError: an unknown modality, a fine-tuning encoder, a text modality
-            without a vocabulary, a missing extra or an unreachable model.
+            with neither raw strings nor a vocabulary, a missing extra or an
+            unreachable model.
     """
     if not isinstance(splits, DatasetSplits):
         raise ConfigError(f"splits: expected a DatasetSplits, got {type(splits).__name__}")
@@ -370,6 +414,10 @@ def encode_dataset(
         spec = splits.specs[m]
         vocab = None
         if spec.kind == "text" and m not in raw_inputs:
+            table_texts = _table_texts(splits, m)  # a table's raw strings: better than decoding ids
+            if table_texts is not None:
+                raw_inputs[m] = table_texts
+        if spec.kind == "text" and m not in raw_inputs:
             vocab = _vocab_for(splits, m)
             if vocab is None:
                 raise ConfigError(
@@ -388,7 +436,8 @@ def encode_dataset(
         enc_key = {"cache": CACHE_VERSION, "encoder": enc.name, "revision": enc.revision, "output": enc.output,
                    "weights": checksum, "preprocess": backbone.preprocess}
         record[m] = {"spec": enc.to_json(), "weights_sha256": checksum, "source_kind": spec.kind,
-                     "source_shape": list(spec.shape), "keys": {}}
+                     "source_shape": list(spec.shape), "reads": "raw" if m in raw_inputs else "stored",
+                     "folder": _local_folder(enc), "preprocess": backbone.preprocess, "keys": {}}
         for split in SPLITS:
             inputs, masks = data[split]
             if m in raw_inputs:
@@ -440,6 +489,12 @@ def prepare_encoders(
     each fine-tuned encoder; a text modality also gets its ``vocab``). ``builtin``
     leaves a modality as it is.
 
+    A table's text modality (:func:`mmfuse.data.from_table`): a frozen encoder reads
+    its raw strings; a fine-tuned one runs on every batch, which holds the stored ids,
+    so it reads them decoded with the vocabulary the table's preprocessor fitted
+    (words outside it become the tokenizer's unknown token, the text is cut to
+    ``max_tokens``).
+
     Example (the ``--encoder image=timm:resnet18 --encoder text=hf:./my-bert`` flags)::
 
         splits, enc_opts = prepare_encoders(splits, {"image": "timm:resnet18", "text": "hf:./my-bert"})
@@ -458,9 +513,116 @@ def prepare_encoders(
         if splits.specs[m].kind == "text" and "vocab" not in splits.specs[m].meta:
             vocab = _vocab_for(splits, m)
             if vocab is None:
-                raise ConfigError(f"encoders: text modality {m!r}: expected its vocabulary (id -> word) in "
-                                  f"splits.info['vocab'] or spec.meta['vocab'], got none")
+                raise ConfigError(f"encoders: text modality {m!r}: {str(e)!r} fine-tunes inside the model, which "
+                                  f"reads the stored token ids: expected their vocabulary (id -> word) in "
+                                  f"splits.info['vocab'] or spec.meta['vocab'], got none; a frozen encoder "
+                                  f"({e.name!r}) can read raw strings instead")
             opts["vocab"] = vocab
         options[m] = opts
     out = encode_dataset(splits, frozen, **encode_options) if frozen else splits
     return out, options
+
+
+# ---------------------------------------------------------------- new rows of a trained run
+
+
+def _normalised(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _prediction_backbone(run: Any, modality: str, enc: EncoderSpec, kind: str,
+                         record: Mapping[str, Any]) -> PretrainedBackbone:
+    """The run's backbone of ``modality``, loaded once (``run._backbones``) and checked
+    against what training recorded: the same weights and preprocessing."""
+    cached = run._backbones.get(modality)
+    if cached is not None and cached[0] == enc:
+        return cached[1]
+    where = f"{run.bundle.folder}: modality {modality!r}"
+    load = enc
+    folder = record.get("folder")
+    if folder and Path(folder).is_dir():  # the folder used at training, whatever the current directory
+        load = replace(enc, name=f"hf:{folder}")
+    try:
+        backbone = load_backbone(load, kind)
+    except ConfigError as err:
+        raise CheckpointError(f"{where} was encoded at training by the frozen encoder {str(enc)!r}, "
+                              f"which cannot be loaded now: {err}") from err
+    backbone = backbone.to(run.device).eval()
+    want = record.get("weights_sha256")
+    got = backbone.checksum()
+    if want and got != want:
+        raise CheckpointError(
+            f"{where}: the weights of the frozen encoder {str(enc)!r} (at {folder or enc.model_id}) are not "
+            f"the ones this model was trained with (sha256 {str(want)[:12]}... at training, {got[:12]}... now): "
+            f"the model folder changed since training, so restore it or train again"
+        )
+    facts = record.get("preprocess")
+    if facts is not None and _normalised(facts) != _normalised(backbone.preprocess):
+        raise CheckpointError(
+            f"{where}: the preprocessing of the frozen encoder {str(enc)!r} (tokenizer or image processor) is not "
+            f"the one this model was trained with ({_normalised(facts)} at training, "
+            f"{_normalised(backbone.preprocess)} now): restore the model folder or train again"
+        )
+    run._backbones[modality] = (enc, backbone)
+    return backbone
+
+
+def encode_for_prediction(run: Any, modality: str, name: str, transformed: Any) -> tuple[Tensor, Tensor]:
+    """New rows' ``modality`` through the frozen encoder ``name`` of a trained run, as at training.
+
+    Args:
+        run: the :class:`mmfuse.runs.Run` (its ``bundle``, ``device``, and ``_backbones``,
+            where the loaded backbone is kept for the next call).
+        modality: the modality.
+        name: its encoder, as recorded in the bundle (``data_encoders``).
+        transformed: the rows after the run's preprocessing
+            (:class:`~mmfuse.data.table.Transformed`): a text modality is read from its raw
+            strings (``texts``), an image modality from its preprocessed images (``inputs``).
+
+    Returns:
+        ``(n, d)`` embeddings with the ``(n,)`` presence mask (``pooled``), or ``(n, t, d)``
+        with the ``(n, t)`` token mask (``tokens``): the values the training cache holds for
+        the same rows. A row whose modality is missing (an empty text, mask False) is zeros
+        with its mask False. ``builtin`` and fine-tuned encoders run inside the model: the
+        rows' stored form is returned as it is.
+
+    Raises:
+        CheckpointError: the backbone cannot be loaded, or its weights or preprocessing
+            are not the ones recorded at training (the local model folder changed).
+        MmfuseError: an audio modality (training read waveforms the rows do not give),
+            or a text modality without its raw strings.
+    """
+    enc = parse_encoder(name)
+    if enc.source == "builtin" or not enc.frozen:
+        return transformed.inputs[modality], transformed.masks[modality]
+    record = dict((run.bundle.manifest.get("encoders") or {}).get(modality) or {})
+    stored = run.preprocessor.specs[modality] if run.preprocessor is not None else None
+    kind = str(record.get("source_kind") or (stored.kind if stored is not None else ""))
+    if kind not in ("text", "image"):
+        raise MmfuseError(
+            f"{run.bundle.folder}: modality {modality!r}: predicting with the frozen encoder {str(enc)!r} takes "
+            f"text (its raw strings) or images, got a {kind or 'unknown'} modality"
+        )
+    mask = transformed.masks[modality]
+    present = mask if mask.dim() == 1 else mask.reshape(mask.shape[0], -1).any(dim=1)
+    if kind == "text":
+        texts = (getattr(transformed, "texts", None) or {}).get(modality)
+        if texts is None or len(texts) != len(present):
+            got = "none" if texts is None else f"{len(texts)}"
+            raise MmfuseError(f"{run.bundle.folder}: text modality {modality!r}: expected the raw strings of "
+                              f"its {len(present)} rows from the preprocessing, got {got}")
+        x: Any = [str(t) for t in texts]
+        present = present & torch.tensor([bool(t) for t in x], dtype=torch.bool)
+    else:
+        x = transformed.inputs[modality]
+    backbone = _prediction_backbone(run, modality, enc, kind, record)
+    n = len(x)
+    if n == 0:  # no rows: the shapes from one dummy row
+        x = [""] if kind == "text" else x.new_zeros((1, *x.shape[1:]))
+        present = torch.zeros(1, dtype=torch.bool)
+    if stored is None:
+        stored = ModalitySpec(kind, tuple(record.get("source_shape") or ()))  # type: ignore[arg-type]
+    feats, fmask, _ = _encode_entry(backbone, x, present, stored, None, folder=None, key=None,
+                                    label=f"encoding {modality} with {enc.name}", progress=False,
+                                    chunk_size=max(len(x), 1))
+    return feats[:n], fmask[:n]

@@ -20,12 +20,19 @@ Two ways to use one:
 What a backbone reads (the datasets keep their stored form; nothing is re-read from
 the raw files):
 
-- ``text``: the stored token ids are turned back into words with the dataset's
-  vocabulary (``splits.info["vocab"]`` or ``spec.meta["vocab"]``, id -> word; padding
-  dropped, the unknown id becomes the tokenizer's unknown token), joined by spaces
-  and tokenised by the model's own tokenizer (truncated to ``max_length``). Words the
-  dataset's vocabulary dropped are lost; raw strings can be passed instead
-  (``raw_inputs`` of :func:`~mmfuse.encoders.encode_dataset`).
+- ``text``: raw strings whenever the data has them, tokenised by the model's own
+  tokenizer (truncated to ``max_length``). A user's table
+  (:func:`mmfuse.data.from_table`) keeps the joined raw text of each row
+  (``splits.info["texts"]``, and :attr:`~mmfuse.data.table.Transformed.texts` for new
+  rows), so a frozen encoder reads the table's text itself, at training and at
+  prediction (:func:`~mmfuse.encoders.cache.encode_for_prediction`); other raw
+  strings can be passed as ``raw_inputs`` of :func:`~mmfuse.encoders.encode_dataset`.
+  Without raw strings (the built-in datasets, and any encoder inside the model, which
+  sees the stored batch), the stored token ids are turned back into words with the
+  dataset's vocabulary (``splits.info["vocab"]``, ``spec.meta["vocab"]`` or the
+  vocabulary a table's preprocessor fitted, id -> word; padding dropped, the unknown
+  id becomes the tokenizer's unknown token) and joined by spaces: words the
+  vocabulary dropped are lost.
 - ``image``: the stored ``(c, h, w)`` float image is mapped to ``[0, 1]`` per sample
   (min-max; a constant image becomes 0), one channel is repeated to three (or three
   averaged to one) as the backbone needs, resized (bilinear, antialiased) to the
@@ -591,7 +598,8 @@ class PretrainedEncoder(Encoder):
                 f"cannot give back: encode them with encode_dataset(..., raw_inputs=...)"
             )
         if kind == "text" and vocab is None:
-            raise ConfigError(f"encoder {self.spec.name!r}: a text modality needs its vocabulary (id -> word)")
+            raise ConfigError(f"encoder {self.spec.name!r}: inside the model, a text modality is read from its "
+                              f"stored token ids and needs their vocabulary (id -> word), got none")
         self.backbone = load_backbone(self.spec, kind)
         self.kind = kind
         self.vocab = list(vocab) if vocab is not None else None
