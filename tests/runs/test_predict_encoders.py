@@ -389,3 +389,23 @@ def test_encode_for_prediction_of_no_rows_keeps_the_shapes(bert_dir: Path) -> No
     (h,) = _bert_states(bert_dir, ["nice dress"], max_length=6)
     assert m1[0].sum() == len(h) and not m1[1].any() and torch.all(x1[1] == 0)
     torch.testing.assert_close(x1[0, : len(h)], h, atol=1e-5, rtol=1e-5)
+
+
+def test_python_route_save_run_keeps_the_frozen_encoder(bert_dir: Path, tmp_path: Path) -> None:
+    """from_table -> prepare_encoders -> fit -> save_run: the bundle names the encoder, and
+    load_run runs it on new rows' strings as training did."""
+    import mmfuse
+    from mmfuse.training import TrainConfig, fit
+
+    frame = _reviews()
+    splits = from_table(frame, target="liked")
+    enc, opts = prepare_encoders(splits, {"review": f"hf:{bert_dir}"}, cache_dir=tmp_path / "c", progress=False)
+    model = mmfuse.build_model(enc, fusion="gated", hidden_dim=16, encoder_options=opts or None)
+    result = fit(model, enc, TrainConfig(epochs=1, progress=False, threads=1))
+    folder = mmfuse.save_run(tmp_path / "run", result.model, enc)
+    run = mmfuse.load_run(folder)
+    assert run.bundle.manifest["data_encoders"] == {"review": f"hf:{bert_dir}"}
+    test_rows = frame.iloc[splits.info["indices"]["test"]]
+    t = run.transform(test_rows)
+    torch.testing.assert_close(t.inputs["review"], enc.test.inputs["review"], atol=1e-5, rtol=0)
+    assert abs(run.evaluate(test_rows)["accuracy"] - run.bundle.manifest["metrics"]["test"]["accuracy"]) < 1e-6

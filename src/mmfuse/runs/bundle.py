@@ -133,9 +133,12 @@ def write_bundle(
         unimodal = config.get("modality") if config.get("type") == "unimodal" else None
         label = f"uni:{unimodal}" if unimodal else str(fusion)
         dataset, spec_json = splits.name, None
-        data_encoders = {m: str(rec.get("spec") or rec.get("name")) for m, rec in
-                         dict(splits.info.get("encoders", {}) or {}).items()
-                         if isinstance(rec, Mapping) and (rec.get("spec") or rec.get("name"))}
+        data_encoders = {}
+        for m, rec in dict(splits.info.get("encoders", {}) or {}).items():
+            if isinstance(rec, Mapping) and isinstance(rec.get("spec"), Mapping):
+                from mmfuse.encoders.pretrained import EncoderSpec
+
+                data_encoders[m] = str(EncoderSpec.from_json(rec["spec"]))  # the name it was encoded with
     manifest = {
         "format": BUNDLE_FORMAT,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
