@@ -14,6 +14,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.markup import escape
 from rich.table import Table
 
 from mmfuse.bench.report import fmt_num, fmt_si
@@ -57,7 +58,8 @@ def summary_tables(rows: Sequence[SummaryRow]) -> list[Table]:
         std.sort(key=lambda r: (not r.unimodal, -sign * (r.score_mean if r.score_mean is not None else -sign * 1e9)))
         best = next((r.best_unimodal for r in std if r.best_unimodal), None)
         metric = std[0].metric if std else "score"
-        t = Table(title=f"[bold]{ds}[/]  ({metric}; * best unimodal: {best or 'n/a'}; gain = better than it by)",
+        t = Table(title=f"[bold]{escape(ds)}[/]  ({escape(metric)}; * best unimodal: {escape(best or 'n/a')}; "
+                  "gain = better than it by)",
                   title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
         top = max((float(s) for r in std for s in r.noise_mean), default=None)
         for col in ("model", f"{metric[:8]} ± sd", "gain", "params", "train s", "samp/s", "MiB",
@@ -65,12 +67,13 @@ def summary_tables(rows: Sequence[SummaryRow]) -> list[Table]:
                     "mdrop miss"):
             t.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
         for r in std:
+            model = escape(r.model)  # a user's modality name is in unimodal labels
             if r.n_ok == 0:
-                name = f"[red]{r.model} ✗ failed[/]"
+                name = f"[red]{model} ✗ failed[/]"
             elif r.n_failed:
-                name = f"{r.model} [red]({r.n_failed} failed)[/]"
+                name = f"{model} [red]({r.n_failed} failed)[/]"
             else:
-                name = r.model
+                name = model
             if r.unimodal:
                 name = f"[dim]{name}[/]" if r.model != best else f"[bold]{name}[/] *"
             score = "—" if r.score_mean is None else (
@@ -95,6 +98,6 @@ def print_summary(console: Console, rows: Sequence[SummaryRow],
     for ds, t in zip(datasets_of(rows), summary_tables(rows), strict=True):
         console.print(t)
         if ds in found and found[ds].sentences():
-            console.print(f"[bold]→ {ds}:[/] {found[ds].sentences()}", highlight=False)
+            console.print(f"[bold]→ {escape(ds)}:[/] {escape(found[ds].sentences())}", highlight=False)
         console.print()
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from mmfuse.bench.config import BenchConfig, BenchConfigError
 from mmfuse.bench.console import default_console, make_progress, print_summary
@@ -215,7 +216,7 @@ def run_bench(
     todo = [r for r in runs if r.key not in finished]
     executor = executor or make_executor(config.executor, jobs=config.jobs, ray_address=config.ray_address)
     console.print(f"[bold]mmfuse bench[/]: {len(runs)} runs ({len(runs) - len(todo)} already done in "
-                  f"{store.root}), {len(names)} strategies, executor {executor.name}"
+                  f"{escape(str(store.root))}), {len(names)} strategies, executor {executor.name}"
                   + (f" x {config.jobs} jobs" if executor.name == "local" else ""))
 
     # which code produced each record: a resumed folder may mix runs of several versions
@@ -246,11 +247,11 @@ def run_bench(
                         n_trained += 1
                     if not record.ok:
                         n_failed_now += 1
-                        console.print(f"[red]failed[/] {record.label} on {record.dataset} "
-                                      f"seed {record.spec.seed}: {record.error}")
+                        console.print(f"[red]failed[/] {escape(record.label)} on {escape(record.dataset)} "
+                                      f"seed {record.spec.seed}: {escape(str(record.error))}")
                     if prog is not None and task is not None:
                         prog.update(task, advance=1, failed=n_failed_now,
-                                    description=f"{record.label} · {record.dataset}")
+                                    description=escape(f"{record.label} · {record.dataset}"))
         except BaseException:
             if diag_pool is not None:  # interrupted: do not wait for the diagnoses not yet started
                 diag_pool.shutdown(wait=False, cancel_futures=True)
@@ -267,7 +268,8 @@ def run_bench(
         try:
             diagnoses[label] = fut.result()
         except Exception as exc:  # noqa: BLE001 - a diagnosis that fails is said, the rest goes on
-            console.print(f"[yellow]no interaction diagnosis for {label}: {type(exc).__name__}: {exc}")
+            console.print(f"[yellow]no interaction diagnosis for {escape(label)}: {type(exc).__name__}: "
+                          f"{escape(str(exc))}")
     if diag_pool is not None:
         diag_pool.shutdown()
     found = verdicts(records, rows, diagnoses=diagnoses, skipped=skipped)
@@ -311,8 +313,8 @@ def run_bench(
     wall = time.perf_counter() - t0
     console.print(f"{len(records)} runs ({len(todo)} now, of which {n_trained} trained; "
                   f"{len(runs) - len(todo)} already done), {n_failed} failed, {wall:.1f}s. "
-                  f"Results: {files['json']}, {files['csv']}"
-                  + (f"; report: {files['report']}" if files.get("report") else ""))
+                  f"Results: {escape(str(files['json']))}, {escape(str(files['csv']))}"
+                  + (f"; report: {escape(str(files['report']))}" if files.get("report") else ""))
     if len({r.dataset for r in records if r.ok}) == 1 and any(v.recommendation for v in found.values()):
         print(f"use the recommended model: mmfuse predict {store.root} --data NEW.csv --out predictions.csv")
     return BenchOutcome(out=store.root, runs=runs, records=records, summary=rows, ran=len(todo),

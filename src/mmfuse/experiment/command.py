@@ -104,6 +104,7 @@ def train_command(
     """Everything ``mmfuse train`` does; returns the exit code. ``dataset`` None: your own
     table where the settings give ``data.path``, else ``synthetic``."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from mmfuse.experiment.run import measure, train_one
@@ -114,7 +115,8 @@ def train_command(
     folder = Path(out) if out is not None else default_out_dir(spec)
     prepare_run_folder(folder, spec, resume=resume, force=force)
     console = Console()
-    console.print(f"[bold]mmfuse train[/]: {spec.data.display} / {spec.label}, seed {spec.seed} -> {folder}")
+    console.print(f"[bold]mmfuse train[/]: {escape(spec.data.display)} / {escape(spec.label)}, seed {spec.seed} "
+                  f"-> {escape(str(folder))}")
     started, started_at = time.perf_counter(), datetime.now(timezone.utc).isoformat(timespec="seconds")
     trained = train_one(spec, out_dir=folder, resume=resume)
     if trained.fit is not None and not trained.fit.is_global_zero:
@@ -132,7 +134,7 @@ def train_command(
     write_bundle(folder, model_file=trained.checkpoint, splits=trained.splits, spec=spec, metrics=metrics)
 
     names = [k for k in m.metrics if k != "n"]
-    table = Table(title=f"{spec.data.display} / {spec.label}")
+    table = Table(title=escape(f"{spec.data.display} / {spec.label}"))
     table.add_column("split")
     for name in names:
         table.add_column(name, justify="right")
@@ -143,7 +145,7 @@ def train_command(
     console.print(table)
     if m.missing:
         console.print(f"test {m.metric} with one modality missing: "
-                      + ", ".join(f"{k} {v:.4f}" if v is not None else f"{k} -" for k, v in m.missing.items()))
+                      + ", ".join(escape(f"{k} {v:.4f}" if v is not None else f"{k} -") for k, v in m.missing.items()))
     f = trained.facts
     console.print(f"epochs: {f.epochs_run} (best {f.best_epoch + 1}), time: {f.train_time_s:.1f} s, "
                   f"threads: {f.threads}")

@@ -34,6 +34,8 @@ def read_table(path: str | os.PathLike[str], fmt: str | None = None) -> pd.DataF
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
     kind = table_format(p, fmt)
+    if kind in ("csv", "tsv"):
+        _check_header(p, "," if kind == "csv" else "\t")
     try:
         if kind == "csv":
             frame = pd.read_csv(p)
@@ -49,6 +51,21 @@ def read_table(path: str | os.PathLike[str], fmt: str | None = None) -> pd.DataF
         raise DataError(f"{p}: the table has no rows")
     return frame
 
+
+
+def _check_header(path: Path, sep: str) -> None:
+    """:class:`DataError` for a header that names a column twice (pandas would rename the second)."""
+    import csv
+
+    try:
+        with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+            header = next(csv.reader(fh, delimiter=sep), [])
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e}") from e
+    names = [h.strip() for h in header]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise DataError(f"{path}: the header names columns {dup} more than once; rename them")
 
 
 def iter_parquet(path: str | os.PathLike[str], *, batch_rows: int = 4096,

@@ -92,11 +92,22 @@ def _mostly_numeric(values: pd.Series, column: str, where: str) -> None:
             f"the non-numbers as missing and counts them, --kind {column}=text keeps it as text")
 
 
+def _mostly_arrays(values: pd.Series, column: str, where: str) -> None:
+    """:class:`DataError` for a column of lists (embeddings) with a few cells that are not lists."""
+    items = values.tolist()
+    arrays = sum(isinstance(v, (list, tuple, np.ndarray)) for v in items)
+    if 0 < len(items) - arrays and arrays >= MOSTLY_NUMERIC * len(items):
+        r, v = next((r, v) for r, v in values.items() if not isinstance(v, (list, tuple, np.ndarray)))
+        raise DataError(f"{where}: column {column!r} row {r}: {v!r} in a column of lists ({arrays} of "
+                        f"{len(items)} rows); an embedding cell holds a list of numbers, or nothing")
+
+
 def infer_kind(s: pd.Series, options: TableSource, *, column: str = "", where: str = "") -> str:
     """The kind of column ``s`` (see the module docstring)."""
     values = s[~s.map(lambda v: not isinstance(v, (list, tuple, np.ndarray)) and is_missing(v))]
     if pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values):
         _mostly_numeric(values, column or str(s.name), where or "table")
+        _mostly_arrays(values, column or str(s.name), where or "table")
     for name in list_kinds():
         if column_kind(name).infer(values, options):
             return name

@@ -38,8 +38,15 @@ __all__ = ["AUDIO_EXTENSIONS", "AudioBlock", "read_wave"]
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 
 
-def read_wave(path: Path) -> tuple[int, np.ndarray]:
-    """Sample rate and ``(s,)`` float32 mono samples in [-1, 1]."""
+#: a clip longer than this many times the settings' length is read only around its centre
+#: (twice that length), whatever length its header claims: a decompression bomb costs nothing
+LONG_CLIP = 4
+
+
+def read_wave(path: Path, seconds: float | None = None) -> tuple[int, np.ndarray]:
+    """Sample rate and ``(s,)`` float32 mono samples in [-1, 1]. With ``seconds``, a clip longer
+    than ``LONG_CLIP`` times that is read only in a window of ``2 * seconds`` around its centre
+    (the frames the crop can use), so its memory and time do not follow its claimed length."""
     if not path.exists():
         raise DataError("file not found")
     if not path.is_file():
@@ -50,12 +57,19 @@ def read_wave(path: Path) -> tuple[int, np.ndarray]:
         soundfile = None
     try:
         if soundfile is not None:
-            data, sr = soundfile.read(str(path), dtype="float32", always_2d=True)
+            info = soundfile.info(str(path))
+            start, frames = _window(int(info.frames), int(info.samplerate), seconds)
+            data, sr = soundfile.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
             x = data.mean(axis=1)
         else:
             from scipy.io import wavfile
 
-            sr, data = wavfile.read(path)
+            try:
+                sr, data = wavfile.read(path, mmap=True)  # the header's length; samples read on slicing
+            except ValueError:  # a layout mmap cannot map (e.g. 24-bit): read whole
+                sr, data = wavfile.read(path)
+            start, frames = _window(int(data.shape[0]), int(sr), seconds)
+            data = np.array(data[start:start + frames] if frames > 0 else data[start:])
             if data.dtype.kind == "u":
                 x = (data.astype(np.float32) - 128.0) / 128.0
             elif data.dtype.kind == "i":
@@ -69,6 +83,16 @@ def read_wave(path: Path) -> tuple[int, np.ndarray]:
     if x.ndim != 1 or x.size == 0 or not np.all(np.isfinite(x)):
         raise DataError(f"cannot decode as audio: empty or non-finite samples, shape {x.shape}")
     return int(sr), x.astype(np.float32)
+
+
+def _window(total: int, sr: int, seconds: float | None) -> tuple[int, int]:
+    """``(start, frames)`` to read of a clip of ``total`` samples (``frames = -1``: to the end)."""
+    if seconds is None or sr <= 0:
+        return 0, -1
+    need = int(np.ceil(seconds * sr))
+    if total <= LONG_CLIP * need:
+        return 0, -1
+    return (total - 2 * need) // 2, 2 * need
 
 
 def _resample(x: np.ndarray, sr: int, target: int) -> np.ndarray:
@@ -111,7 +135,7 @@ class AudioBlock(Block):
                 continue
             path = resolve_path(str(v), ctx.base)
             try:
-                rate, x = read_wave(path)
+                rate, x = read_wave(path, o.audio_seconds)
             except DataError as e:
                 ctx.bad(col, r, path, str(e))
                 continue

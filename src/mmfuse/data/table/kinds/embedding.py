@@ -34,6 +34,10 @@ from mmfuse.data.table.kinds._base import (
 
 __all__ = ["EmbeddingBlock"]
 
+#: a 1-d list column with one length in at least this share of rows is a fixed-length vector:
+#: the other rows are errors, not a reason to read every row as a sequence
+ODD_ROWS = 0.9
+
 
 def _as_array(v: Any) -> np.ndarray:
     """A cell as a float32 array; a list of vectors (Parquet ``list<list<float>>``, read as an
@@ -91,6 +95,17 @@ class EmbeddingBlock(Block):
             if not np.all(np.isfinite(a)):
                 continue  # a NaN embedding is a missing one
             arrays[r] = a
+        if not from_file and not self.fitted:  # one odd row in a fixed-length column is an error, not a sequence
+            got = [(r, a) for r, a in enumerate(arrays) if a is not None and a.ndim == 1]
+            lengths = [a.shape[0] for _, a in got]
+            if len(set(lengths)) > 1:
+                want = max(set(lengths), key=lengths.count)
+                if lengths.count(want) >= ODD_ROWS * len(lengths):
+                    r, a = next((r, a) for r, a in got if a.shape[0] != want)
+                    raise DataError(f"{ctx.where}: column {col!r} row {ctx.row(r)}: an embedding of length "
+                                    f"{a.shape[0]}, expected {want} like {lengths.count(want)} of the "
+                                    f"{len(lengths)} rows (variable lengths make a sequence only when no one "
+                                    "length holds 90 % of the rows)")
         if from_file and not self.fitted:  # .npy files of one column have one length
             got = [(r, a) for r, a in enumerate(arrays) if a is not None and a.ndim == 1]
             lengths = [a.shape[0] for _, a in got]

@@ -33,6 +33,9 @@ from mmfuse.data.table.kinds._base import (
 __all__ = ["IMAGE_EXTENSIONS", "ImageBlock", "decode_image"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+#: an image of more pixels than this is a bad file, refused before it is decoded (its header
+#: says its size): a 121-Mpx PNG would otherwise cost about 0.9 GB to shrink to 32 x 32
+MAX_PIXELS = 40_000_000
 
 
 def decode_image(path: Path, size: tuple[int, int], mode: str) -> np.ndarray:
@@ -45,6 +48,10 @@ def decode_image(path: Path, size: tuple[int, int], mode: str) -> np.ndarray:
         raise DataError("not a regular file")
     try:
         with Image.open(path) as im:
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise DataError(f"image of {w} x {h} = {w * h:,} pixels, above the limit of {MAX_PIXELS:,} "
+                                "(mmfuse.data.table.kinds.image.MAX_PIXELS)")
             im.draft(mode, (size[1], size[0]))  # JPEG: decode at a reduced scale when it can
             im.load()
             im = im.convert(mode).resize((size[1], size[0]), Image.Resampling.BILINEAR)

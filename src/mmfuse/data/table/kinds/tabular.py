@@ -86,9 +86,11 @@ class TabularBlock(Block):
                 mostly = bad.sum() <= (1 - MOSTLY_NUMERIC) * max(int(given.sum()), 1)
                 if c not in self.forced or (not self.fitted and not mostly):
                     r = int(np.flatnonzero(bad)[0])
+                    value = frame[c].iloc[r]
+                    value = value.item() if isinstance(value, np.generic) else value
                     raise DataError(
                         f"{ctx.where}: column {c!r} (modality {self.modality!r}, numeric) row {ctx.row(r)}: "
-                        f"expected a number, got {frame[c].iloc[r]!r}"
+                        f"expected a number, got {value!r}"
                         + ("" if self.fitted else f" ({int(bad.sum())} such rows); give the column's kind to "
                            f"read them as missing (kinds={{{c!r}: 'numeric'}}, --kind {c}=numeric) or to "
                            f"make it text (--kind {c}=text)"))
