@@ -380,3 +380,44 @@ def test_hierarchical_is_left_out_where_its_groups_would_be_single_modalities(tm
                       modalities_of=modalities_of, groups_of=lambda d: choose_groups(four), skipped=skipped)
     (hier,) = [r for r in runs if r.label == "hierarchical"]
     assert hier.spec.model.fusion_options["groups"] == [["a", "b"], ["c", "d"]]
+
+
+def test_concurrent_appenders_lose_no_record_and_a_second_bench_is_refused(tmp_path: Path) -> None:
+    """3 processes x 40 records of ~200 kB into one log keep all 120 (the repair never cuts
+    another process's append); a second bench into a held folder is refused with its pid."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from mmfuse.bench.store import ResultsStore
+    from mmfuse.errors import ConfigError
+
+    script = textwrap.dedent(f"""
+        import sys
+        from mmfuse.bench.store import ResultsStore
+        from mmfuse.experiment import ExperimentSpec, MeasureConfig, RunRecord
+        from mmfuse.experiment.specs import DataSpec, ModelSpec
+        from mmfuse.training import TrainConfig
+        store = ResultsStore({str(tmp_path / "out")!r})
+        who = int(sys.argv[1])
+        for i in range(40):
+            spec = ExperimentSpec(data=DataSpec(name="synthetic"), model=ModelSpec(fusion="late"),
+                                  train=TrainConfig(seed=who * 1000 + i))
+            store.append(RunRecord(spec=spec, measure=MeasureConfig(), status="failed", error="x" * 200_000))
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(k)]) for k in range(3)]
+    for p in procs:
+        assert p.wait(timeout=240) == 0
+    records = ResultsStore(tmp_path / "out").records()
+    assert len(records) == 120 and len({r.spec.seed for r in records}) == 120
+
+    first = ResultsStore(tmp_path / "held")
+    first.hold()
+    try:
+        with pytest.raises(ConfigError, match=rf"in use by another mmfuse bench \(pid {os.getpid()}\)"):
+            ResultsStore(tmp_path / "held").hold()
+    finally:
+        first.release()
+    again = ResultsStore(tmp_path / "held")
+    again.hold()  # released: free again
+    again.release()

@@ -198,3 +198,42 @@ def test_streamed_training_refuses_what_it_cannot_do(tmp_path: Path) -> None:
     rsplits = DatasetSplits("r", reg, reg.to_dataset(), reg.to_dataset())
     with pytest.raises(TrainConfigError, match="supports binary and multiclass"):
         fit(None, rsplits, TrainConfig(epochs=1))  # refused before the model is used
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
+def test_ddp_ranks_take_the_same_number_of_steps_with_uneven_row_groups(tmp_path: Path) -> None:
+    """3 row groups on 2 ranks (gloo, CPU): each rank iterates its shard with one all_reduce per
+    batch, as DDP steps do; both finish (the short rank repeats a batch) instead of waiting forever."""
+    import subprocess
+    import sys
+    import textwrap
+
+    _write_folder(tmp_path / "d", files=1, rows=300, cols=2, row_group=100)
+    script = textwrap.dedent(f"""
+        import sys, torch, torch.distributed as dist
+        from mmfuse.data.stream import ParquetStream
+        rank = int(sys.argv[1])
+        dist.init_process_group("gloo", init_method="file://{tmp_path / 'rendezvous'}", rank=rank, world_size=2)
+        s = ParquetStream({str(tmp_path / 'd')!r}, target="label", modalities={{"x": ["x0", "x1"]}}, batch_size=100)
+        steps = 0
+        ids = []
+        for b in s:
+            t = torch.ones(1)
+            dist.all_reduce(t)  # a DDP step: waits for the other rank
+            steps += 1
+            ids += b["label"].tolist()
+        dist.barrier()
+        print(steps, len(ids))
+        dist.destroy_process_group()
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(r)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for r in range(2)]
+    try:
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-2000:]
+    steps = [tuple(int(v) for v in out.split()) for out, _ in outs]
+    assert steps == [(2, 200), (2, 200)]  # rank 1 has one row group: it repeats its batch

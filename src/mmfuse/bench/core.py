@@ -165,7 +165,18 @@ def _sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def run_bench(
+def run_bench(config: BenchConfig, **kwargs: Any) -> BenchOutcome:
+    """Run the comparison described by ``config`` (see :func:`_run_bench`), holding its results
+    folder for the whole run: a second bench into the same folder is refused, not raced."""
+    store = ResultsStore(config.out_dir)
+    store.hold()
+    try:
+        return _run_bench(config, **kwargs)
+    finally:
+        store.release()
+
+
+def _run_bench(
     config: BenchConfig,
     *,
     run_fn: RunFn | None = None,

@@ -17,6 +17,12 @@ Layout of a results folder::
 The last record of a key wins, so a failed run that is re-run successfully is reported
 as ok. A torn last line (a crash mid-write) is cut off before the next append, so it
 never swallows the next record.
+
+Concurrency: the repair and the append of a record happen under an exclusive
+``fcntl.flock`` of ``.runs.lock``, so processes appending to one log (the bench's
+workers, or two benches) never cut or interleave each other's lines; and a bench holds
+``.bench.lock`` for its whole run (:meth:`ResultsStore.hold`), so a second bench into the
+same folder is refused with the first one's process id instead of racing it.
 """
 
 from __future__ import annotations
@@ -75,6 +81,39 @@ class ResultsStore:
         self.root = Path(root)
         self.log = self.root / "runs.jsonl"
         self.models = self.root / "models"
+        self._held: int | None = None
+
+    def hold(self) -> None:
+        """Take the folder for this process (``.bench.lock``, released by :meth:`release` or at exit).
+
+        Raises:
+            ConfigError: another process holds it (its pid is in the message).
+        """
+        import fcntl
+
+        path = self.root / ".bench.lock"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
+        except OSError as exc:
+            raise ConfigError(f"results folder {str(self.root)!r} is not writable: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                other = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            finally:
+                os.close(fd)
+            raise ConfigError(f"results folder {str(self.root)!r} is in use by another mmfuse bench (pid {other}): "
+                              "wait for it to finish, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._held = fd
+
+    def release(self) -> None:
+        if self._held is not None:
+            os.close(self._held)  # closing the descriptor releases the lock
+            self._held = None
 
     def check_writable(self) -> None:
         """:class:`ConfigError` now, before any work, if the folder cannot be written."""
@@ -119,17 +158,24 @@ class ResultsStore:
 
     def append(self, record: RunRecord) -> None:
         """Append one record as one line, flushed and fsynced before returning."""
+        import fcntl
+
         self.root.mkdir(parents=True, exist_ok=True)
-        self._repair_tail()
         data = (json.dumps(record.to_json(), sort_keys=True, default=str) + "\n").encode("utf-8")
-        fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, file_mode())
+        lock = os.open(self.root / ".runs.lock", os.O_RDWR | os.O_CREAT, file_mode())
         try:
-            written = os.write(fd, data)
-            while written < len(data):  # a short write only happens on odd file systems
-                written += os.write(fd, data[written:])
-            os.fsync(fd)
+            fcntl.flock(lock, fcntl.LOCK_EX)  # the repair and the append as one step among processes
+            self._repair_tail()
+            fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, file_mode())
+            try:
+                written = os.write(fd, data)
+                while written < len(data):  # a short write only happens on odd file systems
+                    written += os.write(fd, data[written:])
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         finally:
-            os.close(fd)
+            os.close(lock)
 
     def records(self) -> list[RunRecord]:
         """Every record in the log, oldest first; a torn last line is skipped with a warning.

@@ -20,7 +20,11 @@ Sharding: the row groups of all files, in sorted file order, are dealt round-rob
 is initialised, else the ``rank``/``world_size`` arguments) and DataLoader worker ``w``
 read shard ``r * num_workers + w`` only, so each row is read once per epoch across all
 processes. With ``shuffle=True`` the row groups of a shard are read in a seeded order
-that changes with :meth:`set_epoch`.
+that changes with :meth:`set_epoch`. Every shard yields the same number of batches (that
+of the largest shard, from the row groups' row counts): a shard with fewer repeats its
+first batches, as ``DistributedSampler`` repeats samples, so DDP ranks take the same
+number of steps and never wait on each other forever (3 row groups on 2 ranks would
+otherwise leave one rank a step short).
 
 Columns: every modality is made of numeric columns (a ``vector``) or of one
 fixed-length list column (an embedding, ``vector`` ``(d,)``). Numeric columns follow
@@ -72,6 +76,16 @@ def _row_groups_of(data) -> list[tuple[str, int]]:
     out = []
     for frag in sorted(data.get_fragments(), key=lambda f: f.path):
         out += [(frag.path, i) for i in range(frag.metadata.num_row_groups)]
+    return out
+
+
+def _row_group_sizes(data) -> dict[tuple[str, int], int]:
+    """Rows of every (file, row group), from the files' metadata."""
+    out = {}
+    for frag in data.get_fragments():
+        meta = frag.metadata
+        for i in range(meta.num_row_groups):
+            out[(frag.path, i)] = meta.row_group(i).num_rows
     return out
 
 
@@ -306,6 +320,7 @@ class ParquetStream(IterableDataset):
         self.epoch = 0
         self._rank, self._world = rank, world_size
         self._row_groups = _row_groups_of(data)
+        self._group_rows = _row_group_sizes(data)
 
     def _preprocessor(self, target: str) -> Any:
         """The stream's fitted preprocessing: the same object (and numeric rule) as a table's."""
@@ -376,8 +391,30 @@ class ParquetStream(IterableDataset):
     def iter_shard(self, shard: int, num_shards: int) -> Iterator[dict[str, Any]]:
         """The batches of one shard (what :meth:`__iter__` reads for this rank and worker)."""
         columns = list(dict.fromkeys([*(c for cols in self._groups.values() for c in cols), self.target]))
+        if num_shards == 1:
+            for batch in _read(self.row_groups(shard, num_shards), columns, self.batch_size):
+                yield self._convert(batch, self.path)
+            return
+        want = max(self._batch_count(s, num_shards) for s in range(num_shards))
+        seen: list[dict[str, Any]] = []
         for batch in _read(self.row_groups(shard, num_shards), columns, self.batch_size):
-            yield self._convert(batch, self.path)
+            if len(seen) == want:
+                return  # a row group split into more batches than its row count says: keep in step
+            seen.append(self._convert(batch, self.path))
+            yield seen[-1]
+        for k in range(want - len(seen)):  # pad with this shard's first batches (none: the first shard's)
+            if seen:
+                yield seen[k % len(seen)]
+            else:
+                first = next(_read(self.row_groups(0, num_shards), columns, self.batch_size), None)
+                if first is None:
+                    return
+                seen.append(self._convert(first, self.path))
+                yield seen[0]
+
+    def _batch_count(self, shard: int, num_shards: int) -> int:
+        """Batches shard ``shard`` yields before padding: ``ceil(rows / batch_size)`` per row group."""
+        return sum(-(-self._group_rows[g] // self.batch_size) for g in self._row_groups[shard::num_shards])
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         shard, num_shards = self._share()
