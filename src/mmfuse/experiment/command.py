@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mmfuse.errors import ConfigError
+from mmfuse.errors import ConfigError, MmfuseError
 from mmfuse.experiment.config import experiment_from_settings
 from mmfuse.experiment.results import RunRecord
 from mmfuse.experiment.specs import ExperimentSpec, MeasureConfig
@@ -113,12 +113,21 @@ def train_command(
     if resume and out is None:
         raise ConfigError("--resume: expected --out naming the run folder to continue")
     folder = Path(out) if out is not None else default_out_dir(spec)
+    created = not folder.exists()
     prepare_run_folder(folder, spec, resume=resume, force=force)
     console = Console()
     console.print(f"[bold]mmfuse train[/]: {escape(spec.data.display)} / {escape(spec.label)}, seed {spec.seed} "
                   f"-> {escape(str(folder))}")
     started, started_at = time.perf_counter(), datetime.now(timezone.utc).isoformat(timespec="seconds")
-    trained = train_one(spec, out_dir=folder, resume=resume)
+    try:
+        trained = train_one(spec, out_dir=folder, resume=resume)
+    except MmfuseError:
+        # a run that failed at set-up (a misspelled target, a bad setting) leaves no folder to --force
+        if created and not any((folder / f).exists() for f in ("model.safetensors", "last.safetensors")):
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     if trained.fit is not None and not trained.fit.is_global_zero:
         return 0  # another process of a multi-process (DDP) run: rank 0 reports
     measure_config = MeasureConfig(noise_scales=(), missing=True)

@@ -93,6 +93,8 @@ def read_yaml(path: str | os.PathLike[str], *, what: str = "config file") -> dic
         loaded = yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {str(p)!r}: not valid YAML: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{what} {str(p)!r}: nested too deeply to be settings") from exc
     except ConfigError as exc:
         raise ConfigError(f"{what} {str(p)!r}: {exc}") from exc
     if loaded is None:

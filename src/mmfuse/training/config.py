@@ -17,6 +17,9 @@ from mmfuse.errors import ConfigError, check_fraction
 
 __all__ = ["ACCELERATORS", "BALANCE_METHODS", "FitResult", "TrainConfig", "TrainConfigError"]
 
+#: Lightning's precision names
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine",
+              "transformer-engine-float16")
 #: accelerators a TrainConfig accepts (Lightning's names; ``cuda`` is ``gpu``)
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range is [0, 2**32)
@@ -145,6 +148,9 @@ class TrainConfig:
         precision = str(self.precision)
         if precision in ("32", "16", "bf16", "64"):
             precision = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}[precision]
+        if precision not in PRECISIONS:
+            raise TrainConfigError(f"precision: expected one of {list(PRECISIONS)} (or 32, 16, bf16, 64), "
+                                   f"got {self.precision!r}")
         self.precision = precision
 
     def _check_devices(self) -> None:

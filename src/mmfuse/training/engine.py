@@ -719,8 +719,28 @@ def _check_training_state(tree: Any, path: Any, module: nn.Module | None = None)
             )
 
 
+#: environment variables a launcher (torchrun, SLURM, LSF, Lightning's own) sets on each node
+_CLUSTER_ENV = ("MASTER_ADDR", "NODE_RANK", "GROUP_RANK", "WORLD_SIZE", "SLURM_NTASKS", "LSB_JOBID",
+                "TORCHELASTIC_RUN_ID", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
+
+
+def _check_launch(cfg: TrainConfig) -> None:
+    """Settings Lightning would accept and then fail on, or wait on forever: refused with the reason."""
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    strategies = ["auto", *StrategyRegistry.available_strategies()]
+    if cfg.strategy not in strategies:
+        raise TrainConfigError(f"strategy: expected one of {strategies}, got {cfg.strategy!r}")
+    if cfg.num_nodes > 1 and not any(os.environ.get(k) for k in _CLUSTER_ENV):
+        raise TrainConfigError(
+            f"num_nodes={cfg.num_nodes}: this process was not started by a multi-node launcher (none of "
+            f"{', '.join(_CLUSTER_ENV[:4])}, ... is set), so it would wait for the other nodes forever: start one "
+            "process per node with torchrun or your scheduler (SLURM), or use num_nodes=1")
+
+
 def _trainer(cfg: TrainConfig, out: Path | None, logger: Any, callbacks: list[L.Callback]) -> L.Trainer:
     """The Lightning Trainer of one fit."""
+    _check_launch(cfg)
     return L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
