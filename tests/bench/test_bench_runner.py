@@ -421,3 +421,15 @@ def test_concurrent_appenders_lose_no_record_and_a_second_bench_is_refused(tmp_p
     again = ResultsStore(tmp_path / "held")
     again.hold()  # released: free again
     again.release()
+
+
+def test_ogm_ge_on_three_modalities_is_refused_before_any_run(tmp_path: Path) -> None:
+    from mmfuse.bench import load_config, run_bench
+    from mmfuse.bench.config import BenchConfigError
+
+    config = load_config(settings=["epochs=1"], datasets=["synthetic"], fusions=["late"], balance=["ogm_ge"],
+                         dataset_options={"synthetic": {"task": "reliability", "n": 120}}, out=str(tmp_path / "o"))
+    calls = []
+    with pytest.raises(BenchConfigError, match=r"--balance ogm_ge: synthetic/reliability has 3 modalities"):
+        run_bench(config, run_fn=lambda run: calls.append(run), progress=False)
+    assert calls == []

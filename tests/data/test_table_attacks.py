@@ -163,3 +163,9 @@ def test_rich_markup_in_a_column_name_is_printed_as_text(tmp_path: Path, capsys)
     assert "uni:[bold]t" in printed
     assert main(["train", "--data", str(path), "--target", "y", "--fusion", "late", "--out", str(tmp_path / "r"),
                  "epochs=1", "hidden_dim=8", "threads=1"]) == 0
+
+
+def test_as_many_classes_as_rows_says_the_classes_are_too_small() -> None:
+    frame = pd.DataFrame({"a": np.arange(120.0), "y": [f"c{i}" for i in range(120)]})
+    with pytest.raises(DataError, match=r"120 of the 120 classes have fewer than 7 rows \(the median class has 1\)"):
+        from_table(frame, target="y")

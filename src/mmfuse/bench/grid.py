@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmfuse.bench.config import BenchConfig
+from mmfuse.bench.config import BenchConfig, BenchConfigError
 from mmfuse.bench.groups import GroupChoice
 from mmfuse.bench.verdict import Skipped
 from mmfuse.experiment.specs import (
@@ -134,6 +134,11 @@ def build_grid(
         measure = MeasureConfig.from_json({**measure.to_json(), "probe": True})
     no_intermediates = MeasureConfig.from_json({**measure.to_json(), "intermediates_samples": 0})
     for data in dataset_entries(config):
+        if "ogm_ge" in config.balance:
+            mods = list(modalities_of(data))
+            if len(mods) != 2:
+                raise BenchConfigError(f"--balance ogm_ge: {data.display} has {len(mods)} modalities {sorted(mods)}; "
+                                       "OGM-GE modulates exactly 2 (use aux, gblend or mmpareto)")
         models: list[ModelSpec] = []
         if config.unimodal:
             models += [ModelSpec(fusion=None, unimodal=m, hidden_dim=config.hidden_dim)

@@ -54,6 +54,17 @@ def split_parts(
         parts, how = [np.flatnonzero(which == k) for k in range(3)], f"by group {col!r}"
     for name, p in zip(("train", "val", "test"), parts, strict=True):
         if len(p) == 0:
+            if opts.split is None and task in ("binary", "multiclass"):
+                counts = np.bincount(labels)
+                counts = counts[counts > 0]
+                need = int(np.ceil(1.0 / min(opts.val_fraction, opts.test_fraction)))
+                few = int((counts < need).sum())
+                if few:
+                    raise DataError(
+                        f"{where}: {few} of the {len(counts)} classes have fewer than {need} rows (the median class "
+                        f"has {int(np.median(counts))}), so a split stratified by class leaves the {name} split "
+                        f"empty: a class needs about 1 / min(val_fraction, test_fraction) = {need} rows; use more "
+                        "rows per class, fewer classes, or a split column (--split)")
             raise DataError(f"{where}: split {how}: the {name} split is empty ({n} rows); use more rows or other fractions")
     return [np.sort(p).astype(np.int64) for p in parts], how
 
