@@ -433,3 +433,20 @@ def test_ogm_ge_on_three_modalities_is_refused_before_any_run(tmp_path: Path) ->
     with pytest.raises(BenchConfigError, match=r"--balance ogm_ge: synthetic/reliability has 3 modalities"):
         run_bench(config, run_fn=lambda run: calls.append(run), progress=False)
     assert calls == []
+
+
+def test_a_record_with_a_string_score_is_refused_on_load(tmp_path: Path) -> None:
+    from mmfuse.bench.store import ResultsStore
+    from mmfuse.errors import ConfigError
+    from mmfuse.experiment import ExperimentSpec, MeasureConfig, Measurement, RunRecord
+    from mmfuse.experiment.specs import DataSpec, ModelSpec
+    from mmfuse.training import TrainConfig
+
+    store = ResultsStore(tmp_path)
+    spec = ExperimentSpec(data=DataSpec(name="synthetic"), model=ModelSpec(fusion="late"), train=TrainConfig())
+    m = Measurement(metric="accuracy", higher_is_better=True, metrics={"accuracy": 0.9}, n_test=10)
+    store.append(RunRecord(spec=spec, measure=MeasureConfig(), status="ok", measurement=m))
+    text = store.log.read_text().replace('"accuracy": 0.9', '"accuracy": "0.99 (best!)"')
+    store.log.write_text(text)
+    with pytest.raises(ConfigError, match=r"line 1: measurement: metrics.accuracy: expected a number, got '0.99 \(best!\)'"):
+        store.records()

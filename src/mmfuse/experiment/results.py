@@ -166,6 +166,27 @@ class Measurement:
     sample_scores: list[float] | None = None
     probe: dict[str, float] | None = None
 
+    def __post_init__(self) -> None:
+        def number(v: Any, what: str, none: bool = False) -> None:
+            if (v is None and none) or (isinstance(v, (int, float)) and not isinstance(v, bool)):
+                return
+            raise ConfigError(f"measurement: {what}: expected a number, got {v!r}")
+
+        if not isinstance(self.metric, str) or not isinstance(self.metrics, Mapping):
+            raise ConfigError(f"measurement: metric/metrics: expected a name and a mapping, got {self.metric!r}")
+        for k, v in self.metrics.items():
+            number(v, f"metrics.{k}")
+        for k, v in self.missing.items():
+            number(v, f"missing.{k}", none=True)
+        for k, v in self.noise_mean.items():
+            number(v, f"noise_mean.{k}", none=True)
+        for mod, per in self.noise.items():
+            for k, v in dict(per).items():
+                number(v, f"noise.{mod}.{k}", none=True)
+        number(self.throughput_sps, "throughput_sps", none=True)
+        number(self.memory_mb, "memory_mb", none=True)
+        number(self.n_test, "n_test")
+
     @property
     def score(self) -> float | None:
         return self.metrics.get(self.metric)
