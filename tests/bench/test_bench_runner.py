@@ -450,3 +450,25 @@ def test_a_record_with_a_string_score_is_refused_on_load(tmp_path: Path) -> None
     store.log.write_text(text)
     with pytest.raises(ConfigError, match=r"line 1: measurement: metrics.accuracy: expected a number, got '0.99 \(best!\)'"):
         store.records()
+
+
+def test_a_damaged_saved_model_is_trained_again_with_a_warning(tmp_path: Path) -> None:
+    from mmfuse.bench.grid import BenchRun
+    from mmfuse.bench.run import run_one
+    from mmfuse.experiment import ExperimentSpec, MeasureConfig
+    from mmfuse.experiment.specs import DataSpec, ModelSpec
+    from mmfuse.training import TrainConfig
+
+    spec = ExperimentSpec(data=DataSpec(name="synthetic", options={"task": "redundancy", "n": 160}),
+                          model=ModelSpec(fusion="late", hidden_dim=8), train=TrainConfig(epochs=1, progress=False))
+    run = BenchRun(spec=spec, measure=MeasureConfig(noise_scales=(), attribution=False), models_dir=str(tmp_path))
+    first = run_one(run)
+    assert first.training.trained_now
+    weights = tmp_path / run.train_key / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-1] ^= 0xFF  # one flipped bit in the tensor data
+    weights.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="the saved model cannot be used .*damaged.*training it again"):
+        again = run_one(run)
+    assert again.training.trained_now  # trained, not failed
+    assert not run_one(run).training.trained_now  # and saved again: the next run loads it

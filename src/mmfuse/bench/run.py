@@ -17,10 +17,12 @@ So a finished comparison re-measured with new test-time settings trains nothing.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from mmfuse.bench.grid import BenchRun
+from mmfuse.errors import MmfuseError
 from mmfuse.experiment.results import Measurement, TrainingFacts
 
 __all__ = ["RunResult", "run_one", "saved_model"]
@@ -56,11 +58,17 @@ def run_one(run: BenchRun) -> RunResult:
 
     splits = load_data(run.spec.data)
     saved = saved_model(run)
+    trained = None
     if saved is not None:
         weights, facts_path = saved
-        facts = TrainingFacts.from_json(json.loads(facts_path.read_text()))
-        trained = load_trained(run.spec, weights, facts, splits=splits)
-    else:
+        try:
+            facts = TrainingFacts.from_json(json.loads(facts_path.read_text()))
+            trained = load_trained(run.spec, weights, facts, splits=splits)
+        except (MmfuseError, OSError, ValueError) as exc:  # damaged, or another version's: train it again
+            warnings.warn(f"{weights.parent}: the saved model cannot be used ({exc}); training it again",
+                          stacklevel=2)
+            saved = None
+    if trained is None:
         trained = train_one(run.spec, splits=splits)
     measurement = measure(trained, run.measure)
     if saved is None and run.models_dir is not None:
@@ -68,6 +76,7 @@ def run_one(run: BenchRun) -> RunResult:
 
         folder = Path(run.models_dir) / run.train_key
         folder.mkdir(parents=True, exist_ok=True)
+        (folder / "facts.json").unlink(missing_ok=True)  # incomplete until it is written again, last
         weights = save_checkpoint(trained.model, folder / "model.safetensors")
         metrics = {"val": trained.facts.val_metrics, "test": {**measurement.metrics, "n": measurement.n_test}}
         write_bundle(folder, model_file=weights, splits=splits, spec=run.spec, metrics=metrics)
