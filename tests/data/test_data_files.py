@@ -206,6 +206,20 @@ def test_killed_download_part_is_removed_by_the_next_download(
     assert not stale_dir.exists()
 
 
+def test_stale_part_is_removed_even_when_the_file_is_already_there(
+    data_root: Path, tmp_path: Path, scratch_cache: Path
+) -> None:
+    target = tmp_path / "root"
+    old = time.time() - files_mod.STALE_PART_S - 60
+    with serve(data_root) as url:
+        download("mfeat", target, base_url=url, progress=False)
+        stale = target / "mfeat" / ".mfeat-mor.csv.k1ll3d.part"
+        stale.write_bytes(b"half a file")
+        os.utime(stale, (old, old))
+        download("mfeat", target, base_url=url, progress=False)  # every file is there: nothing fetched
+    assert not stale.exists()
+
+
 def test_download_from_mirror_reproduces_the_files(
     data_root: Path, tmp_path: Path, scratch_cache: Path
 ) -> None:

@@ -448,6 +448,7 @@ def _download_files(
     for f in src.files:
         target = base / f.path
         if target.is_file() and _cached_hash(str(target.resolve()), [target]) == f.sha256:
+            _remove_stale_parts(target)  # a killed earlier download's temporary, beside the good file
             continue
         if base_url is not None or f.member is None:
             url = f"{base_url.rstrip('/')}/{f.path}" if base_url is not None else f.url
@@ -491,6 +492,7 @@ def _download_folder(
     assert src.folder is not None  # internal: only called for folder sources
     target = base / src.folder
     if not _verify_source(src, base):
+        _remove_stale_parts(target)  # a killed earlier download's temporary, beside the good folder
         return
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
