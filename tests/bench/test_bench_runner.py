@@ -472,3 +472,27 @@ def test_a_damaged_saved_model_is_trained_again_with_a_warning(tmp_path: Path) -
         again = run_one(run)
     assert again.training.trained_now  # trained, not failed
     assert not run_one(run).training.trained_now  # and saved again: the next run loads it
+
+
+def test_a_table_with_one_modality_says_there_is_nothing_to_fuse(tmp_path: Path, capsys) -> None:
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    from mmfuse.cli import main
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=150), "b": rng.normal(size=150)})
+    frame["y"] = (frame["a"] > 0).astype(int)
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    out = tmp_path / "bench"
+    assert main(["bench", "--data", str(tmp_path / "t.csv"), "--target", "y", "--fusions", "late,gated",
+                 "--seeds", "1", "--no-unimodal", "--no-plots", "--no-report", "--no-progress", "--jobs", "1",
+                 "--out", str(out), "epochs=1", "hidden_dim=8", "measure.attribution=false"]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert {r["label"] for r in doc["runs"]} == {"uni:tabular"}  # the baseline only, even with --no-unimodal
+    (verdict,) = doc["meta"]["verdicts"].values()
+    assert verdict["recommendation"] is None
+    assert verdict["problem"].startswith("the data has one modality, so there is nothing to fuse: 'tabular'")
+    assert "fusion gain" not in capsys.readouterr().out

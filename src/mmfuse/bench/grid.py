@@ -103,6 +103,10 @@ def _hierarchical_options(config: BenchConfig, data: DataSpec,
     return {**HIERARCHICAL_DEFAULTS, **choice.fusion_options(), **user}, ""
 
 
+#: why the fusions of a dataset with one modality are not run
+ONE_MODALITY = "the data has one modality, so there is nothing to fuse"
+
+
 def build_grid(
     config: BenchConfig,
     *,
@@ -140,10 +144,15 @@ def build_grid(
                 raise BenchConfigError(f"--balance ogm_ge: {data.display} has {len(mods)} modalities {sorted(mods)}; "
                                        "OGM-GE modulates exactly 2 (use aux, gblend or mmpareto)")
         models: list[ModelSpec] = []
-        if config.unimodal:
-            models += [ModelSpec(fusion=None, unimodal=m, hidden_dim=config.hidden_dim)
-                       for m in sorted(modalities_of(data))]
+        mods = sorted(modalities_of(data))
+        if config.unimodal or len(mods) == 1:
+            models += [ModelSpec(fusion=None, unimodal=m, hidden_dim=config.hidden_dim) for m in mods]
         for f in fusions:
+            if len(mods) == 1:  # a fusion of one modality is its encoder with extra layers: not a comparison
+                if skipped is not None:
+                    skipped.append(Skipped(dataset=data.display, model=f,
+                                           reason=f"{ONE_MODALITY}: {mods[0]!r} is the only one"))
+                continue
             options: dict[str, Any] | None = config.fusion_options_for(f)
             if f == "hierarchical":
                 options, reason = _hierarchical_options(config, data, groups_of)

@@ -153,7 +153,11 @@ def verdicts(
         results = _strategy_results(fused, row_of)
         metric = next((r.measurement.metric if r.measurement.higher_is_better else "r2"
                        for r in fused if r.measurement is not None), "accuracy")
-        if not results:
+        one = [s for s in v.skipped if s.reason.startswith("the data has one modality")]
+        if not results and one:
+            v.problem = (f"{one[0].reason}: the unimodal baseline is the model (give the table another "
+                         "modality, e.g. a text, image or embedding column, to compare fusions)")
+        elif not results:
             v.problem = "no fusion has per-sample test scores (failed runs, or a task without them)"
         else:
             try:
