@@ -237,3 +237,34 @@ def test_ddp_ranks_take_the_same_number_of_steps_with_uneven_row_groups(tmp_path
         assert p.returncode == 0, err[-2000:]
     steps = [tuple(int(v) for v in out.split()) for out, _ in outs]
     assert steps == [(2, 200), (2, 200)]  # rank 1 has one row group: it repeats its batch
+
+
+def test_stream_inputs_that_are_not_data_are_named(tmp_path: Path) -> None:
+    """inf, a column absent from one file, a junk file, a file removed mid-epoch, one class."""
+    frame = _write_folder(tmp_path / "d", files=2, rows=100, cols=2, row_group=50)
+    mods = {"x": ["x0", "x1"]}
+    stream = ParquetStream(tmp_path / "d", target="label", modalities=mods, batch_size=40)
+    (tmp_path / "d" / "part-1.parquet").unlink()
+    with pytest.raises(DataError, match=r"part-1.parquet: the file disappeared while it was being read"):
+        list(stream)
+    bad = frame.iloc[:100].copy()
+    bad.loc[3, "x1"] = np.inf
+    (tmp_path / "inf").mkdir()
+    pq.write_table(pa.Table.from_pandas(bad, preserve_index=False), tmp_path / "inf" / "a.parquet")
+    with pytest.raises(DataError, match=r"column 'x1': 1 values are inf"):
+        ParquetStream(tmp_path / "inf", target="label", modalities=mods)
+    (tmp_path / "some").mkdir()
+    pq.write_table(pa.Table.from_pandas(frame.iloc[:100], preserve_index=False), tmp_path / "some" / "a.parquet")
+    pq.write_table(pa.Table.from_pandas(frame.iloc[100:].drop(columns=["x1"]), preserve_index=False),
+                   tmp_path / "some" / "b.parquet")
+    with pytest.raises(DataError, match=r"b.parquet: columns \['x1'\] are not in this file"):
+        ParquetStream(tmp_path / "some", target="label", modalities=mods)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(DataError, match=r"junk"):
+        ParquetStream(tmp_path / "junk", target="label", modalities=mods)
+    one = frame.iloc[:100].assign(label=10)
+    (tmp_path / "one").mkdir()
+    pq.write_table(pa.Table.from_pandas(one, preserve_index=False), tmp_path / "one" / "a.parquet")
+    with pytest.raises(DataError, match=r"needs at least two integer classes"):
+        ParquetStream(tmp_path / "one", target="label", modalities=mods, task="binary")

@@ -94,7 +94,19 @@ def _read(row_groups: Sequence[tuple[str, int]], columns: Sequence[str], batch_s
     import pyarrow.parquet as pq
 
     for file, group in row_groups:
-        with pq.ParquetFile(file) as pf:
+        try:
+            pf = pq.ParquetFile(file)
+        except FileNotFoundError as e:
+            raise DataError(f"{file}: the file disappeared while it was being read (it was listed when the "
+                            "stream was made)") from e
+        except (OSError, ValueError) as e:
+            raise DataError(f"{file}: not a readable Parquet file: {type(e).__name__}: {e}") from e
+        with pf:
+            have = set(pf.schema_arrow.names)
+            lacking = [c for c in columns if c not in have]
+            if lacking:
+                raise DataError(f"{file}: columns {lacking} are not in this file (every file of the folder must "
+                                "have every column the stream reads)")
             yield from pf.iter_batches(batch_size=batch_size, row_groups=[group], columns=list(columns),
                                        use_threads=False)
 
@@ -127,7 +139,11 @@ def _column_array(batch, name: str, where: str) -> np.ndarray:
     if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type)):
         raise DataError(f"{where}: column {name!r} is {col.type}, expected numbers (use from_table for text "
                         "and categorical columns)")
-    return col.to_numpy(zero_copy_only=False).astype(np.float64)
+    x = col.to_numpy(zero_copy_only=False).astype(np.float64)
+    if np.isinf(x).any():
+        raise DataError(f"{where}: column {name!r}: {int(np.isinf(x).sum())} values are inf (expected finite "
+                        "numbers, or null for a missing value)")
+    return x
 
 
 def _list_array(batch, name: str, length: int | None, where: str) -> np.ndarray:
@@ -433,7 +449,6 @@ class ParquetStream(IterableDataset):
                 raw = Raw(ok, {"arrays": [a if k else None for a, k in zip(x, ok, strict=True)], "from_file": False})
             else:
                 x = np.stack([_column_array(batch, c, where) for c in cols], axis=1)
-                x[np.isinf(x)] = np.nan
                 raw = Raw((~np.isnan(x)).any(axis=1), {"num": x, "cats": np.empty((len(x), 0), dtype=object)})
             enc = self.preprocessor.blocks[m].apply(raw, ctx)
             inputs[m], masks[m] = enc.x, enc.mask
