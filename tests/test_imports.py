@@ -37,6 +37,12 @@ def test_lazy_names_are_the_real_ones() -> None:
 
     assert mmfuse.create_fusion is create_fusion and mmfuse.data.from_table is from_table
     assert set(mmfuse.__all__) <= set(dir(mmfuse))
+    for name in mmfuse.__all__:  # every public name resolves (dir() lists the lazy keys by construction)
+        assert getattr(mmfuse, name) is not None, name
+    import mmfuse.data
+
+    for name in mmfuse.data.__all__:
+        assert getattr(mmfuse.data, name) is not None, f"mmfuse.data.{name}"
     assert "synthetic" in mmfuse.list_datasets()
     assert mmfuse.fusions.create_fusion is create_fusion  # subpackages are attributes, as before
 

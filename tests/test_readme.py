@@ -73,5 +73,20 @@ def test_every_command_parses_and_its_settings_are_valid(line: str, tmp_path: Pa
     monkeypatch.setattr("mmfuse.data.download", lambda name, root=None: tmp_path, raising=False)
     monkeypatch.setattr("mmfuse.data.verify", lambda name, root=None: [], raising=False)
     if argv[:2] == ["data", "inspect"]:
-        return  # reads the user's file: its flags are covered by the data inspect tests
+        # it reads the user's file (its loading is covered by the data inspect tests): here its flags
+        # must parse into a target, and nothing else be left over
+        args, extra = cli.build_parser().parse_known_args(argv)
+        assert args.target and not extra, line
+        return
     assert cli.main(argv) == 0, line
+    command = argv[0]
+    if command in ("train", "bench", "predict"):
+        assert command in seen, f"{line}: the {command} entry point was not reached"
+    if "--data" in argv and command in ("train", "bench"):
+        path = str((tmp_path / argv[argv.index("--data") + 1]).resolve())
+        if command == "train":
+            options = seen["train"].data.options
+        else:
+            options = seen["bench"].options_for("table")
+        assert options["path"] == path, line  # the user's table reached the loader's options
+        assert options["fingerprint"], line
