@@ -71,19 +71,27 @@ def _check_header(path: Path, sep: str) -> None:
 def iter_parquet(path: str | os.PathLike[str], *, batch_rows: int = 4096,
                  columns: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
     """The Parquet file or folder at ``path`` as DataFrames of at most ``batch_rows`` rows, in
-    order, reading one batch at a time (bounded memory); ``columns`` (None: all) those present."""
+    order (files sorted by path, then their row groups), reading one row group at a time without
+    read-ahead, so memory stays near one row group's; ``columns`` (None: all) those present."""
     import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
 
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
     try:
-        data = pads.dataset(str(p), format="parquet")
-        names = set(data.schema.names)
-        cols = None if columns is None else [c for c in columns if c in names]
-        scanner = data.scanner(columns=cols, batch_size=batch_rows)
-        for batch in scanner.to_batches():
-            if batch.num_rows:
-                yield batch.to_pandas()
+        files = sorted(f.path for f in pads.dataset(str(p), format="parquet").get_fragments())
     except (OSError, ValueError) as e:
         raise DataError(f"{p}: cannot read as parquet: {type(e).__name__}: {e}") from e
+    for file in files:
+        try:
+            with pq.ParquetFile(file) as pf:
+                names = set(pf.schema_arrow.names)
+                cols = None if columns is None else [c for c in columns if c in names]
+                for group in range(pf.metadata.num_row_groups):
+                    for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[group], columns=cols,
+                                                 use_threads=False):
+                        if batch.num_rows:
+                            yield batch.to_pandas()
+        except (OSError, ValueError) as e:
+            raise DataError(f"{file}: cannot read as parquet: {type(e).__name__}: {e}") from e

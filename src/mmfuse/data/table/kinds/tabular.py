@@ -26,9 +26,6 @@ import pandas as pd
 import torch
 
 from mmfuse.data._base import DataError, ModalitySpec
-
-#: a column whose kind is given as numeric reads non-numbers as missing when they are at most 10 % of its values
-MOSTLY_NUMERIC = 0.9
 from mmfuse.data.table.kinds._base import (
     Block,
     ColumnKind,
@@ -36,9 +33,11 @@ from mmfuse.data.table.kinds._base import (
     Raw,
     ReadContext,
     is_blank,
-    is_missing,
     register_kind,
 )
+
+#: a column whose kind is given as numeric reads non-numbers as missing when they are at most 10 % of its values
+MOSTLY_NUMERIC = 0.9
 
 __all__ = ["TabularBlock", "numeric_values"]
 
@@ -52,6 +51,10 @@ def numeric_values(s: pd.Series, *, coerce: bool) -> tuple[np.ndarray, np.ndarra
     if pd.api.types.is_bool_dtype(s):
         vals = s.astype(np.float64).to_numpy()
         return vals, np.zeros(len(s), dtype=bool)
+    if pd.api.types.is_numeric_dtype(s):  # no strings to read: only inf is not a number
+        vals = s.to_numpy(dtype=np.float64, na_value=np.nan)
+        bad = np.isinf(vals)
+        return (np.where(bad, np.nan, vals) if bad.any() else vals), bad
     conv = pd.to_numeric(s, errors="coerce")
     vals = conv.to_numpy(dtype=np.float64, na_value=np.nan)
     blank = s.map(is_blank).to_numpy(dtype=bool)
@@ -99,7 +102,7 @@ class TabularBlock(Block):
         cats = np.full((n, len(self.cat_cols)), None, dtype=object)  # (n, categorical columns)
         for j, c in enumerate(self.cat_cols):
             if c in frame.columns:
-                cats[:, j] = [None if is_missing(v) else _category(v) for v in frame[c].tolist()]
+                cats[:, j] = _categories(frame[c])
         present = (~np.isnan(num)).any(axis=1) if self.num_cols else np.zeros(n, dtype=bool)
         if self.cat_cols:
             present |= (cats != None).any(axis=1)  # noqa: E711  (elementwise on an object array)
@@ -143,11 +146,11 @@ class TabularBlock(Block):
             if idx:
                 blocks.append(nan[:, idx].astype(np.float64))
         for c, s in zip(self.cat_cols, cats.T, strict=True):
-            lookup = self._codes[c]
-            codes = np.array([lookup.get(v, 0) if v is not None else 0 for v in s.tolist()], dtype=np.float64)
-            unseen = sum(1 for v in s.tolist() if v is not None and v not in lookup)
-            ctx.count(f"{c}: category not seen in training (unknown code)", unseen)
-            blocks.append(codes[:, None])
+            # code i + 1 for the i-th training category, 0 for missing and unseen: one hash-table pass
+            known = pd.Index(self.categories[c], dtype=object).get_indexer(s).astype(np.int64)
+            given = s != None  # noqa: E711  (elementwise on an object array)
+            ctx.count(f"{c}: category not seen in training (unknown code)", int((given & (known < 0)).sum()))
+            blocks.append((known + 1).astype(np.float64)[:, None])
         x = np.concatenate(blocks, axis=1) if blocks else np.zeros((n, 0))
         return Encoded(torch.from_numpy(x.astype(np.float32)), torch.from_numpy(raw.present.copy()))
 
@@ -179,6 +182,21 @@ class TabularBlock(Block):
             raise DataError(f"modality {self.modality!r}: the saved state does not match its columns")
         self._lookup()
         self.fitted = True
+
+
+def _categories(s: pd.Series) -> np.ndarray:
+    """``(n,)`` object array: each cell's category key (:func:`_category`), None where it is missing."""
+    out = np.full(len(s), None, dtype=object)
+    miss = s.isna().to_numpy(dtype=bool)
+    vals = s[~miss]
+    if pd.api.types.is_integer_dtype(vals) and not pd.api.types.is_bool_dtype(vals):
+        out[~miss] = vals.astype(np.int64).astype(str).to_numpy(dtype=object)
+    elif pd.api.types.is_object_dtype(vals) or pd.api.types.is_string_dtype(vals):
+        items = vals.tolist()
+        out[~miss] = [v if isinstance(v, str) else _category(v) for v in items]
+    else:
+        out[~miss] = [_category(v) for v in vals.tolist()]
+    return out
 
 
 def _category(v: Any) -> str:

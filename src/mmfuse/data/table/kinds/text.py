@@ -20,7 +20,15 @@ import torch
 
 from mmfuse.data._base import ModalitySpec
 from mmfuse.data.reviews import PAD_ID, UNK_ID, build_vocab, encode, tokenize
-from mmfuse.data.table.kinds._base import Block, ColumnKind, Encoded, Raw, ReadContext, is_missing, register_kind
+from mmfuse.data.table.kinds._base import (
+    Block,
+    ColumnKind,
+    Encoded,
+    Raw,
+    ReadContext,
+    is_missing,
+    register_kind,
+)
 
 __all__ = ["TextBlock"]
 
@@ -31,8 +39,11 @@ class TextBlock(Block):
 
     def read(self, frame: pd.DataFrame, ctx: ReadContext) -> Raw:
         n = len(frame)
-        cols = [frame[c].tolist() if c in frame.columns else [None] * n for c in self.columns]
-        joined = [" ".join(str(v) for v in row if not is_missing(v)).strip() for row in zip(*cols, strict=True)]
+        cols = [_strings(frame[c]) if c in frame.columns else [""] * n for c in self.columns]
+        if len(cols) == 1:
+            joined = [v.strip() for v in cols[0]]
+        else:
+            joined = [" ".join(v for v in row if v).strip() for row in zip(*cols, strict=True)]
         docs = [tokenize(t) for t in joined]
         present = np.array([len(d) > 0 for d in docs], dtype=bool)
         return Raw(present, {"docs": docs, "strings": [s if p else "" for s, p in zip(joined, present, strict=True)]})
@@ -69,6 +80,15 @@ class TextBlock(Block):
         self.max_tokens = int(state["max_tokens"])
         self._vocab = {w: i + 2 for i, w in enumerate(self.words)}
         self.fitted = True
+
+
+def _strings(s: pd.Series) -> list[str]:
+    """Each cell as text, ``""`` where it is missing."""
+    out = s.tolist()
+    for i, v in enumerate(out):
+        if not isinstance(v, str):  # the rare cell: missing, or a number in a text column
+            out[i] = "" if is_missing(v) else str(v)
+    return out
 
 
 def _is_text(values: pd.Series, options: Any) -> bool:
