@@ -140,16 +140,18 @@ def resolve_run(path: str | os.PathLike[str], strategy: str | None = None) -> Pa
 
 
 def load_run(path: str | os.PathLike[str], *, strategy: str | None = None,
-             device: str | torch.device = "cpu") -> Run:
-    """The trained model at ``path`` (a bundle, or a bench folder and ``strategy``), ready to predict."""
+             device: str | torch.device = "cpu", threads: int | str = "auto") -> Run:
+    """The trained model at ``path`` (a bundle, or a bench folder and ``strategy``), ready to predict.
+    ``threads``: torch intra-op threads of the forward on a CPU (``auto``: training's rule,
+    :func:`mmfuse.training.threads.auto_threads`, which gives small models one thread)."""
     bundle = read_bundle(resolve_run(path, strategy))
-    return Run(bundle, device=device)
+    return Run(bundle, device=device, threads=threads)
 
 
 class Run:
     """A trained model with its preprocessing (see the module docstring)."""
 
-    def __init__(self, bundle: Bundle, *, device: str | torch.device = "cpu") -> None:
+    def __init__(self, bundle: Bundle, *, device: str | torch.device = "cpu", threads: int | str = "auto") -> None:
         from mmfuse.data.table import TablePreprocessor
         from mmfuse.training.checkpoint import load_checkpoint
 
@@ -158,6 +160,13 @@ class Run:
         self.model: nn.Module = load_checkpoint(bundle.model_file, map_location=self.device).eval()
         prep = bundle.preprocessor_file
         self.preprocessor = TablePreprocessor.load(prep) if prep is not None else None
+        if threads != "auto" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ConfigError(f"threads: expected 'auto' or a positive int, got {threads!r}")
+        if threads == "auto":
+            from mmfuse.training.threads import auto_threads
+
+            threads = auto_threads(self.model, 512)
+        self.threads = int(threads)
         self.task = bundle.task
         self.class_names = bundle.class_names
         self.modalities = tuple(bundle.manifest["modalities"])
@@ -219,9 +228,15 @@ class Run:
                 self, modality, name, out)
 
     # ------------------------------------------------------------------ the model
-    @torch.inference_mode()
     def _outputs(self, t: Any, *, batch_size: int = 512, fused: bool = False) -> np.ndarray:
         """``(n, k)`` model outputs (or ``(n, d)`` fused features), NaN on rows that cannot be predicted."""
+        from mmfuse.training.threads import torch_threads
+
+        with torch.inference_mode(), torch_threads(self.threads if self.device.type == "cpu" else
+                                                   torch.get_num_threads()):
+            return self._forward_rows(t, batch_size, fused)
+
+    def _forward_rows(self, t: Any, batch_size: int, fused: bool) -> np.ndarray:
         rows = np.flatnonzero(t.usable)
         width = None
         chunks = []
