@@ -409,3 +409,13 @@ def test_python_route_save_run_keeps_the_frozen_encoder(bert_dir: Path, tmp_path
     t = run.transform(test_rows)
     torch.testing.assert_close(t.inputs["review"], enc.test.inputs["review"], atol=1e-5, rtol=0)
     assert abs(run.evaluate(test_rows)["accuracy"] - run.bundle.manifest["metrics"]["test"]["accuracy"]) < 1e-6
+
+
+def test_a_modality_name_with_a_path_in_it_stays_inside_the_cache(bert_dir: Path, tmp_path: Path) -> None:
+    frame = _reviews(120)
+    splits = from_table(frame, target="liked", modalities={"../../out/x": ["review"], "tabular": ["age"]})
+    cache = tmp_path / "cache"
+    enc, _ = prepare_encoders(splits, {"../../out/x": f"hf:{bert_dir}"}, cache_dir=cache, progress=False)
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written and all(cache in p.parents for p in written), written
+    assert enc.specs["../../out/x"].kind == "vector"

@@ -73,6 +73,15 @@ CACHE_VERSION = 1
 SPLITS = ("train", "val", "test")
 
 
+def _safe_name(modality: str) -> str:
+    """A modality's name as one path component inside the cache (``/``, ``..`` and other
+    characters a path gives meaning to are replaced): the key already identifies the entry."""
+    import re
+
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "_", modality).strip(".") or "_"
+    return cleaned[:64]
+
+
 def default_cache_dir() -> Path:
     """``$MMFUSE_CACHE/embeddings`` (default ``~/.cache/mmfuse/processed/embeddings``)."""
     from mmfuse.data._files import cache_dir
@@ -449,7 +458,7 @@ def encode_dataset(
             key = hashlib.sha256(json.dumps({
                 "enc": enc_key, "data": _data_digest(x, masks[m], vocab),
             }, sort_keys=True).encode()).hexdigest()[:32]
-            folder = root / f"{m}-{split}-{key}" if cache else None
+            folder = root / f"{_safe_name(m)}-{split}-{key}" if cache else None
             feats, fmask, st = _encode_entry(
                 backbone, x, masks[m], spec, vocab, folder=folder, key=key if cache else None,
                 label=f"encoding {splits.name}/{m}/{split} with {enc.name}", progress=progress,
