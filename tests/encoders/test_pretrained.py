@@ -247,7 +247,7 @@ def test_changed_weights_invalidate_everything(bert_dir: Path, tmp_path: Path) -
     assert all(s.encoded > 0 and s.reused == 0 for s in stats["text"].values())
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate", "delete_manifest"])
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete_manifest", "garbage_manifest"])
 def test_corrupt_entry_is_detected_and_rebuilt(bert_dir: Path, tmp_path: Path, damage: str) -> None:
     splits = _toy()
     enc = {"text": f"hf:{bert_dir}"}
@@ -260,13 +260,15 @@ def test_corrupt_entry_is_detected_and_rebuilt(bert_dir: Path, tmp_path: Path, d
         chunk.write_bytes(bytes(blob))
     elif damage == "truncate":
         chunk.write_bytes(bytes(blob[: len(blob) // 2]))
-    else:
+    elif damage == "delete_manifest":
         (folder / "manifest.json").unlink()
+    else:
+        (folder / "manifest.json").write_text('{"key": 3, "chunks": "nope"')
     stats: dict = {}
     again = encode_dataset(splits, enc, cache_dir=tmp_path, progress=False, chunk_size=4, stats=stats)
     st = stats["text"]["train"]
-    if damage == "delete_manifest":  # the chunks are whole: all reused, the manifest rewritten
-        assert st.encoded == 0 and st.rebuilt_chunks == 0 and (folder / "manifest.json").is_file()
+    if damage in ("delete_manifest", "garbage_manifest"):  # no checksum to trust the chunks by: all encoded again
+        assert st.reused == 0 and st.encoded == len(splits.train) and (folder / "manifest.json").is_file()
     else:
         assert st.rebuilt_chunks == 1 and st.encoded == 4 and st.reused == len(splits.train) - 4
     torch.testing.assert_close(again.train.inputs["text"], clean.train.inputs["text"])

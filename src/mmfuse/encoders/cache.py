@@ -256,8 +256,12 @@ def _encode_entry(
             manifest = json.loads((folder / "manifest.json").read_text())
         except (OSError, json.JSONDecodeError):
             manifest = {}
-        if manifest.get("key") != key or manifest.get("chunk_size") != chunk_size:
+        if (not isinstance(manifest, dict) or manifest.get("key") != key or manifest.get("chunk_size") != chunk_size
+                or not isinstance(manifest.get("chunks"), list)
+                or not all(isinstance(c, str) and len(c) == 64 for c in manifest["chunks"])):
             manifest = {}
+    # a chunk is used only against the SHA-256 its manifest recorded: without one (a missing or
+    # damaged manifest) it is encoded again, never trusted on its own metadata
     shas = list(manifest.get("chunks", []))
     bounds = [(lo, min(lo + chunk_size, n)) for lo in range(0, n, chunk_size)] or [(0, 0)]
     parts: list[dict[str, Tensor]] = []
@@ -268,13 +272,13 @@ def _encode_entry(
         path = folder / f"chunk-{i:05d}.safetensors" if folder is not None else None
         got = None
         if path is not None:
-            got = _chunk_ok(path, shas[i] if i < len(shas) else None, lo, hi - lo, key or "")
+            got = _chunk_ok(path, shas[i], lo, hi - lo, key or "") if i < len(shas) else None
             if got is None and path.is_file():
                 stats.rebuilt_chunks += 1
         if got is not None:
             stats.reused += hi - lo
             assert path is not None
-            chunk_shas.append(shas[i] if i < len(shas) else hashlib.sha256(path.read_bytes()).hexdigest())
+            chunk_shas.append(shas[i])
             parts.append(got)
             continue
         if bar is None:
@@ -295,6 +299,8 @@ def _encode_entry(
                 warnings.warn(f"mmfuse: cannot write the embedding cache {folder}: {err}", stacklevel=3)
                 folder = path = None
             chunk_shas.append(hashlib.sha256(blob).hexdigest())
+            if folder is not None:  # the manifest follows every chunk: a killed run resumes from it
+                _write_manifest(folder, key, n, chunk_size, got, chunk_shas + shas[len(chunk_shas):])
         parts.append(got)
     if bar is not None:
         bar.close()
@@ -303,15 +309,22 @@ def _encode_entry(
         raise EncoderError(f"{label}: no samples to encode")
     feats = torch.cat([p["x"] for p in parts])
     fmask = torch.cat([p["mask"] for p in parts])
-    if folder is not None and len(chunk_shas) == len(bounds) and (stats.encoded or stats.rebuilt_chunks or not manifest):
-        try:
-            atomic_write(folder / "manifest.json", json.dumps({
-                "version": CACHE_VERSION, "key": key, "n": n, "chunk_size": chunk_size,
-                "shape": list(feats.shape[1:]), "mask_shape": list(fmask.shape[1:]), "chunks": chunk_shas,
-            }, indent=1))
-        except OSError as err:
-            warnings.warn(f"mmfuse: cannot write the embedding cache {folder}: {err}", stacklevel=3)
+    if folder is not None and len(chunk_shas) == len(bounds) and (
+            chunk_shas != shas or stats.encoded or stats.rebuilt_chunks):
+        _write_manifest(folder, key, n, chunk_size, parts[-1], chunk_shas)  # every chunk, with the reused ones
     return feats, fmask, stats
+
+
+def _write_manifest(folder: Path, key: str | None, n: int, chunk_size: int, chunk: Mapping[str, Tensor],
+                    shas: Sequence[str]) -> None:
+    """The entry's manifest: the SHA-256 of every chunk written so far, in order."""
+    try:
+        atomic_write(folder / "manifest.json", json.dumps({
+            "version": CACHE_VERSION, "key": key, "n": n, "chunk_size": chunk_size,
+            "shape": list(chunk["x"].shape[1:]), "mask_shape": list(chunk["mask"].shape[1:]), "chunks": list(shas),
+        }, indent=1))
+    except OSError as err:
+        warnings.warn(f"mmfuse: cannot write the embedding cache {folder}: {err}", stacklevel=3)
 
 
 def _vocab_for(splits: DatasetSplits, modality: str) -> list[str] | None:
