@@ -227,7 +227,14 @@ def _check_some_present(present: Tensor, modalities: tuple[str, ...]) -> None:
     accelerator it is an asynchronous device assertion, so ``forward`` never waits
     for the device; a failure surfaces at the next synchronisation as a
     ``RuntimeError`` carrying the same message.
+
+    Under ``torch.export`` (and so ``torch.onnx.export(..., dynamo=True)``) there is no
+    check: a graph holds no Python bool to raise on, and such a sample's output is then
+    whatever the strategy computes from zeros. Whoever exports decides what that row
+    means; :mod:`mmfuse.runs.export` makes it NaN.
     """
+    if torch.compiler.is_exporting():
+        return
     if present.is_cpu:
         # under torch.compile the data-dependent bool breaks the graph and the check runs
         # eagerly (no torch.compiler.disable here: building it imports torch._dynamo, 1+ s)
