@@ -63,13 +63,25 @@ def test_every_command_parses_and_its_settings_are_valid(line: str, tmp_path: Pa
         seen["predict"] = (run, kw)
         return 0
 
+    def fake_serve(run, **kw):
+        seen["serve"] = (run, kw)
+        return 0
+
+    def fake_export(run, **kw):
+        seen["export"] = (run, kw)
+        return 0
+
+    monkeypatch.setattr("mmfuse.runs.serve.serve_command", fake_serve)
+    monkeypatch.setattr("mmfuse.runs.export.export_command", fake_export)
     monkeypatch.setattr(mmfuse.bench, "run_bench", fake_bench)
     monkeypatch.setattr("mmfuse.runs.command.predict_command", fake_predict)
     monkeypatch.setattr(mmfuse.experiment.command, "train_command", fake_train)
     monkeypatch.chdir(tmp_path)
     for i, arg in enumerate(argv[:-1]):  # a user's table is only fingerprinted here: any file will do
-        if arg == "--data":
+        if arg == "--data" and not Path(argv[i + 1]).is_absolute():  # (an absolute one: predict's, faked)
             (tmp_path / argv[i + 1]).write_text("label\n1\n")
+        if arg == "--base-dir":  # a folder the command checks exists
+            (tmp_path / argv[i + 1]).mkdir(parents=True, exist_ok=True)
     monkeypatch.setattr("mmfuse.data.download", lambda name, root=None: tmp_path, raising=False)
     monkeypatch.setattr("mmfuse.data.verify", lambda name, root=None: [], raising=False)
     if argv[:2] == ["data", "inspect"]:
@@ -80,7 +92,7 @@ def test_every_command_parses_and_its_settings_are_valid(line: str, tmp_path: Pa
         return
     assert cli.main(argv) == 0, line
     command = argv[0]
-    if command in ("train", "bench", "predict"):
+    if command in ("train", "bench", "predict", "serve", "export"):
         assert command in seen, f"{line}: the {command} entry point was not reached"
     if "--data" in argv and command in ("train", "bench"):
         path = str((tmp_path / argv[argv.index("--data") + 1]).resolve())

@@ -310,6 +310,14 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-rows", type=int, default=4096, help="rows read, predicted and written at a time "
                    "(default 4096)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ray = p.add_argument_group("on a Ray cluster (--executor ray: a Parquet file or folder in, a folder of Parquet "
+                               "files out, with an input_row column: each row's position in the input, to sort on)")
+    ray.add_argument("--executor", choices=("local", "ray"), default="local", help="local: this process (default); "
+                     "ray: Ray Data, a pool of actors that each load the model once")
+    ray.add_argument("--ray-address", metavar="ADDR", help="the Ray cluster (default: $RAY_ADDRESS, else a local "
+                     "Ray instance on this machine's CPUs)")
+    ray.add_argument("--ray-workers", type=int, metavar="N", help="actors predicting (default: from 1 up to the "
+                     "cluster's CPUs)")
     p.set_defaults(func=_run_predict)
 
 
@@ -318,7 +326,75 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     return predict_command(args.run, data=args.data, out=args.out, strategy=args.strategy,
                            id_column=args.id_column, explain=args.explain, strict=args.strict,
-                           base_dir=args.base_dir, batch_rows=args.batch_rows, progress=not args.no_progress)
+                           base_dir=args.base_dir, batch_rows=args.batch_rows, progress=not args.no_progress,
+                           executor=args.executor, ray_address=args.ray_address, ray_workers=args.ray_workers)
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a trained model over HTTP (POST /predict with JSON rows, GET /health)",
+        description="Serve a trained model: POST /predict takes {\"rows\": [{column: value, ...}, ...]} (or a bare "
+        "list of rows) with the training table's column names and answers one prediction per row, in order, "
+        "with the probabilities of `mmfuse predict` and its summary lines; GET /health describes the model. "
+        "Image, audio and .npy columns take paths under --base-dir or the file as base64. Concurrent requests "
+        "are coalesced into one model call of at most --max-batch-rows rows, waiting at most --max-wait-ms for "
+        "requests still arriving. Listens on 127.0.0.1 only unless --host says otherwise (no authentication).",
+    )
+    p.add_argument("run", help="a run folder (mmfuse train --out) or a bench folder (mmfuse bench --out)")
+    p.add_argument("--strategy", metavar="NAME", help="with a bench folder: the strategy (a fusion name or "
+                   "uni:<modality>; default: the recommended one), its lowest seed")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: every "
+                   "interface, with a warning)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: a free one, printed)")
+    p.add_argument("--base-dir", help="folder that image/audio/.npy paths in rows resolve against and must stay "
+                   "inside (default: none, paths are refused and files come as base64)")
+    p.add_argument("--max-batch-rows", type=int, default=256, help="most rows in one model call (default 256)")
+    p.add_argument("--max-wait-ms", type=float, default=2.0, help="most time a model call waits for requests "
+                   "still arriving to join it (default 2; a lone request is not delayed)")
+    p.add_argument("--max-request-rows", type=int, default=10_000, help="most rows in one request (default 10000)")
+    p.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body in MiB (default 64)")
+    p.add_argument("--threads", type=int, help="torch threads of the model's forward (default: auto, one for a "
+                   "small model, as mmfuse predict)")
+    p.set_defaults(func=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mmfuse.runs.serve import ServeSettings, serve_command
+
+    settings = ServeSettings(host=args.host, port=args.port,
+                             base_dir=Path(args.base_dir) if args.base_dir else None,
+                             max_batch_rows=args.max_batch_rows, max_wait_ms=args.max_wait_ms,
+                             max_request_rows=args.max_request_rows, max_body_mb=args.max_body_mb,
+                             threads=args.threads)
+    return serve_command(args.run, strategy=args.strategy, settings=settings)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a trained model (encoders, fusion, head) to ONNX or a torch.export program",
+        description="Write the tensor part of a trained model as an ONNX file (torch.onnx.export, dynamo) or a "
+        "torch.export program (.pt2), with a JSON sidecar (<out>.json: inputs, outputs, dynamic axes, class "
+        "names) and the run's preprocessing (<out>.preprocessor/). Inputs per modality: <m> (the batch), "
+        "<m>__present (b,) bool, and <m>__tokens (b, t) bool for sequence and audio modalities; outputs: logits "
+        "and probabilities (regression: prediction). A row with every modality missing gives NaN. See "
+        "mmfuse.runs.export.",
+    )
+    p.add_argument("run", help="a run folder (mmfuse train --out) or a bench folder (mmfuse bench --out)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the exported model: model.onnx or model.pt2")
+    p.add_argument("--format", choices=["onnx", "pt2"], help="default: from --out's suffix, else onnx")
+    p.add_argument("--strategy", metavar="NAME", help="with a bench folder: the strategy (a fusion name or "
+                   "uni:<modality>; default: the recommended one), its lowest seed")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from mmfuse.runs.export import export_command
+
+    return export_command(args.run, out=args.out, format=args.format, strategy=args.strategy)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -356,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_data(sub)
     _add_predict(sub)
+    _add_serve(sub)
+    _add_export(sub)
     return parser
 
 

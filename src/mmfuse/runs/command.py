@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from mmfuse.errors import ConfigError, DataError
 
@@ -39,23 +40,36 @@ def predict_command(
     base_dir: str | None = None,
     batch_rows: int = 4096,
     progress: bool = True,
+    executor: str = "local",
+    ray_address: str | None = None,
+    ray_workers: int | None = None,
 ) -> int:
     """Everything ``mmfuse predict`` does; returns the exit code.
 
     Without ``out`` the predictions go to standard output as CSV and the summary to
-    standard error, so the command can be piped.
+    standard error, so the command can be piped. ``executor="ray"``: on Ray Data
+    (:func:`mmfuse.runs.cluster.predict_on_ray`), ``out`` a folder.
     """
     from rich.console import Console
+    from rich.markup import escape
 
     from mmfuse.runs.predictor import load_run
-    from rich.markup import escape
 
     if batch_rows < 1:
         raise ConfigError(f"--batch-rows: expected a positive int, got {batch_rows}")
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor: expected 'local' or 'ray', got {executor!r}")
+    if executor != "ray" and (ray_address is not None or ray_workers is not None):
+        flag = "--ray-address" if ray_address is not None else "--ray-workers"
+        raise ConfigError(f"{flag} is for --executor ray (this run predicts in this process)")
     src = Path(data).expanduser()
     if not src.exists():
         raise DataError(f"--data {data}: no such file or folder")
     err = Console(stderr=True)
+    if executor == "ray":
+        return _predict_on_ray(err, run_path, src=src, out=out, strategy=strategy, id_column=id_column,
+                               explain=explain, strict=strict, base_dir=base_dir, batch_rows=batch_rows,
+                               progress=progress, address=ray_address, workers=ray_workers)
     run = load_run(run_path, strategy=strategy)
     err.print(f"[bold]mmfuse predict[/]: {escape(run.label)} ({run.task}) from {escape(str(run.bundle.folder))} "
               f"on {escape(str(src))}")
@@ -69,7 +83,13 @@ def predict_command(
     total = table_rows(src)
     show = progress and err.is_terminal
     if show:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         bar = Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                        console=err, transient=True)
@@ -94,4 +114,23 @@ def predict_command(
         err.print(f"metrics (the target column is present; not used as input): {shown}")
     if not to_stdout:
         print(f"predictions: {summary.out}")  # plain print: a path must not be wrapped
+    return 0
+
+
+def _predict_on_ray(err: Any, run_path: str, *, src: Path, out: str | None, strategy: str | None,
+                    id_column: str | None, explain: bool, strict: bool, base_dir: str | None, batch_rows: int,
+                    progress: bool, address: str | None, workers: int | None) -> int:
+    from rich.markup import escape
+
+    from mmfuse.runs.cluster import ROW_COLUMN, predict_on_ray
+
+    if out is None:
+        raise ConfigError("--executor ray: --out FOLDER is required (the predictions are a folder of Parquet files)")
+    err.print(f"[bold]mmfuse predict[/] on Ray: {escape(str(run_path))} on {escape(str(src))}")
+    summary = predict_on_ray(run_path, data=src, out=out, strategy=strategy, id_column=id_column, explain=explain,
+                             strict=strict, base_dir=base_dir, batch_rows=batch_rows, address=address,
+                             workers=workers, progress=progress and err.is_terminal)
+    for line in summary.lines():
+        err.print(escape(line))
+    print(f"predictions: {summary.out} (sort by {ROW_COLUMN} for the input's order)")
     return 0

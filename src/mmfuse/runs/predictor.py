@@ -279,11 +279,14 @@ class Run:
         return feat
 
     def _probabilities(self, logits: np.ndarray) -> np.ndarray:
+        from mmfuse.training.threads import torch_threads
+
         x = torch.from_numpy(logits)
-        if self.task in ("binary", "multiclass"):
-            return torch.softmax(x, dim=-1).numpy()
-        if self.task == "multilabel":
-            return torch.sigmoid(x).numpy()
+        with torch_threads(self.threads):  # a small op: the process's default threads only wait for each other
+            if self.task in ("binary", "multiclass"):
+                return torch.softmax(x, dim=-1).numpy()
+            if self.task == "multilabel":
+                return torch.sigmoid(x).numpy()
         raise MmfuseError("predict_proba: a regression model predicts values, not probabilities: use predict")
 
     # ------------------------------------------------------------------ public
@@ -313,6 +316,14 @@ class Run:
         for j, c in enumerate(self.class_names):
             frame[f"proba_{c}"] = prob[:, j].astype(np.float64)
         return frame
+
+    def export(self, path: str | os.PathLike[str], *, format: str | None = None) -> Any:
+        """Write the model's tensor part to ``path`` as ONNX or a ``torch.export`` program (``format``
+        ``onnx`` or ``pt2``; default from the suffix, else ``onnx``), with its sidecar and the
+        preprocessing beside it; returns the sidecar (:class:`mmfuse.runs.export.ExportInfo`)."""
+        from mmfuse.runs.export import export_run
+
+        return export_run(self, path, format=format)
 
     def embed(self, data: Any, **kwargs: Any) -> np.ndarray:
         """``(n, d)`` fused representation before the head (NaN rows: not predicted)."""
