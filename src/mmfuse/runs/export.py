@@ -593,13 +593,25 @@ def _onnx_bytes(traced: Traced) -> tuple[bytes, int]:
     except ImportError as e:
         raise MmfuseError(f"ONNX export needs the onnx and onnxscript packages (pip install 'mmfuse[export]'): "
                           f"{e}") from e
+    import logging
+    import warnings
+
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
+        # the exporter prints its progress, logs each registry entry it skips (torchvision's ops)
+        # and warns about torch's own deprecations: none of it is the user's to act on
+        quiet.setLevel(logging.ERROR)
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
             program = torch.onnx.export(traced.program, (), None, input_names=[t.name for t in traced.inputs],
                                         output_names=[t.name for t in traced.outputs], dynamo=True,
                                         external_data=False, verbose=False)
     except Exception as e:  # noqa: BLE001
         raise MmfuseError(f"cannot convert {traced.label} to ONNX: {_reason(e)}") from e
+    finally:
+        quiet.setLevel(level)
     proto = program.model_proto
     symbols = traced.axis_names
     values = [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]
