@@ -465,3 +465,23 @@ def test_an_interrupted_prediction_leaves_no_file(reviews: dict, review_run: Pat
                  "--batch-rows", "50"]) == 130
     assert "interrupted; no predictions file was written" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_a_first_batch_with_nothing_to_predict_keeps_the_columns(reviews: dict, review_run: Path, tmp_path: Path,
+                                                                 suffix: str) -> None:
+    """A batch whose rows all have every modality missing: the file keeps one schema (Parquet types
+    of empty columns, the explain columns of a strategy with weights)."""
+    new = pd.read_csv(reviews["new"]).iloc[:8].copy()
+    features = ["Title", "Review Text", "Age", "Positive Feedback Count", "Division Name", "Department Name",
+                "Class Name", "Clothing ID"]
+    new.loc[[0, 1], features] = None
+    path = tmp_path / "first_empty.csv"
+    new.to_csv(path, index=False)
+    out = tmp_path / f"p{suffix}"
+    assert main(["predict", str(review_run), "--data", str(path), "--out", str(out), "--batch-rows", "2",
+                 "--explain", "--id", "row_id"]) == 0
+    got = pd.read_parquet(out) if suffix == ".parquet" else pd.read_csv(out)
+    assert len(got) == 8 and got["row_id"].tolist() == new["row_id"].tolist()
+    assert got.loc[[0, 1], "proba_1"].isna().all() and got.loc[2:, "proba_1"].notna().all()
+    assert {"weight_tabular", "shapley_tabular"} <= set(got.columns)

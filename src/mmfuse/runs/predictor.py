@@ -422,9 +422,11 @@ class Run:
     @torch.inference_mode()
     def _weights(self, t: Any, mods: tuple[str, ...], rows: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
         """Per row and modality: the strategy's own modality weights, where it has them."""
-        if getattr(self.model, "fusion", None) is None or not len(rows):
+        if getattr(self.model, "fusion", None) is None or len(t) == 0:
             return {}
         n = len(t)
+        if not len(rows):  # nothing to predict here: the same columns as other batches, empty
+            return {m: np.full(n, np.nan) for m in mods} if self._gives_weights(t, mods) else {}
         got: dict[str, np.ndarray] = {}
         for start in range(0, len(rows), batch_size):
             idx = torch.from_numpy(rows[start:start + batch_size])
@@ -437,6 +439,19 @@ class Run:
             for i, m in enumerate(mods):
                 got.setdefault(m, np.full(n, np.nan))[rows[start:start + batch_size]] = w[:, i].float().cpu().numpy()
         return got
+
+    @torch.inference_mode()
+    def _gives_weights(self, t: Any, mods: tuple[str, ...]) -> bool:
+        """Whether the strategy exposes per-sample modality weights (asked once, on one row
+        with every modality present)."""
+        known = getattr(self, "_weights_known", None)
+        if known is None:
+            inputs = {m: x[:1].to(self.device) for m, x in t.inputs.items()}
+            masks = {m: torch.ones_like(k[:1]).to(self.device) for m, k in t.masks.items()}
+            _, info = self.model(inputs, masks, return_intermediates=True)
+            w = getattr(info, "modality_weights", None) if info is not None else None
+            known = self._weights_known = w is not None and w.dim() == 2 and w.shape[1] == len(mods)
+        return bool(known)
 
     # ------------------------------------------------------------------ files
     def predict_file(
@@ -460,7 +475,7 @@ class Run:
             raise DataError(f"{src}: no such file or folder")
         base = base_dir if base_dir is not None else (src if src.is_dir() else src.parent)
         summary = PredictSummary()
-        writer = _Writer(Path(out)) if out is not None else None
+        writer = _Writer(Path(out), multilabel=self.task == "multilabel") if out is not None else None
         all_logits, all_t = [], []
         first = 0
         try:
@@ -543,7 +558,7 @@ def _batches(src: Path, batch_rows: int) -> Iterator[pd.DataFrame]:
 class _Writer:
     """Predictions appended batch by batch to ``<out>.partial``, renamed to ``out`` at the end."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, *, multilabel: bool = False) -> None:
         suffix = out.suffix.lower()
         if suffix not in (".csv", ".parquet", ".pq"):
             raise ConfigError(f"--out {out}: expected a .csv or .parquet file")
@@ -552,6 +567,7 @@ class _Writer:
         out.parent.mkdir(parents=True, exist_ok=True)
         self._pq = None
         self._first = True
+        self._multilabel = multilabel
 
     def write(self, frame: pd.DataFrame) -> None:
         if self.parquet:
@@ -560,7 +576,16 @@ class _Writer:
 
             table = pa.Table.from_pandas(frame, preserve_index=False)
             if self._pq is None:
-                self._pq = pq.ParquetWriter(str(self.tmp), table.schema)
+                # a first batch with no predicted row has all-empty text columns, typed null by Arrow:
+                # give them the type later batches carry
+                def typed(f: Any) -> Any:
+                    if not pa.types.is_null(f.type):
+                        return f
+                    multi = f.name == "prediction" and self._multilabel
+                    return f.with_type(pa.list_(pa.string()) if multi else pa.string())
+
+                schema = pa.schema([typed(f) for f in table.schema], metadata=table.schema.metadata)
+                self._pq = pq.ParquetWriter(str(self.tmp), schema)
             self._pq.write_table(table.cast(self._pq.schema))
         else:
             frame = frame.copy()
