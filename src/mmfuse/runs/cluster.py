@@ -67,16 +67,12 @@ class ClusterSummary:
     out: Path | None = None
 
     def lines(self) -> list[str]:
-        lines = [f"rows: {self.rows}, predicted: {self.predicted}"
-                 + (f", not predicted (every modality missing): {self.rows - self.predicted}"
-                    if self.rows > self.predicted else "")]
-        lines.append(f"ray: {self.files_in} input files -> {self.files_out} output files, actors: {self.workers}; "
-                     f"sort by {ROW_COLUMN} for the input's order")
-        if self.extra_columns:
-            lines.append(f"ignored columns the model does not use: {', '.join(self.extra_columns)}")
-        if self.absent_columns:
-            lines.append(f"columns absent (their modality is missing in every row): {', '.join(self.absent_columns)}")
-        return lines
+        from mmfuse.runs.predictor import summary_lines
+
+        first, *rest = summary_lines(self.rows, self.predicted, extra_columns=self.extra_columns,
+                                     absent_columns=self.absent_columns)
+        return [first, f"ray: {self.files_in} input files -> {self.files_out} output files, actors: {self.workers}; "
+                       f"sort by {ROW_COLUMN} for the input's order", *rest]
 
 
 def parquet_files(src: Path) -> list[Path]:

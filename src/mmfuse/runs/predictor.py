@@ -35,7 +35,7 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,17 +78,24 @@ class PredictSummary:
         self.bad_files += len(t.bad_files)
 
     def lines(self) -> list[str]:
-        out = [f"rows: {self.rows}, predicted: {self.predicted}"
-               + (f", not predicted (every modality missing): {self.not_predicted}" if self.not_predicted else "")]
-        if self.extra_columns:
-            out.append(f"ignored columns the model does not use: {', '.join(self.extra_columns)}")
-        if self.absent_columns:
-            out.append(f"columns absent (their modality is missing in every row): {', '.join(self.absent_columns)}")
-        for k, v in self.counts.items():
-            out.append(f"{k}: {v} rows")
-        if self.bad_files:
-            out.append(f"unreadable files (their modality is missing in that row): {self.bad_files}")
-        return out
+        return summary_lines(self.rows, self.predicted, extra_columns=self.extra_columns,
+                             absent_columns=self.absent_columns, counts=self.counts, bad_files=self.bad_files)
+
+
+def summary_lines(rows: int, predicted: int, *, extra_columns: Sequence[str] = (), absent_columns: Sequence[str] = (),
+                  counts: Mapping[str, int] | None = None, bad_files: int = 0) -> list[str]:
+    """What a prediction found, one line each (``mmfuse predict``, the server, the Ray job)."""
+    out = [f"rows: {rows}, predicted: {predicted}"
+           + (f", not predicted (every modality missing): {rows - predicted}" if rows > predicted else "")]
+    if extra_columns:
+        out.append(f"ignored columns the model does not use: {', '.join(extra_columns)}")
+    if absent_columns:
+        out.append(f"columns absent (their modality is missing in every row): {', '.join(absent_columns)}")
+    for k, v in (counts or {}).items():
+        out.append(f"{k}: {v} rows")
+    if bad_files:
+        out.append(f"unreadable files (their modality is missing in that row): {bad_files}")
+    return out
 
 
 def resolve_run(path: str | os.PathLike[str], strategy: str | None = None) -> Path:

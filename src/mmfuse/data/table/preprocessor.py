@@ -83,21 +83,6 @@ class Transformed:
     def __len__(self) -> int:
         return int(self.usable.shape[0])
 
-    def summary(self) -> list[str]:
-        """One line per thing a user should know about these rows."""
-        lines = []
-        if self.extra_columns:
-            lines.append(f"ignored columns the model does not use: {', '.join(self.extra_columns)}")
-        if self.absent_columns:
-            lines.append(f"columns absent (their modality is missing in every row): {', '.join(self.absent_columns)}")
-        for what, n in self.counts.items():
-            lines.append(f"{what}: {n} rows")
-        if self.bad_files:
-            lines.append(f"unreadable files (their modality is missing in that row): {len(self.bad_files)}")
-        missing = int((~self.usable).sum())
-        if missing:
-            lines.append(f"rows with every modality missing (not predicted): {missing}")
-        return lines
 
 
 class TablePreprocessor:

@@ -46,6 +46,7 @@ __all__ = [
     "is_blank",
     "is_missing",
     "list_kinds",
+    "paths_ending",
     "register_kind",
     "resolve_path",
 ]
@@ -67,6 +68,12 @@ def is_blank(v: Any) -> bool:
 
 def is_arraylike(v: Any) -> bool:
     return isinstance(v, (list, tuple, np.ndarray))
+
+
+def paths_ending(values: pd.Series, extensions: tuple[str, ...]) -> bool:
+    """Every value is a string ending in one of ``extensions`` (case-insensitive): a column of file paths."""
+    items = values.tolist()
+    return bool(items) and all(isinstance(v, str) and v.strip().lower().endswith(extensions) for v in items)
 
 
 def resolve_path(value: str, base: Path) -> Path:

@@ -29,6 +29,7 @@ from mmfuse.data.table.kinds._base import (
     Raw,
     ReadContext,
     is_blank,
+    paths_ending,
     register_kind,
     resolve_path,
 )
@@ -184,8 +185,7 @@ class AudioBlock(Block):
 
 
 def _is_audio(values: pd.Series, options: Any) -> bool:
-    items = values.tolist()
-    return bool(items) and all(isinstance(v, str) and v.strip().lower().endswith(AUDIO_EXTENSIONS) for v in items)
+    return paths_ending(values, AUDIO_EXTENSIONS)
 
 
 register_kind(ColumnKind("audio", AudioBlock, _is_audio, priority=20,

@@ -28,6 +28,7 @@ from mmfuse.data.table.kinds._base import (
     ReadContext,
     is_arraylike,
     is_blank,
+    paths_ending,
     register_kind,
     resolve_path,
 )
@@ -201,9 +202,7 @@ def _is_embedding(values: pd.Series, options: Any) -> bool:
     items = values.tolist()
     if not items:
         return False
-    if all(is_arraylike(v) for v in items):
-        return True
-    return all(isinstance(v, str) and v.strip().lower().endswith(".npy") for v in items)
+    return all(is_arraylike(v) for v in items) or paths_ending(values, (".npy",))
 
 
 register_kind(ColumnKind("embedding", EmbeddingBlock, _is_embedding, priority=30,

@@ -26,6 +26,7 @@ from mmfuse.data.table.kinds._base import (
     Raw,
     ReadContext,
     is_blank,
+    paths_ending,
     register_kind,
     resolve_path,
 )
@@ -138,8 +139,7 @@ class ImageBlock(Block):
 
 
 def _is_image(values: pd.Series, options: Any) -> bool:
-    items = values.tolist()
-    return bool(items) and all(isinstance(v, str) and v.strip().lower().endswith(IMAGE_EXTENSIONS) for v in items)
+    return paths_ending(values, IMAGE_EXTENSIONS)
 
 
 register_kind(ColumnKind("image", ImageBlock, _is_image, priority=10,
