@@ -326,7 +326,8 @@ def _run_bench(
                   f"{len(runs) - len(todo)} already done), {n_failed} failed, {wall:.1f}s. "
                   f"Results: {escape(str(files['json']))}, {escape(str(files['csv']))}"
                   + (f"; report: {escape(str(files['report']))}" if files.get("report") else ""))
-    if len({r.dataset for r in records if r.ok}) == 1 and any(v.recommendation for v in found.values()):
+    if (len({r.dataset for r in records if r.ok}) == 1 and all(r.spec.data.name == "table" for r in records if r.ok)
+            and any(v.recommendation for v in found.values())):
         print(f"use the recommended model: mmfuse predict {store.root} --data NEW.csv --out predictions.csv")
     return BenchOutcome(out=store.root, runs=runs, records=records, summary=rows, ran=len(todo),
                         skipped=len(runs) - len(todo), trained=n_trained, failed=n_failed, files=files, wall_s=wall)

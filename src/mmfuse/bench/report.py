@@ -219,9 +219,13 @@ def _use_it(v: DatasetVerdict, records: Sequence[RunRecord], path: str | Path) -
         return ""
     seed, key = runs[0]
     folder = Path(path).parent
-    return (f"<p class='muted'>Use it: its run bundle (seed {seed}) is <code>models/{_e(key)}</code>; "
-            f"<code>mmfuse predict {_e(str(folder))} --data NEW.csv --out predictions.csv</code> predicts new rows "
-            f"with it (<code>--strategy NAME</code> for another strategy).</p>")
+    where = f"<p class='muted'>Use it: its run bundle (seed {seed}) is <code>models/{_e(key)}</code>"
+    one_table = (len({r.dataset for r in records if r.ok}) == 1
+                 and all(r.spec.data.name == "table" for r in records if r.ok))
+    if not one_table:  # predict reads new rows of a user's table, from a bench of that one table
+        return where + " (<code>mmfuse.load_run</code> loads it).</p>"
+    return (where + f"; <code>mmfuse predict {_e(str(folder))} --data NEW.csv --out predictions.csv</code> "
+            "predicts new rows with it (<code>--strategy NAME</code> for another strategy).</p>")
 
 
 def write_report(path: str | Path, rows: Sequence[SummaryRow], records: Sequence[RunRecord],
