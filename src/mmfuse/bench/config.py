@@ -387,7 +387,7 @@ def load_config(
     mapping), then ``data`` and ``flags`` (``None`` skipped: the flag was not given).
 
     Flags are BenchConfig fields, ``epochs`` (a training setting), and ``noise_scales``
-    (a measure setting). ``data``: a user table's settings from flags (``path`` from
+    and ``metric`` (measure settings: ``metric:`` in YAML, ``metric=NAME`` as a setting). ``data``: a user table's settings from flags (``path`` from
     ``--data``, ``target``, ``kinds``, ``split``, ...: only those given), merged over the
     YAML's ``data:`` section and ``data.<option>`` settings option by option. Table
     settings select the ``table`` dataset (see the module docstring).
@@ -406,7 +406,7 @@ def load_config(
         pairs = parse_overrides(settings) if not isinstance(settings, Mapping) else dict(settings)
         layers.append(("setting", flatten_settings(pairs)))
     flag_settings: dict[str, Any] = {}
-    for key in ("epochs", "noise_scales"):
+    for key in ("epochs", "noise_scales", "metric"):
         value = flags.pop(key, None)
         if value is not None:
             flag_settings[key] = value

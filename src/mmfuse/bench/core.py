@@ -131,6 +131,22 @@ def _check_fusion_options(config: BenchConfig, names: Sequence[str]) -> None:
         check_fusion_options(name, options)
 
 
+def _check_metric(config: BenchConfig, runs: Sequence[Any]) -> None:
+    """A ``metric`` that one of the datasets' tasks does not have: an error naming the dataset and
+    the metrics its task has, before the first run."""
+    if config.measure.metric in (None, "auto"):
+        return
+    from mmfuse.errors import ConfigError
+    from mmfuse.experiment import load_data
+    from mmfuse.training.metrics import choose_metric
+
+    for data in {r.spec.data.display: r.spec.data for r in runs}.values():
+        try:
+            choose_metric(config.measure.metric, load_data(data).task)
+        except ConfigError as exc:
+            raise BenchConfigError(f"dataset {data.display!r}: {exc}") from exc
+
+
 def _check_folder(store: ResultsStore, config: BenchConfig) -> None:
     """Refuse (without ``force``) a folder holding a comparison of other datasets."""
     store.check_writable()
@@ -222,6 +238,7 @@ def _run_bench(
                       models_dir=str(store.models), groups_of=_dataset_groups, skipped=skipped)
     if not runs:
         raise BenchConfigError("the grid is empty: no strategy and no unimodal baseline to run")
+    _check_metric(config, runs)
 
     finished = store.finished()
     todo = [r for r in runs if r.key not in finished]
@@ -320,7 +337,8 @@ def _run_bench(
     }
     files = write_outputs(config, rows, records, meta, found)
     n_failed = sum(1 for r in records if not r.ok)
-    print_summary(console, rows, found)
+    print_summary(console, rows, found, where=" and ".join(
+        str(files[k]) for k in ("csv", "report") if files.get(k)))
     wall = time.perf_counter() - t0
     console.print(f"{len(records)} runs ({len(todo)} now, of which {n_trained} trained; "
                   f"{len(runs) - len(todo)} already done), {n_failed} failed, {wall:.1f}s. "

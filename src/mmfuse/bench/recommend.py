@@ -1,26 +1,40 @@
 """Recommend a strategy for one dataset from its measured results.
 
-Shape legend: ``s`` seeds, ``n`` test samples.
+Shape legend: ``s`` seeds, ``n`` test samples, ``k`` classes.
 
-1. *Which strategies are as good as the best.* The best is the highest mean over
-   seeds of the main metric. Every other strategy is compared with it by a **paired
-   bootstrap over test samples and seeds**: each of ``num_bootstrap`` resamples draws
-   ``n`` test-sample indices and ``s`` seed indices with replacement, the same
-   indices for both strategies (samples and seeds are paired: the same test split and
-   the same seed numbers), and computes the difference of the mean per-sample score
-   (correctness 0/1 for accuracy). The one-sided p-value is the fraction of resamples
-   in which the other strategy is at least as good as the best. A strategy is *not
-   significantly worse* when that p-value is at least ``alpha`` (default 0.05). With
-   one seed the seed axis is not resampled.
-2. *Which of those to use.* Among the tied set, robustness first, then cost: keep
-   the strategies whose robustness (the lower of the worst missing-modality metric and
-   the noise metric that were measured) is within ``robust_tol`` of the most robust
-   tied one; among them take the fewest parameters (then the shortest train time).
-   Without robustness numbers, cost alone decides.
+1. *Which strategies are as good as the best.* The best is the best mean over seeds
+   of the ranking metric (``metric``: the bench's ``--metric``). Every other strategy
+   is compared with it by a **paired bootstrap over test samples and seeds**: each of
+   ``num_bootstrap`` resamples draws ``n`` test-sample indices and ``s`` seed indices
+   with replacement, the same indices for both strategies (samples and seeds are
+   paired: the same test split and the same seed numbers), and recomputes the metric
+   of each drawn seed on the drawn samples, averaged over the drawn seeds. A metric
+   that is a mean over samples (accuracy: correctness 0/1; R^2: its per-sample terms;
+   MAE) is the mean of ``sample_scores``; ``macro_f1`` is recomputed from each sample's
+   class and predicted class, ``auroc`` from each sample's class and probabilities.
+   The one-sided p-value is the fraction of resamples in which the other strategy is
+   at least as good as the best. A strategy is *not significantly worse* when that
+   p-value is at least ``alpha`` (default 0.05). With one seed the seed axis is not
+   resampled.
+2. *Which of those to use*, from what was measured, in this order:
+
+   a. a tied strategy that another tied one *dominates* (better on the metric's
+      mean, on robustness where both were measured, and on training time) is dropped:
+      a strategy worse on the metric, on robustness and on time is never preferred
+      for its fewer parameters;
+   b. robustness (the lower of the worst missing-modality metric and the noise
+      metric that were measured): keep those within ``robust_tol`` of the most robust;
+   c. measured cost, each in turn where every remaining strategy has it: training
+      time, then inference throughput, then training-step memory; keep those within
+      a factor ``cost_tol`` (1.2) of the best on it (measured times are noisy);
+   d. parameters last: the fewest.
 3. *What to say.* One or two sentences citing the numbers and the interaction
    diagnosis. When several strategies are tied the sentence says so and calls the
-   pick a choice by cost/robustness, never a win. A seed at or below ``chance`` is
-   named, so a mean cannot hide a run stuck at chance.
+   pick a choice among ties, never a win. Every adjective is true of the table:
+   "the most robust" only for the most robust tied strategy (else "among the most
+   robust", with the most robust named), "the fastest to train" only for the fastest
+   of the set it names, and so on. A seed at or below ``chance`` is named, so a mean
+   cannot hide a run stuck at chance.
 """
 
 from __future__ import annotations
@@ -44,13 +58,18 @@ class StrategyResult:
 
     Attributes:
         name: the strategy (as shown to the user).
-        seed_scores: main metric per seed, ``(s,)``.
+        seed_scores: the ranking metric per seed, ``(s,)``.
         sample_scores: ``(s, n)`` per-test-sample score per seed (correctness 0/1
             for accuracy), seeds in the same order for every strategy.
         params: trainable parameters.
         train_time_s: mean training time in seconds.
-        worst_missing: the lowest main metric with one modality missing, or None.
-        noise: the main metric under the noise corruption, or None.
+        worst_missing: the lowest metric with one modality missing, or None.
+        noise: the metric under the noise corruption, or None.
+        throughput_sps: test samples per second of the forward pass, or None.
+        memory_mb: training-step memory in MiB, or None.
+        predictions: ``(s, n)`` predicted class per seed and test sample (for ``macro_f1``).
+        probabilities: ``(s, n)`` probability of class 1 (binary) or ``(s, n, k)`` of
+            every class, per seed and test sample (for ``auroc``).
     """
 
     name: str
@@ -60,6 +79,10 @@ class StrategyResult:
     train_time_s: float
     worst_missing: float | None = None
     noise: float | None = None
+    throughput_sps: float | None = None
+    memory_mb: float | None = None
+    predictions: Sequence[Sequence[int]] | np.ndarray | None = None
+    probabilities: Sequence[Any] | np.ndarray | None = None
 
     def robustness(self) -> float | None:
         vals = [v for v in (self.worst_missing, self.noise) if v is not None]
@@ -115,6 +138,87 @@ def _p(p: float, num_bootstrap: int) -> str:
     return f"p < {1 / num_bootstrap:.2g}" if p == 0 else f"p = {p:.3f}"
 
 
+def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(order, starts, values)``: the samples sorted by ``keys``, where each run of equal
+    keys starts in that order, and its key."""
+    order = np.argsort(keys, kind="stable")
+    k = keys[order]
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    return order, starts, k[starts]
+
+
+def resampled_macro_f1(counts: np.ndarray, labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    """Macro-F1 of ``predictions`` against ``labels`` (``(n,)`` classes each) on resamples given
+    by ``counts`` (``(B, n)``: how many times each sample is drawn): per class ``c``,
+    ``F1_c = 2 TP_c / (2 TP_c + FP_c + FN_c)`` over the drawn samples, averaged over the
+    classes that occur in the drawn labels or predictions (as :func:`mmfuse.training.metrics.task_metrics`).
+    Returns ``(B,)``."""
+    labels, predictions = np.asarray(labels, dtype=np.int64), np.asarray(predictions, dtype=np.int64)
+    k = int(max(labels.max(), predictions.max())) + 1
+    order, starts, codes = _groups(labels * k + predictions)
+    conf = np.add.reduceat(counts[:, order], starts, axis=1)  # (B, g): drawn samples per (label, prediction)
+    t, p = codes // k, codes % k
+    tp = np.zeros((counts.shape[0], k))
+    fp = np.zeros_like(tp)
+    fn = np.zeros_like(tp)
+    for j in range(len(codes)):
+        if t[j] == p[j]:
+            tp[:, t[j]] += conf[:, j]
+        else:
+            fn[:, t[j]] += conf[:, j]
+            fp[:, p[j]] += conf[:, j]
+    den = 2 * tp + fp + fn
+    seen = den > 0
+    f1 = np.where(seen, 2 * tp / np.where(seen, den, 1), 0.0)
+    return f1.sum(axis=1) / np.maximum(seen.sum(axis=1), 1)
+
+
+def resampled_binary_auroc(counts: np.ndarray, positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """AUROC of ``scores`` for the 0/1 targets ``positive`` (``(n,)`` each) on resamples given by
+    ``counts`` (``(B, n)``): P(score of a drawn positive > score of a drawn negative), ties
+    counting 1/2, each sample weighted by how often it is drawn. NaN where a resample has
+    no positive or no negative. Returns ``(B,)``."""
+    positive = np.asarray(positive, dtype=bool)
+    order, starts, _ = _groups(np.asarray(scores, dtype=np.float64))
+    c = counts[:, order]
+    pos = np.add.reduceat(c * positive[order], starts, axis=1)  # (B, g) drawn positives per score value
+    neg = np.add.reduceat(c * ~positive[order], starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg  # drawn negatives with a lower score
+    n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = (pos * (below + 0.5 * neg)).sum(axis=1) / (n_pos * n_neg)
+    return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
+
+
+def resampled_auroc(counts: np.ndarray, labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """AUROC on resamples (``counts``, ``(B, n)``): of the class-1 probability ``(n,)`` for two
+    classes; for ``(n, k)`` probabilities the mean one-vs-rest AUROC over the classes with
+    both outcomes drawn (as :func:`mmfuse.training.metrics.task_metrics`). Returns ``(B,)``."""
+    labels = np.asarray(labels, dtype=np.int64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.ndim == 1:
+        return resampled_binary_auroc(counts, labels == 1, probabilities)
+    per = np.stack([resampled_binary_auroc(counts, labels == c, probabilities[:, c])
+                    for c in range(probabilities.shape[1])], axis=1)
+    with np.errstate(invalid="ignore"):
+        ok = ~np.isnan(per)
+        return np.where(ok.any(axis=1), np.where(ok, per, 0).sum(axis=1) / np.maximum(ok.sum(axis=1), 1), np.nan)
+
+
+def _statistic(metric: str, results: Sequence[StrategyResult], labels: np.ndarray | None) -> str:
+    """How the bootstrap recomputes ``metric``: ``mean`` of the sample scores, ``macro_f1`` or ``auroc``."""
+    if metric == "macro_f1" and all(r.predictions is not None for r in results) and labels is not None:
+        return "macro_f1"
+    if metric == "auroc" and all(r.probabilities is not None for r in results) and labels is not None:
+        return "auroc"
+    if metric in ("macro_f1", "auroc", "micro_f1", "map", "rmse"):
+        raise MmfuseError(f"metric {metric!r}: the significance test recomputes it on resampled test samples and "
+                          "needs each sample's class and the models' predictions"
+                          + (" (probabilities)" if metric == "auroc" else "") + "; they were not recorded "
+                          "(re-measure the runs with this version of mmfuse)")
+    return "mean"
+
+
 def recommend(
     results: Sequence[StrategyResult],
     *,
@@ -125,6 +229,9 @@ def recommend(
     num_bootstrap: int = 2000,
     seed: int = 0,
     metric: str = "accuracy",
+    higher_is_better: bool = True,
+    labels: Sequence[int] | np.ndarray | None = None,
+    cost_tol: float = 1.2,
 ) -> Recommendation:
     """Choose a strategy (see the module docstring).
 
@@ -139,7 +246,14 @@ def recommend(
             as equally robust.
         num_bootstrap: bootstrap resamples.
         seed: seed of the resampling.
-        metric: the main metric's name, for the sentence.
+        metric: the ranking metric's name: ``macro_f1`` and ``auroc`` are recomputed on
+            each resample from ``labels`` and each result's ``predictions`` /
+            ``probabilities``; any other is the mean of ``sample_scores``.
+        higher_is_better: the metric's direction (robustness is then in the same
+            direction; for a metric where lower is better it is not used).
+        labels: ``(n,)`` class of each test sample (for ``macro_f1`` and ``auroc``).
+        cost_tol: a measured cost (training time, throughput, memory) within this
+            factor of the best on it counts as equally cheap.
     """
     if not results:
         raise MmfuseError("results: expected at least one StrategyResult, got none")
@@ -148,6 +262,8 @@ def recommend(
         raise MmfuseError(f"results: expected distinct strategy names, got {names}")
     if not 0 < alpha < 1:
         raise MmfuseError(f"alpha: expected a level in (0, 1), got {alpha!r}")
+    if not cost_tol >= 1:
+        raise MmfuseError(f"cost_tol: expected a factor >= 1, got {cost_tol!r}")
     scores = {r.name: np.asarray(r.sample_scores, dtype=np.float64) for r in results}
     shape = scores[names[0]].shape
     for r in results:
@@ -157,70 +273,75 @@ def recommend(
                               f"{names[0]!r}, got {a.shape}")
         if len(r.seed_scores) != shape[0]:
             raise MmfuseError(f"{r.name}: seed_scores: expected {shape[0]} seeds, got {len(r.seed_scores)}")
+    lab = None if labels is None else np.asarray(labels, dtype=np.int64)
+    if lab is not None and lab.shape != (shape[1],):
+        raise MmfuseError(f"labels: expected ({shape[1]},) (one class per test sample), got {lab.shape}")
+    stat = _statistic(metric, results, lab)
+    sign = 1.0 if higher_is_better else -1.0
     by_name = {r.name: r for r in results}
     means = {r.name: float(np.mean(r.seed_scores)) for r in results}
-    best = max(names, key=lambda n: (means[n], -by_name[n].params))
+    best = max(names, key=lambda n: (sign * means[n], -by_name[n].params))
     s, n = shape
     rng = np.random.default_rng(seed)
     sample_idx = rng.integers(0, n, size=(num_bootstrap, n))
     seed_idx = rng.integers(0, s, size=(num_bootstrap, s)) if s > 1 else np.zeros((num_bootstrap, 1), dtype=np.int64)
+    # how often each seed is drawn per resample, as a weight: the resampled metric is the mean
+    # over the drawn seeds of each seed's metric on the drawn samples
+    seed_w = np.stack([(seed_idx == j).sum(axis=1) for j in range(s)], axis=1) / seed_idx.shape[1]  # (B, s)
 
-    def resampled(a: np.ndarray) -> np.ndarray:
-        per_seed_sample = a[seed_idx[:, :, None], sample_idx[:, None, :]]  # (B, s, n)
-        return per_seed_sample.mean(axis=(1, 2))
+    def resampled(r: StrategyResult) -> np.ndarray:
+        per_seed = np.empty((num_bootstrap, s))
+        for lo in range(0, num_bootstrap, 256):  # counts of a block of resamples: (b, n)
+            idx = sample_idx[lo:lo + 256]
+            b = idx.shape[0]
+            counts = np.bincount((np.arange(b)[:, None] * n + idx).ravel(), minlength=b * n).reshape(b, n)
+            counts = counts.astype(np.float64)
+            for j in range(s):
+                if stat == "macro_f1":
+                    per_seed[lo:lo + b, j] = resampled_macro_f1(counts, lab, np.asarray(r.predictions)[j])  # type: ignore[arg-type]
+                elif stat == "auroc":
+                    per_seed[lo:lo + b, j] = resampled_auroc(counts, lab, np.asarray(r.probabilities)[j])  # type: ignore[arg-type]
+                else:
+                    per_seed[lo:lo + b, j] = counts @ scores[r.name][j] / n
+        return (seed_w * per_seed).sum(axis=1)
 
-    boot_best = resampled(scores[best])
+    boot_best = resampled(by_name[best])
     p_values: dict[str, float] = {best: 1.0}
     for name in names:
         if name != best:
-            diff = boot_best - resampled(scores[name])
-            p_values[name] = float((diff <= 0).mean())
-    tied = tuple([best] + sorted((x for x in names if x != best and p_values[x] >= alpha), key=lambda x: -means[x]))
+            diff = sign * (boot_best - resampled(by_name[name]))
+            ok = ~np.isnan(diff)  # a resample without both classes has no AUROC
+            # a difference within rounding of 0 is "not better" (equal sums computed in two orders)
+            p_values[name] = float((diff[ok] <= 1e-12).mean()) if ok.any() else 1.0
+    tied = tuple([best] + sorted((x for x in names if x != best and p_values[x] >= alpha),
+                                 key=lambda x: -sign * means[x]))
     decisive = len(tied) == 1 and len(names) > 1
-
-    robust = {x: by_name[x].robustness() for x in tied}
-    known = [v for v in robust.values() if v is not None]
-    pool = list(tied)
-    if known:
-        top = max(known)
-        pool = [x for x in tied if robust[x] is not None and robust[x] >= top - robust_tol]
-    pick = min(pool, key=lambda x: (by_name[x].params, by_name[x].train_time_s))
+    pick, why = _choose(tied, by_name, means, sign, higher_is_better, robust_tol, cost_tol, metric)
 
     test = (f"paired bootstrap over test samples and seeds ({num_bootstrap} resamples, "
             f"one-sided, alpha={alpha})")
     p = by_name[pick]
     lead = f"{diagnosis[0].upper()}{diagnosis[1:]}; " if diagnosis else ""
-    rob = ""
-    if p.worst_missing is not None:
-        rob = f", keeps {p.worst_missing:.2f} with a modality missing"
-    if p.noise is not None:
-        rob += f", {p.noise:.2f} under noise"
+    rob = _robust_text(p)
     cost = f"{_params(p.params)} parameters, {p.train_time_s:.1f}s to train"
     if len(names) == 1:
-        sentence = f"{lead}only {pick} was run: {metric} {means[pick]:.3f} ({cost}{rob})."
+        sentence = f"{lead}only {pick} was run: {metric} {means[pick]:.3f} ({cost}{rob and ', ' + rob})."
     elif decisive:
-        runner = max((x for x in names if x != best), key=means.__getitem__)
+        runner = max((x for x in names if x != best), key=lambda x: sign * means[x])
         sentence = (f"{lead}{best} is significantly better than every other strategy: {metric} "
                     f"{means[best]:.3f} vs {means[runner]:.3f} for {runner} ({_p(p_values[runner], num_bootstrap)}); "
-                    f"use it ({cost}{rob}).")
+                    f"use it ({cost}{rob and ', ' + rob}).")
     else:
         others = ", ".join(x for x in tied)
-        why = []
-        if known and len(pool) < len(tied):
-            why.append("the most robust")
-        if len(pool) > 1 or not why:
-            why.append("the cheapest")
-        if pick == best:
-            frac = ""
-        else:
-            frac = f", {by_name[pick].params / max(1, by_name[best].params):.2g}x the parameters of {best}"
+        vs_best = "" if pick == best else (
+            f"; {best}'s {means[best]:.3f} is not significantly better ({_p(p_values[pick], num_bootstrap)})")
         sentence = (f"{lead}{len(tied)} strategies are not significantly worse than the best ({best}, "
-                    f"{metric} {means[best]:.3f}): {others}; among these ties, {pick} is "
-                    f"{' and '.join(why)} ({metric} {means[pick]:.3f}, {cost}{frac}{rob}).")
+                    f"{metric} {means[best]:.3f}): {others}; among these ties, {pick} ({metric} "
+                    f"{means[pick]:.3f}, {cost}) is {why}{vs_best}.")
     notes: list[str] = []
     if chance is not None:
         for r in results:
-            stuck = [i for i, v in enumerate(r.seed_scores) if v <= chance]
+            stuck = [i for i, v in enumerate(r.seed_scores) if sign * v <= sign * chance]
             if stuck:
                 notes.append(f"{r.name}: seed(s) {stuck} at or below chance ({chance:.3f})")
         stuck_pick = [x for x in notes if x.startswith(f"{pick}:")]
@@ -228,3 +349,100 @@ def recommend(
             sentence += f" Note: {stuck_pick[0]}."
     return Recommendation(best=best, tied=tied, pick=pick, decisive=decisive, means=means, p_values=p_values,
                           test=test, sentence=sentence, notes=tuple(notes))
+
+
+def _robust_text(r: StrategyResult) -> str:
+    parts = []
+    if r.worst_missing is not None:
+        parts.append(f"keeps {r.worst_missing:.2f} with a modality missing")
+    if r.noise is not None:
+        parts.append(f"{r.noise:.2f} under noise")
+    return ", ".join(parts)
+
+
+#: the measured costs of the tie-break, in order: (attribute, lower is better, how it is said, unit)
+_COSTS = (("train_time_s", True, "the fastest to train", "as fast to train as", "s"),
+          ("throughput_sps", False, "the fastest at inference", "as fast at inference as", " samples/s"),
+          ("memory_mb", True, "the lightest in training-step memory", "as light in training-step memory as",
+           " MiB"))
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.1f}" if abs(v) < 1e4 else f"{v:.3g}"
+
+
+def _choose(tied: Sequence[str], by_name: Mapping[str, StrategyResult], means: Mapping[str, float], sign: float,
+            higher_is_better: bool, robust_tol: float, cost_tol: float, metric: str) -> tuple[str, str]:
+    """The pick among ``tied`` and why, in words that are true of the numbers (module docstring, 2.)."""
+    def rob(x: str) -> float | None:
+        return by_name[x].robustness() if higher_is_better else None
+
+    def dominates(a: str, b: str) -> bool:
+        """a is better than b on the metric's mean, on robustness (where both have it) and on
+        training time."""
+        ra, rb = rob(a), rob(b)
+        pairs = [(sign * means[a], sign * means[b]), (-by_name[a].train_time_s, -by_name[b].train_time_s)]
+        if ra is not None and rb is not None:
+            pairs.append((ra, rb))
+        return all(u > v for u, v in pairs)
+
+    pool = [x for x in tied if not any(dominates(y, x) for y in tied if y != x)]
+    known = {x: r for x in pool if (r := rob(x)) is not None}
+    top_name = max(known, key=known.__getitem__) if known else None
+    if top_name is not None:
+        pool = [x for x in pool if x in known and known[x] >= known[top_name] - robust_tol]
+    robust_pool = list(pool)
+    steps: list[tuple[str, list[str]]] = []  # (cost attribute, the pool it chose from)
+    for attr, lower, *_ in _COSTS:
+        if len(pool) < 2:
+            break
+        vals = {x: getattr(by_name[x], attr) for x in pool}
+        if any(v is None for v in vals.values()):
+            continue
+        best_v = min(vals.values()) if lower else max(vals.values())
+        steps.append((attr, pool))
+        pool = [x for x in pool if (vals[x] <= best_v * cost_tol if lower else vals[x] * cost_tol >= best_v)]
+    pick = min(pool, key=lambda x: (by_name[x].params, by_name[x].train_time_s))
+
+    clauses: list[str] = []
+    beaten = [x for x in tied if x != pick and dominates(pick, x)]
+    if beaten:
+        on = f"{metric}, robustness and training time" if known else f"{metric} and training time"
+        times = ", ".join(f"{by_name[x].train_time_s:.1f}s for {x}" for x in beaten)
+        clauses.append(f"better than {', '.join(beaten)} on {on} ({by_name[pick].train_time_s:.1f}s to train "
+                       f"vs {times})")
+    if top_name is not None:
+        if known[pick] >= known[top_name]:
+            clauses.append(f"the most robust ({_robust_text(by_name[pick])})")
+        else:
+            clauses.append(f"among the most robust ({_robust_text(by_name[pick])}; within {robust_tol:g} of "
+                           f"{top_name}'s {known[top_name]:.2f})")
+    for i, (attr, before) in enumerate(steps):
+        lower, best_word, same_word, unit = next(c[1:] for c in _COSTS if c[0] == attr)
+        sgn = 1 if lower else -1
+        vals = {x: getattr(by_name[x], attr) for x in before}
+        if i == 0 and top_name is not None and len(robust_pool) > 1:
+            of = "of the equally robust, "
+        else:
+            of = "of those, " if clauses else ""
+        if sgn * vals[pick] <= min(sgn * v for v in vals.values()):
+            nxt = min((x for x in before if x != pick), key=lambda x: sgn * vals[x])
+            if vals[nxt] == vals[pick]:
+                clauses.append(f"{of}{same_word} {nxt} ({_fmt(vals[pick])}{unit})")
+            else:
+                clauses.append(f"{of}{best_word} ({_fmt(vals[pick])}{unit} vs {_fmt(vals[nxt])}{unit} for {nxt})")
+        else:
+            leader = min(before, key=lambda x: sgn * vals[x])
+            clauses.append(f"{of}within {cost_tol:g}x of {best_word.removeprefix('the ')} "
+                           f"({_fmt(vals[pick])}{unit} vs {_fmt(vals[leader])}{unit} for {leader})")
+    if len(pool) > 1:
+        nxt = min((x for x in pool if x != pick), key=lambda x: by_name[x].params)
+        of = "of those, " if clauses else ""
+        if by_name[nxt].params == by_name[pick].params:
+            clauses.append(f"{of}with as few parameters as {nxt}")
+        else:
+            clauses.append(f"{of}the one with the fewest parameters "
+                           f"({by_name[pick].params / max(1, by_name[nxt].params):.2g}x those of {nxt})")
+    if not clauses:
+        clauses.append("the best on the metric")
+    return pick, "; ".join(clauses)

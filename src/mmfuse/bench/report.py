@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mmfuse.bench.plots import Figure
-from mmfuse.bench.summary import SummaryRow, datasets_of
+from mmfuse.bench.summary import SummaryRow, datasets_of, other_metrics
 from mmfuse.bench.verdict import DatasetVerdict
 from mmfuse.experiment.results import RunRecord
 from mmfuse.io import atomic_write
@@ -86,9 +86,9 @@ def _summary_table(rows: Sequence[Mapping[str, Any]], dataset: str) -> str:
                            -sign * (r.score_mean if r.score_mean is not None else -sign * 1e9)))
     metric = rs[0].metric if rs else "score"
     best = next((r.best_unimodal for r in rs if r.best_unimodal), None)
-    second = next((k for k in ("macro_f1", "mae", "micro_f1") if any(k in r.metrics for r in rs)), None)
-    head = (f"<tr><th class='l'>model</th><th class='l'>training</th><th>seeds ok</th><th>{_e(metric)}</th>"
-            + (f"<th>{_e(second)}</th>" if second else "")
+    others = other_metrics(rs)  # e.g. macro-F1 and AUROC beside accuracy
+    head = (f"<tr><th class='l'>model</th><th class='l'>training</th><th>seeds ok</th><th>{_e(metric)} "
+            "(ranks)</th>" + "".join(f"<th>{_e(k)}</th>" for k in others)
             + "<th>gain vs best unimodal</th><th>params</th><th>train s</th>"
             "<th>samples/s</th><th>model MiB</th><th>worst missing</th><th>noise max</th></tr>")
     body = []
@@ -109,11 +109,13 @@ def _summary_table(rows: Sequence[Mapping[str, Any]], dataset: str) -> str:
             seeds = f"<span class='fail'>{seeds} ✗</span>"
         name = _e(r.model) + (" <span class='muted'>(best unimodal)</span>"
                                  if r.model == best and r.standard else "")
+        if r.majority_note():
+            name += f" <span class='fail'>⚠ {_e(r.majority_note())}</span>"
         body.append(
             f"<tr class='{' '.join(classes)}'><td class='l'>{name}</td>"
             f"<td class='l'>{_e(r.training)}</td>"
             f"<td>{seeds}</td><td>{_pm(r.score_mean, r.score_std)}</td>"
-            + (f"<td>{_pm(r.metrics.get(second), r.metrics_std.get(second))}</td>" if second else "")
+            + "".join(f"<td>{_pm(r.metrics.get(k), r.metrics_std.get(k))}</td>" for k in others)
             + f"{_gain(r.gain)}"
             f"<td>{fmt_si(r.params)}</td><td>{fmt_num(r.train_time_s, 1)}</td>"
             f"<td>{fmt_si(r.throughput_sps)}</td><td>{fmt_num(r.memory_mb, 1)}</td>"

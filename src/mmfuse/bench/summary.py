@@ -1,8 +1,9 @@
 """From run records to the comparison table: mean and spread over seeds, gain over the best unimodal baseline.
 
 One :class:`SummaryRow` per dataset x model x training variant. Scores are the
-task's main metric (accuracy for classification; see
-:func:`mmfuse.training.metrics.main_metric`). The *best unimodal baseline* of a dataset
+ranking metric of the measurements (``--metric``; by default the task's main metric,
+macro-F1 on a classification target whose majority class exceeds 70 %: see
+:func:`mmfuse.training.metrics.choose_metric`). The *best unimodal baseline* of a dataset
 is the unimodal model with the best mean score; every row's ``gain`` is how much
 better its mean score is than that baseline's (negative: fusion did not help), in the
 metric's own direction (for an error such as RMSE, a lower value is a positive gain).
@@ -13,13 +14,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from mmfuse.experiment.results import RunRecord
 
-__all__ = ["SummaryRow", "best_unimodal", "datasets_of", "mean_std", "summarize"]
+__all__ = ["METRIC_ORDER", "SummaryRow", "best_unimodal", "datasets_of", "mean_std", "other_metrics", "summarize"]
 
 
 def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
@@ -75,6 +77,8 @@ class SummaryRow:
     best_unimodal: str | None = None
     best_unimodal_score: float | None = None
     gain: float | None = None
+    majority_rate: float | None = None
+    one_class_seeds: int = 0
 
     @property
     def standard(self) -> bool:
@@ -89,6 +93,21 @@ class SummaryRow:
         if self.variant.startswith("balance:"):
             return f"balanced: {self.variant[8:]}"
         return "standard"
+
+    def majority_note(self, tol: float = 0.005) -> str | None:
+        """A phrase after the model's name for a classifier no better than the majority class
+        (its accuracy within ``tol`` of the test split's majority-class rate ``majority_rate``:
+        "is at the majority-class rate (0.82): it predicts one class"), or with seeds whose
+        every test prediction is one class (``one_class_seeds``); else None."""
+        if self.majority_rate is None or self.n_ok == 0:
+            return None
+        acc = self.metrics.get("accuracy")
+        at_rate = acc is not None and abs(acc - self.majority_rate) <= tol
+        one = ("predicts one class" if self.one_class_seeds == self.n_ok else
+               f"predicts one class in {self.one_class_seeds} of {self.n_ok} seeds" if self.one_class_seeds else "")
+        if at_rate:
+            return f"is at the majority-class rate ({self.majority_rate:.2f})" + (f": it {one}" if one else "")
+        return one or None
 
     def better(self, a: float, b: float) -> bool:
         """``a`` is better than ``b`` in this row's metric."""
@@ -147,6 +166,8 @@ def summarize(records: Sequence[RunRecord]) -> list[SummaryRow]:
             noise={k: {s: _mean(m.noise.get(k, {}).get(s) for m in ms) for s in scales} for k in noise_mods},
             probe={k: _mean(m.probe.get(k) for m in ms if m.probe is not None)
                    for k in sorted({k for m in ms if m.probe is not None for k in m.probe})},
+            majority_rate=next((_majority(m.sample_labels) for m in ms if m.sample_labels), None),
+            one_class_seeds=sum(1 for m in ms if m.sample_predictions and len(set(m.sample_predictions)) == 1),
         ))
 
     best = best_unimodal(rows)
@@ -160,6 +181,23 @@ def summarize(records: Sequence[RunRecord]) -> list[SummaryRow]:
             diff = row.score_mean - ref.score_mean
             row.gain = diff if row.higher_is_better else -diff
     return rows
+
+
+#: the order in which tables show the metrics beside the ranking one
+METRIC_ORDER = ("accuracy", "macro_f1", "auroc", "micro_f1", "map", "rmse", "mae", "r2")
+
+
+def other_metrics(rows: Sequence[SummaryRow]) -> list[str]:
+    """The test metrics of ``rows`` other than their ranking metric (``rows[0].metric``), in
+    :data:`METRIC_ORDER`: e.g. macro-F1 and AUROC beside accuracy."""
+    present = {k for r in rows for k, v in r.metrics.items() if v is not None}
+    ranked = rows[0].metric if rows else None
+    return [k for k in METRIC_ORDER if k in present and k != ranked]
+
+
+def _majority(labels: Sequence[int]) -> float:
+    """The share of the most frequent class in ``labels`` (non-empty)."""
+    return max(Counter(labels).values()) / len(labels)
 
 
 def datasets_of(rows: Sequence[SummaryRow]) -> list[str]:

@@ -27,7 +27,7 @@ from mmfuse.experiment.results import RunRecord
 from mmfuse.experiment.specs import DataSpec, stable_hash
 from mmfuse.io import atomic_write
 
-__all__ = ["DatasetVerdict", "Skipped", "diagnose", "verdicts"]
+__all__ = ["DatasetVerdict", "Skipped", "diagnose", "majority_sentence", "verdicts"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class DatasetVerdict:
     diagnosis: InteractionDiagnosis | None = None
     skipped: list[Skipped] = field(default_factory=list)
     problem: str | None = None
+    majority: str | None = None
 
     def sentences(self) -> str:
         """The recommendation and the diagnosis, in plain words."""
@@ -56,8 +57,11 @@ class DatasetVerdict:
             parts.append(self.recommendation.sentence)
         elif self.problem:
             parts.append(f"No recommendation: {self.problem}.")
-        if self.diagnosis is not None and (self.recommendation is None or "dominat" not in self.recommendation.sentence):
+        if self.diagnosis is not None and (self.recommendation is None or self.diagnosis.sentence().lower()
+                                           not in self.recommendation.sentence.lower()):
             parts.append(f"Interactions in the data: {self.diagnosis.sentence()}.")
+        if self.majority:
+            parts.append(self.majority)
         for s in self.skipped:
             parts.append(f"{s.model} was not run: {s.reason}")
         return " ".join(parts)
@@ -67,7 +71,7 @@ class DatasetVerdict:
                 "recommendation": self.recommendation.to_json() if self.recommendation else None,
                 "diagnosis": self.diagnosis.to_json() if self.diagnosis else None,
                 "skipped": [{"model": s.model, "reason": s.reason} for s in self.skipped],
-                "problem": self.problem}
+                "problem": self.problem, "majority": self.majority}
 
 
 def diagnose(data: DataSpec, folder: str | Path) -> InteractionDiagnosis | None:
@@ -97,10 +101,18 @@ def diagnose(data: DataSpec, folder: str | Path) -> InteractionDiagnosis | None:
     return result
 
 
+def _ranked_by(metric: str) -> tuple[str, bool]:
+    """The metric the test compares and its direction: a regression ranked by RMSE is compared
+    through R^2 (the same order on one test split; the measurement keeps R^2's per-sample terms)."""
+    from mmfuse.training.metrics import HIGHER_IS_BETTER
+
+    return ("r2", True) if metric == "rmse" else (metric, HIGHER_IS_BETTER.get(metric, True))
+
+
 def _strategy_results(records: Sequence[RunRecord], rows: Mapping[str, SummaryRow]) -> list[StrategyResult]:
-    """One StrategyResult per fusion, over the seeds every fusion has. A metric where lower
-    is better (a regression's RMSE) is compared through R^2, whose per-sample terms the
-    measurement keeps; robustness is then left out (it is measured in RMSE)."""
+    """One StrategyResult per fusion, over the seeds every fusion has, in the measurements'
+    metric (see :func:`_ranked_by`); robustness only where that metric is the one measured
+    and higher is better."""
     by_model: dict[str, dict[int, RunRecord]] = {}
     for r in records:
         if r.ok and r.measurement is not None and r.measurement.sample_scores is not None:
@@ -113,22 +125,42 @@ def _strategy_results(records: Sequence[RunRecord], rows: Mapping[str, SummaryRo
     out = []
     for name, recs in by_model.items():
         row = rows.get(name)
-        higher = recs[seeds[0]].measurement.higher_is_better  # type: ignore[union-attr]
+        ms = [recs[s].measurement for s in seeds]
+        key, higher = _ranked_by(ms[0].metric)  # type: ignore[union-attr]
+        robust = higher and key == ms[0].metric  # type: ignore[union-attr]
         noise = None
-        if row is not None and row.noise_mean and higher:
+        if row is not None and row.noise_mean and robust:
             noise = row.noise_mean[max(row.noise_mean, key=float)]
-        key = None if higher else "r2"
+        preds = [m.sample_predictions for m in ms]  # type: ignore[union-attr]
+        probs = [m.sample_probabilities for m in ms]  # type: ignore[union-attr]
+        ts = [recs[s].training for s in seeds]
         out.append(StrategyResult(
             name=name,
-            seed_scores=[float(recs[s].measurement.score if key is None  # type: ignore[union-attr, arg-type]
-                               else recs[s].measurement.metrics[key]) for s in seeds],  # type: ignore[union-attr]
-            sample_scores=[recs[s].measurement.sample_scores for s in seeds],  # type: ignore[union-attr, misc]
-            params=int(recs[seeds[0]].training.params),  # type: ignore[union-attr]
-            train_time_s=sum(recs[s].training.train_time_s for s in seeds) / len(seeds),  # type: ignore[union-attr]
-            worst_missing=row.missing_worst if row is not None and higher else None,
+            seed_scores=[float(m.metrics[key]) for m in ms],  # type: ignore[union-attr]
+            sample_scores=[m.sample_scores for m in ms],  # type: ignore[union-attr, misc]
+            params=int(ts[0].params),  # type: ignore[union-attr]
+            train_time_s=sum(t.train_time_s for t in ts) / len(ts),  # type: ignore[union-attr]
+            worst_missing=row.missing_worst if row is not None and robust else None,
             noise=noise,
+            throughput_sps=row.throughput_sps if row is not None else None,
+            memory_mb=row.memory_mb if row is not None else None,
+            predictions=preds if all(p is not None for p in preds) else None,
+            probabilities=probs if all(p is not None for p in probs) else None,
         ))
     return out
+
+
+def _labels(records: Sequence[RunRecord]) -> list[int] | None:
+    """The test split's classes, as the measurements recorded them (the same for every run)."""
+    return next((r.measurement.sample_labels for r in records
+                 if r.ok and r.measurement is not None and r.measurement.sample_labels is not None), None)
+
+
+def majority_sentence(rows: Sequence[SummaryRow]) -> str | None:
+    """One sentence naming the standard-trained models no better than the majority class
+    (:meth:`~mmfuse.bench.summary.SummaryRow.majority_note`), or None."""
+    marked = [f"{r.model} {note}" for r in rows if r.standard and (note := r.majority_note())]
+    return f"Note: {'; '.join(marked)}." if marked else None
 
 
 def verdicts(
@@ -151,8 +183,9 @@ def verdicts(
                  and r.spec.variant.value == "standard"]
         row_of = {row.model: row for row in rows if row.dataset == ds and row.standard}
         results = _strategy_results(fused, row_of)
-        metric = next((r.measurement.metric if r.measurement.higher_is_better else "r2"
-                       for r in fused if r.measurement is not None), "accuracy")
+        metric, higher = _ranked_by(next((r.measurement.metric for r in fused if r.measurement is not None),
+                                         "accuracy"))
+        v.majority = majority_sentence([row for row in rows if row.dataset == ds])
         one = [s for s in v.skipped if s.reason.startswith("the data has one modality")]
         if not results and one:
             v.problem = (f"{one[0].reason}: the unimodal baseline is the model (give the table another "
@@ -161,7 +194,8 @@ def verdicts(
             v.problem = "no fusion has per-sample test scores (failed runs, or a task without them)"
         else:
             try:
-                v.recommendation = recommend(results, diagnosis=diag.sentence() if diag else None, metric=metric)
+                v.recommendation = recommend(results, diagnosis=diag.sentence() if diag else None, metric=metric,
+                                             higher_is_better=higher, labels=_labels(fused))
             except Exception as exc:  # noqa: BLE001 - the report says why there is none
                 v.problem = f"{type(exc).__name__}: {exc}"
         out[ds] = v

@@ -144,10 +144,19 @@ class Measurement:
         shapley: each modality's Shapley value for the main metric and each pair's
             interaction index, on the test samples with every modality present
             (:func:`mmfuse.bench.attribution.modality_shapley`), when asked for.
-        sample_scores: each test sample's score (1/0 correct for classification), in
-            test order, when asked for.
+        sample_scores: each test sample's score (1/0 correct for classification; for
+            regression the term ``1 - e^2 / var`` whose mean is R^2, or the absolute
+            error when ``metric`` is ``mae``), in test order, when asked for.
         probe: per modality, the test accuracy of a linear probe on its encoder's
             output inside the fused model, when asked for.
+        sample_labels, sample_predictions: each test sample's class and the model's
+            predicted class (its argmax), in test order, with ``sample_scores`` for a
+            ``binary``/``multiclass`` task: a metric that is not a mean over samples
+            (macro-F1) is recomputed from them on every resample of the significance test,
+            and they tell a model that predicts one class.
+        sample_probabilities: the model's probability of class 1 per test sample for a
+            ``binary`` task; for ``multiclass`` only when ``metric`` is ``auroc``, every
+            class's probability per sample (``(n, k)``); rounded to 4 decimals.
     """
 
     metric: str
@@ -165,6 +174,9 @@ class Measurement:
     shapley: dict[str, Any] | None = None
     sample_scores: list[float] | None = None
     probe: dict[str, float] | None = None
+    sample_labels: list[int] | None = None
+    sample_predictions: list[int] | None = None
+    sample_probabilities: list[float] | list[list[float]] | None = None
 
     def __post_init__(self) -> None:
         def number(v: Any, what: str, none: bool = False) -> None:

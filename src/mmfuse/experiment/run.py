@@ -285,7 +285,12 @@ def measure(trained: TrainedRun, config: MeasureConfig) -> Measurement:
 
     model, splits = trained.model.eval(), trained.splits
     test = splits.test
-    metric, higher = main_metric_of(splits.task)
+    if config.metric is None:  # a record from before the metric setting
+        metric, higher = main_metric_of(splits.task)
+    else:
+        from mmfuse.training.metrics import choose_metric
+
+        metric, higher = choose_metric(config.metric, splits.task, splits.train.labels)
     clean = evaluate(model, test)
     errors: dict[str, str] = {}
 
@@ -332,17 +337,28 @@ def measure(trained: TrainedRun, config: MeasureConfig) -> Measurement:
         except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
             errors["attribution"] = f"{type(exc).__name__}: {exc}"
     sample_scores = None
+    per_sample: dict[str, Any] = {}
     if config.sample_scores and splits.task in ("binary", "multiclass", "regression"):
         from mmfuse.training.metrics import predict_logits
 
         out = predict_logits(model, test)
         if splits.task == "regression":
-            # 1 - e^2 / var per sample: its mean over the test split is R^2 (averaged over targets)
-            y = test.labels.float()
-            var = y.var(dim=0, unbiased=False).clamp_min(1e-12)
-            sample_scores = (1 - ((out - y) ** 2 / var)).mean(dim=1).tolist()
+            y = test.labels.float().reshape(out.shape)
+            if metric == "mae":  # |e| per sample (mean over targets): its mean is the MAE
+                sample_scores = (out - y).abs().mean(dim=1).tolist()
+            else:
+                # 1 - e^2 / var per sample: its mean over the test split is R^2 (averaged over targets)
+                var = y.var(dim=0, unbiased=False).clamp_min(1e-12)
+                sample_scores = (1 - ((out - y) ** 2 / var)).mean(dim=1).tolist()
         else:
-            sample_scores = (out.argmax(dim=-1) == test.labels).float().tolist()
+            pred = out.argmax(dim=-1)
+            sample_scores = (pred == test.labels).float().tolist()
+            per_sample = {"sample_labels": test.labels.long().tolist(), "sample_predictions": pred.tolist()}
+            probs = torch.softmax(out.double(), dim=-1)
+            if splits.task == "binary":
+                per_sample["sample_probabilities"] = torch.round(probs[:, 1], decimals=4).tolist()
+            elif metric == "auroc":
+                per_sample["sample_probabilities"] = torch.round(probs, decimals=4).tolist()
 
     probe = None
     if config.probe and fused and splits.task in ("binary", "multiclass"):
@@ -374,6 +390,7 @@ def measure(trained: TrainedRun, config: MeasureConfig) -> Measurement:
         shapley=shapley,
         sample_scores=sample_scores,
         probe=probe,
+        **per_sample,
     )
 
 

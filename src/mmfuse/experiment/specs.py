@@ -315,6 +315,12 @@ class MeasureConfig:
         probe: the accuracy of each modality inside a fused model: a linear probe on
             its encoder's frozen output, fitted on the train split
             (:func:`mmfuse.training.balance.modality_probe_accuracy`).
+        metric: the metric that scores, ranks and tests the models (and in which the
+            robustness and attribution are measured): a name of
+            :func:`mmfuse.training.metrics.metric_names` or ``"auto"`` (the task's main
+            metric, macro-F1 on a classification target whose majority class exceeds 70 %:
+            :func:`mmfuse.training.metrics.choose_metric`). ``None`` is how records written
+            before this setting existed read: the task's main metric.
     """
 
     noise_scales: tuple[float, ...] = (0.5, 1.0, 2.0)
@@ -324,8 +330,15 @@ class MeasureConfig:
     attribution: bool = True
     sample_scores: bool = True
     probe: bool = False
+    metric: str | None = "auto"
 
     def __post_init__(self) -> None:
+        from mmfuse.training.metrics import HIGHER_IS_BETTER
+
+        if self.metric is not None and self.metric != "auto" and self.metric not in HIGHER_IS_BETTER:
+            raise ConfigError(f"metric: expected 'auto' or one of {list(HIGHER_IS_BETTER)} (which of them a task "
+                              f"has: accuracy, macro_f1, auroc for classification; micro_f1, macro_f1, map for "
+                              f"multilabel; rmse, mae, r2 for regression), got {self.metric!r}")
         scales = self.noise_scales
         if isinstance(scales, (int, float)) and not isinstance(scales, bool):
             scales = (scales,)
@@ -345,11 +358,14 @@ class MeasureConfig:
     def to_json(self) -> dict[str, Any]:
         return {"noise_scales": list(self.noise_scales), "intermediates_samples": self.intermediates_samples,
                 "throughput_batch": self.throughput_batch, "missing": self.missing,
-                "attribution": self.attribution, "sample_scores": self.sample_scores, "probe": self.probe}
+                "attribution": self.attribution, "sample_scores": self.sample_scores, "probe": self.probe,
+                # left out when None, so the keys of records written before the setting stay theirs
+                **({"metric": self.metric} if self.metric is not None else {})}
 
     @classmethod
     def from_json(cls, data: Any) -> MeasureConfig:
         d = fields_of(cls, data, "measure")
+        d.setdefault("metric", None)  # a record from before the setting: the task's main metric
         if "noise_scales" in d:
             d["noise_scales"] = tuple(d["noise_scales"])
         return cls(**d)

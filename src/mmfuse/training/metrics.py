@@ -29,9 +29,11 @@ __all__ = [
     "BatchView",
     "average_precision",
     "binary_auroc",
+    "choose_metric",
     "evaluate",
     "iter_batches",
     "main_metric",
+    "majority_rate",
     "metric_names",
     "predict_logits",
     "task_metrics",
@@ -269,6 +271,48 @@ _METRIC_NAMES = {
     "multilabel": ("micro_f1", "macro_f1", "map"),
     "regression": ("rmse", "mae", "r2"),
 }
+
+#: above this share of the training rows in one class, ``auto`` ranks by macro-F1 (see :func:`choose_metric`)
+IMBALANCED_MAJORITY = 0.70
+
+
+def majority_rate(labels: Tensor) -> float:
+    """The share of the most frequent class among ``(n,)`` class indices (the accuracy of
+    always predicting that class); NaN when ``labels`` is empty."""
+    labels = torch.as_tensor(labels).reshape(-1).long()
+    if labels.numel() == 0:
+        return float("nan")
+    return float(torch.bincount(labels).max()) / labels.numel()
+
+
+def choose_metric(requested: str | None, task: str, train_labels: Tensor | None = None) -> tuple[str, bool]:
+    """``(name, higher_is_better)`` of the metric that ranks models on a ``task``.
+
+    ``requested`` is a name of :func:`metric_names` (a :class:`~mmfuse.errors.ConfigError`
+    listing them otherwise), or ``"auto"``/``None``: :func:`main_metric`, except for a
+    ``binary`` or ``multiclass`` task whose majority class holds more than
+    :data:`IMBALANCED_MAJORITY` (70 %) of ``train_labels``, which is ranked by ``macro_f1``.
+    Why macro-F1 there and not AUROC: on such a target a model that always predicts the
+    majority class keeps the majority rate in accuracy (0.82 on an 82/18 target), while
+    its macro-F1 is at most ``p / (1 + p)`` for ``k = 2`` (the majority class's F1
+    ``2p / (1 + p)`` averaged with 0): macro-F1 scores the decisions the model makes (its
+    argmax, what ``mmfuse predict`` outputs) and weighs every class equally. AUROC only
+    scores how the outputs rank the samples: it is blind to a model whose decisions never
+    pick the minority class, and beyond two classes it is a one-vs-rest average that needs
+    every class's probability of every sample for its significance test.
+    """
+    from mmfuse.errors import ConfigError
+
+    names = metric_names(task)
+    if requested in (None, "auto"):
+        name, higher = main_metric(task)
+        if task in ("binary", "multiclass") and train_labels is not None:
+            if majority_rate(train_labels) > IMBALANCED_MAJORITY:
+                name, higher = "macro_f1", True
+        return name, higher
+    if requested not in names:
+        raise ConfigError(f"metric: expected one of {[*names, 'auto']} for a {task} task, got {requested!r}")
+    return requested, HIGHER_IS_BETTER[requested]
 
 
 @torch.no_grad()
