@@ -361,14 +361,15 @@ def _robust_text(r: StrategyResult) -> str:
 
 
 #: the measured costs of the tie-break, in order: (attribute, lower is better, how it is said, unit)
-_COSTS = (("train_time_s", True, "the fastest to train", "as fast to train as", "s"),
-          ("throughput_sps", False, "the fastest at inference", "as fast at inference as", " samples/s"),
+_COSTS = (("train_time_s", True, "the fastest to train", "as fast to train as", "training time", "s"),
+          ("throughput_sps", False, "the fastest at inference", "as fast at inference as", "inference speed",
+           " samples/s"),
           ("memory_mb", True, "the lightest in training-step memory", "as light in training-step memory as",
-           " MiB"))
+           "memory", " MiB"))
 
 
 def _fmt(v: float) -> str:
-    return f"{v:.1f}" if abs(v) < 1e4 else f"{v:.3g}"
+    return f"{v:.1f}" if abs(v) < 1e4 else f"{v / 1e3:.0f}k" if abs(v) < 1e7 else f"{v:.3g}"
 
 
 def _choose(tied: Sequence[str], by_name: Mapping[str, StrategyResult], means: Mapping[str, float], sign: float,
@@ -417,14 +418,17 @@ def _choose(tied: Sequence[str], by_name: Mapping[str, StrategyResult], means: M
         else:
             clauses.append(f"among the most robust ({_robust_text(by_name[pick])}; within {robust_tol:g} of "
                            f"{top_name}'s {known[top_name]:.2f})")
-    for i, (attr, before) in enumerate(steps):
-        lower, best_word, same_word, unit = next(c[1:] for c in _COSTS if c[0] == attr)
+    near: list[str] = []  # costs on which the pick is not the best but within cost_tol of it
+    for attr, before in steps:
+        lower, best_word, same_word, noun, unit = next(c[1:] for c in _COSTS if c[0] == attr)
         sgn = 1 if lower else -1
         vals = {x: getattr(by_name[x], attr) for x in before}
-        if i == 0 and top_name is not None and len(robust_pool) > 1:
+        if not clauses:
+            of = ""
+        elif top_name is not None and len(robust_pool) > 1 and len(clauses) == 1 + bool(beaten):
             of = "of the equally robust, "
         else:
-            of = "of those, " if clauses else ""
+            of = "of those, "
         if sgn * vals[pick] <= min(sgn * v for v in vals.values()):
             nxt = min((x for x in before if x != pick), key=lambda x: sgn * vals[x])
             if vals[nxt] == vals[pick]:
@@ -433,8 +437,12 @@ def _choose(tied: Sequence[str], by_name: Mapping[str, StrategyResult], means: M
                 clauses.append(f"{of}{best_word} ({_fmt(vals[pick])}{unit} vs {_fmt(vals[nxt])}{unit} for {nxt})")
         else:
             leader = min(before, key=lambda x: sgn * vals[x])
-            clauses.append(f"{of}within {cost_tol:g}x of {best_word.removeprefix('the ')} "
-                           f"({_fmt(vals[pick])}{unit} vs {_fmt(vals[leader])}{unit} for {leader})")
+            near.append(f"{noun} ({_fmt(vals[pick])}{unit} vs {_fmt(vals[leader])}{unit} for {leader})")
+    if near:
+        of = "of the equally robust, " if top_name is not None and len(robust_pool) > 1 and \
+            len(clauses) == 1 + bool(beaten) else "of those, " if clauses else ""
+        listed = near[0] if len(near) == 1 else ", ".join(near[:-1]) + " and " + near[-1]
+        clauses.append(f"{of}within {cost_tol:g}x of the best on {listed}")
     if len(pool) > 1:
         nxt = min((x for x in pool if x != pick), key=lambda x: by_name[x].params)
         of = "of those, " if clauses else ""
