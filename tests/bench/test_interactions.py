@@ -76,3 +76,27 @@ def test_synthetic_task_dominant_term(task: str) -> None:
     if task == "uniqueness":
         p = d.pairs["x0|x1"]
         assert p.unique1 > 5 * p.unique2
+
+
+@pytest.mark.parametrize(("r", "u", "s", "says"), [
+    (0.00, 0.01, 0.02, "no interaction term stands out: all are below 0.05 bits"),  # "Synergy dominates (S 0.02)"
+    (0.01, 0.02, 0.41, "synergy dominates"),
+    (0.02, 0.08, 0.12, "no interaction term stands out ("),  # above the floor but not twice the next
+    (0.30, 0.15, 0.01, "redundancy dominates"),  # exactly twice the next
+])
+def test_a_term_dominates_only_clearly_and_above_the_floor(r: float, u: float, s: float, says: str) -> None:
+    from mmfuse.bench.interactions import STANDS_OUT_FLOOR, STANDS_OUT_RATIO
+    from mmfuse.bench.verdict import DatasetVerdict
+
+    assert (STANDS_OUT_FLOOR, STANDS_OUT_RATIO) == (0.05, 2.0)  # the values README documents
+    d = InteractionDiagnosis("x", {}, "synergy", "joint", {"redundancy": r, "uniqueness": u, "synergy": s})
+    text = d.sentence()
+    assert text.startswith(says), text
+    assert ("dominates" in text) == ("dominates" in says)
+    assert f"R {r:.2f}, U {u:.2f}, S {s:.2f} bits" in text
+    # the verdict says the diagnosis once, whether it leads the recommendation or not
+    from mmfuse.bench.recommend import StrategyResult, recommend
+
+    rec = recommend([StrategyResult("early", [0.9], np.ones((1, 10)), 10, 1.0)], diagnosis=text)
+    assert DatasetVerdict("x", recommendation=rec, diagnosis=d).sentences().lower().count(text.lower()) == 1
+    assert DatasetVerdict("x", diagnosis=d).sentences().count(text) == 1

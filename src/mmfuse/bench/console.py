@@ -97,33 +97,34 @@ def _columns(std: Sequence[SummaryRow], mdrop: Mapping[str, SummaryRow], best: s
     return cols
 
 
-def _table(title: str, cols: Sequence[tuple[int, str, list[str]]]) -> Table:
+def _table(title: str, cols: Sequence[tuple[int, str, list[str]]], model_width: int | None = None) -> Table:
     t = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
     for _, header, _cells in cols:
-        # model names wrap when the console is narrow; numbers and headers never do
-        t.add_column(header, justify="left" if header == "model" else "right", no_wrap=header != "model",
-                     overflow="fold")
+        # model names wrap (at model_width) when the console is narrow; numbers and headers never do
+        model = header == "model"
+        t.add_column(header, justify="left" if model else "right", no_wrap=not model, overflow="fold",
+                     max_width=model_width if model else None)
     for i in range(len(cols[0][2])):
         t.add_row(*(c[2][i] for c in cols))
     return t
 
 
+#: the width a model name is wrapped to when the console is too narrow for it on one line
+_MODEL_WRAP = 20
+
+
 def _fitted(title: str, cols: list[tuple[int, str, list[str]]], width: int | None) -> tuple[Table, list[str]]:
-    """The table with as many columns as fit in ``width`` (lowest priority dropped first), and
-    the headers left out."""
+    """The table with as many columns as fit in ``width`` (lowest priority dropped first, model
+    names wrapped at :data:`_MODEL_WRAP`), and the headers left out."""
     dropped: list[str] = []
     if width is None:
         return _table(title, cols), dropped
-    from rich.console import Console as _Measure
-
-    measure = _Measure(width=10_000)
+    measure = Console(width=10_000)
     while True:
-        t = _table(title, cols)
-        needed = measure.measure(t).maximum
-        droppable = [c for c in cols if c[0] > 1]
-        if needed <= width or not droppable:
+        t = _table(title, cols, model_width=_MODEL_WRAP)
+        if measure.measure(t).maximum <= width or not any(c[0] > 1 for c in cols):
             return t, dropped
-        last = max(droppable, key=lambda c: c[0])
+        last = max((c for c in cols if c[0] > 1), key=lambda c: c[0])
         cols = [c for c in cols if c is not last]
         dropped.insert(0, last[1])
 
