@@ -153,3 +153,19 @@ def test_the_console_fits_80_columns_and_says_where_the_full_table_is() -> None:
     print_summary(wide, rows, where="x/results.csv")
     text = wide.export_text()
     assert "not shown" not in text and "samp/s" in text and "MiB" in text and "params" in text
+
+
+def test_majority_class_marks_say_what_the_numbers_show() -> None:
+    from mmfuse.bench.verdict import majority_sentence
+
+    at_rate = _row("uni:tabular", 0.45, unimodal=True, acc=0.82, one=2)  # every seed predicts one class
+    assert at_rate.majority_note() == "is at the majority-class rate (0.82): it predicts one class"
+    near = _row("late", 0.47, acc=0.824)  # within 0.005 of the rate, predicting both classes
+    assert near.majority_note() == "is at the majority-class rate (0.82)"
+    some = _row("tensor", 0.70, acc=0.86, one=1)
+    assert some.majority_note() == "predicts one class in 1 of 2 seeds"
+    good = _row("early", 0.75, acc=0.90)
+    assert good.majority_note() is None
+    assert majority_sentence([at_rate, good]) == ("Note: uni:tabular is at the majority-class rate (0.82): it "
+                                                  "predicts one class.")
+    assert majority_sentence([good]) is None

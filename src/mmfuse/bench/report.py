@@ -205,6 +205,8 @@ def _verdict(v: DatasetVerdict) -> str:
     if v.diagnosis is not None and v.recommendation is None:  # a recommendation quotes it already
         parts.append(f"<p class='muted'>Interactions in the data (partial information decomposition, "
                      f"{_e(v.diagnosis.method)}): {_e(v.diagnosis.sentence())}.</p>")
+    if v.majority:  # models no better than always predicting the majority class
+        parts.append(f"<p class='fail'>{_e(v.majority)}</p>")
     for s in v.skipped:
         parts.append(f"<p class='muted'><b>{_e(s.model)}</b> was not run: {_e(s.reason)}</p>")
     return "".join(parts)
