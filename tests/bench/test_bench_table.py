@@ -58,6 +58,10 @@ def test_bench_on_a_users_table(table: Path, tmp_path: Path, target: str, task: 
     if task == "binary":  # what the test of macro-F1 recomputes per resample, and the other metrics shown
         n = m["n_test"]
         assert len(m["sample_labels"]) == len(m["sample_predictions"]) == len(m["sample_probabilities"]) == n
-        assert abs(sum(m["sample_labels"]) / n - 0.18) < 0.1  # the minority class of the reviews
+        assert abs(sum(m["sample_labels"]) / n - 0.82) < 0.1  # class 1 (recommended) is the reviews' majority
         assert "<th>accuracy</th>" in html and "<th>auroc</th>" in html and "macro_f1 (ranks)" in html
         assert "macro_f1" in rec["sentence"]
+        for row in doc["summary"]:  # the test split's majority-class rate, from the recorded classes
+            share = sum(m["sample_labels"]) / n
+            assert row["majority_rate"] == pytest.approx(max(share, 1 - share))
+            assert 0 <= row["one_class_seeds"] <= row["n_ok"]

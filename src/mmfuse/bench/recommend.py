@@ -408,7 +408,8 @@ def _choose(tied: Sequence[str], by_name: Mapping[str, StrategyResult], means: M
     clauses: list[str] = []
     beaten = [x for x in tied if x != pick and dominates(pick, x)]
     if beaten:
-        on = f"{metric}, robustness and training time" if known else f"{metric} and training time"
+        with_rob = rob(pick) is not None and all(rob(x) is not None for x in beaten)
+        on = f"{metric}, robustness and training time" if with_rob else f"{metric} and training time"
         times = ", ".join(f"{by_name[x].train_time_s:.1f}s for {x}" for x in beaten)
         clauses.append(f"better than {', '.join(beaten)} on {on} ({by_name[pick].train_time_s:.1f}s to train "
                        f"vs {times})")
