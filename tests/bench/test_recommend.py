@@ -51,7 +51,7 @@ def test_robust_but_cheaper_pick() -> None:
     assert r.pick == "mid_robust"  # within robust_tol of the most robust, as fast, fewer parameters
     assert "0.84 with a modality missing" in r.sentence
     # mid_robust is not the most robust: the sentence says "among", and names the most robust
-    assert "among the most robust" in r.sentence and "big_robust's 0.85" in r.sentence
+    assert "among the most robust" in r.sentence and "its 0.840 is within 0.02 of big_robust's 0.850" in r.sentence
     assert "as fast to train as" in r.sentence and "fewest parameters (0.33x those of big_robust)" in r.sentence
     _claims_hold(r, res)
 
@@ -126,10 +126,11 @@ def _claims_hold(r: Recommendation, results: list[StrategyResult], robust_tol: f
                         and x.train_time_s < pick.train_time_s), (x.name, r.sentence)
     if re.search(r"(?<!among )the most robust \(", text):
         assert rob[pick.name] == max(rob.values()), r.sentence
-    m = re.search(r"among the most robust \(.*?within ([\d.]+) of (\w+)'s ([\d.]+)\)", text)
+    m = re.search(r"among the most robust \(.*?its ([\d.]+) is within ([\d.]+) of (\w+)'s ([\d.]+)\)", text)
     if m:
-        top = m.group(2)
-        assert rob[top] == max(rob.values()) and f"{rob[top]:.2f}" == m.group(3)
+        top = m.group(3)
+        assert rob[top] == max(rob.values()) and f"{rob[top]:.3f}" == m.group(4)
+        assert f"{rob[pick.name]:.3f}" == m.group(1)
         assert rob[top] - robust_tol <= rob[pick.name] < rob[top]
     for m in re.finditer(r"the fastest to train \(([\d.]+)s vs ([\d.]+)s for (\w+)\)", text):
         assert m.group(1) == f"{pick.train_time_s:.1f}" and m.group(2) == f"{by[m.group(3)].train_time_s:.1f}"
@@ -197,8 +198,8 @@ def test_most_robust_is_said_only_of_the_most_robust() -> None:
     r = recommend(res)
     assert r.pick == "low_rank" and set(r.tied) == {"low_rank", "bottleneck"}
     assert "is the most robust" not in r.sentence
-    assert "among the most robust (keeps 0.84 with a modality missing, 0.86 under noise; within 0.02 of " \
-        "bottleneck's 0.85)" in r.sentence
+    assert "among the most robust (keeps 0.84 with a modality missing, 0.86 under noise; its 0.840 is within " \
+        "0.02 of bottleneck's 0.850)" in r.sentence
     assert "of the equally robust, the fastest to train (2.0s vs 6.0s for bottleneck)" in r.sentence
     _claims_hold(r, res)
     # the most robust one, when it is also the pick, is called so

@@ -417,8 +417,9 @@ def _choose(tied: Sequence[str], by_name: Mapping[str, StrategyResult], means: M
         if known[pick] >= known[top_name]:
             clauses.append(f"the most robust ({_robust_text(by_name[pick])})")
         else:
-            clauses.append(f"among the most robust ({_robust_text(by_name[pick])}; within {robust_tol:g} of "
-                           f"{top_name}'s {known[top_name]:.2f})")
+            # three decimals: two can round both to one number
+            clauses.append(f"among the most robust ({_robust_text(by_name[pick])}; its {known[pick]:.3f} is within "
+                           f"{robust_tol:g} of {top_name}'s {known[top_name]:.3f})")
     near: list[str] = []  # costs on which the pick is not the best but within cost_tol of it
     for attr, before in steps:
         lower, best_word, same_word, noun, unit = next(c[1:] for c in _COSTS if c[0] == attr)
