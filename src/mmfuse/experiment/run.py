@@ -290,7 +290,7 @@ def measure(trained: TrainedRun, config: MeasureConfig) -> Measurement:
     else:
         from mmfuse.training.metrics import choose_metric
 
-        metric, higher = choose_metric(config.metric, splits.task, splits.train.labels)
+        metric, higher = choose_metric(config.metric, splits.task, getattr(splits.train, "labels", None))
     clean = evaluate(model, test)
     errors: dict[str, str] = {}
 
