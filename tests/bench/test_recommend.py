@@ -54,6 +54,13 @@ def test_robust_but_cheaper_pick() -> None:
     assert "among the most robust" in r.sentence and "its 0.840 is within 0.02 of big_robust's 0.850" in r.sentence
     assert "as fast to train as" in r.sentence and "fewest parameters (0.33x those of big_robust)" in r.sentence
     _claims_hold(r, res)
+    # a little slower, as robust and fewer parameters: "within 1.2x of the best on training time", not "fastest"
+    near = [StrategyResult("big", shared.seed_scores, shared.sample_scores, 9000, 1.0, 0.85, None),
+            StrategyResult("small", shared.seed_scores, shared.sample_scores, 3000, 1.1, 0.85, None)]
+    r = recommend(near)
+    assert r.pick == "small" and "fastest" not in r.sentence
+    assert "within 1.2x of the best on training time (1.1s vs 1.0s for big)" in r.sentence
+    _claims_hold(r, near)
 
 
 def test_bootstrap_p_value_agrees_with_the_paired_normal_approximation() -> None:
@@ -136,6 +143,11 @@ def _claims_hold(r: Recommendation, results: list[StrategyResult], robust_tol: f
         assert m.group(1) == f"{pick.train_time_s:.1f}" and m.group(2) == f"{by[m.group(3)].train_time_s:.1f}"
         peers = [x for x in tied if not rob or (x.name in rob and rob[x.name] >= max(rob.values()) - robust_tol)]
         assert pick.train_time_s <= min(x.train_time_s for x in peers), r.sentence
+    m = re.search(r"within ([\d.]+)x of the best on training time \(([\d.]+)s vs ([\d.]+)s for (\w+)\)", text)
+    if m:  # not the fastest, but within the factor of the fastest, which is named
+        lead = by[m.group(4)]
+        assert lead.train_time_s < pick.train_time_s <= float(m.group(1)) * lead.train_time_s
+        assert lead.train_time_s == min(x.train_time_s for x in tied if not rob or x.name in rob)
     m = re.search(r"fewest parameters \(([\d.]+)x those of (\w+)\)", text)
     if m:
         assert pick.params < by[m.group(2)].params

@@ -420,31 +420,38 @@ def _choose(tied: Sequence[str], by_name: Mapping[str, StrategyResult], means: M
             # three decimals: two can round both to one number
             clauses.append(f"among the most robust ({_robust_text(by_name[pick])}; its {known[pick]:.3f} is within "
                            f"{robust_tol:g} of {top_name}'s {known[top_name]:.3f})")
+    def add(text: str) -> None:
+        """A cost clause, saying which set it is true of."""
+        if not clauses:
+            clauses.append(text)
+        elif top_name is not None and len(robust_pool) > 1 and len(clauses) == 1 + bool(beaten):
+            clauses.append(f"of the equally robust, {text}")
+        else:
+            clauses.append(f"of those, {text}")
+
     near: list[str] = []  # costs on which the pick is not the best but within cost_tol of it
+
+    def flush() -> None:
+        if near:
+            listed = near[0] if len(near) == 1 else ", ".join(near[:-1]) + " and " + near[-1]
+            add(f"within {cost_tol:g}x of the best on {listed}")
+            near.clear()
+
     for attr, before in steps:
         lower, best_word, same_word, noun, unit = next(c[1:] for c in _COSTS if c[0] == attr)
         sgn = 1 if lower else -1
         vals = {x: getattr(by_name[x], attr) for x in before}
-        if not clauses:
-            of = ""
-        elif top_name is not None and len(robust_pool) > 1 and len(clauses) == 1 + bool(beaten):
-            of = "of the equally robust, "
-        else:
-            of = "of those, "
         if sgn * vals[pick] <= min(sgn * v for v in vals.values()):
+            flush()
             nxt = min((x for x in before if x != pick), key=lambda x: sgn * vals[x])
             if vals[nxt] == vals[pick]:
-                clauses.append(f"{of}{same_word} {nxt} ({_fmt(vals[pick])}{unit})")
+                add(f"{same_word} {nxt} ({_fmt(vals[pick])}{unit})")
             else:
-                clauses.append(f"{of}{best_word} ({_fmt(vals[pick])}{unit} vs {_fmt(vals[nxt])}{unit} for {nxt})")
+                add(f"{best_word} ({_fmt(vals[pick])}{unit} vs {_fmt(vals[nxt])}{unit} for {nxt})")
         else:
             leader = min(before, key=lambda x: sgn * vals[x])
             near.append(f"{noun} ({_fmt(vals[pick])}{unit} vs {_fmt(vals[leader])}{unit} for {leader})")
-    if near:
-        of = "of the equally robust, " if top_name is not None and len(robust_pool) > 1 and \
-            len(clauses) == 1 + bool(beaten) else "of those, " if clauses else ""
-        listed = near[0] if len(near) == 1 else ", ".join(near[:-1]) + " and " + near[-1]
-        clauses.append(f"{of}within {cost_tol:g}x of the best on {listed}")
+    flush()
     if len(pool) > 1:
         nxt = min((x for x in pool if x != pick), key=lambda x: by_name[x].params)
         of = "of those, " if clauses else ""
