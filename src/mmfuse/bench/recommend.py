@@ -158,15 +158,11 @@ def resampled_macro_f1(counts: np.ndarray, labels: np.ndarray, predictions: np.n
     order, starts, codes = _groups(labels * k + predictions)
     conf = np.add.reduceat(counts[:, order], starts, axis=1)  # (B, g): drawn samples per (label, prediction)
     t, p = codes // k, codes % k
-    tp = np.zeros((counts.shape[0], k))
-    fp = np.zeros_like(tp)
-    fn = np.zeros_like(tp)
-    for j in range(len(codes)):
-        if t[j] == p[j]:
-            tp[:, t[j]] += conf[:, j]
-        else:
-            fn[:, t[j]] += conf[:, j]
-            fp[:, p[j]] += conf[:, j]
+    hit = (t == p).astype(np.float64)
+    onehot_t, onehot_p = np.eye(k)[t], np.eye(k)[p]  # (g, k): each group's class and predicted class
+    tp = conf @ (onehot_t * hit[:, None])
+    fn = conf @ (onehot_t * (1 - hit)[:, None])
+    fp = conf @ (onehot_p * (1 - hit)[:, None])
     den = 2 * tp + fp + fn
     seen = den > 0
     f1 = np.where(seen, 2 * tp / np.where(seen, den, 1), 0.0)
@@ -289,27 +285,31 @@ def recommend(
     # over the drawn seeds of each seed's metric on the drawn samples
     seed_w = np.stack([(seed_idx == j).sum(axis=1) for j in range(s)], axis=1) / seed_idx.shape[1]  # (B, s)
 
-    def resampled(r: StrategyResult) -> np.ndarray:
-        per_seed = np.empty((num_bootstrap, s))
-        for lo in range(0, num_bootstrap, 256):  # counts of a block of resamples: (b, n)
-            idx = sample_idx[lo:lo + 256]
-            b = idx.shape[0]
-            counts = np.bincount((np.arange(b)[:, None] * n + idx).ravel(), minlength=b * n).reshape(b, n)
-            counts = counts.astype(np.float64)
+    # every strategy's metric per resample and seed, one block of resamples at a time: the counts
+    # of a block, (b, n), are drawn once for all strategies
+    per_seed = {name: np.empty((num_bootstrap, s)) for name in names}
+    preds = {name: np.asarray(by_name[name].predictions) for name in names} if stat == "macro_f1" else {}
+    probs = {name: np.asarray(by_name[name].probabilities) for name in names} if stat == "auroc" else {}
+    for lo in range(0, num_bootstrap, 256):
+        idx = sample_idx[lo:lo + 256]
+        b = idx.shape[0]
+        counts = np.bincount((np.arange(b)[:, None] * n + idx).ravel(), minlength=b * n).reshape(b, n)
+        counts = counts.astype(np.float64)
+        for name in names:
+            out = per_seed[name]
+            if stat == "mean":
+                out[lo:lo + b] = counts @ scores[name].T / n
+                continue
             for j in range(s):
                 if stat == "macro_f1":
-                    per_seed[lo:lo + b, j] = resampled_macro_f1(counts, lab, np.asarray(r.predictions)[j])  # type: ignore[arg-type]
-                elif stat == "auroc":
-                    per_seed[lo:lo + b, j] = resampled_auroc(counts, lab, np.asarray(r.probabilities)[j])  # type: ignore[arg-type]
+                    out[lo:lo + b, j] = resampled_macro_f1(counts, lab, preds[name][j])  # type: ignore[arg-type]
                 else:
-                    per_seed[lo:lo + b, j] = counts @ scores[r.name][j] / n
-        return (seed_w * per_seed).sum(axis=1)
-
-    boot_best = resampled(by_name[best])
+                    out[lo:lo + b, j] = resampled_auroc(counts, lab, probs[name][j])  # type: ignore[arg-type]
+    boot = {name: (seed_w * per_seed[name]).sum(axis=1) for name in names}
     p_values: dict[str, float] = {best: 1.0}
     for name in names:
         if name != best:
-            diff = sign * (boot_best - resampled(by_name[name]))
+            diff = sign * (boot[best] - boot[name])
             ok = ~np.isnan(diff)  # a resample without both classes has no AUROC
             # a difference within rounding of 0 is "not better" (equal sums computed in two orders)
             p_values[name] = float((diff[ok] <= 1e-12).mean()) if ok.any() else 1.0
