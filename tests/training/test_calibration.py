@@ -275,3 +275,4 @@ def test_a_bad_calibrate_setting_on_the_command_line_is_a_config_error(monkeypat
     monkeypatch.setattr("mmfuse.bench.run_bench", lambda *a, **k: pytest.fail("the bench ran"))
     assert main(["bench", "--dataset", "synthetic", "calibrate=isotonic"]) != 0
     assert "calibrate: expected None or one of ['temperature'], got 'isotonic'" in capsys.readouterr().err
+
