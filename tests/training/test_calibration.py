@@ -114,7 +114,7 @@ def test_a_measurement_written_before_calibration_loads() -> None:
     stats = calibration_stats(*binary([0.9, 0.6], [True, False]))
     new = Measurement(metric="accuracy", higher_is_better=True, metrics={"accuracy": 0.5}, n_test=2,
                       calibration=stats, calibration_missing={"a": stats}, calibration_noise={"a": {"1": stats}},
-                      temperature=2.0, uncalibrated=stats)
+                      temperature=2.0, uncalibrated=stats, uncalibrated_missing={"a": stats})
     assert Measurement.from_json(json.loads(json.dumps(new.to_json()))) == new
 
 

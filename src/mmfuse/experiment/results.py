@@ -159,7 +159,8 @@ class Measurement:
             under noise.
         temperature: the model's temperature ``T`` when it was calibrated
             (``calibrate="temperature"``), else ``None``; uncalibrated: then the clean
-            test split's calibration at ``T = 1`` (before scaling), for comparison.
+            test split's calibration at ``T = 1`` (before scaling), for comparison, and
+            uncalibrated_missing the same with each modality missing.
     """
 
     metric: str
@@ -182,6 +183,7 @@ class Measurement:
     calibration_noise: dict[str, dict[str, CalibrationStats | None]] = field(default_factory=dict)
     temperature: float | None = None
     uncalibrated: CalibrationStats | None = None
+    uncalibrated_missing: dict[str, CalibrationStats | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         def number(v: Any, what: str, none: bool = False) -> None:
@@ -205,6 +207,7 @@ class Measurement:
         number(self.n_test, "n_test")
         number(self.temperature, "temperature", none=True)
         stats = [self.calibration, self.uncalibrated, *self.calibration_missing.values(),
+                 *self.uncalibrated_missing.values(),
                  *(c for per in self.calibration_noise.values() for c in per.values())]
         for c in stats:
             if c is not None and not isinstance(c, CalibrationStats):
@@ -239,7 +242,8 @@ class Measurement:
 
         for name in ("calibration", "uncalibrated"):
             d[name] = stats(d.get(name))
-        d["calibration_missing"] = {k: stats(v) for k, v in dict(d.get("calibration_missing") or {}).items()}
+        for name in ("calibration_missing", "uncalibrated_missing"):
+            d[name] = {k: stats(v) for k, v in dict(d.get(name) or {}).items()}
         d["calibration_noise"] = {m: {k: stats(v) for k, v in dict(per).items()}
                                   for m, per in dict(d.get("calibration_noise") or {}).items()}
         return _build(cls, d, "measurement")

@@ -305,15 +305,19 @@ def measure(trained: TrainedRun, config: MeasureConfig) -> Measurement:
             errors[where] = f"{type(exc).__name__}: {exc}"
             return None
 
+    temperature = float(getattr(model, "temperature", 1.0))
+    uncal_missing: dict[str, CalibrationStats | None] = {}
+
     def evaluate(ds: MultimodalDataset, corruption: Any = None, where: str = "calibration",
                  ) -> tuple[dict[str, float], CalibrationStats | None]:
         logits = predict_logits(model, ds, corruption=corruption)
+        if temperature != 1.0 and where.startswith("calibration:missing:"):
+            uncal_missing[where.rsplit(":", 1)[1]] = calibration(logits * temperature, ds, where + ":uncalibrated")
         return task_metrics(logits, ds.labels, splits.task), calibration(logits, ds, where)
 
     clean_logits = predict_logits(model, test)
     clean = task_metrics(clean_logits, test.labels, splits.task)
     clean_cal = calibration(clean_logits, test, "calibration", full=True)
-    temperature = float(getattr(model, "temperature", 1.0))
     uncalibrated = None
     if temperature != 1.0:  # the outputs are z / T: z = outputs * T is the model before scaling
         uncalibrated = calibration(clean_logits * temperature, test, "calibration:uncalibrated", full=True)
@@ -412,6 +416,7 @@ def measure(trained: TrainedRun, config: MeasureConfig) -> Measurement:
         calibration_noise=cal_noise,
         temperature=temperature if temperature != 1.0 else None,
         uncalibrated=uncalibrated,
+        uncalibrated_missing={k: v for k, v in uncal_missing.items() if v is not None},
     )
 
 

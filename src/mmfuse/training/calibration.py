@@ -199,6 +199,15 @@ class CalibrationStats:
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def flat(self) -> dict[str, float | None]:
+        """``ece``, ``nll``, ``brier``, and where measured ``aurc`` and the selective
+        accuracy as ``acc@90``, ``acc@80``, ``acc@50`` (flat columns for tables)."""
+        out: dict[str, float | None] = {"ece": self.ece, "nll": self.nll, "brier": self.brier}
+        if self.aurc is not None:
+            out["aurc"] = self.aurc
+        out.update({f"acc@{k}": v for k, v in self.selective.items() if k != "100"})
+        return out
+
     @classmethod
     def from_json(cls, data: Any) -> CalibrationStats:
         from mmfuse.experiment.specs import fields_of
