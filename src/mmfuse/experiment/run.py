@@ -305,23 +305,23 @@ def measure(trained: TrainedRun, config: MeasureConfig) -> Measurement:
             errors[where] = f"{type(exc).__name__}: {exc}"
             return None
 
-    temperature = float(getattr(model, "temperature", 1.0))
-    uncal_missing: dict[str, CalibrationStats | None] = {}
-
-    def evaluate(ds: MultimodalDataset, corruption: Any = None, where: str = "calibration",
-                 ) -> tuple[dict[str, float], CalibrationStats | None]:
+    def evaluate(ds: MultimodalDataset, corruption: Any, where: str,
+                 ) -> tuple[dict[str, float], CalibrationStats | None, Tensor]:
+        """The task's metrics, the calibration and the outputs of one (corrupted) split."""
         logits = predict_logits(model, ds, corruption=corruption)
-        if temperature != 1.0 and where.startswith("calibration:missing:"):
-            uncal_missing[where.rsplit(":", 1)[1]] = calibration(logits * temperature, ds, where + ":uncalibrated")
-        return task_metrics(logits, ds.labels, splits.task), calibration(logits, ds, where)
+        return task_metrics(logits, ds.labels, splits.task), calibration(logits, ds, where), logits
+
+    # a calibrated model's outputs are z / T: z = outputs * T is the model before scaling
+    temperature = float(getattr(model, "temperature", 1.0))
 
     clean_logits = predict_logits(model, test)
     clean = task_metrics(clean_logits, test.labels, splits.task)
     clean_cal = calibration(clean_logits, test, "calibration", full=True)
     uncalibrated = None
-    if temperature != 1.0:  # the outputs are z / T: z = outputs * T is the model before scaling
+    if temperature != 1.0:
         uncalibrated = calibration(clean_logits * temperature, test, "calibration:uncalibrated", full=True)
     cal_missing: dict[str, CalibrationStats | None] = {}
+    uncal_missing: dict[str, CalibrationStats | None] = {}
     cal_noise: dict[str, dict[str, CalibrationStats | None]] = {}
 
     missing: dict[str, float | None] = {}
@@ -335,8 +335,10 @@ def measure(trained: TrainedRun, config: MeasureConfig) -> Measurement:
                 if not bool(keep.any()):
                     raise ValueError(f"no test sample has a modality besides {mod!r}")
                 ds = test if bool(keep.all()) else test.subset(keep.nonzero().squeeze(1))
-                scores, cal_missing[mod] = evaluate(ds, MissingModality(mod), f"calibration:missing:{mod}")
+                scores, cal_missing[mod], logits = evaluate(ds, MissingModality(mod), f"calibration:missing:{mod}")
                 missing[mod] = float(scores[metric])
+                if temperature != 1.0:
+                    uncal_missing[mod] = calibration(logits * temperature, ds, f"calibration:missing:{mod}:before")
             except Exception as exc:  # noqa: BLE001 - a failed measurement is recorded, the run goes on
                 missing[mod] = None
                 errors[f"missing:{mod}"] = f"{type(exc).__name__}: {exc}"
@@ -351,7 +353,7 @@ def measure(trained: TrainedRun, config: MeasureConfig) -> Measurement:
                 spec = splits.specs[mod]
                 level = scale / top if spec.kind == "text" and top > 0 else scale
                 corruption = GaussianNoise.for_spec(mod, spec, level, seed=trained.spec.seed)
-                scores, cal = evaluate(test, corruption, f"calibration:noise:{mod}:{scale:g}")
+                scores, cal, _ = evaluate(test, corruption, f"calibration:noise:{mod}:{scale:g}")
                 noise[mod][f"{scale:g}"] = float(scores[metric])
                 if cal is not None:
                     cal_noise.setdefault(mod, {})[f"{scale:g}"] = cal
