@@ -350,11 +350,12 @@ def plot_reliability(records: Sequence[RunRecord]) -> list[Figure]:
             edges = np.linspace(0, 1, n_bins + 1)
             centers = (edges[:-1] + edges[1:]) / 2
             ax = fig.add_subplot(nrows, ncols, j + 1)
-            keep = counts > 0
-            ax.bar(centers[keep], acc[keep], width=1 / n_bins, color=colors[m], alpha=0.85, edgecolor="white",
-                   linewidth=0.4, label="accuracy")
-            ax.bar(centers[keep], (conf - acc)[keep], bottom=acc[keep], width=1 / n_bins, color="none",
-                   edgecolor="#b3261e", hatch="////", linewidth=0.4, label="gap to confidence")
+            few = max(5.0, 0.005 * counts.sum())  # bins this small say little: drawn faded
+            for keep, alpha in ((counts >= few, 1.0), ((counts > 0) & (counts < few), 0.25)):
+                ax.bar(centers[keep], acc[keep], width=1 / n_bins, color=colors[m], alpha=0.85 * alpha,
+                       edgecolor="white", linewidth=0.4)
+                ax.bar(centers[keep], (conf - acc)[keep], bottom=acc[keep], width=1 / n_bins, color="none",
+                       edgecolor="#b3261e", hatch="////", linewidth=0.4, alpha=alpha)
             ax.plot([0, 1], [0, 1], color="black", linewidth=0.8, linestyle="--")
             share = counts / counts.sum()
             ax.step(edges, np.r_[share, share[-1]], where="post", color="#555", linewidth=0.7)  # samples per bin
@@ -372,7 +373,8 @@ def plot_reliability(records: Sequence[RunRecord]) -> list[Figure]:
             "Top-label reliability diagrams on the test split (15 equal-width confidence bins, pooled over "
             "seeds; best-calibrated first). Bars: the accuracy of the samples in each bin; hatched: from there to "
             "their mean confidence (above the bar: overconfident; reaching down into it: underconfident); "
-            "dashed: perfect calibration; grey step: the share of samples in each bin. ECE is the sample-weighted mean "
+            "dashed: perfect calibration; grey step: the share of samples in each bin; faded: bins of fewer than "
+            "5 samples (or 0.5 % of them), whose accuracy is mostly chance. ECE is the sample-weighted mean "
             "gap. A model calibrated with calibrate=temperature is shown after scaling."))
     return out
 
