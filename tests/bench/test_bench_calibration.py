@@ -9,6 +9,7 @@ ties them) and known calibration: alpha's mean confidence is 0.81 at accuracy 0.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -54,6 +55,7 @@ def calibrated_run(run: BenchRun) -> RunResult:
             metric="accuracy", higher_is_better=True, metrics={"accuracy": 0.8}, n_test=100,
             missing={} if unimodal else {"a": 0.7, "b": 0.6}, sample_scores=[1.0] * 80 + [0.0] * 20,
             calibration=stats, calibration_missing={} if unimodal else {"a": stats, "b": stats},
+            calibration_noise={"a": {"1": dataclasses.replace(stats, ece=0.2)}, "b": {"1": dataclasses.replace(stats, ece=0.4)}},
             temperature=None if unimodal else 1.5, uncalibrated=None if unimodal else stats),
     )
 
@@ -88,6 +90,7 @@ def test_results_csv_has_the_calibration_columns(bench: tuple[Path, str]) -> Non
     assert float(alpha0["ece"]) == pytest.approx(0.01) and float(alpha0["acc@50"]) == pytest.approx(0.95)
     assert float(alpha0["temperature"]) == 1.5 and float(alpha0["ece_uncalibrated"]) == pytest.approx(0.01)
     assert float(alpha0["ece:missing:b"]) == pytest.approx(0.01)
+    assert float(alpha0["ece:noise:1"]) == pytest.approx((0.2 + 0.4) / 2)  # mean over the noised modalities
     uni = next(r for r in rows if r["model"] == "uni:a")
     assert uni["temperature"] == "" and "ece:missing:a" in uni  # the column exists, empty for a baseline
 

@@ -303,6 +303,10 @@ def flat_row(record: RunRecord) -> dict[str, Any]:
         for mod, stats in m.calibration_missing.items():  # ece:missing:<modality>, ...
             if stats is not None:
                 row.update({f"{k}:missing:{mod}": v for k, v in stats.flat().items()})
+        scales = sorted({s for per in m.calibration_noise.values() for s in per}, key=float)
+        for scale in scales:  # ece:noise:<scale>: the mean over the noised modalities, as noise:<scale>
+            eces = [per[scale].ece for per in m.calibration_noise.values() if per.get(scale) is not None]
+            row[f"ece:noise:{float(scale):g}"] = sum(eces) / len(eces) if eces else None
         for scale, val in m.noise_mean.items():
             row[f"noise:{float(scale):g}"] = val
     return row
