@@ -162,7 +162,9 @@ def test_exported_model_matches_pytorch(case: str, splits, batch, tmp_path: Path
 def test_bundle_export_reproduces_predict(splits, tmp_path: Path, capsys) -> None:
     """save_run -> `mmfuse export` -> onnxruntime on run.transform(df) == run.predict_proba(df);
     the sidecar and the preprocessing beside the file reproduce it without the bundle."""
-    folder = mmfuse.save_run(tmp_path / "run", _model(splits, "gated", modalities=None), splits, metrics={})
+    model = _model(splits, "gated", modalities=None)
+    model.temperature.fill_(2.5)  # a calibrated model: the exported graph divides by its T, as predict does
+    folder = mmfuse.save_run(tmp_path / "run", model, splits, metrics={})
     out = tmp_path / "ship" / "gated.onnx"
     assert main(["export", str(folder), "--format", "onnx", "--out", str(out)]) == 0
     assert "note__present: bool (batch)" in capsys.readouterr().out

@@ -143,6 +143,32 @@ def _robust_table(rows: Sequence[Mapping[str, Any]], dataset: str) -> str:
     return f"<div class='scroll'><table>{head}{''.join(body)}</table></div>"
 
 
+def _calibration_table(rows: Sequence[SummaryRow], dataset: str) -> str:
+    """Per model trained the standard way: accuracy, ECE, NLL, Brier, AURC, the selective
+    accuracy, the worst ECE with a modality missing, and the temperature's effect."""
+    rs = [r for r in rows if r.dataset == dataset and r.standard and r.calibration]
+    if not rs:
+        return ""
+    scaled = any(r.temperature is not None for r in rs)
+    head = ("<tr><th class='l'>model</th><th>accuracy</th><th>ECE</th><th>NLL</th><th>Brier</th><th>AURC</th>"
+            "<th>acc@90%</th><th>acc@80%</th><th>acc@50%</th><th>worst ECE missing</th>"
+            + ("<th>T</th><th>ECE before T</th><th>NLL before T</th>" if scaled else "") + "</tr>")
+    body = []
+    for r in sorted(rs, key=lambda r: (r.unimodal, r.calibration.get("ece") or 0.0)):
+        c = r.calibration
+        worst = [v.get("ece") for v in r.calibration_missing.values() if v.get("ece") is not None]
+        cells = "".join(f"<td>{fmt_num(c.get(k))}</td>" for k in ("ece", "nll", "brier", "aurc", "acc@90",
+                                                                   "acc@80", "acc@50"))
+        extra = ""
+        if scaled:
+            extra = (f"<td>{fmt_num(r.temperature, 2)}</td><td>{fmt_num(r.uncalibrated.get('ece'))}</td>"
+                     f"<td>{fmt_num(r.uncalibrated.get('nll'))}</td>")
+        body.append(f"<tr class='{'uni' if r.unimodal else ''}'><td class='l'>{_e(r.model)}</td>"
+                    f"<td>{fmt_num(r.metrics.get('accuracy'))}</td>{cells}"
+                    f"<td>{fmt_num(max(worst) if worst else None)}</td>{extra}</tr>")
+    return f"<div class='scroll'><table>{head}{''.join(body)}</table></div>"
+
+
 def _balance_table(rows: Sequence[SummaryRow], dataset: str) -> str:
     """Per fusion, standard training beside each balancing method: score, each modality's
     accuracy inside the model (probe), the score with each modality missing."""
@@ -200,6 +226,8 @@ def _verdict(v: DatasetVerdict) -> str:
         cls = "" if v.recommendation.decisive else " muted"
         parts.append(f"<p class='rec'>{_e(v.recommendation.sentence)}"
                      f" <span class='muted{cls}'>({_e(v.recommendation.test)})</span></p>")
+        if v.calibration:
+            parts.append(f"<p>{_e(v.calibration)}</p>")
     elif v.problem:
         parts.append(f"<p class='rec muted'>No recommendation: {_e(v.problem)}.</p>")
     if v.diagnosis is not None and v.recommendation is None:  # a recommendation quotes it already
@@ -287,6 +315,23 @@ def write_report(path: str | Path, rows: Sequence[SummaryRow], records: Sequence
         table = _robust_table(rows, ds)
         if table:
             parts.append(f"<h3>{_e(ds)}</h3>{table}")
+    calibration = [(ds, _calibration_table(rows, ds)) for ds in datasets]
+    if any(t for _, t in calibration):
+        parts.append("<h2>Calibration</h2><p>How far the predicted probabilities can be trusted, on the test "
+                     "split (mean over seeds; classification only). <b>ECE</b>: expected calibration error, the "
+                     "sample-weighted mean gap between accuracy and confidence (top-label, 15 equal-width "
+                     "confidence bins); <b>NLL</b>: mean negative log-likelihood (nats); <b>Brier</b>: mean "
+                     "squared error of the probability vector (summed over classes); lower is better for all "
+                     "three. <b>acc@x%</b>: the accuracy when the model answers only its x % most confident "
+                     "test samples; <b>AURC</b>: the area under that risk-coverage curve (lower: its errors "
+                     "are its least confident answers). <b>Worst ECE missing</b>: the highest ECE with one "
+                     "modality removed (a model that stays as confident without it is dangerous). With "
+                     "<code>calibrate=temperature</code>, <b>T</b> is the temperature fitted on the "
+                     "validation split and the last columns are the numbers before it (accuracy is "
+                     "unchanged). The reliability diagrams are under Figures.</p>")
+        for ds, table in calibration:
+            if table:
+                parts.append(f"<h3>{_e(ds)}</h3>{table}")
     balance = [(ds, _balance_table(rows, ds)) for ds in datasets]
     if any(t for _, t in balance):
         parts.append("<h2>Balanced training</h2><p>Each fusion trained the standard way and with each balancing "

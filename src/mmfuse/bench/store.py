@@ -67,6 +67,17 @@ CSV_COLUMNS = [
     "throughput_sps",
     "memory_mb",
     "missing_worst",
+    "ece",
+    "nll",
+    "brier",
+    "aurc",
+    "acc@90",
+    "acc@80",
+    "acc@50",
+    "temperature",
+    "ece_uncalibrated",
+    "nll_uncalibrated",
+    "brier_uncalibrated",
     "wall_s",
     "finished_at",
     "error",
@@ -238,6 +249,8 @@ class ResultsStore:
 
 def _extra_order(col: str) -> tuple[int, str, float]:
     kind, _, rest = col.partition(":")
+    if rest.startswith("missing:"):  # ece:missing:<modality> and the like: after the robustness columns
+        return (3, rest + ":" + kind, 0.0)
     if kind == "noise":
         try:
             return (1, "", float(rest))
@@ -272,6 +285,8 @@ def flat_row(record: RunRecord) -> dict[str, Any]:
         "throughput_sps": m.throughput_sps if m else None,
         "memory_mb": m.memory_mb if m else None,
         "missing_worst": m.missing_worst if m else None,
+        **{k: None for k in ("ece", "nll", "brier", "aurc", "acc@90", "acc@80", "acc@50", "temperature",
+                             "ece_uncalibrated", "nll_uncalibrated", "brier_uncalibrated")},
         "wall_s": record.wall_s,
         "finished_at": record.finished_at,
         "error": record.error,
@@ -280,6 +295,18 @@ def flat_row(record: RunRecord) -> dict[str, Any]:
     if m:
         for mod, val in m.missing.items():
             row[f"missing:{mod}"] = val
+        row.update(m.calibration.flat() if m.calibration is not None else {})
+        row["temperature"] = m.temperature
+        if m.uncalibrated is not None:
+            row.update({f"{k}_uncalibrated": v for k, v in m.uncalibrated.flat().items()
+                        if k in ("ece", "nll", "brier")})
+        for mod, stats in m.calibration_missing.items():  # ece:missing:<modality>, ...
+            if stats is not None:
+                row.update({f"{k}:missing:{mod}": v for k, v in stats.flat().items()})
+        scales = sorted({s for per in m.calibration_noise.values() for s in per}, key=float)
+        for scale in scales:  # ece:noise:<scale>: the mean over the noised modalities, as noise:<scale>
+            eces = [per[scale].ece for per in m.calibration_noise.values() if per.get(scale) is not None]
+            row[f"ece:noise:{float(scale):g}"] = sum(eces) / len(eces) if eces else None
         for scale, val in m.noise_mean.items():
             row[f"noise:{float(scale):g}"] = val
     return row

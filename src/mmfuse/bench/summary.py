@@ -19,7 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mmfuse.experiment.results import RunRecord
+from mmfuse.experiment.results import Measurement, RunRecord
+from mmfuse.training.calibration import CalibrationStats
 
 __all__ = ["METRIC_ORDER", "SummaryRow", "best_unimodal", "datasets_of", "mean_std", "other_metrics", "summarize"]
 
@@ -47,6 +48,12 @@ class SummaryRow:
         gain: mean score better (>0) or worse (<0) than the best unimodal baseline's.
         missing: per modality, the mean score with it missing; missing_worst the worst.
         noise_mean: per noise scale, the mean over noised modalities; noise: per modality.
+        calibration: for classification, the mean over seeds of the clean test split's
+            ``ece``, ``nll``, ``brier``, ``aurc`` and the selective accuracy ``acc@90``,
+            ``acc@80``, ``acc@50`` (coverage in percent; :mod:`mmfuse.training.calibration`).
+        calibration_missing: per modality, ``ece``/``nll``/``brier`` with it missing.
+        temperature: the mean fitted temperature of calibrated models (``calibrate=temperature``);
+            uncalibrated: then their ``ece``/``nll``/``brier`` before scaling (``T = 1``).
     """
 
     dataset: str
@@ -79,6 +86,10 @@ class SummaryRow:
     gain: float | None = None
     majority_rate: float | None = None
     one_class_seeds: int = 0
+    calibration: dict[str, float | None] = field(default_factory=dict)
+    calibration_missing: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    temperature: float | None = None
+    uncalibrated: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def standard(self) -> bool:
@@ -168,6 +179,7 @@ def summarize(records: Sequence[RunRecord]) -> list[SummaryRow]:
                    for k in sorted({k for m in ms if m.probe is not None for k in m.probe})},
             majority_rate=next((_majority(m.sample_labels) for m in ms if m.sample_labels), None),
             one_class_seeds=sum(1 for m in ms if m.sample_predictions and len(set(m.sample_predictions)) == 1),
+            **_calibration_fields(ms),
         ))
 
     best = best_unimodal(rows)
@@ -198,6 +210,26 @@ def other_metrics(rows: Sequence[SummaryRow]) -> list[str]:
 def _majority(labels: Sequence[int]) -> float:
     """The share of the most frequent class in ``labels`` (non-empty)."""
     return max(Counter(labels).values()) / len(labels)
+def _mean_of(values: Sequence[dict[str, float | None]]) -> dict[str, float | None]:
+    names = list(dict.fromkeys(k for v in values for k in v))
+    return {k: _mean(v.get(k) for v in values) for k in names}
+
+
+def _flat(stats: CalibrationStats | None) -> dict[str, float | None]:
+    return stats.flat() if stats is not None else {}
+
+
+def _calibration_fields(ms: Sequence[Measurement]) -> dict[str, Any]:
+    """The calibration fields of a :class:`SummaryRow`: means over the seeds that have them."""
+    mods = sorted({k for m in ms for k in m.calibration_missing})
+    temps = [m.temperature for m in ms if m.temperature is not None]
+    return {
+        "calibration": _mean_of([_flat(m.calibration) for m in ms if m.calibration is not None]),
+        "calibration_missing": {mod: _mean_of([_flat(m.calibration_missing[mod]) for m in ms
+                                               if m.calibration_missing.get(mod) is not None]) for mod in mods},
+        "temperature": _mean(temps),
+        "uncalibrated": _mean_of([_flat(m.uncalibrated) for m in ms if m.uncalibrated is not None]),
+    }
 
 
 def datasets_of(rows: Sequence[SummaryRow]) -> list[str]:

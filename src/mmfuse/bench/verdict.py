@@ -8,8 +8,9 @@ folder by the data's identity. :func:`verdicts` turns the run records of a compa
 into one :class:`DatasetVerdict` per dataset: the recommendation of
 :func:`mmfuse.bench.recommend.recommend` over the fusions trained the standard way
 (a paired bootstrap over seeds and test samples decides which are not significantly
-worse than the best; among those, cost and robustness pick one), with the diagnosis
-and the strategies the grid skipped, with their reasons.
+worse than the best; among those, cost and robustness pick one), a sentence when those
+tied strategies differ clearly in calibration (:func:`calibration_sentence`), with the
+diagnosis and the strategies the grid skipped, with their reasons.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from mmfuse.experiment.results import RunRecord
 from mmfuse.experiment.specs import DataSpec, stable_hash
 from mmfuse.io import atomic_write
 
-__all__ = ["DatasetVerdict", "Skipped", "diagnose", "majority_sentence", "verdicts"]
+__all__ = ["DatasetVerdict", "Skipped", "calibration_sentence", "diagnose", "majority_sentence", "verdicts"]
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,15 @@ class DatasetVerdict:
     skipped: list[Skipped] = field(default_factory=list)
     problem: str | None = None
     majority: str | None = None
+    calibration: str | None = None
 
     def sentences(self) -> str:
-        """The recommendation and the diagnosis, in plain words."""
+        """The recommendation, how the tied strategies' calibration differs, and the diagnosis, in plain words."""
         parts = []
         if self.recommendation is not None:
             parts.append(self.recommendation.sentence)
+            if self.calibration:
+                parts.append(self.calibration)
         elif self.problem:
             parts.append(f"No recommendation: {self.problem}.")
         if self.diagnosis is not None and (self.recommendation is None or self.diagnosis.sentence().lower()
@@ -71,7 +75,7 @@ class DatasetVerdict:
                 "recommendation": self.recommendation.to_json() if self.recommendation else None,
                 "diagnosis": self.diagnosis.to_json() if self.diagnosis else None,
                 "skipped": [{"model": s.model, "reason": s.reason} for s in self.skipped],
-                "problem": self.problem, "majority": self.majority}
+                "problem": self.problem, "majority": self.majority, "calibration": self.calibration}
 
 
 def diagnose(data: DataSpec, folder: str | Path) -> InteractionDiagnosis | None:
@@ -161,6 +165,29 @@ def majority_sentence(rows: Sequence[SummaryRow]) -> str | None:
     (:meth:`~mmfuse.bench.summary.SummaryRow.majority_note`), or None."""
     marked = [f"{r.model} {note}" for r in rows if r.standard and (note := r.majority_note())]
     return f"Note: {'; '.join(marked)}." if marked else None
+#: tied strategies "differ in calibration" when the worst ECE is at least this many times the best
+#: one and at least ``_ECE_GAP`` above it (ECE has no paired test here: a clear gap only)
+_ECE_RATIO = 2.0
+_ECE_GAP = 0.02
+
+
+def calibration_sentence(tied: Sequence[str], rows: Mapping[str, SummaryRow], pick: str | None = None) -> str | None:
+    """A sentence when the strategies in ``tied`` (not significantly worse than the best)
+    differ clearly in calibration: the worst test ECE is at least twice the best and 0.02
+    above it. ``None`` when they do not, or fewer than two have an ECE."""
+    ece = {m: rows[m].calibration.get("ece") for m in tied if m in rows and rows[m].calibration}
+    ece = {m: v for m, v in ece.items() if v is not None}
+    if len(ece) < 2:
+        return None
+    best, worst = min(ece, key=ece.__getitem__), max(ece, key=ece.__getitem__)
+    if not (ece[worst] >= _ECE_RATIO * ece[best] and ece[worst] - ece[best] >= _ECE_GAP):
+        return None
+    nll = {m: rows[m].calibration.get("nll") for m in (best, worst)}
+    text = (f"Their probabilities differ: {best} is the best calibrated of them (test ECE {ece[best]:.3f}, NLL "
+            f"{nll[best]:.3f}), {worst} the least (ECE {ece[worst]:.3f}, NLL {nll[worst]:.3f})")
+    if pick is not None and pick != best and pick in ece:
+        text += f"; where the probabilities are used (thresholds, abstaining), prefer {best} to {pick}"
+    return text + "."
 
 
 def verdicts(
@@ -198,5 +225,7 @@ def verdicts(
                                              higher_is_better=higher, labels=_labels(fused))
             except Exception as exc:  # noqa: BLE001 - the report says why there is none
                 v.problem = f"{type(exc).__name__}: {exc}"
+            if v.recommendation is not None:
+                v.calibration = calibration_sentence(v.recommendation.tied, row_of, v.recommendation.pick)
         out[ds] = v
     return out

@@ -155,6 +155,14 @@ def train_command(
     if m.missing:
         console.print(f"test {m.metric} with one modality missing: "
                       + ", ".join(escape(f"{k} {v:.4f}" if v is not None else f"{k} -") for k, v in m.missing.items()))
+    c = m.calibration
+    if c is not None:
+        line = (f"test calibration: ECE {c.ece:.4f} (15 equal-width bins), NLL {c.nll:.4f}, Brier {c.brier:.4f}, "
+                f"accuracy on the 80% most confident {c.selective.get('80', float('nan')):.4f}")
+        if m.temperature is not None and m.uncalibrated is not None:
+            line += (f"; temperature T = {m.temperature:.3f} (before it: ECE {m.uncalibrated.ece:.4f}, "
+                     f"NLL {m.uncalibrated.nll:.4f})")
+        console.print(line)
     f = trained.facts
     console.print(f"epochs: {f.epochs_run} (best {f.best_epoch + 1}), time: {f.train_time_s:.1f} s, "
                   f"threads: {f.threads}")

@@ -25,6 +25,7 @@ from mmfuse.experiment.specs import (
     fields_of,
     measure_key,
 )
+from mmfuse.training.calibration import CalibrationStats
 
 __all__ = [
     "AttentionSummary",
@@ -157,6 +158,18 @@ class Measurement:
         sample_probabilities: the model's probability of class 1 per test sample for a
             ``binary`` task; for ``multiclass`` only when ``metric`` is ``auroc``, every
             class's probability per sample (``(n, k)``); rounded to 4 decimals.
+        calibration: for classification tasks, the clean test split's ECE (15
+            equal-width top-label bins), NLL, Brier score, AURC, selective accuracy
+            at 100/90/80/50 % coverage and the reliability diagram's per-bin data
+            (:mod:`mmfuse.training.calibration`); ``None`` for other tasks and for
+            records written before it existed.
+        calibration_missing: per modality, ECE/NLL/Brier with it missing (the samples
+            of ``missing``); calibration_noise: per modality and noise scale, the same
+            under noise.
+        temperature: the model's temperature ``T`` when it was calibrated
+            (``calibrate="temperature"``), else ``None``; uncalibrated: then the clean
+            test split's calibration at ``T = 1`` (before scaling), for comparison, and
+            uncalibrated_missing the same with each modality missing.
     """
 
     metric: str
@@ -177,6 +190,12 @@ class Measurement:
     sample_labels: list[int] | None = None
     sample_predictions: list[int] | None = None
     sample_probabilities: list[float] | list[list[float]] | None = None
+    calibration: CalibrationStats | None = None
+    calibration_missing: dict[str, CalibrationStats | None] = field(default_factory=dict)
+    calibration_noise: dict[str, dict[str, CalibrationStats | None]] = field(default_factory=dict)
+    temperature: float | None = None
+    uncalibrated: CalibrationStats | None = None
+    uncalibrated_missing: dict[str, CalibrationStats | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         def number(v: Any, what: str, none: bool = False) -> None:
@@ -198,6 +217,13 @@ class Measurement:
         number(self.throughput_sps, "throughput_sps", none=True)
         number(self.memory_mb, "memory_mb", none=True)
         number(self.n_test, "n_test")
+        number(self.temperature, "temperature", none=True)
+        stats = [self.calibration, self.uncalibrated, *self.calibration_missing.values(),
+                 *self.uncalibrated_missing.values(),
+                 *(c for per in self.calibration_noise.values() for c in per.values())]
+        for c in stats:
+            if c is not None and not isinstance(c, CalibrationStats):
+                raise ConfigError(f"measurement: calibration: expected CalibrationStats, got {type(c).__name__}")
 
     @property
     def score(self) -> float | None:
@@ -222,6 +248,16 @@ class Measurement:
         d = dict(data)
         learned = d.pop("learned", None)
         d["learned"] = Learned.from_json(learned) if learned is not None else None
+
+        def stats(v: Any) -> CalibrationStats | None:
+            return CalibrationStats.from_json(v) if v is not None else None
+
+        for name in ("calibration", "uncalibrated"):
+            d[name] = stats(d.get(name))
+        for name in ("calibration_missing", "uncalibrated_missing"):
+            d[name] = {k: stats(v) for k, v in dict(d.get(name) or {}).items()}
+        d["calibration_noise"] = {m: {k: stats(v) for k, v in dict(per).items()}
+                                  for m, per in dict(d.get("calibration_noise") or {}).items()}
         return _build(cls, d, "measurement")
 
 

@@ -8,7 +8,12 @@ query/key tokens.
 same weights from both. :func:`measure` computes everything on the test split of a
 trained model (:class:`~mmfuse.experiment.Measurement`):
 
-- the task's metrics (:func:`mmfuse.training.evaluate`);
+- the task's metrics (:func:`mmfuse.training.task_metrics`);
+- for classification tasks, calibration (:mod:`mmfuse.training.calibration`): ECE
+  (15 equal-width top-label bins), NLL and Brier score, clean, with each modality
+  missing and under each noise; on the clean split also the selective accuracy at
+  100/90/80/50 % coverage, the AURC and the reliability diagram's bins; for a model
+  calibrated by temperature scaling, the clean split's numbers before scaling too;
 - robustness: the main metric with each modality missing in turn (on the test samples
   that keep another modality; ``missing_n`` counts them) and with Gaussian noise of
   each scale added to one modality at a time (``GaussianNoise.for_spec``: numeric
@@ -281,7 +286,8 @@ def _others_present(ds: MultimodalDataset, mod: str) -> Tensor:
 def measure(trained: TrainedRun, config: MeasureConfig) -> Measurement:
     """Everything :class:`MeasureConfig` asks for on the test split (see the module docstring)."""
     from mmfuse.data.transforms import GaussianNoise, MissingModality
-    from mmfuse.training.metrics import evaluate
+    from mmfuse.training.calibration import CalibrationStats, calibration_stats
+    from mmfuse.training.metrics import predict_logits, task_metrics
 
     model, splits = trained.model.eval(), trained.splits
     test = splits.test
@@ -291,8 +297,37 @@ def measure(trained: TrainedRun, config: MeasureConfig) -> Measurement:
         from mmfuse.training.metrics import choose_metric
 
         metric, higher = choose_metric(config.metric, splits.task, getattr(splits.train, "labels", None))
-    clean = evaluate(model, test)
+    classify = splits.task in ("binary", "multiclass")
     errors: dict[str, str] = {}
+
+    def calibration(logits: Tensor, ds: MultimodalDataset, where: str, *, full: bool = False
+                    ) -> CalibrationStats | None:
+        if not classify:
+            return None
+        try:
+            return calibration_stats(logits, ds.labels, bins=full, selective=full)
+        except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+            errors[where] = f"{type(exc).__name__}: {exc}"
+            return None
+
+    def evaluate(ds: MultimodalDataset, corruption: Any, where: str,
+                 ) -> tuple[dict[str, float], CalibrationStats | None, Tensor]:
+        """The task's metrics, the calibration and the outputs of one (corrupted) split."""
+        logits = predict_logits(model, ds, corruption=corruption)
+        return task_metrics(logits, ds.labels, splits.task), calibration(logits, ds, where), logits
+
+    # a calibrated model's outputs are z / T: z = outputs * T is the model before scaling
+    temperature = float(getattr(model, "temperature", 1.0))
+
+    clean_logits = predict_logits(model, test)
+    clean = task_metrics(clean_logits, test.labels, splits.task)
+    clean_cal = calibration(clean_logits, test, "calibration", full=True)
+    uncalibrated = None
+    if temperature != 1.0:
+        uncalibrated = calibration(clean_logits * temperature, test, "calibration:uncalibrated", full=True)
+    cal_missing: dict[str, CalibrationStats | None] = {}
+    uncal_missing: dict[str, CalibrationStats | None] = {}
+    cal_noise: dict[str, dict[str, CalibrationStats | None]] = {}
 
     missing: dict[str, float | None] = {}
     missing_n: dict[str, int] = {}
@@ -305,7 +340,10 @@ def measure(trained: TrainedRun, config: MeasureConfig) -> Measurement:
                 if not bool(keep.any()):
                     raise ValueError(f"no test sample has a modality besides {mod!r}")
                 ds = test if bool(keep.all()) else test.subset(keep.nonzero().squeeze(1))
-                missing[mod] = float(evaluate(model, ds, corruption=MissingModality(mod))[metric])
+                scores, cal_missing[mod], logits = evaluate(ds, MissingModality(mod), f"calibration:missing:{mod}")
+                missing[mod] = float(scores[metric])
+                if temperature != 1.0:
+                    uncal_missing[mod] = calibration(logits * temperature, ds, f"calibration:missing:{mod}:before")
             except Exception as exc:  # noqa: BLE001 - a failed measurement is recorded, the run goes on
                 missing[mod] = None
                 errors[f"missing:{mod}"] = f"{type(exc).__name__}: {exc}"
@@ -320,7 +358,10 @@ def measure(trained: TrainedRun, config: MeasureConfig) -> Measurement:
                 spec = splits.specs[mod]
                 level = scale / top if spec.kind == "text" and top > 0 else scale
                 corruption = GaussianNoise.for_spec(mod, spec, level, seed=trained.spec.seed)
-                noise[mod][f"{scale:g}"] = float(evaluate(model, test, corruption=corruption)[metric])
+                scores, cal, _ = evaluate(test, corruption, f"calibration:noise:{mod}:{scale:g}")
+                noise[mod][f"{scale:g}"] = float(scores[metric])
+                if cal is not None:
+                    cal_noise.setdefault(mod, {})[f"{scale:g}"] = cal
             except Exception as exc:  # noqa: BLE001 - e.g. noise on a kind without a numeric form
                 noise[mod][f"{scale:g}"] = None
                 errors[f"noise:{mod}:{scale:g}"] = f"{type(exc).__name__}: {exc}"
@@ -339,9 +380,7 @@ def measure(trained: TrainedRun, config: MeasureConfig) -> Measurement:
     sample_scores = None
     per_sample: dict[str, Any] = {}
     if config.sample_scores and splits.task in ("binary", "multiclass", "regression"):
-        from mmfuse.training.metrics import predict_logits
-
-        out = predict_logits(model, test)
+        out = clean_logits
         if splits.task == "regression":
             y = test.labels.float().reshape(out.shape)
             if metric == "mae":  # |e| per sample (mean over targets): its mean is the MAE
@@ -391,6 +430,12 @@ def measure(trained: TrainedRun, config: MeasureConfig) -> Measurement:
         sample_scores=sample_scores,
         probe=probe,
         **per_sample,
+        calibration=clean_cal,
+        calibration_missing={k: v for k, v in cal_missing.items() if v is not None},
+        calibration_noise=cal_noise,
+        temperature=temperature if temperature != 1.0 else None,
+        uncalibrated=uncalibrated,
+        uncalibrated_missing={k: v for k, v in uncal_missing.items() if v is not None},
     )
 
 

@@ -252,6 +252,8 @@ class ExperimentSpec:
     def weights_identity(self) -> dict[str, Any]:
         """Every setting that changes the trained weights (nothing that only says where or how loud)."""
         train = {k: v for k, v in self.train.to_dict().items() if k not in _DISPLAY_ONLY}
+        if train.get("calibrate") is None:  # off: left out, so keys from before the setting stay valid
+            train.pop("calibrate", None)
         return {"schema": SPEC_SCHEMA, "data": self.data.identity(), "model": self.model.to_json(),
                 "train": _plain(train)}
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from mmfuse.encoders import Encoder
@@ -22,6 +23,19 @@ from mmfuse.fusions._base import Fusion, FusionError, FusionIntermediates, maske
 from mmfuse.layers import ModalityDict
 
 __all__ = ["MultimodalModel", "UnimodalModel"]
+
+
+class _Temperature:
+    """The ``temperature`` buffer of a model: a scalar ``T`` (1 until calibrated, see
+    :mod:`mmfuse.training.calibration`) that the output is divided by, saved with the
+    weights; a checkpoint written before it existed loads with ``T = 1``."""
+
+    def _init_temperature(self) -> None:
+        self.register_buffer("temperature", torch.ones(()))  # type: ignore[attr-defined]
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        state_dict.setdefault(prefix + "temperature", torch.ones_like(self.temperature))  # type: ignore[attr-defined]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[misc]
 
 
 def _encode(
@@ -45,7 +59,7 @@ def _encode(
     return feats, mask.any(dim=1)
 
 
-class MultimodalModel(nn.Module):
+class MultimodalModel(_Temperature, nn.Module):
     """Encoders per modality, any registered fusion, and a head.
 
     Args:
@@ -89,6 +103,7 @@ class MultimodalModel(nn.Module):
         self.fusion = fusion
         self.head = head if head is not None else nn.Identity()
         self.config = config
+        self._init_temperature()
 
     def forward(
         self,
@@ -106,8 +121,9 @@ class MultimodalModel(nn.Module):
                 :class:`~mmfuse.fusions.FusionIntermediates`.
 
         Returns:
-            ``(b, k)`` logits (log-probabilities for decision-level fusion), and the
-            intermediates when asked.
+            ``(b, k)`` logits (log-probabilities for decision-level fusion), divided by
+            the ``temperature`` buffer (1 unless calibrated), and the intermediates
+            when asked.
         """
         feats, out_masks = self.encode(inputs, masks)
         return self.classify(feats, out_masks, return_intermediates=return_intermediates)
@@ -148,11 +164,11 @@ class MultimodalModel(nn.Module):
                 f"fusion output: expected (b, d) for the head, got {tuple(fused.shape)} "
                 f"(build the fusion with pooling on)"
             )
-        logits = self.head(fused)
+        logits = self.head(fused) / self.temperature
         return (logits, info) if return_intermediates else logits
 
 
-class UnimodalModel(nn.Module):
+class UnimodalModel(_Temperature, nn.Module):
     """One modality's encoder and a head: the baseline a fusion has to beat.
 
     Other modalities in ``inputs`` are ignored. A token output is reduced to a vector
@@ -174,6 +190,7 @@ class UnimodalModel(nn.Module):
         self.encoder = encoder
         self.head = head
         self.config = config
+        self._init_temperature()
 
     def forward(
         self,
@@ -188,5 +205,5 @@ class UnimodalModel(nn.Module):
         feat, mask = _encode(self.encoder, self.modality, inputs, {} if masks is None else masks)
         if feat.dim() == 3:
             feat = masked_mean(feat, mask if mask is not None and mask.dim() == 2 else None, dim=1)
-        logits = self.head(feat)
+        logits = self.head(feat) / self.temperature
         return (logits, None) if return_intermediates else logits

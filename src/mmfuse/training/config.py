@@ -25,6 +25,8 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range is [0, 2**32)
 #: the names ``TrainConfig.balance`` takes (see :mod:`mmfuse.training.balance`)
 BALANCE_METHODS = ("aux", "gblend", "ogm_ge", "mmpareto")
+#: the names ``TrainConfig.calibrate`` takes (see :mod:`mmfuse.training.calibration`)
+CALIBRATE_METHODS = ("temperature",)
 
 
 class TrainConfigError(ConfigError):
@@ -76,6 +78,10 @@ class TrainConfig:
         gblend_floor: G-Blending's floor on ``|O|``, the change of the train-val gap,
             in nats (``"gblend"``).
         pareto_gamma: MMPareto's gradient magnitude factor ``gamma`` (``"mmpareto"``).
+        calibrate: post-hoc calibration fitted on the validation split after training:
+            ``None`` (off) or ``"temperature"`` (one temperature ``T`` that divides the
+            model's output, stored in the model; :mod:`mmfuse.training.calibration`).
+            Classification tasks only.
     """
 
     epochs: int = 20
@@ -103,6 +109,7 @@ class TrainConfig:
     gblend_every: int = 1
     pareto_gamma: float = 1.5
     gblend_floor: float = 0.01
+    calibrate: str | None = None
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:
@@ -145,6 +152,9 @@ class TrainConfig:
             if not isinstance(getattr(self, name), (str, int)) or isinstance(getattr(self, name), bool):
                 raise TrainConfigError(f"{name}: expected a string, got {getattr(self, name)!r}")
         self._check_balance()
+        if self.calibrate is not None and self.calibrate not in CALIBRATE_METHODS:
+            raise TrainConfigError(f"calibrate: expected None or one of {list(CALIBRATE_METHODS)}, "
+                                   f"got {self.calibrate!r}")
         precision = str(self.precision)
         if precision in ("32", "16", "bf16", "64"):
             precision = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}[precision]

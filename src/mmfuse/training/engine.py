@@ -65,6 +65,7 @@ from mmfuse.data._base import DatasetSplits
 from mmfuse.errors import CheckpointError, TrainingError
 from mmfuse.io import atomic_write
 from mmfuse.training.balance import balance_callbacks, make_balancer
+from mmfuse.training.calibration import calibrate_model, check_calibrate
 from mmfuse.training.checkpoint import load_tree, save_checkpoint, save_tree
 from mmfuse.training.config import FitResult, TrainConfig, TrainConfigError
 from mmfuse.training.metrics import BatchView, collate_batch, evaluate, iter_batches, to_device
@@ -761,6 +762,7 @@ def fit(
         raise TrainConfigError(f"{splits.name}: the training split is empty")
     check_devices(cfg)
     task = getattr(splits, "task", None) or ("binary" if splits.num_classes == 2 else "multiclass")
+    check_calibrate(cfg.calibrate, task=task, has_val=len(splits.val) > 0)
     target_scale = None
     if task == "regression":
         from mmfuse.models.builder import target_stats
@@ -813,6 +815,8 @@ def fit(
         if state.best_weights is not None:
             model.load_state_dict(state.best_weights)
         model.eval()
+        if cfg.calibrate == "temperature":  # post-hoc, on the best weights (mmfuse.training.calibration)
+            calibrate_model(model, splits.val)
         val_metrics = evaluate(model, splits.val) if has_val else {}
     checkpoint: Path | None = None
     if out is not None and trainer.is_global_zero:
