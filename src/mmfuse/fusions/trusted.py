@@ -169,6 +169,9 @@ class TrustedFusion(Fusion):
         dropout: dropout of the heads.
     """
 
+    #: always decision-level, whatever the options
+    outputs_logits = True
+
     def __init__(
         self,
         *,
@@ -186,7 +189,6 @@ class TrustedFusion(Fusion):
             raise FusionError(
                 f"trusted: output_dim is the number of classes: expected at least 2, got {self.output_dim}"
             )
-        self.outputs_logits = True
         self.pseudo_view = pseudo_view
         self.annealing_epochs = annealing_epochs
 
