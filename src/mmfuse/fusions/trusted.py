@@ -120,8 +120,9 @@ def dirichlet_loss(belief: Tensor, uncertainty: Tensor, target: Tensor, annealin
         ``(b,)``, or ``(b, v)``: the loss of each opinion.
     """
     k = belief.shape[-1]
-    belief, uncertainty = belief.float(), uncertainty.float()
-    s = k / uncertainty.clamp_min(torch.finfo(torch.float32).tiny)  # (b,) or (b, v)
+    dtype = torch.promote_types(belief.dtype, torch.float32)  # at least float32, even under autocast
+    belief, uncertainty = belief.to(dtype), uncertainty.to(dtype)
+    s = k / uncertainty.clamp_min(torch.finfo(dtype).tiny)  # (b,) or (b, v)
     alpha = belief * s.unsqueeze(-1) + 1.0
     y = F.one_hot(target, k).to(alpha.dtype)
     if alpha.dim() == 3:
