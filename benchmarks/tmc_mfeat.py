@@ -47,7 +47,7 @@ CONFIGS: dict[str, tuple[str, dict, dict | None, bool]] = {
     "trusted": ("trusted", {}, None, False),
     "trusted pseudo_view": ("trusted", {"pseudo_view": True}, None, False),
     "trusted linear": ("trusted", *LINEAR, False),
-    "trusted linear, paper's training": ("trusted", *LINEAR, True),
+    "trusted linear (paper's training)": ("trusted", *LINEAR, True),
     "late decision": ("late", {"level": "decision"}, None, False),
     "late": ("late", {}, None, False),
     "early": ("early", {}, None, False),
