@@ -110,10 +110,11 @@ NOT_CLASSES = "a decision-level strategy combines class probabilities"
 
 
 def _decision_only(name: str) -> bool:
-    """Whether strategy ``name`` outputs class log-probabilities whatever its options."""
-    from mmfuse.fusions import fusion_class
+    """Whether strategy ``name`` outputs class log-probabilities whatever its options (a name
+    that is not registered, e.g. a test's stand-in, is not)."""
+    from mmfuse.fusions import fusion_class, list_fusions
 
-    return bool(fusion_class(name).outputs_logits)
+    return name in list_fusions() and bool(fusion_class(name).outputs_logits)
 
 
 def build_grid(
