@@ -27,8 +27,10 @@ import argparse
 import json
 import math
 import platform
+import shlex
 import statistics
 import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -220,8 +222,7 @@ def main() -> None:
     load_after = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     header = (
         f"# mmfuse on TMC's mfeat protocol\n\n"
-        f"Command: `OMP_NUM_THREADS=1 python benchmarks/tmc_mfeat.py --out {args.out}"
-        f"{' --resume' if args.resume else ''}`; started {started}, commit {commit}, {platform.machine()} "
+        f"Command: `OMP_NUM_THREADS=1 python benchmarks/tmc_mfeat.py {shlex.join(sys.argv[1:])}`; started {started}, commit {commit}, {platform.machine()} "
         f"({torch.get_num_threads()} torch threads per fit: --threads {args.threads}); load average "
         f"{' '.join(load_before)} at the start, {' '.join(load_after)} at the end (a shared 2-core machine); "
         f"{time.perf_counter() - t0:.0f} s this invocation, fit seconds summed over runs "
