@@ -313,8 +313,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    "uni:<modality>; default: the recommended one), its lowest seed")
     p.add_argument("--id", dest="id_column", metavar="COL", help="copy this column of the input into the output, "
                    "first")
-    p.add_argument("--explain", action="store_true", help="add per-row Shapley values of the modalities and the "
-                   "strategy's modality weights")
+    p.add_argument("--explain", action="store_true", help="add per-row Shapley values of the modalities, the "
+                   "strategy's modality weights, and trusted's uncertainty per row and per modality")
     p.add_argument("--strict", action="store_true", help="a row with every modality missing is an error")
     p.add_argument("--base-dir", help="folder that relative image/audio/.npy paths resolve against (default: the "
                    "table's folder)")

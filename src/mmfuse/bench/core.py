@@ -113,6 +113,12 @@ def _dataset_modalities(data: DataSpec) -> list[str]:
     return list(load_data(data).modalities)
 
 
+def _dataset_task(data: DataSpec) -> str:
+    from mmfuse.experiment import load_data
+
+    return str(load_data(data).task)
+
+
 def _dataset_groups(data: DataSpec) -> Any:
     from mmfuse.bench.groups import choose_groups
     from mmfuse.experiment import load_data
@@ -235,7 +241,8 @@ def _run_bench(
     _check_folder(store, config)
     skipped: list[Skipped] = []
     runs = build_grid(config, fusions=names, modalities_of=modalities_of or _dataset_modalities,
-                      models_dir=str(store.models), groups_of=_dataset_groups, skipped=skipped)
+                      models_dir=str(store.models), groups_of=_dataset_groups, skipped=skipped,
+                      task_of=_dataset_task)
     if not runs:
         raise BenchConfigError("the grid is empty: no strategy and no unimodal baseline to run")
     _check_metric(config, runs)

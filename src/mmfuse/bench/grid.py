@@ -105,6 +105,16 @@ def _hierarchical_options(config: BenchConfig, data: DataSpec,
 
 #: why the fusions of a dataset with one modality are not run
 ONE_MODALITY = "the data has one modality, so there is nothing to fuse"
+#: why a decision-level-only strategy (``outputs_logits`` on the class) is not run
+NOT_CLASSES = "a decision-level strategy combines class probabilities"
+
+
+def _decision_only(name: str) -> bool:
+    """Whether strategy ``name`` outputs class log-probabilities whatever its options (a name
+    that is not registered, e.g. a test's stand-in, is not)."""
+    from mmfuse.fusions import fusion_class, list_fusions
+
+    return name in list_fusions() and bool(fusion_class(name).outputs_logits)
 
 
 def build_grid(
@@ -115,6 +125,7 @@ def build_grid(
     models_dir: str | None = None,
     groups_of: Callable[[DataSpec], GroupChoice] | None = None,
     skipped: list[Skipped] | None = None,
+    task_of: Callable[[DataSpec], str] | None = None,
 ) -> list[BenchRun]:
     """Every run of the comparison, in a stable order (dataset, model, variant, seed).
 
@@ -131,6 +142,8 @@ def build_grid(
         models_dir: where trained models are saved (see :class:`BenchRun`).
         groups_of: ``DataSpec -> GroupChoice`` (:func:`mmfuse.bench.groups.choose_groups`).
         skipped: a list the left-out strategies are appended to.
+        task_of: ``DataSpec -> task``; a strategy that is decision-level whatever its
+            options (``trusted``) is left out of a task that is not classification.
     """
     runs: list[BenchRun] = []
     measure = config.measure
@@ -152,6 +165,10 @@ def build_grid(
                 if skipped is not None:
                     skipped.append(Skipped(dataset=data.display, model=f,
                                            reason=f"{ONE_MODALITY}: {mods[0]!r} is the only one"))
+                continue
+            if task_of is not None and _decision_only(f) and (task := task_of(data)) not in ("binary", "multiclass"):
+                if skipped is not None:
+                    skipped.append(Skipped(dataset=data.display, model=f, reason=f"{NOT_CLASSES}: the task is {task}"))
                 continue
             options: dict[str, Any] | None = config.fusion_options_for(f)
             if f == "hierarchical":

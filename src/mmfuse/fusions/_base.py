@@ -254,6 +254,11 @@ class Fusion(nn.Module):
     The modality order is fixed here (sorted names) and never taken from the order
     of an input dict.
 
+    A strategy with a training objective of its own (``trusted``) defines
+    ``training_loss(info, target, *, epoch) -> Tensor``: the loss of a batch from the
+    :class:`FusionIntermediates` of its forward, the ``(b,)`` class targets and the
+    epoch (from 0). The training engine then trains on it in place of the task loss.
+
     Args:
         input_dims: modality name -> feature dimension ``d_i``.
         output_dim: feature dimension ``d_out`` of the fused output.

@@ -17,7 +17,8 @@ turns it into the model's inputs with the rules of new data
 - :meth:`Run.predict_proba`, :meth:`Run.embed` (the fused representation before the
   head), :meth:`Run.evaluate` (the metrics on rows that have the target),
   :meth:`Run.explain` (per row, each modality's Shapley value through the presence
-  masks, and the modality weights where the strategy has them).
+  masks, the modality weights where the strategy has them, and ``trusted``'s
+  uncertainty and per-modality opinions).
 - :meth:`Run.predict_file`: a table of any size in batches of rows (Parquet read one
   batch at a time, CSV in chunks), the output written as it goes, so memory is bounded.
 
@@ -358,7 +359,9 @@ class Run:
     def explain(self, data: Any, **kwargs: Any) -> pd.DataFrame:
         """Per row: each modality's Shapley value (``shapley_<m>``), the value with none
         (``base_value``) and with all present (``value``), what is explained (``target``),
-        and the modality weights (``weight_<m>``) where the strategy has them."""
+        the modality weights (``weight_<m>``) where the strategy has them, and for ``trusted``
+        the uncertainty ``u`` of the prediction (``uncertainty``) and each modality's own
+        (``uncertainty_<m>``) and its belief in the explained class (``belief_<m>``)."""
         return self._explain(self.transform(data, **kwargs))
 
     def _explain(self, t: Any, batch_size: int = 512) -> pd.DataFrame:
@@ -422,6 +425,9 @@ class Run:
         weights = self._weights(t, mods, rows, batch_size)
         for m, w in weights.items():
             frame[f"weight_{m}"] = w
+        if self.task != "regression":
+            for column, values in self._opinions(t, mods, rows, target_idx, batch_size).items():
+                frame[column] = values
         frame.loc[~t.usable, :] = np.nan
         frame.loc[~t.usable, "target"] = None
         return frame
@@ -458,6 +464,44 @@ class Run:
             _, info = self.model(inputs, masks, return_intermediates=True)
             w = getattr(info, "modality_weights", None) if info is not None else None
             known = self._weights_known = w is not None and w.dim() == 2 and w.shape[1] == len(mods)
+        return bool(known)
+
+    @torch.inference_mode()
+    def _opinions(self, t: Any, mods: tuple[str, ...], rows: np.ndarray, target_idx: np.ndarray,
+                  batch_size: int) -> dict[str, np.ndarray]:
+        """Per row, for a strategy that forms subjective-logic opinions (``trusted``): the
+        combined uncertainty (``uncertainty``), each modality's own (``uncertainty_<m>``, 1
+        where it is missing) and its belief in the explained class (``belief_<m>``)."""
+        if getattr(self.model, "fusion", None) is None or len(t) == 0 or not self._gives_opinions(t):
+            return {}
+        n = len(t)
+        got = {c: np.full(n, np.nan) for c in ("uncertainty", *(f"{w}_{m}" for w in ("uncertainty", "belief")
+                                                                  for m in mods))}
+        for start in range(0, len(rows), batch_size):
+            sel = rows[start:start + batch_size]
+            idx = torch.from_numpy(sel)
+            inputs = {m: x[idx].to(self.device) for m, x in t.inputs.items()}
+            masks = {m: k[idx].to(self.device) for m, k in t.masks.items()}
+            _, info = self.model(inputs, masks, return_intermediates=True)
+            extras = info.extras
+            got["uncertainty"][sel] = extras["uncertainty"].float().cpu().numpy()
+            own_u = extras["modality_uncertainty"].float().cpu().numpy()  # (b, M)
+            own_b = extras["modality_belief"].float().cpu().numpy()  # (b, M, k)
+            for i, m in enumerate(mods):
+                got[f"uncertainty_{m}"][sel] = own_u[:, i]
+                got[f"belief_{m}"][sel] = own_b[np.arange(len(sel)), i, target_idx[sel]]
+        return got
+
+    @torch.inference_mode()
+    def _gives_opinions(self, t: Any) -> bool:
+        """Whether the strategy's intermediates hold opinions (asked once, on one row)."""
+        known = getattr(self, "_opinions_known", None)
+        if known is None:
+            inputs = {m: x[:1].to(self.device) for m, x in t.inputs.items()}
+            masks = {m: torch.ones_like(k[:1]).to(self.device) for m, k in t.masks.items()}
+            _, info = self.model(inputs, masks, return_intermediates=True)
+            extras = getattr(info, "extras", None) or {}
+            known = self._opinions_known = {"uncertainty", "modality_uncertainty", "modality_belief"} <= set(extras)
         return bool(known)
 
     # ------------------------------------------------------------------ files

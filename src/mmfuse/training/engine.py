@@ -18,7 +18,10 @@ passed through from :class:`~mmfuse.training.TrainConfig`. What mmfuse adds:
   squared error of standardised targets, ``mean(((y_hat - y) / s)^2)`` with ``s`` the
   training targets' standard deviation per column (so every target column weighs the
   same whatever its units; the model predicts in the target's units, see
-  :class:`mmfuse.models.builder.RegressionHead`);
+  :class:`mmfuse.models.builder.RegressionHead`); a fusion with its own training
+  objective (a ``training_loss`` method, e.g. ``trusted``'s evidential loss) is trained
+  on that instead, from the intermediates of its forward, while validation and early
+  stopping still read the task loss of the model's output;
 - a run whose training or validation loss becomes NaN or infinite stops with a
   :class:`~mmfuse.errors.TrainingError` (no ``model.safetensors``, no ``fit.json``);
 - the torch thread count chosen for the model's size (:func:`auto_threads`), set for
@@ -139,6 +142,9 @@ class FusionModule(L.LightningModule):
 
             self.dropout_transform = ModalityDropout(cfg.modality_dropout)
         self.balancer = make_balancer(model, cfg)  # cfg.balance: None or mmfuse.training.balance
+        #: the fusion's own training objective, ``training_loss(intermediates, target, *, epoch)``
+        #: (see Fusion), trained on in place of the task loss; None: the task loss
+        self.fusion_loss: Callable[..., Tensor] | None = getattr(getattr(model, "fusion", None), "training_loss", None)
         #: backward and optimizer steps without Lightning's wrappers (set at the start of
         #: training, see _plain_steps)
         self._plain_steps = False
@@ -187,6 +193,9 @@ class FusionModule(L.LightningModule):
                 part = self.dropout_transform(part)
             if self.balancer is not None:
                 loss = self.balancer.training_loss(self.model, part)
+            elif self.fusion_loss is not None:
+                _, info = self._step_model(part["inputs"], part["masks"], return_intermediates=True)
+                loss = self.fusion_loss(info, part["label"], epoch=self.current_epoch)
             else:
                 loss = self.loss(self._step_model(part["inputs"], part["masks"]), part["label"])
             opt.zero_grad()
