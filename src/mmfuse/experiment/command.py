@@ -21,16 +21,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mmfuse.errors import ConfigError, MmfuseError
+from mmfuse.errors import ConfigError, DiskFullError, MmfuseError
 from mmfuse.experiment.config import experiment_from_settings
 from mmfuse.experiment.results import RunRecord
 from mmfuse.experiment.specs import ExperimentSpec, MeasureConfig
-from mmfuse.io import atomic_write
+from mmfuse.io import atomic_write, is_disk_full
 
 __all__ = ["default_out_dir", "prepare_run_folder", "train_command"]
 
 #: settings a resumed run may change: it may be given more epochs or more time
 _MAY_GROW = ("train.epochs", "train.max_time")
+#: what to do after a full disk stopped a run whose folder is kept
+_RESUME = "continue with: mmfuse train ... --resume --out {folder}"
 #: files a run folder may hold, removed by ``force``
 _RUN_FILES = ("spec.json", "run.json", "metrics.json", "fit.json", "model.safetensors", "last.safetensors",
               "bundle.json", "preprocessor.json", "preprocessor.safetensors")
@@ -121,12 +123,19 @@ def train_command(
     started, started_at = time.perf_counter(), datetime.now(timezone.utc).isoformat(timespec="seconds")
     try:
         trained = train_one(spec, out_dir=folder, resume=resume)
-    except MmfuseError:
-        # a run that failed at set-up (a misspelled target, a bad setting) leaves no folder to --force
-        if created and not any((folder / f).exists() for f in ("model.safetensors", "last.safetensors")):
+    except (MmfuseError, OSError) as exc:
+        full = is_disk_full(exc)
+        if not (full or isinstance(exc, MmfuseError)):
+            raise
+        # a run that failed at set-up (a misspelled target, a bad setting, a full disk) leaves no folder to --force
+        started_fit = any((folder / f).exists() for f in ("model.safetensors", "last.safetensors"))
+        if created and not started_fit:
             import shutil
 
             shutil.rmtree(folder, ignore_errors=True)
+        if full:
+            raise DiskFullError(folder, _RESUME.format(folder=folder) if started_fit or not created
+                                else "run the same command again") from exc
         raise
     if trained.fit is not None and not trained.fit.is_global_zero:
         return 0  # another process of a multi-process (DDP) run: rank 0 reports
@@ -135,12 +144,17 @@ def train_command(
     record = RunRecord(spec=spec, measure=measure_config, status="ok", training=trained.facts, measurement=m,
                        started_at=started_at, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        wall_s=round(time.perf_counter() - started, 3), host=socket.gethostname(), pid=os.getpid())
-    atomic_write(folder / "run.json", json.dumps(record.to_json(), indent=2, sort_keys=True))
     metrics = {"val": trained.facts.val_metrics, "test": {**m.metrics, "n": m.n_test}}
-    atomic_write(folder / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
     from mmfuse.runs.bundle import write_bundle
 
-    write_bundle(folder, model_file=trained.checkpoint, splits=trained.splits, spec=spec, metrics=metrics)
+    try:
+        atomic_write(folder / "run.json", json.dumps(record.to_json(), indent=2, sort_keys=True))
+        atomic_write(folder / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+        write_bundle(folder, model_file=trained.checkpoint, splits=trained.splits, spec=spec, metrics=metrics)
+    except OSError as exc:  # the model is trained: --resume measures it and writes these again
+        if is_disk_full(exc):
+            raise DiskFullError(folder, _RESUME.format(folder=folder)) from exc
+        raise
 
     names = [k for k in m.metrics if k != "n"]
     table = Table(title=escape(f"{spec.data.display} / {spec.label}"))
