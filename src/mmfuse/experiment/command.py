@@ -3,7 +3,9 @@
 Shape legend: none (no tensors here).
 
 A run folder holds ``spec.json`` (the :class:`~mmfuse.experiment.ExperimentSpec`,
-written before training), the fit's resumable state and best weights, ``run.json``
+written before training, with the training key it gives, so a file edited since, say to
+another task, is refused by ``--resume`` instead of continuing weights trained on other
+settings), the fit's resumable state and best weights, ``run.json``
 (the :class:`~mmfuse.experiment.RunRecord`) and ``metrics.json`` (validation and test
 metrics). An existing run folder is never overwritten silently: ``resume`` continues
 it (only with the same weight-changing settings; the differences are named), ``force``
@@ -55,6 +57,11 @@ def _secondary_process() -> bool:
     return any(os.environ.get(k, "0") != "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
 
 
+def _write_spec(path: Path, spec: ExperimentSpec) -> None:
+    """``spec.json``: the spec and the training key it gives (see the module docstring)."""
+    atomic_write(path, json.dumps({**spec.to_json(), "train_key": spec.key}, indent=2, sort_keys=True))
+
+
 def prepare_run_folder(out: Path, spec: ExperimentSpec, *, resume: bool, force: bool) -> None:
     """Check (and, with ``force``, clear) the run folder; write ``spec.json``.
 
@@ -70,14 +77,21 @@ def prepare_run_folder(out: Path, spec: ExperimentSpec, *, resume: bool, force: 
         if not spec_file.is_file():
             raise ConfigError(f"--resume: {str(out)!r} holds no run to continue (no spec.json): check --out")
         try:
-            before = ExperimentSpec.from_json(json.loads(spec_file.read_text()))
+            raw = json.loads(spec_file.read_text())
+            before = ExperimentSpec.from_json(raw)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--resume: {spec_file}: cannot read the run's settings: {exc}") from exc
+        written = raw.get("train_key")  # None: a folder of an mmfuse that did not record it
+        if written is not None and written != before.key:
+            raise ConfigError(f"--resume: {spec_file} was edited after the run started: its settings give the "
+                              f"training key {before.key}, the run was started with {written}, so the weights in "
+                              f"{str(out)!r} were trained on other settings than the file says. Start a new run "
+                              "(another --out, or --force), or put the file back as it was")
         diffs = spec.differences(before, ignore=_MAY_GROW)
         if diffs:
             raise ConfigError(f"--resume: the settings differ from the run in {str(out)!r} (now != then): "
                               + "; ".join(diffs) + ". Resume with the same settings, or start a new run")
-        atomic_write(spec_file, json.dumps(spec.to_json(), indent=2, sort_keys=True))
+        _write_spec(spec_file, spec)
         return
     if occupied:
         if not force:
@@ -87,7 +101,7 @@ def prepare_run_folder(out: Path, spec: ExperimentSpec, *, resume: bool, force: 
             (out / name).unlink(missing_ok=True)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write(spec_file, json.dumps(spec.to_json(), indent=2, sort_keys=True))
+        _write_spec(spec_file, spec)
     except OSError as exc:
         raise ConfigError(f"run folder {str(out)!r} is not writable: {exc}") from exc
 
