@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
@@ -622,8 +622,3 @@ def create_fusion(name: str, *, input_dims: Mapping[str, int], output_dim: int, 
     if bad:
         raise FusionError(f"fusion {name!r}: unknown option {bad[0]!r}: expected one of {sorted(allowed)}")
     return cls(input_dims=input_dims, output_dim=output_dim, **options)
-
-
-def iter_registered() -> Iterator[tuple[str, type[Fusion]]]:
-    _load_all()
-    yield from sorted(_REGISTRY.items())
