@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from mmfuse.encoders._base import Encoder, EncoderError, token_mask, zero_missing_tokens
 from mmfuse.encoders.image import _groups
-from mmfuse.fusions._base import masked_mean
+from mmfuse.functional import masked_mean
 
 __all__ = ["AudioEncoder"]
 

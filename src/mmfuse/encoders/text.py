@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from mmfuse.encoders._base import Encoder, EncoderError, token_mask
-from mmfuse.fusions._base import masked_mean
+from mmfuse.functional import masked_mean
 from mmfuse.layers import Mlp
 
 __all__ = ["TextEncoder"]

@@ -18,7 +18,7 @@ from mmfuse.encoders._base import (
     zero_missing,
     zero_missing_tokens,
 )
-from mmfuse.fusions._base import masked_mean
+from mmfuse.functional import masked_mean
 from mmfuse.layers import Mlp
 
 __all__ = ["SequenceEncoder", "VectorEncoder"]

@@ -110,7 +110,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmfuse.data._base import DatasetSplits, MultimodalDataset
-from mmfuse.fusions._base import masked_mean
+from mmfuse.functional import masked_mean
 from mmfuse.models.multimodal import MultimodalModel
 from mmfuse.training.config import BALANCE_METHODS, TrainConfig, TrainConfigError
 from mmfuse.training.metrics import iter_batches, to_device
