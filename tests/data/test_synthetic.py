@@ -316,3 +316,18 @@ def test_designed_tasks_bad_options_raise() -> None:
     with pytest.raises(DataError, match="exactly 3 modalities"):
         load_synthetic(task="reliability", num_modalities=2)
     assert load_synthetic(task="groups", n=100).modalities == ("x0", "x1", "x2", "x3")
+
+
+def test_dataset_loader_is_the_registered_function() -> None:
+    import inspect
+
+    from mmfuse.data import DataError, dataset_loader, list_datasets, load_dataset
+    from mmfuse.data.synthetic import load_synthetic
+
+    assert dataset_loader("synthetic") is load_synthetic
+    assert "task" in inspect.signature(dataset_loader("synthetic")).parameters
+    with pytest.raises(DataError, match=r"unknown dataset 'nope': expected one of \[") as caught:
+        dataset_loader("nope")
+    assert all(n in str(caught.value) for n in list_datasets())
+    with pytest.raises(DataError, match="unknown dataset 'nope'"):
+        load_dataset("nope")

@@ -236,9 +236,18 @@ def list_datasets() -> list[str]:
     return sorted(_DATASETS)
 
 
-def load_dataset(name: str, /, *, root: str | os.PathLike[str] | None = None, seed: int = 0, **options: Any) -> DatasetSplits:
-    """Load the registered dataset ``name`` as fixed, seeded splits."""
+def dataset_loader(name: str) -> Callable[..., DatasetSplits]:
+    """The loader registered as ``name`` (to read its options' signature, say).
+
+    Raises:
+        DataError: no dataset of that name (the message lists them).
+    """
     names = list_datasets()
     if name not in _DATASETS:
         raise DataError(f"unknown dataset {name!r}: expected one of {names}")
-    return _DATASETS[name](root=root, seed=seed, **options)
+    return _DATASETS[name]
+
+
+def load_dataset(name: str, /, *, root: str | os.PathLike[str] | None = None, seed: int = 0, **options: Any) -> DatasetSplits:
+    """Load the registered dataset ``name`` as fixed, seeded splits."""
+    return dataset_loader(name)(root=root, seed=seed, **options)
