@@ -141,6 +141,16 @@ def _check_common(specs: Mapping[str, ModalitySpec], num_classes: int, hidden_di
     check_fraction("dropout", dropout, error=FusionError)
 
 
+def _outputs_logits(fusion: str, input_dims: Mapping[str, int], hidden_dim: int, options: Mapping[str, Any]) -> bool:
+    """Whether ``fusion`` with ``options`` outputs class logits (``outputs_logits``: a decision-level
+    fusion, which then needs ``num_classes`` outputs and no head). A strategy says so once built, so
+    it is asked of a copy built on the meta device: no memory, no weights drawn from the random
+    generator (the real model's initial weights do not depend on this question), and a bad option
+    raises here as it would below."""
+    with torch.device("meta"):
+        return bool(create_fusion(fusion, input_dims=input_dims, output_dim=hidden_dim, **options).outputs_logits)
+
+
 def build_model(
     specs: Mapping[str, ModalitySpec] | DatasetSplits | MultimodalDataset,
     num_classes: int | None = None,
@@ -196,17 +206,17 @@ def build_model(
     fopts = dict(fusion_options or {})
     encoders = {m: build_encoder(specs[m], hidden_dim, **enc_opts.get(m, {})) for m in names}
     input_dims = {m: hidden_dim for m in names}
-    fuse = create_fusion(fusion, input_dims=input_dims, output_dim=hidden_dim, **fopts)
-    if fuse.outputs_logits:
-        if task not in ("binary", "multiclass"):
-            raise FusionError(
-                f"fusion {fusion!r} with {fopts}: a decision-level fusion combines class "
-                f"log-probabilities, expected a binary or multiclass task, got {task!r} "
-                f"(use a feature-level fusion, e.g. late with level='feature')"
-            )
-        fuse = create_fusion(fusion, input_dims=input_dims, output_dim=num_classes, **fopts)
-        head: nn.Module | None = None
-    else:
+    logits = _outputs_logits(fusion, input_dims, hidden_dim, fopts)
+    if logits and task not in ("binary", "multiclass"):
+        raise FusionError(
+            f"fusion {fusion!r} with {fopts}: a decision-level fusion combines class "
+            f"log-probabilities, expected a binary or multiclass task, got {task!r} "
+            f"(use a feature-level fusion, e.g. late with level='feature')"
+        )
+    # built once: a decision-level fusion outputs the classes' logits itself, the others feed a head
+    fuse = create_fusion(fusion, input_dims=input_dims, output_dim=num_classes if logits else hidden_dim, **fopts)
+    head: nn.Module | None = None
+    if not logits:
         head = _head(fuse.output_dim, num_classes, hidden_dim, dropout, task, stats)
     config = {
         "type": "multimodal",
