@@ -331,3 +331,18 @@ def test_dataset_loader_is_the_registered_function() -> None:
     assert all(n in str(caught.value) for n in list_datasets())
     with pytest.raises(DataError, match="unknown dataset 'nope'"):
         load_dataset("nope")
+
+
+def test_one_rule_for_the_task_of_a_class_count() -> None:
+    import torch
+
+    from mmfuse.data import ModalitySpec, MultimodalDataset
+    from mmfuse.data._base import classification_task
+    from mmfuse.models import build_model
+
+    assert [classification_task(k) for k in (2, 3, 10)] == ["binary", "multiclass", "multiclass"]
+    for k in (2, 3):  # the dataset and the model builder agree with it
+        ds = MultimodalDataset("t", {"a": torch.zeros(4, 2)}, torch.arange(4) % k,
+                               specs={"a": ModalitySpec("vector", (2,))}, num_classes=k)
+        assert ds.task == classification_task(k)
+        assert build_model({"a": ModalitySpec("vector", (2,))}, k, "early", hidden_dim=4).config["task"] == ds.task

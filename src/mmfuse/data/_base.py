@@ -44,6 +44,12 @@ Task = Literal["binary", "multiclass", "multilabel", "regression"]
 TASKS: tuple[str, ...] = ("binary", "multiclass", "multilabel", "regression")
 
 
+def classification_task(num_classes: int) -> Task:
+    """The task of a single-label target with ``num_classes`` classes: ``binary`` for 2, else
+    ``multiclass`` (the one rule wherever a task is inferred from a class count)."""
+    return "binary" if int(num_classes) == 2 else "multiclass"
+
+
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,7 @@ class MultimodalDataset(Dataset):
         task: Task | None = None,
     ) -> None:
         n = labels.shape[0]
-        task = task or ("binary" if int(num_classes) == 2 else "multiclass")
+        task = task or classification_task(num_classes)
         if task not in TASKS:
             raise DataError(f"{name}: task: expected one of {list(TASKS)}, got {task!r}")
         if task in ("binary", "multiclass"):

@@ -25,7 +25,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mmfuse.data._base import TASKS, DatasetSplits, ModalitySpec, MultimodalDataset
+from mmfuse.data._base import (
+    TASKS,
+    DatasetSplits,
+    ModalitySpec,
+    MultimodalDataset,
+    classification_task,
+)
 from mmfuse.encoders import build_encoder
 from mmfuse.errors import FusionError, check_fraction
 from mmfuse.fusions._base import create_fusion
@@ -95,10 +101,6 @@ def _head(in_dim: int, num_classes: int, hidden_dim: int, dropout: float, task: 
     return Mlp(in_dim, num_classes, **opts)
 
 
-def _default_task(num_classes: int) -> str:
-    return "binary" if num_classes == 2 else "multiclass"
-
-
 def _source(
     source: Any, num_classes: int | None, task: str | None
 ) -> tuple[Mapping[str, ModalitySpec], int, str, tuple[Tensor, Tensor] | None]:
@@ -108,7 +110,7 @@ def _source(
     if not isinstance(source, Mapping) and hasattr(source, "specs") and hasattr(source, "num_classes"):
         k = source.num_classes if num_classes is None else num_classes
         data_task = getattr(source, "task", None)
-        task = task or data_task or _default_task(k)
+        task = task or data_task or classification_task(k)
         train = getattr(source, "train", source)
         stats = None
         if task == "regression" and data_task == "regression" and isinstance(getattr(train, "labels", None), Tensor):
@@ -118,7 +120,7 @@ def _source(
         return source.specs, k, task, stats
     if num_classes is None:
         raise FusionError("num_classes: expected a positive int (needed when specs is a mapping), got None")
-    default = _default_task(num_classes) if isinstance(num_classes, int) else "multiclass"
+    default = classification_task(num_classes) if isinstance(num_classes, int) else "multiclass"
     return source, num_classes, task or default, None
 
 
