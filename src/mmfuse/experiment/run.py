@@ -378,7 +378,7 @@ def measure(trained: TrainedRun, config: MeasureConfig) -> Measurement:
 
 def _shapley(model: nn.Module, splits: DatasetSplits, metric: str, seed: int) -> dict[str, Any]:
     """Shapley attribution on the test samples that have every modality present."""
-    from mmfuse.bench.attribution import modality_shapley
+    from mmfuse.training.attribution import modality_shapley
 
     test = splits.test
     full = torch.ones(len(test), dtype=torch.bool)
