@@ -108,6 +108,12 @@ def test_every_listed_method_changes_the_training_step(two) -> None:
         TrainConfig(balance="not_a_method")
 
 
+def test_the_settings_accept_exactly_the_registered_methods() -> None:
+    from mmfuse.training.balance import balance_methods
+
+    assert sorted(balance_methods()) == sorted(BALANCE_METHODS)
+
+
 def test_ogm_ge_refuses_three_modalities_and_unimodal_models(three_seq, two) -> None:
     with pytest.raises(TrainConfigError, match="exactly 2 modalities, got 3"):
         Balancer(tiny(three_seq), cfg(balance="ogm_ge"))
