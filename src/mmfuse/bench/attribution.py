@@ -7,20 +7,7 @@ imports it from below instead of from the bench above it. This module re-exports
 
 from __future__ import annotations
 
-from mmfuse.training.attribution import (
-    SCHEMA_VERSION,
-    ShapleyResult,
-    modality_shapley,
-    modality_value_fn,
-    prior_value,
-    shapley_values,
-)
+from mmfuse.training import attribution as _attribution
+from mmfuse.training.attribution import *  # noqa: F403
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "ShapleyResult",
-    "modality_shapley",
-    "modality_value_fn",
-    "prior_value",
-    "shapley_values",
-]
+__all__ = list(_attribution.__all__)
