@@ -25,7 +25,6 @@ SCRIPTS = sorted(p.name for p in (ROOT / "benchmarks").glob("*.py"))
 NEEDS_DATA = {"embedding_cache.py"}
 #: scripts with no --quick mode yet, and why
 NOT_YET = {
-    "balance.py": "no --quick yet: its default is avdigits over 4 strategies x 4 methods x 3 seeds",
     "export_speed.py": "no --quick yet: exports every strategy to ONNX and pt2 (minutes)",
     "missing_fallback.py": "no --quick yet: trains on the real datasets",
     "predict_speed.py": "no --quick yet: trains on the reviews and streams a million rows",
