@@ -100,7 +100,13 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/balance_cpu2")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--report-only", action="store_true", help="only write <out>.md from <out>.jsonl")
+    parser.add_argument("--quick", action="store_true",
+                        help="synthetic data (n=300), late, every method, one seed, one epoch, written under "
+                             "./balance_quick (a check that the script runs)")
     args = parser.parse_args()
+    if args.quick:
+        args.dataset, args.n, args.fusions, args.seeds, args.epochs = "synthetic", 300, "late", "0", 1
+        args.missing, args.out = "x1", "balance_quick"
 
     options = {} if args.n is None else {"n": args.n}
     splits = load_dataset(args.dataset, **options)

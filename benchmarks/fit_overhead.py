@@ -109,7 +109,11 @@ def main() -> None:
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall: perf_counter; cpu: the process's CPU time (less noise on a shared machine)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--quick", action="store_true",
+                        help="1 repeat, 1 epoch, 200 samples, width 16 (a check that the script runs)")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.epochs, args.n, args.hidden_dim = 1, 1, 200, 16
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
 

@@ -59,9 +59,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--fit-repeats", type=int, default=3)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--quick", action="store_true",
+                        help="one width, one repeat, 200 samples, 1-epoch fits (a check that the script runs)")
     args = parser.parse_args()
+    if args.quick:
+        args.widths, args.repeats, args.fit_repeats = [16], 1, 1
     default_threads = torch.get_num_threads()
-    splits = load_dataset("synthetic", n=2000)
+    splits = load_dataset("synthetic", n=200 if args.quick else 2000)
 
     rows = []
     for width in args.widths:
@@ -82,7 +86,7 @@ def main() -> None:
               f"{rows[-1]['auto_threads_if_idle']} on {args.threads} idle CPUs, {rows[-1]['auto_threads_now']} now")
 
     torch.set_num_threads(default_threads)
-    cfg = TrainConfig(epochs=15, batch_size=128, progress=False, patience=10**6)
+    cfg = TrainConfig(epochs=1 if args.quick else 15, batch_size=128, progress=False, patience=10**6)
 
     def one_fit(threads):
         torch.manual_seed(0)

@@ -484,7 +484,11 @@ def main(argv: list[str] | None = None) -> int:
                              "calls (the running-mean update of film and multi-head, one call in 32) is in every sample")
     parser.add_argument("--only", type=str, default="", help="comma-separated strategy names")
     parser.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
+    parser.add_argument("--quick", action="store_true",
+                        help="batch 8, 2 repeats of blocks of 2, every pair (a check that the script runs)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.batch, args.repeats, args.warmup, args.rounds, args.block = "8", 2, 1, 1, 2
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     only = {s for s in args.only.split(",") if s}

@@ -36,7 +36,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--out", type=Path, help="write OUT.json and OUT.md")
+    p.add_argument("--quick", action="store_true", help="one repeat (a check that the script runs)")
     args = p.parse_args()
+    if args.quick:
+        args.repeats = 1
     times: dict[str, list[float]] = {name: [] for name in CASES}
     for _ in range(args.repeats):
         for name, cmd in CASES.items():

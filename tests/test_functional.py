@@ -129,3 +129,18 @@ BAD = [
 def test_bad_input_raises(call, message: str) -> None:
     with pytest.raises(FusionError, match=message):
         call()
+
+
+def test_masked_mean_counts_only_kept_tokens_in_numpy_and_torch() -> None:
+    from mmfuse.functional import masked_mean
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 4, 2)).astype(np.float32)
+    mask = np.array([[1, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=bool)
+    want = np.stack([x[0, :2].mean(0), np.zeros(2, np.float32), x[2].mean(0)])  # by hand; none kept -> 0
+    got_np = masked_mean(x, mask, dim=1)
+    got_t = masked_mean(torch.from_numpy(x), torch.from_numpy(mask), dim=1)
+    assert isinstance(got_np, np.ndarray) and isinstance(got_t, torch.Tensor)
+    np.testing.assert_allclose(got_np, want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got_t.numpy(), want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(masked_mean(x, None, dim=1), x.mean(1), rtol=1e-6)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 HEAVY = ("torch", "scipy", "pandas", "pyarrow", "lightning", "matplotlib", "ray", "cvxpy", "transformers")
 
@@ -82,3 +83,20 @@ def test_building_a_model_does_not_load_the_compiler() -> None:
              "print('torch._dynamo' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_lower_layers_never_import_the_bench() -> None:
+    """The bench sits on top: data, encoders, fusions, models, training and experiment (the
+    measuring of one run) import nothing from it, not even inside a function."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "src" / "mmfuse"
+    upward = []
+    for layer in ("data", "encoders", "fusions", "models", "training", "experiment"):
+        for path in sorted((root / layer).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                upward += [f"{path.relative_to(root)}:{node.lineno} {n}" for n in names
+                           if n == "mmfuse.bench" or n.startswith("mmfuse.bench.")]
+    assert not upward, upward

@@ -53,7 +53,7 @@ def _every_option(table: Path, split: Any) -> dict[str, Any]:
         "val_fraction": 0.2, "test_fraction": 0.25, "base_dir": str(table.parent), "format": "csv",
         "image_size": [16, 16], "image_mode": "L", "audio_sample_rate": 8000, "audio_seconds": 0.5, "n_mels": 20,
         "n_fft": 256, "hop": 80, "max_tokens": 16, "min_count": 1, "max_vocab": 100, "max_categories": 20,
-        "int_categories": 5, "max_classes": 10, "on_bad_file": "error", "name": "my table",
+        "int_categories": 5, "max_classes": 10, "on_bad_file": "error", "allow_outside": True, "name": "my table",
     }
 
 

@@ -468,14 +468,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:  # the command's own parser, so suggestions come from its flags only
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         sub.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    from mmfuse.io import is_disk_full
+
+    what = {"predict": "no predictions file was written", "bench": "rerun the same command to continue",
+            "train": "rerun with --resume --out <the run folder> to continue"}.get(args.command, "nothing more was done")
     try:
         return int(args.func(args) or 0)
     except MmfuseError as exc:
         print(f"mmfuse {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        where = getattr(exc, "filename", None) or "the output folder"  # a write outside atomic_write
+        print(f"mmfuse {args.command}: error: no space left on the device writing {where}: free some space "
+              "there and run the same command again", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        what = {"predict": "no predictions file was written", "bench": "rerun the same command to continue",
-                "train": "rerun with --resume --out <the run folder> to continue"}.get(args.command, "nothing more was done")
         print(f"\nmmfuse {args.command}: interrupted; {what}", file=sys.stderr)
         return 130
 

@@ -12,10 +12,13 @@ keeps working.
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "DiskFullError",
     "FusionError",
     "MmfuseError",
     "TrainingError",
@@ -46,6 +49,26 @@ class CheckpointError(MmfuseError):
 class TrainingError(MmfuseError):
     """A fit that cannot give a valid model (e.g. its loss became NaN or infinite):
     names the epoch and the value; nothing is saved as a finished run."""
+
+
+class DiskFullError(MmfuseError, OSError):
+    """The device of ``folder`` ran out of space (or quota) while mmfuse wrote there.
+
+    Raised by every writer that can leave something behind (:func:`mmfuse.io.atomic_write`,
+    the bench's run log, a saved model), after removing what it had half written, so a
+    rerun of the same command continues from the files that are complete. It is an
+    ``OSError`` too (``errno`` ``ENOSPC``), so code that tolerates an unwritable folder
+    (a cache) keeps tolerating a full one.
+    """
+
+    def __init__(self, folder: object, then: str = "run the same command again") -> None:
+        self.folder, self.then = str(folder), then
+        super().__init__(f"no space left on the device of {self.folder!r}: nothing half-written was kept; "
+                         f"free some space there and {then}")
+        self.errno = errno.ENOSPC
+
+    def __reduce__(self) -> tuple[type[DiskFullError], tuple[str, str]]:  # the bench's workers pickle it
+        return type(self), (self.folder, self.then)
 
 
 def check_fraction(

@@ -17,6 +17,8 @@ The operations::
     gated_combine(h_1, h_2, g)           g * h_1 + (1 - g) * h_2
     additive_attention_weights(s, mask)  softmax(s) over kept entries (masked get 0)
     product_of_experts(lp_1, ..., lp_M)  log_softmax(sum_i lp_i)
+    masked_mean(x, mask, dim)            sum_t mask_t x_t / max(1, sum_t mask_t)   (the pooling of
+                                         tokens every encoder and fusion uses)
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmfuse.fusions._base import FusionError
+from mmfuse.errors import FusionError
 
 __all__ = [
     "additive_attention_weights",
     "early_fusion",
     "gated_combine",
     "late_fusion",
+    "masked_mean",
     "product_of_experts",
     "weighted_fusion",
 ]
@@ -265,3 +268,22 @@ def product_of_experts(*log_probs: ArrayT, axis: int = -1) -> ArrayT:
         )
     total = torch.stack(ts, dim=0).sum(dim=0)
     return _back(torch.log_softmax(total, dim=axis), kind)  # type: ignore[return-value]
+
+
+def masked_mean(x: ArrayT, mask: ArrayT | None, dim: int) -> ArrayT:
+    """Mean of ``x`` over ``dim`` counting only positions where ``mask`` is True.
+
+    ``mask`` has the shape of ``x`` without its last axis (``x`` ``(b, t, d)``, ``mask``
+    ``(b, t)``, ``dim=1``), or is None for a plain mean. A slice with no kept position
+    gives zeros (not NaN). Torch tensors take a direct path (it runs in every forward).
+    """
+    if not isinstance(x, Tensor):
+        t = torch.from_numpy(np.asarray(x))
+        m = None if mask is None else torch.from_numpy(np.asarray(mask))
+        return masked_mean(t, m, dim).numpy()
+    if mask is None:
+        return x.mean(dim=dim)
+    w = mask.to(x.dtype).unsqueeze(-1)
+    total = (x * w).sum(dim=dim)
+    count = w.sum(dim=dim).clamp_min(1.0)
+    return total / count

@@ -5,11 +5,14 @@ fsyncs it, gives it the mode a plain ``open(path, "w")`` would (``0o666`` less t
 umask: ``tempfile.mkstemp`` alone makes ``0o600`` files), renames it over the target
 and fsyncs the folder, so a reader sees the old file or the new one, never half of
 one, and a crash at any point leaves no torn file. Every writer of results,
-checkpoints, caches and downloads goes through it.
+checkpoints, caches and downloads goes through it. A full device (``ENOSPC``, or a
+quota's ``EDQUOT``) becomes a :class:`~mmfuse.errors.DiskFullError` naming the folder,
+with the temporary file removed (:func:`is_disk_full` tells such errors apart).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import threading
@@ -17,7 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TypeVar
 
-__all__ = ["atomic_write", "file_mode"]
+from mmfuse.errors import DiskFullError
+
+__all__ = ["atomic_write", "file_mode", "is_disk_full"]
 
 T = TypeVar("T")
 _UMASK_LOCK = threading.Lock()
@@ -29,6 +34,21 @@ def file_mode() -> int:
         mask = os.umask(0o022)
         os.umask(mask)
     return 0o666 & ~mask
+
+
+_FULL = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it was raised from) says that a device is full."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno in _FULL:
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -79,8 +99,10 @@ def atomic_write(
             os.fsync(f.fileno())
         os.chmod(tmp, file_mode())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+            raise DiskFullError(target.parent) from exc
         raise
     _fsync_dir(target.parent)
     return result

@@ -97,3 +97,14 @@ def slow_run(run: BenchRun) -> RunResult:
 
 def modalities_of(data: DataSpec) -> tuple[str, ...]:
     return MODALITIES
+
+
+def disk_full_run(run: BenchRun) -> RunResult:
+    """Fails for model 'beta' as a write into a full device does (``ENOSPC``, naming the file)."""
+    import errno
+
+    if run.spec.label == "beta":
+        _log_call(run)
+        where = str(Path(run.models_dir or ".") / run.train_key / "model.safetensors")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), where)
+    return fake_run(run)

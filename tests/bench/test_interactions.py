@@ -100,3 +100,58 @@ def test_a_term_dominates_only_clearly_and_above_the_floor(r: float, u: float, s
     rec = recommend([StrategyResult("early", [0.9], np.ones((1, 10)), 10, 1.0)], diagnosis=text)
     assert DatasetVerdict("x", recommendation=rec, diagnosis=d).sentences().lower().count(text.lower()) == 1
     assert DatasetVerdict("x", diagnosis=d).sentences().count(text) == 1
+def _degenerate(n: int = 240):
+    """Three modalities of 240 samples: ``const`` never varies, ``label`` holds two distinct
+    points (the label itself, so it tells everything), ``noise`` is noise."""
+    import torch
+
+    from mmfuse.data import DatasetSplits, ModalitySpec, MultimodalDataset
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, n)
+    inputs = {"const": torch.ones(n, 5), "label": torch.as_tensor(np.repeat(y[:, None], 3, 1), dtype=torch.float32),
+              "noise": torch.as_tensor(rng.normal(size=(n, 4)), dtype=torch.float32)}
+    specs = {m: ModalitySpec("vector", (int(x.shape[1]),)) for m, x in inputs.items()}
+    full = MultimodalDataset("degenerate", inputs, torch.as_tensor(y), specs=specs, num_classes=2)
+    parts = [torch.arange(0, n // 2), torch.arange(n // 2, 3 * n // 4), torch.arange(3 * n // 4, n)]
+    return DatasetSplits("degenerate", *(full.subset(p) for p in parts))
+
+
+def _entropy_bits(y: np.ndarray) -> float:
+    p = np.bincount(y) / len(y)
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())
+
+
+@pytest.mark.parametrize("method", ["kmeans", "joint"])
+def test_degenerate_modalities_are_diagnosed_without_scipy_warnings(method: str) -> None:
+    """A constant modality (zero variance: k-means++ divided 0 by 0) and one with fewer distinct
+    points than clusters ("One of the clusters is empty") are handled, not warned about."""
+    import warnings
+
+    splits = _degenerate()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d = diagnose_interactions(splits, method=method, num_clusters=4)
+    y = (splits.train if method == "kmeans" else splits.test).labels.numpy()
+    p = d.pairs["const|label"]  # const tells nothing; label tells H(Y), written out here
+    assert (p.redundancy, p.unique1, p.synergy) == pytest.approx((0.0, 0.0, 0.0), abs=1e-5)
+    assert p.unique2 == pytest.approx(_entropy_bits(y), abs=1e-4) and p.total == pytest.approx(_entropy_bits(y), abs=1e-4)
+    q = d.pairs["const|noise"]  # whatever the noise's clusters say by chance, the constant adds nothing to it
+    assert (q.redundancy, q.unique1, q.synergy) == pytest.approx((0.0, 0.0, 0.0), abs=1e-5)
+    assert q.unique2 == pytest.approx(q.total, abs=1e-5)
+
+
+def test_fewer_distinct_points_than_clusters_give_one_cluster_each() -> None:
+    import warnings
+
+    from mmfuse.bench.interactions import _kmeans_codes
+
+    x = np.repeat(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 5.0]]), 10, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        codes = _kmeans_codes(x, x, num_clusters=6, seed=0)
+        assert _kmeans_codes(np.ones((20, 3)), np.ones((4, 3)), num_clusters=4, seed=0).tolist() == [0] * 4
+    # three clusters, one per distinct point: equal points share a code, different ones do not
+    assert len(set(codes.tolist())) == 3
+    assert all(len(set(codes[i * 10:(i + 1) * 10].tolist())) == 1 for i in range(3))

@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader
 
 from mmfuse.data import Compose, GaussianNoise, MissingModality, ModalityDropout
 from mmfuse.data.synthetic import load_synthetic
+from mmfuse.errors import ConfigError, DataError
 
 
 def _batch(b: int = 2000, *, seq_mask: bool = True) -> dict:
@@ -99,9 +100,9 @@ def test_dropout_is_seeded_by_its_generator() -> None:
 
 
 def test_dropout_bad_arguments() -> None:
-    with pytest.raises(ValueError, match=r"rate must be in \[0, 1\]"):
+    with pytest.raises(ConfigError, match=r"rate must be in \[0, 1\]"):
         ModalityDropout(1.5)
-    with pytest.raises(ValueError, match="modality 'zz' not in the batch"):
+    with pytest.raises(DataError, match="modality 'zz' not in the batch"):
         ModalityDropout(0.5, modalities=["zz"])(_batch(4))
 
 
@@ -117,7 +118,7 @@ def test_missing_modality() -> None:
         {"inputs": {"a": torch.zeros(3, 2), "b": torch.zeros(3, 2)}, "label": torch.zeros(3)}
     )
     assert out["masks"]["a"].tolist() == [False] * 3 and out["masks"]["b"].tolist() == [True] * 3
-    with pytest.raises(ValueError, match="modality 'x' not in the batch"):
+    with pytest.raises(DataError, match="modality 'x' not in the batch"):
         MissingModality("x")(batch)
 
 
@@ -154,9 +155,9 @@ def test_gaussian_noise_on_token_ids_replaces_a_fraction() -> None:
     changed = (out[:, :10] != ids[:, :10]).float().mean().item()
     assert changed == pytest.approx(0.25 * (1 - 1 / 998), abs=0.02)  # a redraw may hit the same id
     assert out[:, :10].min() >= 2 and out.max() < 1000
-    with pytest.raises(ValueError, match="integer token ids.*needs vocab_size"):
+    with pytest.raises(ConfigError, match="integer token ids.*needs vocab_size"):
         GaussianNoise("text", 0.1)(batch)
-    with pytest.raises(ValueError, match="fraction in \\[0, 1\\]"):
+    with pytest.raises(ConfigError, match="fraction in \\[0, 1\\]"):
         GaussianNoise("text", 2.0, vocab_size=10)(batch)
 
 

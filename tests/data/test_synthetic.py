@@ -316,3 +316,33 @@ def test_designed_tasks_bad_options_raise() -> None:
     with pytest.raises(DataError, match="exactly 3 modalities"):
         load_synthetic(task="reliability", num_modalities=2)
     assert load_synthetic(task="groups", n=100).modalities == ("x0", "x1", "x2", "x3")
+
+
+def test_dataset_loader_is_the_registered_function() -> None:
+    import inspect
+
+    from mmfuse.data import DataError, dataset_loader, list_datasets, load_dataset
+    from mmfuse.data.synthetic import load_synthetic
+
+    assert dataset_loader("synthetic") is load_synthetic
+    assert "task" in inspect.signature(dataset_loader("synthetic")).parameters
+    with pytest.raises(DataError, match=r"unknown dataset 'nope': expected one of \[") as caught:
+        dataset_loader("nope")
+    assert all(n in str(caught.value) for n in list_datasets())
+    with pytest.raises(DataError, match="unknown dataset 'nope'"):
+        load_dataset("nope")
+
+
+def test_one_rule_for_the_task_of_a_class_count() -> None:
+    import torch
+
+    from mmfuse.data import ModalitySpec, MultimodalDataset
+    from mmfuse.data._base import classification_task
+    from mmfuse.models import build_model
+
+    assert [classification_task(k) for k in (2, 3, 10)] == ["binary", "multiclass", "multiclass"]
+    for k in (2, 3):  # the dataset and the model builder agree with it
+        ds = MultimodalDataset("t", {"a": torch.zeros(4, 2)}, torch.arange(4) % k,
+                               specs={"a": ModalitySpec("vector", (2,))}, num_classes=k)
+        assert ds.task == classification_task(k)
+        assert build_model({"a": ModalitySpec("vector", (2,))}, k, "early", hidden_dim=4).config["task"] == ds.task

@@ -3,7 +3,7 @@
 Every test here failed (or hung) before its fix: a ragged multilabel target, a FIFO in a
 file column, an audio decompression bomb, a huge PNG, ``inf`` in a feature or target,
 duplicate CSV header names, one odd row in an embedding column, a stray string in a
-column of lists, rich markup in a column name.
+column of lists, rich markup in a column name, a file path that leaves the table's folder.
 """
 
 from __future__ import annotations
@@ -169,3 +169,75 @@ def test_as_many_classes_as_rows_says_the_classes_are_too_small() -> None:
     frame = pd.DataFrame({"a": np.arange(120.0), "y": [f"c{i}" for i in range(120)]})
     with pytest.raises(DataError, match=r"120 of the 120 classes have fewer than 7 rows \(the median class has 1\)"):
         from_table(frame, target="y")
+
+
+def _npy_table(tmp_path: Path) -> tuple[Path, Path, pd.DataFrame]:
+    """A table in ``tmp_path/t`` of 40 rows whose ``x`` column names ``.npy`` files in ``t/f``;
+    a file ``secret.npy`` lies beside the folder, outside it."""
+    folder = tmp_path / "t"
+    (folder / "f").mkdir(parents=True)
+    for r in range(40):
+        np.save(folder / "f" / f"{r}.npy", np.full(4, r, dtype=np.float32))
+    np.save(tmp_path / "secret.npy", np.full(4, 99.0, dtype=np.float32))
+    frame = pd.DataFrame({"x": [f"f/{r}.npy" for r in range(40)], "z": np.arange(40.0), "y": np.arange(40) % 2})
+    return folder, tmp_path / "secret.npy", frame
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink"])
+def test_a_path_that_leaves_the_tables_folder_is_refused_unless_allowed(tmp_path: Path, how: str) -> None:
+    folder, secret, frame = _npy_table(tmp_path)
+    if how == "symlink":
+        (folder / "f" / "link.npy").symlink_to(secret)  # inside by name, outside in fact
+        value = "f/link.npy"
+    else:
+        value = "../secret.npy" if how == "dotdot" else str(secret)
+    frame.at[7, "x"] = value
+    frame.to_csv(folder / "t.csv", index=False)
+    with pytest.raises(DataError) as caught:
+        from_table(folder / "t.csv", target="y")
+    message = str(caught.value)
+    assert f"column 'x' row 7: {value!r} leads to {secret}, outside the folder {folder}" in message
+    assert "allow_outside=true" in message
+    # base_dir moves the folder the paths must stay in
+    with pytest.raises(DataError, match="outside the folder"):
+        from_table(folder / "t.csv", target="y", base_dir=folder)
+    # allowed: the row reads the file outside
+    s = from_table(folder / "t.csv", target="y", allow_outside=True)
+    (split,) = [k for k, rows in s.info["indices"].items() if 7 in list(rows)]
+    row = list(s.info["indices"][split]).index(7)
+    assert getattr(s, split).inputs["x"][row].tolist() == [99.0] * 4
+
+
+def test_a_dataframe_without_a_folder_keeps_absolute_paths(tmp_path: Path) -> None:
+    folder, secret, frame = _npy_table(tmp_path)
+    frame["x"] = [str(folder / v) for v in frame["x"]]
+    frame.at[7, "x"] = str(secret)
+    assert len(from_table(frame, target="y").train)  # no folder of its own: nothing to leave
+    with pytest.raises(DataError, match="row 7: .* outside the folder"):
+        from_table(frame, target="y", base_dir=folder)  # given one, paths stay in it
+
+
+def test_the_setting_goes_through_the_command_line_and_predict_keeps_the_rule(tmp_path: Path, capsys) -> None:
+    from mmfuse import load_run
+
+    folder, secret, frame = _npy_table(tmp_path)
+    frame.at[7, "x"] = "../secret.npy"
+    frame.to_csv(folder / "t.csv", index=False)
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(folder / "t.csv"), "--target", "y", "--fusion", "late", "--out", str(run),
+            "epochs=1", "hidden_dim=8", "progress=false"]
+    assert main(argv) == 2
+    assert "row 7: '../secret.npy' leads to" in capsys.readouterr().err and not run.exists()
+    assert main([*argv, "data.allow_outside=true"]) == 0
+    # predicting: the bundle keeps the setting; a run trained without it refuses such paths at predict time
+    model = load_run(run)
+    assert model.preprocessor.options.allow_outside is True
+    frame.to_csv(folder / "new.csv", index=False)
+    assert len(model.predict(folder / "new.csv")) == 40
+    with pytest.raises(DataError, match="row 7: '../secret.npy' leads to .*give --base-dir a folder that holds it"):
+        model.predict(folder / "new.csv", allow_outside=False)
+    frame["x"] = [str((folder / v).resolve()) for v in frame["x"]]  # absolute paths, one of them outside t/
+    frame.to_csv(folder / "new.csv", index=False)
+    with pytest.raises(DataError, match="row 7: .* leads to"):
+        model.predict(folder / "new.csv", allow_outside=False)
+    assert len(model.predict(folder / "new.csv", allow_outside=False, base_dir=tmp_path)) == 40  # holds them all

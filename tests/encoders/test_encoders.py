@@ -189,3 +189,25 @@ def test_encoder_error_is_a_fusion_error() -> None:
 def test_build_encoder_bad_specs(spec, options, match) -> None:
     with pytest.raises(EncoderError, match=match):
         build_encoder(spec, 8, **options)
+
+
+def test_a_new_modality_kind_is_one_registration(monkeypatch) -> None:
+    """Adding a kind is a builder and a registration: build_encoder and its errors follow the registry."""
+    from mmfuse.encoders import _base as enc_base
+    from mmfuse.encoders import build_encoder, encoder_kinds, register_encoder_kind
+
+    assert {"vector", "sequence", "image", "audio", "text", "tabular"} <= set(encoder_kinds())
+    monkeypatch.setattr(enc_base, "_KINDS", dict(enc_base._KINDS))  # the registration ends with the test
+    with pytest.raises(EncoderError, match="unknown modality kind 'video'"):
+        build_encoder(ModalitySpec("video", (3, 8)), 4)  # type: ignore[arg-type]
+
+    @register_encoder_kind("video", shape="(t, d)")
+    def _video(shape, meta, out_dim, options):
+        return VectorEncoder(shape[1], out_dim, **options)
+
+    enc = build_encoder(ModalitySpec("video", (3, 8)), 4)  # type: ignore[arg-type]
+    assert isinstance(enc, VectorEncoder) and "video" in encoder_kinds()
+    with pytest.raises(EncoderError, match=r"video modality: expected a per-sample shape \(t, d\), got \(8,\)"):
+        build_encoder(ModalitySpec("video", (8,)), 4)  # type: ignore[arg-type]
+    with pytest.raises(EncoderError, match="video encoder: .*unexpected keyword"):
+        build_encoder(ModalitySpec("video", (3, 8)), 4, nonsense=1)  # type: ignore[arg-type]

@@ -632,3 +632,65 @@ def test_cli_image_encoder_on_avdigits(vit_dir: Path, data_root: Path, tmp_path:
                  "diagnose=false", "measure.attribution=false", *common]) == 0
     (run,) = [json.loads(line) for line in (bench / "runs.jsonl").read_text().splitlines()]
     assert run["status"] == "ok" and run["spec"]["data"]["encoders"] == {"image": f"hf:{vit_dir}"}
+
+
+# ---------------------------------------------------------------- tokenizers without a length
+
+
+def _no_length_bert(folder: Path, positions: int) -> Path:
+    """A tiny BERT of ``positions`` positions whose tokenizer was saved without ``model_max_length``
+    (transformers then reports its sentinel, 1e30: no limit)."""
+    _save_bert(folder, WORDS)
+    cfg = transformers.BertConfig(vocab_size=len(SPECIALS) + len(WORDS), hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=2, intermediate_size=64, max_position_embeddings=positions)
+    torch.manual_seed(1)
+    transformers.BertModel(cfg).save_pretrained(folder)
+    config = folder / "tokenizer_config.json"
+    import json
+
+    doc = json.loads(config.read_text())
+    doc.pop("model_max_length", None)
+    config.write_text(json.dumps(doc))
+    assert transformers.BertTokenizerFast.from_pretrained(folder).model_max_length > 10**20
+    return folder
+
+
+def test_a_tokenizer_without_a_length_truncates_to_the_models_positions(tmp_path: Path) -> None:
+    folder = _no_length_bert(tmp_path / "bert16", positions=16)
+    splits = _toy(n=8)
+    texts = {split: [" ".join(WORDS[(i + k) % len(WORDS)] for k in range(40)) for i in range(len(part))]
+             for split, part in (("train", splits.train), ("val", splits.val), ("test", splits.test))}
+    long_texts = texts["train"]
+    for output, shape in (("pooled", (32,)), ("tokens", (16, 32))):
+        out = encode_dataset(splits, {"text": f"hf:{folder},{output}"}, cache_dir=tmp_path / output,
+                             progress=False, raw_inputs={"text": texts})
+        assert out.specs["text"].shape == shape  # 16 positions, not the default max_length 128
+    # the pooled vector is the model's mean over its first 16 tokens ([CLS], 14 words, [SEP]), computed by hand
+    out = encode_dataset(splits, {"text": f"hf:{folder}"}, cache_dir=tmp_path / "pooled", progress=False,
+                         raw_inputs={"text": texts})
+    model = transformers.BertModel.from_pretrained(folder).eval()
+    vocab = {w: i for i, w in enumerate(SPECIALS + WORDS)}
+    for r in (0, 2):
+        ids = [vocab["[CLS]"], *(vocab[w] for w in long_texts[r].split()[:14]), vocab["[SEP]"]]
+        with torch.no_grad():
+            h = model(input_ids=torch.tensor([ids])).last_hidden_state[0]
+        torch.testing.assert_close(out.train.inputs["text"][r], h.mean(0), atol=1e-5, rtol=1e-5)
+
+
+def test_positions_numbered_after_the_padding_id_are_left_out() -> None:
+    """RoBERTa numbers positions from ``padding_idx + 1``: 18 rows with padding id 1 place 16 tokens."""
+    from mmfuse.encoders.pretrained import position_limit
+
+    cfg = transformers.RobertaConfig(vocab_size=30, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=18, pad_token_id=1)
+    roberta = transformers.RobertaModel(cfg).eval()
+    assert position_limit(roberta) == 16
+    with torch.no_grad():  # the limit is the real one: 16 tokens run, 17 do not
+        roberta(input_ids=torch.full((1, 16), 5))
+        with pytest.raises((IndexError, RuntimeError)):
+            roberta(input_ids=torch.full((1, 17), 5))
+    bert = transformers.BertModel(transformers.BertConfig(vocab_size=30, hidden_size=32, num_hidden_layers=1,
+                                                          num_attention_heads=2, intermediate_size=64,
+                                                          max_position_embeddings=18))
+    assert position_limit(bert) == 18
+    assert position_limit(torch.nn.Linear(2, 2)) is None

@@ -246,3 +246,26 @@ def test_any_string_is_a_modality_name_in_build_model(fusion: str) -> None:
     rebuilt = build_model_from_config(json.loads(json.dumps(model.config)))
     rebuilt.load_state_dict(model.state_dict())
     torch.testing.assert_close(rebuilt.eval()(inputs, masks), logits, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fusion, options", [("late", {"level": "decision"}), ("gated", {})])
+def test_the_fusion_is_built_once_with_weights(fusion: str, options: dict, monkeypatch) -> None:
+    """A decision-level fusion was built with weights, thrown away and built again with the class
+    count; now only one build draws weights (a question asked on the meta device draws none)."""
+    import mmfuse.models.builder as builder
+
+    real_builds = []
+    real = builder.create_fusion
+
+    def counting(name, **kw):
+        fuse = real(name, **kw)
+        if any(p.device.type != "meta" for p in fuse.parameters()):
+            real_builds.append(kw["output_dim"])
+        return fuse
+
+    monkeypatch.setattr(builder, "create_fusion", counting)
+    ds = tiny_dataset()
+    torch.manual_seed(0)
+    model = build_model(ds, fusion=fusion, hidden_dim=8, fusion_options=options)
+    assert real_builds == [ds.num_classes if fusion == "late" else 8]
+    assert isinstance(model.head, nn.Identity) == (fusion == "late")

@@ -75,10 +75,43 @@ def test_bad_balance_settings_raise(changes) -> None:
         TrainConfig(**changes)
 
 
-def test_methods_listed() -> None:
-    assert BALANCE_METHODS == ("aux", "gblend", "ogm_ge", "mmpareto")
+def test_every_listed_method_changes_the_training_step(two) -> None:
+    """Each method the config accepts does something to a step: its loss or its encoder gradients
+    differ from plain training's (so a listed method that does nothing fails here), and a name
+    not listed is refused."""
+    batch = batch_with_missing(two, missing=("x1", [2]))
+    y = batch["label"]
+    assert len(BALANCE_METHODS) == len(set(BALANCE_METHODS)) >= 1
     for method in BALANCE_METHODS:
         assert TrainConfig(balance=method).balance == method
+        model = tiny(two, "late")
+        bal = Balancer(model, cfg(balance=method))
+        with torch.no_grad():  # heads of different confidence, so OGM-GE's ratio is not 1
+            bal.heads["x0"].weight.mul_(8.0)
+        if method == "gblend":  # two measurements: weights away from the start's uniform ones
+            bal.gblend_update(torch.tensor([0.5, 0.6, 0.7]), torch.tensor([0.8, 0.9, 1.0]))
+            bal.gblend_update(torch.tensor([0.3, 0.5, 0.6]), torch.tensor([0.7, 0.85, 1.05]))
+        plain = F.cross_entropy(model(batch["inputs"], batch["masks"]), y)
+        params = list(model.encoders["x0"].parameters())
+        want = torch.autograd.grad(plain, params)
+        model.zero_grad()
+        bal.zero_grad()
+        loss = bal.training_loss(model, batch)
+        loss.backward()
+        torch.manual_seed(0)
+        bal.after_backward(model)
+        got = [p.grad for p in params]
+        same_loss = torch.allclose(loss, plain)
+        same_grads = all(torch.allclose(g, w) for g, w in zip(got, want, strict=True))
+        assert not (same_loss and same_grads), f"balance={method!r} trained exactly as no balancing does"
+    with pytest.raises(TrainConfigError, match="balance"):
+        TrainConfig(balance="not_a_method")
+
+
+def test_the_settings_accept_exactly_the_registered_methods() -> None:
+    from mmfuse.training.balance import balance_methods
+
+    assert sorted(balance_methods()) == sorted(BALANCE_METHODS)
 
 
 def test_ogm_ge_refuses_three_modalities_and_unimodal_models(three_seq, two) -> None:
@@ -143,10 +176,19 @@ def test_aux_pools_tokens_with_their_mask(three_seq) -> None:
 
 # ------------------------------------------------------------------------- OGM-GE
 def test_ogm_coefficients_equation_10() -> None:
-    k = ogm_coefficients({"audio": 6.0, "image": 4.0}, alpha=0.5)
-    assert k == {"audio": pytest.approx(1 - math.tanh(0.5 * 1.5)), "image": 1.0}
-    k = ogm_coefficients({"audio": 2.0, "image": 8.0}, alpha=0.1)
-    assert k == {"audio": 1.0, "image": pytest.approx(1 - math.tanh(0.1 * 4.0))}
+    # Eq. 10: the modality whose score ratio rho = s_i / s_j exceeds 1 gets k = 1 - tanh(alpha * rho)
+    rng = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        s_a, s_b = (float(v) for v in torch.rand(2, generator=rng) * 10 + 0.1)
+        alpha = float(torch.rand(1, generator=rng))
+        k = ogm_coefficients({"audio": s_a, "image": s_b}, alpha=alpha)
+        dom, other = ("audio", "image") if s_a > s_b else ("image", "audio")
+        rho = max(s_a, s_b) / min(s_a, s_b)
+        assert k == {dom: pytest.approx(1 - (math.exp(2 * alpha * rho) - 1) / (math.exp(2 * alpha * rho) + 1)),
+                     other: 1.0}
+        assert 0 < k[dom] < 1  # the dominant one is slowed, never stopped or reversed
+    # a larger lead is slowed more
+    assert ogm_coefficients({"a": 8.0, "b": 2.0}, 0.3)["a"] < ogm_coefficients({"a": 4.0, "b": 2.0}, 0.3)["a"]
     assert ogm_coefficients({"a": 3.0, "b": 3.0}, alpha=1.0) == {"a": 1.0, "b": 1.0}
     with pytest.raises(TrainConfigError, match="2 modalities"):
         ogm_coefficients({"a": 1.0, "b": 1.0, "c": 1.0}, alpha=1.0)
@@ -201,6 +243,29 @@ def test_ogm_ge_modulates_the_dominant_encoder_on_a_hand_computed_batch(two) -> 
 
 
 # ---------------------------------------------------------------------- G-Blending
+def _gblend_reference(prev_train, prev_val, train, val, floor=0.01):
+    """Wang et al. 2020, written out per output: generalisation G_i = drop of the validation loss,
+    overfitting O_i = growth of the validation-train gap, w_i proportional to G_i / O_i^2 (G_i > 0
+    only, |O_i| at least ``floor``); None when no validation loss fell."""
+    raw = []
+    for pt, pv, t, v in zip(prev_train.tolist(), prev_val.tolist(), train.tolist(), val.tolist(), strict=True):
+        g = pv - v
+        o = (v - t) - (pv - pt)
+        raw.append(g / max(abs(o), floor) ** 2 if g > 0 else 0.0)
+    total = sum(raw)
+    return None if total <= 0 else torch.tensor([r / total for r in raw])
+
+
+def test_gblend_weights_match_the_equations_written_out() -> None:
+    rng = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        losses = [torch.rand(4, generator=rng) for _ in range(4)]
+        got, want = gblend_weights(*losses), _gblend_reference(*losses)
+        assert (got is None) == (want is None)
+        if got is not None:
+            torch.testing.assert_close(got, want.to(got.dtype))
+
+
 def test_gblend_weights_from_given_losses() -> None:
     # outputs [fused, a, b] at checkpoints n and n+N
     prev_train, prev_val = torch.tensor([0.5, 0.6, 0.7]), torch.tensor([0.8, 0.9, 1.0])
@@ -227,12 +292,15 @@ def test_gblend_loss_uses_the_estimated_weights(two) -> None:
     bal.gblend_update(torch.tensor([0.5, 0.6, 0.7]), torch.tensor([0.8, 0.9, 1.0]))
     torch.testing.assert_close(bal.blend, torch.full((3,), 1 / 3))  # one measurement: nothing to compare
     bal.gblend_update(torch.tensor([0.3, 0.5, 0.6]), torch.tensor([0.7, 0.85, 1.05]))
-    torch.testing.assert_close(bal.blend, torch.tensor([1 / 3, 2 / 3, 0.0]))
+    w = _gblend_reference(torch.tensor([0.5, 0.6, 0.7]), torch.tensor([0.8, 0.9, 1.0]),
+                          torch.tensor([0.3, 0.5, 0.6]), torch.tensor([0.7, 0.85, 1.05]))
+    torch.testing.assert_close(bal.blend, w)
     batch = batch_with_missing(two)
     y = batch["label"]
     feats, _ = model.encode(batch["inputs"], batch["masks"])
-    want = (F.cross_entropy(model(batch["inputs"], batch["masks"]), y) / 3
-            + 2 / 3 * F.cross_entropy(bal.heads["x0"](feats["x0"]), y))
+    want = (w[0] * F.cross_entropy(model(batch["inputs"], batch["masks"]), y)
+            + w[1] * F.cross_entropy(bal.heads["x0"](feats["x0"]), y)
+            + w[2] * F.cross_entropy(bal.heads["x1"](feats["x1"]), y))
     torch.testing.assert_close(bal.training_loss(model, batch), want)
 
 
@@ -273,6 +341,18 @@ def test_pareto_weights_two_gradient_closed_form() -> None:
     assert float(d @ (g_f - g_u)) == pytest.approx(0.0, abs=1e-6)  # the min-norm point is orthogonal to the edge
     assert pareto_weights(torch.tensor([1.0, 1.0]), torch.tensor([1.0, -0.5])) == (0.5, 0.5)  # no conflict
     assert pareto_weights(torch.zeros(2), torch.tensor([1.0, 0.0])) == (0.5, 0.5)
+    # conflicting random gradients: the weight is the minimum-norm point, found here by a search
+    rng = torch.Generator().manual_seed(0)
+    grid = torch.linspace(0, 1, 20001, dtype=torch.float64)
+    checked = 0
+    while checked < 10:
+        g_f, g_u = torch.randn(2, 6, generator=rng, dtype=torch.float64)
+        if float(g_f @ g_u) >= 0:
+            continue
+        norms = ((grid[:, None] * g_f + (1 - grid[:, None]) * g_u) ** 2).sum(1)
+        a, b = pareto_weights(g_f, g_u)
+        assert a == pytest.approx(float(grid[norms.argmin()]), abs=1e-4) and a + b == pytest.approx(1.0)
+        checked += 1
 
 
 def test_mmpareto_replaces_encoder_gradients(three_seq) -> None:

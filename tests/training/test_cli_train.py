@@ -135,3 +135,26 @@ def test_data_verify_command(capsys, data_root) -> None:
     assert "all files present" in capsys.readouterr().out
     assert main(["data", "verify", "nope"]) == 2
 
+
+
+def test_resume_refuses_a_spec_json_edited_to_another_task(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    base = ["train", "--fusion", "late", "--out", str(out), *SMALL]
+    assert main(base) == 0
+    spec_file = out / "spec.json"
+    written = json.loads(spec_file.read_text())
+    assert written["train_key"] == ExperimentSpec.from_json(written).key
+    # the file edited to another task, and the command changed to match it: the weights are still synergy's
+    edited = json.loads(spec_file.read_text())
+    edited["data"]["options"]["task"] = "redundancy"
+    spec_file.write_text(json.dumps(edited))
+    before = (out / "last.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main([*base, "--resume", "data.task=redundancy"]) == 2
+    err = capsys.readouterr().err
+    assert f"{spec_file} was edited after the run started" in err
+    assert ExperimentSpec.from_json(edited).key in err and written["train_key"] in err
+    assert (out / "last.safetensors").read_bytes() == before  # nothing trained on
+    # put back as it was, the same resume goes on
+    spec_file.write_text(json.dumps(written))
+    assert main([*base, "--resume"]) == 0

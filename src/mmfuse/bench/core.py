@@ -26,6 +26,7 @@ from mmfuse.bench.grid import BenchRun, build_grid
 from mmfuse.bench.store import ResultsStore
 from mmfuse.bench.summary import SummaryRow, summarize
 from mmfuse.bench.verdict import DatasetVerdict, Skipped, diagnose, verdicts
+from mmfuse.errors import DiskFullError
 from mmfuse.experiment.results import RunRecord
 from mmfuse.experiment.specs import DataSpec
 
@@ -287,9 +288,11 @@ def _run_bench(
                     if prog is not None and task is not None:
                         prog.update(task, advance=1, failed=n_failed_now,
                                     description=escape(f"{record.label} · {record.dataset}"))
-        except BaseException:
+        except BaseException as exc:
             if diag_pool is not None:  # interrupted: do not wait for the diagnoses not yet started
                 diag_pool.shutdown(wait=False, cancel_futures=True)
+            if isinstance(exc, DiskFullError) and Path(exc.folder).is_relative_to(store.root):
+                raise DiskFullError(store.root) from exc  # the bench's folder, not a model's removed one
             raise
         finally:
             if prog:

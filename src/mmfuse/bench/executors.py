@@ -6,7 +6,9 @@ the runs, and yields one :class:`~mmfuse.experiment.RunRecord` per run as each e
 in completion order. Runs never raise through an executor: :func:`guarded_run` turns
 an exception into a ``"failed"`` record with its error and traceback, and a worker
 process that dies (segfault, out of memory) becomes a failed record too, so the rest
-of the grid completes.
+of the grid completes. The one exception is a full device
+(:class:`~mmfuse.errors.DiskFullError`): it stops the grid, since every run after it
+would fail the same way.
 
 Local worker processes die with the process that started them: on Linux each asks
 the kernel for ``SIGKILL`` when its parent dies (``PR_SET_PDEATHSIG``), so killing
@@ -28,11 +30,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures import ProcessPoolExecutor as _Pool
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from mmfuse.bench.grid import BenchRun
-from mmfuse.errors import ConfigError
+from mmfuse.errors import ConfigError, DiskFullError
 from mmfuse.experiment.results import RunRecord
+from mmfuse.io import is_disk_full
 
 __all__ = [
     "Executor",
@@ -138,6 +142,11 @@ def guarded_run(run_fn: RunFn, run: BenchRun, threads: int | None = None) -> Run
                             f"{type(result).__name__}, expected a RunResult")
         return _record(run, "ok", result=result, started=started, started_at=started_at)
     except Exception as exc:  # noqa: BLE001 - a failed run is data, the grid goes on
+        if is_disk_full(exc):  # ... but not when the disk is full: every run after it would fail too
+            if isinstance(exc, DiskFullError):
+                raise
+            where = getattr(exc, "filename", None)
+            raise DiskFullError(Path(where).parent if where else (run.models_dir or os.getcwd())) from exc
         return _record(run, "failed", error=f"{type(exc).__name__}: {exc}", tb=traceback.format_exc(),
                        started=started, started_at=started_at)
 
@@ -210,6 +219,8 @@ class ProcessPoolExecutor:
                         yield fut.result()
                     except BrokenProcessPool:
                         unfinished.append(futures[fut])
+                    except DiskFullError:
+                        raise
                     except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
                         yield failed_record(futures[fut], f"{type(exc).__name__}: {exc}", traceback.format_exc())
         except BaseException:
@@ -275,6 +286,8 @@ class RayExecutor:
             for ref in done:
                 try:
                     yield ray.get(ref)
+                except DiskFullError:  # ray's error is an instance of its cause's class too
+                    raise
                 except Exception as exc:  # noqa: BLE001 - worker crash, node lost, ...
                     yield failed_record(refs[ref], f"ray task failed: {type(exc).__name__}: {exc}",
                                         traceback.format_exc())

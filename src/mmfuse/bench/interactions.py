@@ -240,10 +240,28 @@ def joint_embeddings(
 
 
 def _kmeans_codes(fit_on: np.ndarray, data: np.ndarray, num_clusters: int, seed: int) -> np.ndarray:
-    from scipy.cluster.vq import kmeans2, vq
+    """``(n,)`` k-means cluster of each row of ``data``, the clusters fitted on ``fit_on``.
+
+    Degenerate inputs are handled, not left to scipy's warnings: a modality with fewer
+    distinct (standardised) points than ``num_clusters`` gets one cluster per distinct
+    point, a constant one (zero variance: ``k-means++`` would divide 0 by 0) one cluster,
+    code 0 for every row, since it tells nothing about the label; and a cluster that
+    empties while Lloyd's iterations run means the data holds fewer clusters: k-means
+    runs again with one fewer.
+    """
+    from scipy.cluster.vq import ClusterError, kmeans2, vq
 
     mu, sd = fit_on.mean(0), fit_on.std(0) + 1e-8
-    centroids, _ = kmeans2((fit_on - mu) / sd, num_clusters, minit="++", seed=seed)
+    x = (fit_on - mu) / sd
+    k = min(num_clusters, len(np.unique(x, axis=0)))
+    while k > 1:
+        try:
+            centroids, _ = kmeans2(x, k, minit="++", seed=seed, missing="raise")
+            break
+        except ClusterError:
+            k -= 1
+    if k <= 1:
+        return np.zeros(len(data), dtype=np.int64)
     codes, _ = vq((data - mu) / sd, centroids)
     return codes.astype(np.int64)
 

@@ -53,6 +53,21 @@ def _colors(models: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+#: one marker per strategy, so no two strategies are told apart by colour alone
+_MARKERS = ("o", "^", "s", "D", "v", "P", "X", "<", ">", "p", "h", "*", "d", "H", "8")
+_UNI_MARKERS = ("s", "D", "^", "v", "<", ">", "p", "h")
+
+
+def _markers(models: Sequence[str]) -> dict[str, str]:
+    """A marker per model: the fusions (sorted, as :func:`_colors` colours them) and, apart, the unimodal
+    baselines (one colour, so the marker is what tells them apart)."""
+    fusions = sorted(m for m in set(models) if not m.startswith("uni:"))
+    unis = sorted(m for m in set(models) if m.startswith("uni:"))
+    out = {m: _MARKERS[i % len(_MARKERS)] for i, m in enumerate(fusions)}
+    out.update({m: _UNI_MARKERS[i % len(_UNI_MARKERS)] for i, m in enumerate(unis)})
+    return out
+
+
 def _grid(n: int, ncols: int = 3) -> tuple[int, int]:
     ncols = max(1, min(ncols, n))
     return math.ceil(n / ncols), ncols
@@ -164,21 +179,21 @@ def plot_cost(rows: Sequence[SummaryRow], *, field: str, xlabel: str, name: str,
     if not datasets:
         return None
     colors = _colors([r.model for r in rows])
-    nrows, ncols = _grid(len(datasets))
-    fig = MplFigure(figsize=(4.8 * ncols + 1.8, 3.8 * nrows), layout="constrained")
+    markers = _markers([r.model for r in rows])
+    nrows, ncols = _grid(len(datasets), 2)  # two panels a row: readable at a page's width
+    fig = MplFigure(figsize=(4.8 * ncols + 2.0, 3.8 * nrows), layout="constrained")
     handles: dict[str, Any] = {}
     for i, ds in enumerate(datasets):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         rs = [r for r in _ok(rows, ds) if getattr(r, field)]
         for r in rs:
+            # a colour and a marker per strategy; the baselines share grey and differ by marker (in the
+            # legend, not as labels on the plot, which overlap where baselines score and cost alike)
             h = ax.errorbar(getattr(r, field), r.score_mean, yerr=r.score_std or 0.0,
-                            fmt="s" if r.unimodal else "o", color=colors[r.model], markersize=6,
-                            capsize=2, elinewidth=0.8, markeredgecolor="black" if r.unimodal else "none")
-            if r.unimodal:  # baselines share one colour: name them on the plot
-                ax.annotate(r.model, (getattr(r, field), r.score_mean), fontsize=7,
-                            xytext=(4, -3), textcoords="offset points")
-            else:
-                handles.setdefault(r.model, h)
+                            fmt=markers[r.model], color=colors[r.model], markersize=6.5,
+                            capsize=2, elinewidth=0.8, markeredgecolor="black", markeredgewidth=0.5,
+                            label=r.model)
+            handles.setdefault(r.model, h)
         front = _pareto([r for r in rs if not r.unimodal], field)
         if len(front) > 1:
             ax.plot([getattr(r, field) for r in front], [r.score_mean for r in front], color="black",
@@ -188,15 +203,17 @@ def plot_cost(rows: Sequence[SummaryRow], *, field: str, xlabel: str, name: str,
         ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
         ax.xaxis.set_minor_formatter(FuncFormatter(_plain))
         ax.set_title(ds, fontsize=10)
-        ax.set_xlabel(xlabel, fontsize=8)
-        ax.set_ylabel(f"test {_metric(rs)[0]}", fontsize=8)
+        ax.set_xlabel(xlabel, fontsize=9)
+        ax.set_ylabel(f"test {_metric(rs)[0]}", fontsize=9)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3, which="both")
     if handles:
-        fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize=7)
+        order = sorted(handles, key=lambda m: (m.startswith("uni:"), m))  # fusions, then the baselines
+        fig.legend([handles[m] for m in order], order, loc="outside right center", fontsize=8)
     return _figure(fig, name, title,
                    f"Each point is one strategy (mean over seeds, whiskers: std); x: {xlabel}, log scale. "
-                   "Grey squares: unimodal baselines. Left is cheaper; up is better for a score where higher "
+                   "Each strategy has its own colour and marker; grey points are unimodal baselines, told "
+                   "apart by their marker. Left is cheaper; up is better for a score where higher "
                    "is better. The dotted line joins the Pareto front of the fusions: no other fusion is both "
                    "cheaper and better than a point on it.")
 
@@ -219,38 +236,44 @@ def plot_noise(rows: Sequence[SummaryRow]) -> Figure | None:
     variants = [v for v in ("standard", "modality_dropout")
                 if any((r.standard if v == "standard" else r.variant == v) and r.noise_mean for r in rows)]
     colors = _colors([r.model for r in rows])
-    ncols = len(datasets)
-    fig = MplFigure(figsize=(4.4 * ncols + 1.8, 3.6 * len(variants)), layout="constrained")
+    markers = _markers([r.model for r in rows])
+    # a row per dataset, a column per training variant: at most two panels side by side, so the
+    # figure stays readable at a page's width however many datasets there are
+    ncols = len(variants)
+    fig = MplFigure(figsize=(4.6 * ncols + 2.0, 3.2 * len(datasets)), layout="constrained")
     handles: dict[str, Any] = {}
-    for vi, variant in enumerate(variants):
-        for di, ds in enumerate(datasets):
-            ax = fig.add_subplot(len(variants), ncols, vi * ncols + di + 1)
+    for di, ds in enumerate(datasets):
+        row = []
+        for vi, variant in enumerate(variants):
+            ax = fig.add_subplot(len(datasets), ncols, di * ncols + vi + 1)
+            row.append(ax)
             for r in _ok(rows, ds, variant):
                 pts = [(float(s), a) for s, a in r.noise_mean.items() if a is not None]
                 if not pts:
                     continue
                 xs, ys = zip(*sorted(pts), strict=True)
-                (line,) = ax.plot(xs, ys, marker="o", markersize=3, color=colors[r.model],
+                (line,) = ax.plot(xs, ys, marker=markers[r.model], markersize=4.5, color=colors[r.model],
+                                  markeredgecolor="black", markeredgewidth=0.4,
                                   linestyle="--" if r.unimodal else "-", linewidth=1.2, label=r.model)
                 handles.setdefault(r.model, line)
-            ax.set_title(f"{ds}\n{'trained with modality dropout' if variant != 'standard' else 'standard training'}",
+            ax.set_title(f"{ds}: {'trained with modality dropout' if variant != 'standard' else 'standard training'}",
                          fontsize=9)
             ax.set_xlabel("noise std on one modality", fontsize=8)
-            ax.set_ylabel(f"test {_metric(rows)[0]} (mean over noised modality)", fontsize=7)
+            ax.set_ylabel(f"test {_metric(rows)[0]}\n(mean over noised modality)", fontsize=8)
             ax.tick_params(labelsize=8)
             ax.grid(alpha=0.3)
-    for di in range(ncols):
-        col = [fig.axes[vi * ncols + di] for vi in range(len(variants))]
-        lo = min(ax.get_ylim()[0] for ax in col)
-        hi = max(ax.get_ylim()[1] for ax in col)
-        for ax in col:
+        lo = min(ax.get_ylim()[0] for ax in row)  # one y scale per dataset, across the variants
+        hi = max(ax.get_ylim()[1] for ax in row)
+        for ax in row:
             ax.set_ylim(lo, hi)
-    fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize=7)
+    order = sorted(handles, key=lambda m: (m.startswith("uni:"), m))
+    fig.legend([handles[m] for m in order], order, loc="outside right center", fontsize=8)
     return _figure(fig, "robustness_noise", "Robustness to noise",
                   "Gaussian noise of rising standard deviation is added to one modality at a time at test time; "
-                  "the curve is the accuracy averaged over which modality is noised. Dashed grey: unimodal "
-                  "baselines (unaffected when another modality is noised). Bottom row: the fusions trained with "
-                  "modality dropout.")
+                  "the curve is the accuracy averaged over which modality is noised. Each strategy has its own "
+                  "colour and marker; dashed grey: unimodal baselines (unaffected when another modality is "
+                  "noised). One row per dataset"
+                  + ("; right: the fusions trained with modality dropout." if len(variants) > 1 else "."))
 
 
 def plot_missing(rows: Sequence[SummaryRow]) -> Figure | None:
@@ -281,9 +304,9 @@ def plot_missing(rows: Sequence[SummaryRow]) -> Figure | None:
                 for j, v in enumerate(vals):
                     data[y, vi * (len(mods) + 1) + j] = np.nan if v is None else v
         blocks.append((ds, [r.model for r in std], cols, data))
-    nrows, ncols = _grid(len(blocks))
-    height = max(len(b[1]) for b in blocks) * 0.3 + 1.6
     width = max(len(b[2]) for b in blocks) * 0.62 + 2.6
+    nrows, ncols = _grid(len(blocks), 1 if width > 6.5 else 2)  # at most ~13 in wide: numbers readable
+    height = max(len(b[1]) for b in blocks) * 0.3 + 1.6
     fig = MplFigure(figsize=(width * ncols, height * nrows), layout="constrained")
     cmap = colormaps["RdYlGn"]
     im = None
@@ -292,13 +315,13 @@ def plot_missing(rows: Sequence[SummaryRow]) -> Figure | None:
         im = ax.imshow(data, cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
         for (y, x), v in np.ndenumerate(data):
             if not np.isnan(v):
-                ax.text(x, y, f"{v:.2f}", ha="center", va="center", fontsize=6.5,
+                ax.text(x, y, f"{v:.2f}", ha="center", va="center", fontsize=8,
                         color="black" if 0.2 < v < 0.8 else "white")
         split = (len(cols) - 1) // 2 + 0.5 if cols[-1].startswith("+mdrop") else None
         if split is not None:
             ax.axvline(split, color="black", linewidth=1.5)
-        ax.set_yticks(range(len(labels)), labels, fontsize=7)
-        ax.set_xticks(range(len(cols)), cols, fontsize=7, rotation=35, ha="right")
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        ax.set_xticks(range(len(cols)), cols, fontsize=8, rotation=35, ha="right")
         ax.set_title(ds, fontsize=10)
     if im is not None:
         fig.colorbar(im, ax=fig.axes, shrink=0.5, label=f"test {_metric(rows)[0]}")
@@ -404,14 +427,39 @@ def _weight_panels(learned: Learned) -> list[tuple[str, dict[str, list[float]]]]
     return panels
 
 
+def _fixed(groups: Mapping[str, Sequence[float]]) -> dict[str, float] | None:
+    """``{group: value}`` when every group's values are one value for every sample, else None."""
+    out = {}
+    for name, values in groups.items():
+        v = np.asarray(values, dtype=float)
+        v = v[np.isfinite(v)]
+        if v.size == 0 or float(v.max() - v.min()) > 1e-6:
+            return None
+        out[name] = float(v[0])
+    return out
+
+
 def plot_gates(records: Sequence[RunRecord]) -> list[Figure]:
+    """Per dataset: the distribution over test samples of each weight and gate.
+
+    Weights that are one value for every sample (``late``'s and ``hierarchical``'s fixed
+    averages) would be flat lines: they are named with their values in the caption instead
+    of drawn. The y axis is the weights' whole range (0 to 1), so a gate that moves by
+    0.02 around 0.5 looks as small as it is."""
     figs: list[Figure] = []
     for ds, items in _learned(records).items():
-        entries = [(model, title, groups) for model, learned in items for title, groups in _weight_panels(learned)]
-        if not entries:
+        entries, fixed = [], []
+        for model, learned in items:
+            for title, groups in _weight_panels(learned):
+                same = _fixed(groups)
+                if same is None:
+                    entries.append((model, title, groups))
+                else:
+                    fixed.append(f"{model} ({title}: " + ", ".join(f"{k} {v:.2f}" for k, v in same.items()) + ")")
+        if not entries and not fixed:
             continue
-        nrows, ncols = _grid(len(entries), 4)
-        fig = MplFigure(figsize=(3.6 * ncols, 2.9 * nrows), layout="constrained")
+        nrows, ncols = _grid(max(1, len(entries)), 4)
+        fig = MplFigure(figsize=(3.6 * ncols, 2.9 * nrows if entries else 1.2), layout="constrained")
         for i, (model, title, groups) in enumerate(entries):
             ax = fig.add_subplot(nrows, ncols, i + 1)
             names = list(groups)
@@ -424,16 +472,27 @@ def plot_gates(records: Sequence[RunRecord]) -> list[Figure]:
                     body.set_alpha(0.55)
             if len(names) > 1:
                 ax.axhline(1.0 / len(names), color="black", linestyle=":", linewidth=1)
+            lo = min([0.0, *(float(d.min()) for d in data if d.size)])
+            hi = max([1.0, *(float(d.max()) for d in data if d.size)])
+            ax.set_ylim(lo - 0.02 * (hi - lo), hi + 0.02 * (hi - lo))  # the whole range: small moves look small
             ax.set_xticks(range(len(names)), names, fontsize=7, rotation=20 if len(names) > 3 else 0)
             ax.set_title(f"{model}: {title}", fontsize=8)
             ax.tick_params(axis="y", labelsize=7)
             ax.grid(axis="y", alpha=0.3)
+        if not entries:  # only fixed weights: say so rather than draw flat lines
+            ax = fig.add_subplot(1, 1, 1)
+            ax.axis("off")
+            ax.text(0.0, 0.5, "every weight here is the same for every test sample (see the caption)",
+                    fontsize=9, va="center", transform=ax.transAxes)
         fig.suptitle(f"{ds}: gate and modality-weight distributions on test samples", fontsize=10)
         slug = ds.replace("/", "_")
-        figs.append(_figure(fig, f"gates_{slug}", f"What the gates learned: {ds}",
-                           "Distribution over test samples of each modality's weight or gate value "
-                           "(seed 0, standard training); dotted line: equal weights (1/m). A weight far "
-                           "above it means the strategy relies on that modality."))
+        caption = ("Distribution over test samples of each modality's weight or gate value "
+                   "(seed 0, standard training), on the whole 0-1 range; dotted line: equal weights (1/m). "
+                   "A weight far above it means the strategy relies on that modality.")
+        if fixed:
+            caption += (" Not drawn, because their weights are the same for every sample (a fixed average, "
+                        "not a per-sample choice): " + "; ".join(fixed) + ".")
+        figs.append(_figure(fig, f"gates_{slug}", f"What the gates learned: {ds}", caption))
     return figs
 
 

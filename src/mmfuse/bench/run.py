@@ -17,6 +17,7 @@ So a finished comparison re-measured with new test-time settings trains nothing.
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,9 +78,13 @@ def run_one(run: BenchRun) -> RunResult:
         folder = Path(run.models_dir) / run.train_key
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "facts.json").unlink(missing_ok=True)  # incomplete until it is written again, last
-        weights = save_checkpoint(trained.model, folder / "model.safetensors")
-        metrics = {"val": trained.facts.val_metrics, "test": {**measurement.metrics, "n": measurement.n_test}}
-        write_bundle(folder, model_file=weights, splits=splits, spec=run.spec, metrics=metrics)
-        # written last: a folder with facts.json is complete (a crash before it trains again)
-        atomic_write(folder / "facts.json", json.dumps(trained.facts.to_json(), indent=1))
+        try:
+            weights = save_checkpoint(trained.model, folder / "model.safetensors")
+            metrics = {"val": trained.facts.val_metrics, "test": {**measurement.metrics, "n": measurement.n_test}}
+            write_bundle(folder, model_file=weights, splits=splits, spec=run.spec, metrics=metrics)
+            # written last: a folder with facts.json is complete (a crash before it trains again)
+            atomic_write(folder / "facts.json", json.dumps(trained.facts.to_json(), indent=1))
+        except Exception:  # a full disk, say: no half bundle is left for predict to find
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
     return RunResult(training=trained.facts, measurement=measurement)

@@ -23,6 +23,10 @@ Concurrency: the repair and the append of a record happen under an exclusive
 workers, or two benches) never cut or interleave each other's lines; and a bench holds
 ``.bench.lock`` for its whole run (:meth:`ResultsStore.hold`), so a second bench into the
 same folder is refused with the first one's process id instead of racing it.
+
+A full device while a record is appended cuts the log back to where it ended and raises
+:class:`~mmfuse.errors.DiskFullError` naming the folder: the bench stops there, and the
+same command continues once there is space.
 """
 
 from __future__ import annotations
@@ -36,9 +40,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmfuse.errors import ConfigError
+from mmfuse.errors import ConfigError, DiskFullError
 from mmfuse.experiment.results import RunRecord
-from mmfuse.io import atomic_write, file_mode
+from mmfuse.io import atomic_write, file_mode, is_disk_full
 
 __all__ = ["CSV_COLUMNS", "ResultsStore", "flat_row"]
 
@@ -178,11 +182,17 @@ class ResultsStore:
             fcntl.flock(lock, fcntl.LOCK_EX)  # the repair and the append as one step among processes
             self._repair_tail()
             fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, file_mode())
+            size = os.fstat(fd).st_size
             try:
                 written = os.write(fd, data)
-                while written < len(data):  # a short write only happens on odd file systems
+                while written < len(data):  # a short write only happens on odd file systems (or a full one)
                     written += os.write(fd, data[written:])
                 os.fsync(fd)
+            except OSError as exc:
+                os.ftruncate(fd, size)  # no half record: the log ends where it ended
+                if is_disk_full(exc):
+                    raise DiskFullError(self.root) from exc
+                raise
             finally:
                 os.close(fd)
         finally:

@@ -44,6 +44,12 @@ Task = Literal["binary", "multiclass", "multilabel", "regression"]
 TASKS: tuple[str, ...] = ("binary", "multiclass", "multilabel", "regression")
 
 
+def classification_task(num_classes: int) -> Task:
+    """The task of a single-label target with ``num_classes`` classes: ``binary`` for 2, else
+    ``multiclass`` (the one rule wherever a task is inferred from a class count)."""
+    return "binary" if int(num_classes) == 2 else "multiclass"
+
+
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,7 @@ class MultimodalDataset(Dataset):
         task: Task | None = None,
     ) -> None:
         n = labels.shape[0]
-        task = task or ("binary" if int(num_classes) == 2 else "multiclass")
+        task = task or classification_task(num_classes)
         if task not in TASKS:
             raise DataError(f"{name}: task: expected one of {list(TASKS)}, got {task!r}")
         if task in ("binary", "multiclass"):
@@ -236,9 +242,18 @@ def list_datasets() -> list[str]:
     return sorted(_DATASETS)
 
 
-def load_dataset(name: str, /, *, root: str | os.PathLike[str] | None = None, seed: int = 0, **options: Any) -> DatasetSplits:
-    """Load the registered dataset ``name`` as fixed, seeded splits."""
+def dataset_loader(name: str) -> Callable[..., DatasetSplits]:
+    """The loader registered as ``name`` (to read its options' signature, say).
+
+    Raises:
+        DataError: no dataset of that name (the message lists them).
+    """
     names = list_datasets()
     if name not in _DATASETS:
         raise DataError(f"unknown dataset {name!r}: expected one of {names}")
-    return _DATASETS[name](root=root, seed=seed, **options)
+    return _DATASETS[name]
+
+
+def load_dataset(name: str, /, *, root: str | os.PathLike[str] | None = None, seed: int = 0, **options: Any) -> DatasetSplits:
+    """Load the registered dataset ``name`` as fixed, seeded splits."""
+    return dataset_loader(name)(root=root, seed=seed, **options)

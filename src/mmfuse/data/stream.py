@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from mmfuse.data._base import TASKS, DataError, ModalitySpec, MultimodalDataset
+from mmfuse.data._base import TASKS, DataError, ModalitySpec, MultimodalDataset, classification_task
 
 __all__ = ["ParquetStream", "StreamStats", "fit_stream_stats"]
 
@@ -300,7 +300,7 @@ class ParquetStream(IterableDataset):
         data = _dataset(path)
         columns = [c for cols in modalities.values() for c in cols]
         self.stats = stats or fit_stream_stats(path, columns, target=target, max_classes=max_classes)
-        inferred = ("binary" if len(self.stats.classes) == 2 else "multiclass") if len(self.stats.classes) >= 2 else "regression"
+        inferred = classification_task(len(self.stats.classes)) if len(self.stats.classes) >= 2 else "regression"
         task = task or inferred
         if task not in TASKS or task == "multilabel":
             raise DataError(f"ParquetStream: task must be binary, multiclass or regression, got {task!r}")

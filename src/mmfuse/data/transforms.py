@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from mmfuse.data._base import ModalitySpec
+from mmfuse.errors import ConfigError, DataError
 
 __all__ = ["Compose", "GaussianNoise", "MissingModality", "ModalityDropout"]
 
@@ -27,12 +28,12 @@ Batch = Mapping[str, Any]
 
 def _check_batch(batch: Batch, names: Sequence[str], who: str) -> None:
     if "inputs" not in batch:
-        raise ValueError(
+        raise DataError(
             f"{who}: expected a batch dict with 'inputs' and 'masks', got keys {sorted(batch)}"
         )
     for name in names:
         if name not in batch["inputs"]:
-            raise ValueError(
+            raise DataError(
                 f"{who}: modality {name!r} not in the batch (has {sorted(batch['inputs'])})"
             )
 
@@ -94,9 +95,9 @@ class ModalityDropout:
         generator: torch.Generator | None = None,
     ) -> None:
         if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"ModalityDropout: rate must be in [0, 1], got {rate}")
+            raise ConfigError(f"ModalityDropout: rate must be in [0, 1], got {rate}")
         if modalities is not None and len(modalities) == 0:
-            raise ValueError(
+            raise ConfigError(
                 "ModalityDropout: modalities must name at least one modality (or be None)"
             )
         self.rate = float(rate)
@@ -178,9 +179,9 @@ class GaussianNoise:
         pad_id: int = 0,
     ) -> None:
         if scale < 0:
-            raise ValueError(f"GaussianNoise: scale must be >= 0, got {scale}")
+            raise ConfigError(f"GaussianNoise: scale must be >= 0, got {scale}")
         if features is not None and features < 0:
-            raise ValueError(f"GaussianNoise: features must be >= 0, got {features}")
+            raise ConfigError(f"GaussianNoise: features must be >= 0, got {features}")
         self.name = name
         self.scale = float(scale)
         self.features = features
@@ -223,12 +224,12 @@ class GaussianNoise:
                 noise[..., self.features :] = 0.0
             return _replace(batch, inputs={self.name: x + noise})
         if self.vocab_size is None or self.vocab_size <= 2:
-            raise ValueError(
+            raise ConfigError(
                 f"GaussianNoise: modality {self.name!r} holds integer token ids ({x.dtype}); "
                 f"noise replaces a fraction of tokens and needs vocab_size > 2, got {self.vocab_size}"
             )
         if self.scale > 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"GaussianNoise: for token ids scale is a fraction in [0, 1], got {self.scale}"
             )
         hit = (torch.rand(x.shape, generator=self.generator).to(x.device) < self.scale) & (

@@ -20,7 +20,13 @@ from __future__ import annotations
 from typing import Any
 
 from mmfuse.data._base import ModalitySpec
-from mmfuse.encoders._base import Encoder, EncoderError
+from mmfuse.encoders._base import (
+    Encoder,
+    EncoderError,
+    encoder_for_kind,
+    encoder_kinds,
+    register_encoder_kind,
+)
 from mmfuse.encoders.audio import AudioEncoder
 from mmfuse.encoders.cache import (
     CacheStats,
@@ -58,9 +64,11 @@ __all__ = [
     "clear_cache",
     "default_cache_dir",
     "encode_dataset",
+    "encoder_kinds",
     "load_backbone",
     "parse_encoder",
     "prepare_encoders",
+    "register_encoder_kind",
 ]
 
 
@@ -76,6 +84,9 @@ def build_encoder(spec: ModalitySpec, out_dim: int, **options: Any) -> Encoder:
             :class:`PretrainedEncoder` instead; a text modality then needs ``vocab``
             (id -> word) in the options or in ``spec.meta``.
 
+    The kinds are a registry (:func:`register_encoder_kind`, :func:`encoder_kinds`): each
+    encoder module registers the builder of its kind.
+
     Raises:
         EncoderError: unknown kind, a shape or ``meta`` that does not fit the kind,
             or an option the encoder does not take.
@@ -89,41 +100,4 @@ def build_encoder(spec: ModalitySpec, out_dim: int, **options: Any) -> Encoder:
         return PretrainedEncoder(pretrained, kind, out_dim, vocab=vocab, pad_id=int(meta.get("pad_id", 0)),
                                  unk_id=meta.get("unk_id", 1))
 
-    def need(n: int, what: str) -> None:
-        if len(shape) != n:
-            raise EncoderError(f"{kind} modality: expected a per-sample shape {what}, got {shape}")
-
-    try:
-        if kind == "vector":
-            need(1, "(d,)")
-            return VectorEncoder(shape[0], out_dim, **options)
-        if kind == "sequence":
-            need(2, "(t, d)")
-            return SequenceEncoder(shape[1], out_dim, **options)
-        if kind == "image":
-            need(3, "(c, h, w)")
-            return ImageEncoder(shape[0], out_dim, **options)
-        if kind == "audio":
-            need(2, "(f, t)")
-            return AudioEncoder(shape[0], out_dim, **options)
-        if kind == "text":
-            need(1, "(t,)")
-            if "vocab_size" not in meta:
-                raise EncoderError("text modality: expected meta['vocab_size'], got none")
-            options.setdefault("max_len", shape[0])
-            return TextEncoder(int(meta["vocab_size"]), out_dim, pad_id=int(meta.get("pad_id", 0)), **options)
-        if kind == "tabular":
-            need(1, "(k,)")
-            cards = list(meta.get("cardinalities", []))
-            num_numeric = int(meta.get("num_numeric", shape[0] - len(cards)))
-            if num_numeric + len(cards) != shape[0]:
-                raise EncoderError(
-                    f"tabular modality: meta says {num_numeric} numeric + {len(cards)} categorical "
-                    f"columns, but the shape is {shape}"
-                )
-            return TabularEncoder(num_numeric, cards, out_dim, **options)
-    except TypeError as err:  # an option the class does not take
-        raise EncoderError(f"{kind} encoder: {err}") from err
-    raise EncoderError(
-        f"unknown modality kind {kind!r}: expected one of vector, sequence, image, audio, text, tabular"
-    )
+    return encoder_for_kind(kind, shape, meta, out_dim, options)

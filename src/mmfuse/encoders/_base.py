@@ -17,12 +17,16 @@ combined with presence, so a missing sample has no valid token.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from mmfuse.fusions._base import FusionError
 
-__all__ = ["Encoder", "EncoderError", "presence_of", "token_mask", "zero_missing", "zero_missing_tokens"]
+__all__ = ["Encoder", "EncoderError", "KindBuilder", "encoder_for_kind", "encoder_kinds", "presence_of",
+           "register_encoder_kind", "token_mask", "zero_missing", "zero_missing_tokens"]
 
 
 class EncoderError(FusionError):
@@ -94,3 +98,46 @@ def zero_missing_tokens(x: Tensor, tokens: Tensor) -> Tensor:
     """Zero the masked-out tokens of ``x`` ``(b, t, ...)`` given a ``(b, t)`` mask."""
     keep = tokens.reshape(*tokens.shape, *([1] * (x.dim() - 2)))
     return torch.where(keep, x, x.new_zeros(()))
+
+
+# ------------------------------------------------------------- the kinds' registry
+#: ``(shape, meta, out_dim, options) -> Encoder``: the built-in encoder of one modality kind
+KindBuilder = Callable[[tuple[int, ...], dict[str, Any], int, dict[str, Any]], "Encoder"]
+_KINDS: dict[str, tuple[int, str, KindBuilder]] = {}
+
+
+def register_encoder_kind(kind: str, *, shape: str) -> Callable[[KindBuilder], KindBuilder]:
+    """Decorator: ``builder`` makes the built-in encoder of modality kind ``kind``, whose
+    per-sample shape is ``shape`` (e.g. ``"(t, d)"``: its rank is checked before the builder
+    runs). Adding a kind is one module with one registration, as for fusions and column kinds."""
+    rank = len([p for p in shape.strip("()").split(",") if p.strip()])
+
+    def decorator(builder: KindBuilder) -> KindBuilder:
+        _KINDS[kind] = (rank, shape, builder)
+        return builder
+
+    return decorator
+
+
+def encoder_kinds() -> list[str]:
+    """The modality kinds that have a built-in encoder, in registration order."""
+    return list(_KINDS)
+
+
+def encoder_for_kind(kind: str, shape: tuple[int, ...], meta: dict[str, Any], out_dim: int,
+                     options: dict[str, Any]) -> Encoder:
+    """The registered builder of ``kind`` applied, the shape's rank checked first.
+
+    Raises:
+        EncoderError: an unknown kind (the message lists the kinds), a shape of another rank,
+            or an option the encoder does not take.
+    """
+    if kind not in _KINDS:
+        raise EncoderError(f"unknown modality kind {kind!r}: expected one of {', '.join(_KINDS)}")
+    rank, form, builder = _KINDS[kind]
+    if len(shape) != rank:
+        raise EncoderError(f"{kind} modality: expected a per-sample shape {form}, got {shape}")
+    try:
+        return builder(shape, meta, out_dim, options)
+    except TypeError as err:  # an option the class does not take
+        raise EncoderError(f"{kind} encoder: {err}") from err

@@ -8,12 +8,19 @@ presence or ``(b, t)`` valid frames (padding of short clips).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
-from mmfuse.encoders._base import Encoder, EncoderError, token_mask, zero_missing_tokens
+from mmfuse.encoders._base import (
+    Encoder,
+    EncoderError,
+    register_encoder_kind,
+    token_mask,
+    zero_missing_tokens,
+)
 from mmfuse.encoders.image import _groups
-from mmfuse.fusions._base import masked_mean
+from mmfuse.functional import masked_mean
 
 __all__ = ["AudioEncoder"]
 
@@ -80,3 +87,8 @@ class AudioEncoder(Encoder):
         h = self.convs(x).transpose(1, 2)  # (b, t, channels)
         pooled = masked_mean(h, frames, dim=1)
         return self.proj(self.dropout(pooled)), frames.any(dim=1)
+
+
+@register_encoder_kind("audio", shape="(f, t)")
+def _audio(shape: tuple[int, ...], meta: dict[str, Any], out_dim: int, options: dict[str, Any]) -> Encoder:
+    return AudioEncoder(shape[0], out_dim, **options)

@@ -7,10 +7,17 @@ features. Masks are bool, True means keep (``(b,)`` presence).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
-from mmfuse.encoders._base import Encoder, EncoderError, presence_of, zero_missing
+from mmfuse.encoders._base import (
+    Encoder,
+    EncoderError,
+    presence_of,
+    register_encoder_kind,
+    zero_missing,
+)
 
 __all__ = ["ImageEncoder"]
 
@@ -79,3 +86,8 @@ def _groups(groups: int, width: int) -> int:
     while width % g:
         g -= 1
     return g
+
+
+@register_encoder_kind("image", shape="(c, h, w)")
+def _image(shape: tuple[int, ...], meta: dict[str, Any], out_dim: int, options: dict[str, Any]) -> Encoder:
+    return ImageEncoder(shape[0], out_dim, **options)

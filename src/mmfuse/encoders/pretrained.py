@@ -21,7 +21,8 @@ What a backbone reads (the datasets keep their stored form; nothing is re-read f
 the raw files):
 
 - ``text``: raw strings whenever the data has them, tokenised by the model's own
-  tokenizer (truncated to ``max_length``). A user's table
+  tokenizer (truncated to ``max_length``, and to the positions the model has when the
+  tokenizer gives no ``model_max_length``). A user's table
   (:func:`mmfuse.data.from_table`) keeps the joined raw text of each row
   (``splits.info["texts"]``, and :attr:`~mmfuse.data.table.Transformed.texts` for new
   rows), so a frozen encoder reads the table's text itself, at training and at
@@ -80,6 +81,21 @@ __all__ = [
 EXTRAS = {"hf": ("transformers", "mmfuse[hf]"), "timm": ("timm", "mmfuse[timm]")}
 SPEC_VERSION = 1
 Output = Literal["pooled", "tokens"]
+
+
+def position_limit(model: nn.Module) -> int | None:
+    """The most tokens ``model`` can place, or None when it does not say.
+
+    Its absolute position table's size (``embeddings.position_embeddings``), less the
+    positions that models numbering tokens after the padding id never use (RoBERTa's
+    ``padding_idx + 1`` first rows); else ``config.max_position_embeddings``.
+    """
+    table = getattr(getattr(model, "embeddings", None), "position_embeddings", None)
+    if isinstance(table, nn.Embedding):
+        skip = table.padding_idx + 1 if table.padding_idx is not None else 0
+        return max(1, table.num_embeddings - skip)
+    n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 
 @dataclass(frozen=True)
@@ -354,8 +370,18 @@ class PretrainedBackbone(nn.Module):
 
     @property
     def max_length(self) -> int:
-        limit = int(getattr(self.tokenizer, "model_max_length", 10**9) or 10**9)
-        return min(self.spec.max_length, limit if limit < 10**8 else self.spec.max_length)
+        """Tokens per text: the spec's ``max_length``, cut to the tokenizer's ``model_max_length``
+        and to the positions the backbone has (:func:`position_limit`). A tokenizer saved without a
+        ``model_max_length`` says so with a huge sentinel (``transformers`` uses ``1e30``), which
+        is no limit: the model's positions are then the only bound, not a size error at run time."""
+        limits = [self.spec.max_length]
+        declared = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(declared, int) and not isinstance(declared, bool) and 0 < declared < 10**8:
+            limits.append(declared)
+        positions = position_limit(self.model)
+        if positions is not None:
+            limits.append(positions)
+        return min(limits)
 
     def _dummy(self) -> Any:
         if self.kind == "text":

@@ -8,11 +8,18 @@ True means keep (``(b,)`` presence).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from mmfuse.encoders._base import Encoder, EncoderError, presence_of, zero_missing
+from mmfuse.encoders._base import (
+    Encoder,
+    EncoderError,
+    presence_of,
+    register_encoder_kind,
+    zero_missing,
+)
 from mmfuse.layers import Mlp
 
 __all__ = ["TabularEncoder"]
@@ -91,3 +98,15 @@ class TabularEncoder(Encoder):
                 )
         parts = [numeric] + [emb(codes[:, j]) for j, emb in enumerate(self.embeds)]
         return self.mlp(torch.cat(parts, dim=-1)), present
+
+
+@register_encoder_kind("tabular", shape="(k,)")
+def _tabular(shape: tuple[int, ...], meta: dict[str, Any], out_dim: int, options: dict[str, Any]) -> Encoder:
+    cards = list(meta.get("cardinalities", []))
+    num_numeric = int(meta.get("num_numeric", shape[0] - len(cards)))
+    if num_numeric + len(cards) != shape[0]:
+        raise EncoderError(
+            f"tabular modality: meta says {num_numeric} numeric + {len(cards)} categorical "
+            f"columns, but the shape is {shape}"
+        )
+    return TabularEncoder(num_numeric, cards, out_dim, **options)

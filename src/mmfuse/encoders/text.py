@@ -8,11 +8,13 @@ valid tokens, whatever the incoming mask says.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
-from mmfuse.encoders._base import Encoder, EncoderError, token_mask
-from mmfuse.fusions._base import masked_mean
+from mmfuse.encoders._base import Encoder, EncoderError, register_encoder_kind, token_mask
+from mmfuse.functional import masked_mean
 from mmfuse.layers import Mlp
 
 __all__ = ["TextEncoder"]
@@ -107,3 +109,11 @@ class TextEncoder(Encoder):
         if self.pool:
             return self.proj(masked_mean(h, tokens, dim=1)), tokens.any(dim=1)
         return self.proj(h), tokens
+
+
+@register_encoder_kind("text", shape="(t,)")
+def _text(shape: tuple[int, ...], meta: dict[str, Any], out_dim: int, options: dict[str, Any]) -> Encoder:
+    if "vocab_size" not in meta:
+        raise EncoderError("text modality: expected meta['vocab_size'], got none")
+    options = {"max_len": shape[0], **options}
+    return TextEncoder(int(meta["vocab_size"]), out_dim, pad_id=int(meta.get("pad_id", 0)), **options)

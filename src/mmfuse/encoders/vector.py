@@ -7,6 +7,7 @@ features. Masks are bool, True means keep.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -14,11 +15,12 @@ from mmfuse.encoders._base import (
     Encoder,
     EncoderError,
     presence_of,
+    register_encoder_kind,
     token_mask,
     zero_missing,
     zero_missing_tokens,
 )
-from mmfuse.fusions._base import masked_mean
+from mmfuse.functional import masked_mean
 from mmfuse.layers import Mlp
 
 __all__ = ["SequenceEncoder", "VectorEncoder"]
@@ -112,3 +114,12 @@ class SequenceEncoder(Encoder):
             return masked_mean(h, tokens, dim=1), tokens.any(dim=1)
         return h, tokens
 
+
+@register_encoder_kind("vector", shape="(d,)")
+def _vector(shape: tuple[int, ...], meta: dict[str, Any], out_dim: int, options: dict[str, Any]) -> Encoder:
+    return VectorEncoder(shape[0], out_dim, **options)
+
+
+@register_encoder_kind("sequence", shape="(t, d)")
+def _sequence(shape: tuple[int, ...], meta: dict[str, Any], out_dim: int, options: dict[str, Any]) -> Encoder:
+    return SequenceEncoder(shape[1], out_dim, **options)

@@ -3,7 +3,9 @@
 Shape legend: none (no tensors here).
 
 A run folder holds ``spec.json`` (the :class:`~mmfuse.experiment.ExperimentSpec`,
-written before training), the fit's resumable state and best weights, ``run.json``
+written before training, with the training key it gives, so a file edited since, say to
+another task, is refused by ``--resume`` instead of continuing weights trained on other
+settings), the fit's resumable state and best weights, ``run.json``
 (the :class:`~mmfuse.experiment.RunRecord`) and ``metrics.json`` (validation and test
 metrics). An existing run folder is never overwritten silently: ``resume`` continues
 it (only with the same weight-changing settings; the differences are named), ``force``
@@ -21,16 +23,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mmfuse.errors import ConfigError, MmfuseError
+from mmfuse.errors import ConfigError, DiskFullError, MmfuseError
 from mmfuse.experiment.config import experiment_from_settings
 from mmfuse.experiment.results import RunRecord
 from mmfuse.experiment.specs import ExperimentSpec, MeasureConfig
-from mmfuse.io import atomic_write
+from mmfuse.io import atomic_write, is_disk_full
 
 __all__ = ["default_out_dir", "prepare_run_folder", "train_command"]
 
 #: settings a resumed run may change: it may be given more epochs or more time
 _MAY_GROW = ("train.epochs", "train.max_time")
+#: what to do after a full disk stopped a run whose folder is kept
+_RESUME = "continue with: mmfuse train ... --resume --out {folder}"
 #: files a run folder may hold, removed by ``force``
 _RUN_FILES = ("spec.json", "run.json", "metrics.json", "fit.json", "model.safetensors", "last.safetensors",
               "bundle.json", "preprocessor.json", "preprocessor.safetensors")
@@ -53,6 +57,11 @@ def _secondary_process() -> bool:
     return any(os.environ.get(k, "0") != "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
 
 
+def _write_spec(path: Path, spec: ExperimentSpec) -> None:
+    """``spec.json``: the spec and the training key it gives (see the module docstring)."""
+    atomic_write(path, json.dumps({**spec.to_json(), "train_key": spec.key}, indent=2, sort_keys=True))
+
+
 def prepare_run_folder(out: Path, spec: ExperimentSpec, *, resume: bool, force: bool) -> None:
     """Check (and, with ``force``, clear) the run folder; write ``spec.json``.
 
@@ -68,14 +77,21 @@ def prepare_run_folder(out: Path, spec: ExperimentSpec, *, resume: bool, force: 
         if not spec_file.is_file():
             raise ConfigError(f"--resume: {str(out)!r} holds no run to continue (no spec.json): check --out")
         try:
-            before = ExperimentSpec.from_json(json.loads(spec_file.read_text()))
+            raw = json.loads(spec_file.read_text())
+            before = ExperimentSpec.from_json(raw)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--resume: {spec_file}: cannot read the run's settings: {exc}") from exc
+        written = raw.get("train_key")  # None: a folder of an mmfuse that did not record it
+        if written is not None and written != before.key:
+            raise ConfigError(f"--resume: {spec_file} was edited after the run started: its settings give the "
+                              f"training key {before.key}, the run was started with {written}, so the weights in "
+                              f"{str(out)!r} were trained on other settings than the file says. Start a new run "
+                              "(another --out, or --force), or put the file back as it was")
         diffs = spec.differences(before, ignore=_MAY_GROW)
         if diffs:
             raise ConfigError(f"--resume: the settings differ from the run in {str(out)!r} (now != then): "
                               + "; ".join(diffs) + ". Resume with the same settings, or start a new run")
-        atomic_write(spec_file, json.dumps(spec.to_json(), indent=2, sort_keys=True))
+        _write_spec(spec_file, spec)
         return
     if occupied:
         if not force:
@@ -85,7 +101,7 @@ def prepare_run_folder(out: Path, spec: ExperimentSpec, *, resume: bool, force: 
             (out / name).unlink(missing_ok=True)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write(spec_file, json.dumps(spec.to_json(), indent=2, sort_keys=True))
+        _write_spec(spec_file, spec)
     except OSError as exc:
         raise ConfigError(f"run folder {str(out)!r} is not writable: {exc}") from exc
 
@@ -121,12 +137,19 @@ def train_command(
     started, started_at = time.perf_counter(), datetime.now(timezone.utc).isoformat(timespec="seconds")
     try:
         trained = train_one(spec, out_dir=folder, resume=resume)
-    except MmfuseError:
-        # a run that failed at set-up (a misspelled target, a bad setting) leaves no folder to --force
-        if created and not any((folder / f).exists() for f in ("model.safetensors", "last.safetensors")):
+    except (MmfuseError, OSError) as exc:
+        full = is_disk_full(exc)
+        if not (full or isinstance(exc, MmfuseError)):
+            raise
+        # a run that failed at set-up (a misspelled target, a bad setting, a full disk) leaves no folder to --force
+        started_fit = any((folder / f).exists() for f in ("model.safetensors", "last.safetensors"))
+        if created and not started_fit:
             import shutil
 
             shutil.rmtree(folder, ignore_errors=True)
+        if full:
+            raise DiskFullError(folder, _RESUME.format(folder=folder) if started_fit or not created
+                                else "run the same command again") from exc
         raise
     if trained.fit is not None and not trained.fit.is_global_zero:
         return 0  # another process of a multi-process (DDP) run: rank 0 reports
@@ -135,12 +158,17 @@ def train_command(
     record = RunRecord(spec=spec, measure=measure_config, status="ok", training=trained.facts, measurement=m,
                        started_at=started_at, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        wall_s=round(time.perf_counter() - started, 3), host=socket.gethostname(), pid=os.getpid())
-    atomic_write(folder / "run.json", json.dumps(record.to_json(), indent=2, sort_keys=True))
     metrics = {"val": trained.facts.val_metrics, "test": {**m.metrics, "n": m.n_test}}
-    atomic_write(folder / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
     from mmfuse.runs.bundle import write_bundle
 
-    write_bundle(folder, model_file=trained.checkpoint, splits=trained.splits, spec=spec, metrics=metrics)
+    try:
+        atomic_write(folder / "run.json", json.dumps(record.to_json(), indent=2, sort_keys=True))
+        atomic_write(folder / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+        write_bundle(folder, model_file=trained.checkpoint, splits=trained.splits, spec=spec, metrics=metrics)
+    except OSError as exc:  # the model is trained: --resume measures it and writes these again
+        if is_disk_full(exc):
+            raise DiskFullError(folder, _RESUME.format(folder=folder)) from exc
+        raise
 
     names = [k for k in m.metrics if k != "n"]
     table = Table(title=escape(f"{spec.data.display} / {spec.label}"))

@@ -305,8 +305,7 @@ def train_config(settings: Mapping[str, Any], base: TrainConfig | None = None) -
 
 def _loader_options(dataset: str) -> list[str] | None:
     """The keyword options of a dataset's loader (``None`` if it takes ``**options``)."""
-    from mmfuse.data import _base as data_base
-    from mmfuse.data import list_datasets
+    from mmfuse.data import dataset_loader, list_datasets
 
     names = list_datasets()
     if dataset not in names:
@@ -314,7 +313,7 @@ def _loader_options(dataset: str) -> list[str] | None:
 
         builtin = [n for n in names if n not in USER_DATASETS]
         raise ConfigError(f"unknown dataset {dataset!r}: expected one of {builtin} (or --data PATH for your own table)")
-    params = inspect.signature(data_base._DATASETS[dataset]).parameters
+    params = inspect.signature(dataset_loader(dataset)).parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return None
     return sorted(k for k in params if k != "root")
@@ -322,9 +321,9 @@ def _loader_options(dataset: str) -> list[str] | None:
 
 def _loader_task_default(dataset: str) -> Any:
     """The default of a loader's ``task`` option, if it has one."""
-    from mmfuse.data import _base as data_base
+    from mmfuse.data import dataset_loader
 
-    param = inspect.signature(data_base._DATASETS[dataset]).parameters.get("task")
+    param = inspect.signature(dataset_loader(dataset)).parameters.get("task")
     if param is None or param.default is inspect.Parameter.empty:
         return None
     return param.default

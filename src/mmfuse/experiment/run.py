@@ -191,11 +191,10 @@ def main_metric_of(task: str) -> tuple[str, bool]:
 
 
 def _batches(ds: MultimodalDataset, size: int) -> list[tuple[dict[str, Tensor], dict[str, Tensor]]]:
-    """The split as ``(inputs, masks)`` slices, collated like the data loader does."""
-    return [
-        ({m: x[i:i + size] for m, x in ds.inputs.items()}, {m: k[i:i + size] for m, k in ds.masks.items()})
-        for i in range(0, len(ds), size)
-    ]
+    """The split as ``(inputs, masks)`` pairs of :func:`~mmfuse.training.metrics.iter_batches`."""
+    from mmfuse.training.metrics import iter_batches
+
+    return [(b["inputs"], b["masks"]) for b in iter_batches(ds, size)]
 
 
 @torch.inference_mode()
@@ -441,7 +440,7 @@ def measure(trained: TrainedRun, config: MeasureConfig) -> Measurement:
 
 def _shapley(model: nn.Module, splits: DatasetSplits, metric: str, seed: int) -> dict[str, Any]:
     """Shapley attribution on the test samples that have every modality present."""
-    from mmfuse.bench.attribution import modality_shapley
+    from mmfuse.training.attribution import modality_shapley
 
     test = splits.test
     full = torch.ones(len(test), dtype=torch.bool)

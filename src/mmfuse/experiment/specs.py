@@ -276,7 +276,8 @@ class ExperimentSpec:
         if data.get("schema") != SPEC_SCHEMA:
             raise ConfigError(f"experiment spec: schema {data.get('schema')!r} is not {SPEC_SCHEMA} (written by "
                               "another version of mmfuse): re-run it with this version")
-        d = fields_of(cls, {k: v for k, v in data.items() if k != "schema"}, "experiment spec")
+        # "train_key": the key a run folder's spec.json was written with (checked by --resume)
+        d = fields_of(cls, {k: v for k, v in data.items() if k not in ("schema", "train_key")}, "experiment spec")
         return cls(data=DataSpec.from_json(d["data"]), model=ModelSpec.from_json(d["model"]),
                    train=_train_from_json(d["train"]))
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from mmfuse.errors import FusionError
+from mmfuse.functional import masked_mean  # re-exported: strategies import it from here
 from mmfuse.fusions._cost import Cost, CostText
 from mmfuse.fusions._options import check_options, option_annotations
 
@@ -181,20 +182,6 @@ class FusionBatch:
             assert mask is not None
             return x, mask
         return x.unsqueeze(1), self.presence(name).unsqueeze(1)
-
-
-def masked_mean(x: Tensor, mask: Tensor | None, dim: int) -> Tensor:
-    """Mean of ``x`` over ``dim`` counting only positions where ``mask`` is True.
-
-    ``mask`` has the shape of ``x`` without its last axis. A slice with no kept
-    position gives zeros (not NaN).
-    """
-    if mask is None:
-        return x.mean(dim=dim)
-    w = mask.to(x.dtype).unsqueeze(-1)
-    total = (x * w).sum(dim=dim)
-    count = w.sum(dim=dim).clamp_min(1.0)
-    return total / count
 
 
 def masked_softmax(scores: Tensor, mask: Tensor | None, dim: int = -1) -> Tensor:
@@ -627,8 +614,3 @@ def create_fusion(name: str, *, input_dims: Mapping[str, int], output_dim: int, 
     if bad:
         raise FusionError(f"fusion {name!r}: unknown option {bad[0]!r}: expected one of {sorted(allowed)}")
     return cls(input_dims=input_dims, output_dim=output_dim, **options)
-
-
-def iter_registered() -> Iterator[tuple[str, type[Fusion]]]:
-    _load_all()
-    yield from sorted(_REGISTRY.items())

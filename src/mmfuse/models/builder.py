@@ -25,7 +25,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mmfuse.data._base import TASKS, DatasetSplits, ModalitySpec, MultimodalDataset
+from mmfuse.data._base import (
+    TASKS,
+    DatasetSplits,
+    ModalitySpec,
+    MultimodalDataset,
+    classification_task,
+)
 from mmfuse.encoders import build_encoder
 from mmfuse.errors import FusionError, check_fraction
 from mmfuse.fusions._base import create_fusion
@@ -95,10 +101,6 @@ def _head(in_dim: int, num_classes: int, hidden_dim: int, dropout: float, task: 
     return Mlp(in_dim, num_classes, **opts)
 
 
-def _default_task(num_classes: int) -> str:
-    return "binary" if num_classes == 2 else "multiclass"
-
-
 def _source(
     source: Any, num_classes: int | None, task: str | None
 ) -> tuple[Mapping[str, ModalitySpec], int, str, tuple[Tensor, Tensor] | None]:
@@ -108,7 +110,7 @@ def _source(
     if not isinstance(source, Mapping) and hasattr(source, "specs") and hasattr(source, "num_classes"):
         k = source.num_classes if num_classes is None else num_classes
         data_task = getattr(source, "task", None)
-        task = task or data_task or _default_task(k)
+        task = task or data_task or classification_task(k)
         train = getattr(source, "train", source)
         stats = None
         if task == "regression" and data_task == "regression" and isinstance(getattr(train, "labels", None), Tensor):
@@ -118,7 +120,7 @@ def _source(
         return source.specs, k, task, stats
     if num_classes is None:
         raise FusionError("num_classes: expected a positive int (needed when specs is a mapping), got None")
-    default = _default_task(num_classes) if isinstance(num_classes, int) else "multiclass"
+    default = classification_task(num_classes) if isinstance(num_classes, int) else "multiclass"
     return source, num_classes, task or default, None
 
 
@@ -139,6 +141,16 @@ def _check_common(specs: Mapping[str, ModalitySpec], num_classes: int, hidden_di
     if isinstance(hidden_dim, bool) or not isinstance(hidden_dim, int) or hidden_dim < 1:
         raise FusionError(f"hidden_dim: expected a positive int, got {hidden_dim!r}")
     check_fraction("dropout", dropout, error=FusionError)
+
+
+def _outputs_logits(fusion: str, input_dims: Mapping[str, int], hidden_dim: int, options: Mapping[str, Any]) -> bool:
+    """Whether ``fusion`` with ``options`` outputs class logits (``outputs_logits``: a decision-level
+    fusion, which then needs ``num_classes`` outputs and no head). A strategy says so once built, so
+    it is asked of a copy built on the meta device: no memory, no weights drawn from the random
+    generator (the real model's initial weights do not depend on this question), and a bad option
+    raises here as it would below."""
+    with torch.device("meta"):
+        return bool(create_fusion(fusion, input_dims=input_dims, output_dim=hidden_dim, **options).outputs_logits)
 
 
 def build_model(
@@ -196,17 +208,17 @@ def build_model(
     fopts = dict(fusion_options or {})
     encoders = {m: build_encoder(specs[m], hidden_dim, **enc_opts.get(m, {})) for m in names}
     input_dims = {m: hidden_dim for m in names}
-    fuse = create_fusion(fusion, input_dims=input_dims, output_dim=hidden_dim, **fopts)
-    if fuse.outputs_logits:
-        if task not in ("binary", "multiclass"):
-            raise FusionError(
-                f"fusion {fusion!r} with {fopts}: a decision-level fusion combines class "
-                f"log-probabilities, expected a binary or multiclass task, got {task!r} "
-                f"(use a feature-level fusion, e.g. late with level='feature')"
-            )
-        fuse = create_fusion(fusion, input_dims=input_dims, output_dim=num_classes, **fopts)
-        head: nn.Module | None = None
-    else:
+    logits = _outputs_logits(fusion, input_dims, hidden_dim, fopts)
+    if logits and task not in ("binary", "multiclass"):
+        raise FusionError(
+            f"fusion {fusion!r} with {fopts}: a decision-level fusion combines class "
+            f"log-probabilities, expected a binary or multiclass task, got {task!r} "
+            f"(use a feature-level fusion, e.g. late with level='feature')"
+        )
+    # built once: a decision-level fusion outputs the classes' logits itself, the others feed a head
+    fuse = create_fusion(fusion, input_dims=input_dims, output_dim=num_classes if logits else hidden_dim, **fopts)
+    head: nn.Module | None = None
+    if not logits:
         head = _head(fuse.output_dim, num_classes, hidden_dim, dropout, task, stats)
     config = {
         "type": "multimodal",

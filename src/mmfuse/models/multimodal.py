@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from mmfuse.encoders import Encoder
-from mmfuse.fusions._base import Fusion, FusionError, FusionIntermediates, masked_mean
+from mmfuse.functional import masked_mean
+from mmfuse.fusions._base import Fusion, FusionError, FusionIntermediates
 from mmfuse.layers import ModalityDict
 
 __all__ = ["MultimodalModel", "UnimodalModel"]

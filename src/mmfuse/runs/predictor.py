@@ -216,13 +216,22 @@ class Run:
         raise DataError(f"expected a DataFrame or a table's path, got {type(data).__name__}")
 
     def transform(self, data: Any, *, base_dir: str | os.PathLike[str] | None = None, strict: bool = False,
-                  first_row: int = 0, where: str | None = None) -> Any:
+                  first_row: int = 0, where: str | None = None, allow_outside: bool | None = None) -> Any:
         """The saved preprocessing applied to ``data`` (:class:`~mmfuse.data.table.Transformed`),
-        with any frozen pretrained encoder run on its modality."""
+        with any frozen pretrained encoder run on its modality.
+
+        File paths resolve against ``base_dir``, else the table's folder, else the training
+        ``base_dir``, and must stay in that folder (as at training, and as ``mmfuse serve``'s
+        ``--base-dir``) unless ``allow_outside`` (default: the training table's setting); a
+        DataFrame with none of these folders has no such rule."""
         prep = self._need_table()
         frame, folder, name = self._frame(data)
         base = base_dir if base_dir is not None else (folder or prep.options.base_dir)
-        out = prep.transform(frame, base_dir=base, where=where or name, strict=strict, first_row=first_row)
+        allow = prep.options.allow_outside if allow_outside is None else allow_outside
+        out = prep.transform(frame, base_dir=base, where=where or name, strict=strict, first_row=first_row,
+                             within=None if allow or base is None else base,
+                             how_to_allow="give --base-dir a folder that holds it (mmfuse predict), or "
+                                          "allow_outside=True (Python)")
         if self._frozen:
             self._encode_frozen(out)
         return out
@@ -516,6 +525,7 @@ class Run:
         base_dir: str | os.PathLike[str] | None = None,
         strict: bool = False,
         progress: Callable[[int], None] | None = None,
+        allow_outside: bool | None = None,
     ) -> PredictSummary:
         """Predict the table at ``data`` in batches of ``batch_rows`` and write ``out`` (CSV or
         Parquet, by extension) as it goes; the metrics when the target column is present.
@@ -531,7 +541,8 @@ class Run:
         first = 0
         try:
             for frame in _batches(src, batch_rows):
-                t = self.transform(frame, base_dir=base, strict=strict, first_row=first, where=str(src))
+                t = self.transform(frame, base_dir=base, strict=strict, first_row=first, where=str(src),
+                                   allow_outside=allow_outside)
                 logits = self._outputs(t)
                 pred = self._prediction_frame(t, logits)
                 if explain:

@@ -442,7 +442,9 @@ class _Batcher:
         done: list[tuple[int, Any]] = []
         for i, frame in enumerate(frames):
             try:
-                done.append((i, run.transform(frame, base_dir=base, where="rows")))
+                # paths were checked against --base-dir as the rows were parsed (_inside); base64 files
+                # sit in the request's scratch folder, outside it
+                done.append((i, run.transform(frame, base_dir=base, where="rows", allow_outside=True)))
             except Exception as exc:  # noqa: BLE001  (this request's error, the others go on)
                 answers[i] = exc
         # one call per group of equal input shapes (all of them, for the built-in kinds)

@@ -102,7 +102,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -110,21 +110,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmfuse.data._base import DatasetSplits, MultimodalDataset
-from mmfuse.fusions._base import masked_mean
+from mmfuse.functional import masked_mean
 from mmfuse.models.multimodal import MultimodalModel
 from mmfuse.training.config import BALANCE_METHODS, TrainConfig, TrainConfigError
 from mmfuse.training.metrics import iter_batches, to_device
 
 __all__ = [
     "BALANCE_METHODS",
+    "BalanceMethod",
     "Balancer",
     "balance_callbacks",
+    "balance_methods",
     "gblend_weights",
     "make_balancer",
     "modality_probe_accuracy",
     "ogm_coefficients",
     "pareto_weights",
     "pooled_features",
+    "register_balance_method",
 ]
 
 _CLASSIFICATION = ("binary", "multiclass")
@@ -238,6 +241,153 @@ def _encoder_params(model: MultimodalModel, m: str) -> list[nn.Parameter]:
     return [p for p in model.encoders[m].parameters() if p.requires_grad]
 
 
+# ------------------------------------------------------------ the methods' registry
+class BalanceMethod:
+    """One balancing method: what it adds to a training step. Stateless: the state (heads,
+    G-Blending weights, this step's coefficients) lives in the :class:`Balancer`, so that
+    checkpoints keep their names whatever the method.
+
+    A new method is a subclass with a ``name``, registered with :func:`register_balance_method`
+    (and its name in :data:`~mmfuse.training.config.BALANCE_METHODS`, which the settings check).
+    """
+
+    name: ClassVar[str]
+    #: the auxiliary heads read detached encoder outputs (they only measure each modality)
+    detach_heads: ClassVar[bool] = False
+    #: needs a validation split (and is re-estimated on it every ``gblend_every`` epochs)
+    needs_validation: ClassVar[bool] = False
+    #: its gradient statistics are per process: refused under DDP
+    single_process: ClassVar[bool] = False
+
+    def check(self, balancer: Balancer, cfg: TrainConfig) -> None:
+        """Refuse a model or settings the method cannot train (a :class:`TrainConfigError`)."""
+
+    def loss(self, balancer: Balancer, model: MultimodalModel, fused: Tensor, uni: Mapping[str, Tensor],
+             logits: Mapping[str, Tensor], present: Mapping[str, Tensor], y: Tensor) -> Tensor:
+        """The training loss from the fused loss ``L_f`` and the per-modality losses ``L_i``."""
+        raise NotImplementedError
+
+    def after_backward(self, balancer: Balancer, model: MultimodalModel) -> None:
+        """Change the encoders' gradients after the backward pass (nothing by default)."""
+
+
+_METHODS: dict[str, type[BalanceMethod]] = {}
+
+
+def register_balance_method(cls: type[BalanceMethod]) -> type[BalanceMethod]:
+    """Class decorator: make ``cls`` the method named ``cls.name``."""
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def balance_methods() -> list[str]:
+    """The registered methods' names, in registration order."""
+    return list(_METHODS)
+
+
+@register_balance_method
+class Aux(BalanceMethod):
+    """``L = L_f + w * sum_i L_i``."""
+
+    name = "aux"
+
+    def loss(self, balancer, model, fused, uni, logits, present, y):  # type: ignore[no-untyped-def]
+        return fused + balancer.weight * sum(uni.values())
+
+
+@register_balance_method
+class GradientBlending(BalanceMethod):
+    """``L = w_f L_f + sum_i w_i L_i``, the weights re-estimated on validation."""
+
+    name = "gblend"
+    needs_validation = True
+
+    def loss(self, balancer, model, fused, uni, logits, present, y):  # type: ignore[no-untyped-def]
+        w = balancer.blend.to(fused.dtype)
+        return w[0] * fused + sum(w[i + 1] * uni[m] for i, m in enumerate(balancer.modalities))
+
+
+@register_balance_method
+class OgmGe(BalanceMethod):
+    """The dominant encoder's gradients scaled by ``1 - tanh(alpha * rho)``, plus noise."""
+
+    name = "ogm_ge"
+    detach_heads = True
+    single_process = True
+
+    def check(self, balancer: Balancer, cfg: TrainConfig) -> None:
+        if len(balancer.modalities) != 2:
+            raise TrainConfigError(
+                f"balance='ogm_ge': expected exactly 2 modalities, got {len(balancer.modalities)} "
+                f"({list(balancer.modalities)}); use 'mmpareto' or 'gblend' for more"
+            )
+
+    def loss(self, balancer, model, fused, uni, logits, present, y):  # type: ignore[no-untyped-def]
+        both = torch.stack([present[m] for m in balancer.modalities]).all(dim=0)
+        with torch.no_grad():
+            scores = {
+                m: (torch.softmax(logits[m].float(), dim=-1).gather(1, y[:, None])[:, 0] * both).sum()
+                for m in balancer.modalities
+            }
+        balancer.coeffs = ogm_coefficients(scores, balancer.alpha)
+        return fused + sum(uni.values())  # the heads learn on detached features
+
+    def after_backward(self, balancer: Balancer, model: MultimodalModel) -> None:
+        for m, k in balancer.coeffs.items():
+            for p in _encoder_params(model, m):
+                if p.grad is None:
+                    continue
+                p.grad.mul_(k)
+                if p.grad.numel() > 1:
+                    std = float(p.grad.std()) + 1e-8
+                    p.grad.add_(torch.randn_like(p.grad) * std)
+
+
+@register_balance_method
+class MMPareto(BalanceMethod):
+    """Each encoder's gradient: the min-norm point of its fused and unimodal gradients, rescaled."""
+
+    name = "mmpareto"
+    single_process = True
+
+    def check(self, balancer: Balancer, cfg: TrainConfig) -> None:
+        if str(cfg.precision).startswith("16"):
+            raise TrainConfigError(
+                f"balance='mmpareto': expected precision '32-true' or 'bf16-mixed', got {cfg.precision!r} "
+                f"(16-bit loss scaling would mix scaled and unscaled gradients)"
+            )
+
+    def loss(self, balancer, model, fused, uni, logits, present, y):  # type: ignore[no-untyped-def]
+        # each encoder's gradient from each of its two objectives
+        balancer._pareto = {}
+        if torch.is_grad_enabled():
+            params = {m: _encoder_params(model, m) for m in balancer.modalities}
+            flat = [p for m in balancer.modalities for p in params[m]]
+            g_all = torch.autograd.grad(fused, flat, retain_graph=True, allow_unused=True)
+            start = 0
+            for m in balancer.modalities:
+                g_f = list(g_all[start:start + len(params[m])])
+                start += len(params[m])
+                g_u = list(torch.autograd.grad(uni[m], params[m], retain_graph=True, allow_unused=True))
+                a, b = pareto_weights(_flat(g_f, params[m]), _flat(g_u, params[m]))
+                balancer._pareto[m] = (a, b, g_f, g_u)
+        return fused + sum(uni.values())
+
+    def after_backward(self, balancer: Balancer, model: MultimodalModel) -> None:
+        for m, (a, b, g_f, g_u) in balancer._pareto.items():
+            for p, gf, gu in zip(_encoder_params(model, m), g_f, g_u, strict=True):
+                if p.grad is None or (gf is None and gu is None):
+                    continue
+                gf = torch.zeros_like(p) if gf is None else gf
+                gu = torch.zeros_like(p) if gu is None else gu
+                new = 2 * a * gf + 2 * b * gu
+                total, norm = float((gf + gu).norm()), float(new.norm())
+                if norm > 0 and total > norm:
+                    new = new * (total / norm)
+                p.grad.copy_(balancer.gamma * new)
+        balancer._pareto = {}
+
+
 # ---------------------------------------------------------------------- balancer
 class Balancer(nn.Module):
     """The auxiliary heads and the state of one balancing method (see the module docstring).
@@ -250,25 +400,17 @@ class Balancer(nn.Module):
 
     def __init__(self, model: MultimodalModel, cfg: TrainConfig) -> None:
         super().__init__()
-        if cfg.balance not in BALANCE_METHODS:
-            raise TrainConfigError(f"balance: expected one of {list(BALANCE_METHODS)}, got {cfg.balance!r}")
+        if cfg.balance not in _METHODS:
+            raise TrainConfigError(f"balance: expected one of {balance_methods()}, got {cfg.balance!r}")
         if not isinstance(model, MultimodalModel):
             raise TrainConfigError(
                 f"balance={cfg.balance!r}: expected a MultimodalModel (encoders + fusion + head), "
                 f"got {type(model).__name__}"
             )
         self.method: str = cfg.balance
+        self.impl: BalanceMethod = _METHODS[cfg.balance]()
         self.modalities: tuple[str, ...] = model.modalities
-        if self.method == "ogm_ge" and len(self.modalities) != 2:
-            raise TrainConfigError(
-                f"balance='ogm_ge': expected exactly 2 modalities, got {len(self.modalities)} "
-                f"({list(self.modalities)}); use 'mmpareto' or 'gblend' for more"
-            )
-        if self.method == "mmpareto" and str(cfg.precision).startswith("16"):
-            raise TrainConfigError(
-                f"balance='mmpareto': expected precision '32-true' or 'bf16-mixed', got {cfg.precision!r} "
-                f"(16-bit loss scaling would mix scaled and unscaled gradients)"
-            )
+        self.impl.check(self, cfg)
         self.weight = float(cfg.balance_weight)
         self.alpha = float(cfg.ogm_alpha)
         self.gamma = float(cfg.pareto_gamma)
@@ -298,62 +440,14 @@ class Balancer(nn.Module):
         y = batch["label"]
         feats, masks = model.encode(batch["inputs"], batch["masks"])
         fused = F.cross_entropy(model.classify(feats, masks).float(), y)
-        logits, present = self.unimodal_logits(model, feats, masks, detach=self.method == "ogm_ge")
+        logits, present = self.unimodal_logits(model, feats, masks, detach=self.impl.detach_heads)
         uni = {m: _masked_ce(logits[m], y, present[m]) for m in self.modalities}
-        if self.method == "aux":
-            return fused + self.weight * sum(uni.values())
-        if self.method == "gblend":
-            w = self.blend.to(fused.dtype)
-            return w[0] * fused + sum(w[i + 1] * uni[m] for i, m in enumerate(self.modalities))
-        if self.method == "ogm_ge":
-            both = torch.stack([present[m] for m in self.modalities]).all(dim=0)
-            with torch.no_grad():
-                scores = {
-                    m: (torch.softmax(logits[m].float(), dim=-1).gather(1, y[:, None])[:, 0] * both).sum()
-                    for m in self.modalities
-                }
-            self.coeffs = ogm_coefficients(scores, self.alpha)
-            return fused + sum(uni.values())  # the heads learn on detached features
-        # mmpareto: each encoder's gradient from each of its two objectives
-        self._pareto = {}
-        if torch.is_grad_enabled():
-            params = {m: _encoder_params(model, m) for m in self.modalities}
-            flat = [p for m in self.modalities for p in params[m]]
-            g_all = torch.autograd.grad(fused, flat, retain_graph=True, allow_unused=True)
-            start = 0
-            for m in self.modalities:
-                g_f = list(g_all[start:start + len(params[m])])
-                start += len(params[m])
-                g_u = list(torch.autograd.grad(uni[m], params[m], retain_graph=True, allow_unused=True))
-                a, b = pareto_weights(_flat(g_f, params[m]), _flat(g_u, params[m]))
-                self._pareto[m] = (a, b, g_f, g_u)
-        return fused + sum(uni.values())
+        return self.impl.loss(self, model, fused, uni, logits, present, y)
 
     @torch.no_grad()
     def after_backward(self, model: MultimodalModel) -> None:
-        """Modify the encoders' gradients (``ogm_ge``, ``mmpareto``); nothing for the others."""
-        if self.method == "ogm_ge":
-            for m, k in self.coeffs.items():
-                for p in _encoder_params(model, m):
-                    if p.grad is None:
-                        continue
-                    p.grad.mul_(k)
-                    if p.grad.numel() > 1:
-                        std = float(p.grad.std()) + 1e-8
-                        p.grad.add_(torch.randn_like(p.grad) * std)
-        elif self.method == "mmpareto":
-            for m, (a, b, g_f, g_u) in self._pareto.items():
-                for p, gf, gu in zip(_encoder_params(model, m), g_f, g_u, strict=True):
-                    if p.grad is None or (gf is None and gu is None):
-                        continue
-                    gf = torch.zeros_like(p) if gf is None else gf
-                    gu = torch.zeros_like(p) if gu is None else gu
-                    new = 2 * a * gf + 2 * b * gu
-                    total, norm = float((gf + gu).norm()), float(new.norm())
-                    if norm > 0 and total > norm:
-                        new = new * (total / norm)
-                    p.grad.copy_(self.gamma * new)
-            self._pareto = {}
+        """Modify the encoders' gradients as the method does (``ogm_ge``, ``mmpareto``)."""
+        self.impl.after_backward(self, model)
 
     @torch.no_grad()
     def output_losses(self, model: MultimodalModel, dataset: MultimodalDataset, batch_size: int = 512) -> Tensor:
@@ -415,20 +509,20 @@ class _BalanceCallback(L.Callback):
         self.val = splits.val
         self.every = every
         train = splits.train
-        if balancer.method == "gblend":
+        if balancer.impl.needs_validation:
             g = torch.Generator().manual_seed(seed)
             n = min(len(train), max(len(splits.val), 1))
             self.train_subset = train.subset(torch.randperm(len(train), generator=g)[:n].sort().values)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.balancer.method in ("ogm_ge", "mmpareto") and trainer.world_size > 1:
+        if self.balancer.impl.single_process and trainer.world_size > 1:
             raise TrainConfigError(
                 f"balance={self.balancer.method!r}: expected a single process, got world size "
                 f"{trainer.world_size} (per-process gradient statistics would desynchronise the weights)"
             )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.balancer.method != "gblend" or (trainer.current_epoch + 1) % self.every:
+        if not self.balancer.impl.needs_validation or (trainer.current_epoch + 1) % self.every:
             return
         model = pl_module.model  # type: ignore[attr-defined]
         self.balancer.gblend_update(
@@ -445,8 +539,9 @@ def balance_callbacks(balancer: Balancer | None, splits: DatasetSplits, cfg: Tra
             f"balance={balancer.method!r}: expected a classification task {list(_CLASSIFICATION)}, "
             f"got {splits.name!r} with task {splits.task!r}"
         )
-    if balancer.method == "gblend" and len(splits.val) == 0:
-        raise TrainConfigError(f"balance='gblend': expected a validation split, got an empty one in {splits.name!r}")
+    if balancer.impl.needs_validation and len(splits.val) == 0:
+        raise TrainConfigError(f"balance={balancer.method!r}: expected a validation split, got an empty one in "
+                               f"{splits.name!r}")
     return [_BalanceCallback(balancer, splits, cfg.gblend_every, cfg.seed)]
 
 

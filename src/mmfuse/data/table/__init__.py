@@ -86,8 +86,9 @@ __all__ = [
 ]
 
 
-def _build(frame: pd.DataFrame, opts: TableSource, where: str, base: Path) -> tuple[DatasetSplits, TableReport]:
-    return fit_table(frame, opts, where, base)
+def _build(frame: pd.DataFrame, opts: TableSource, where: str, base: Path,
+           within: Path | None) -> tuple[DatasetSplits, TableReport]:
+    return fit_table(frame, opts, where, base, within=within)
 
 
 def _options(source: Any, target: Any, extra: Mapping[str, Any]) -> tuple[TableSource, pd.DataFrame | None]:
@@ -101,15 +102,17 @@ def _options(source: Any, target: Any, extra: Mapping[str, Any]) -> tuple[TableS
 
 
 def _load(opts: TableSource, frame: pd.DataFrame | None) -> tuple[DatasetSplits, TableReport]:
+    folder: Path | None = None  # the folder file paths must stay in
     if frame is None:
         frame = read_table(opts.path, opts.format)
         where = str(Path(opts.path).expanduser())
-        default_base = Path(where) if Path(where).is_dir() else Path(where).parent
-    else:
+        folder = Path(where) if Path(where).is_dir() else Path(where).parent
+    else:  # a DataFrame has no folder, unless base_dir gives one
         where = opts.name or "<DataFrame>"
-        default_base = Path.cwd()
-    base = Path(opts.base_dir).expanduser() if opts.base_dir is not None else default_base
-    return _build(frame, opts, where, base)
+    if opts.base_dir is not None:
+        folder = Path(opts.base_dir).expanduser()
+    base = folder if folder is not None else Path.cwd()
+    return _build(frame, opts, where, base, None if opts.allow_outside else folder)
 
 
 def from_table(

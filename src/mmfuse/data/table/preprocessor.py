@@ -111,9 +111,13 @@ class TablePreprocessor:
 
     # ------------------------------------------------------------------ transform
     def transform(self, frame: pd.DataFrame, *, base_dir: str | os.PathLike[str] | None = None,
-                  where: str = "<DataFrame>", strict: bool = False, first_row: int = 0) -> Transformed:
+                  where: str = "<DataFrame>", strict: bool = False, first_row: int = 0,
+                  within: str | os.PathLike[str] | None = None,
+                  how_to_allow: str | None = None) -> Transformed:
         """The model's inputs for ``frame`` (see the module docstring). ``first_row``: the table row
-        number of the frame's first row (for messages, when a large table comes in batches)."""
+        number of the frame's first row (for messages, when a large table comes in batches).
+        ``within``: the folder file paths must stay in (None: no such rule), and ``how_to_allow``
+        what the refusal of one that leaves it says to do."""
         if not isinstance(frame, pd.DataFrame):
             raise DataError(f"transform: expected a pandas DataFrame, got {type(frame).__name__}")
         frame = frame.reset_index(drop=True)
@@ -125,7 +129,10 @@ class TablePreprocessor:
         extra = [c for c in frame.columns if c not in known]
         absent = [c for c in self.schema.feature_columns if c not in frame.columns]
         base = Path(base_dir).expanduser() if base_dir is not None else Path.cwd()
-        ctx = ReadContext(where, base, np.arange(first_row, first_row + len(frame)), self.options.on_bad_file)
+        ctx = ReadContext(where, base, np.arange(first_row, first_row + len(frame)), self.options.on_bad_file,
+                          within=None if within is None else Path(within))
+        if how_to_allow is not None:
+            ctx.how_to_allow = how_to_allow
         inputs, masks = {}, {}
         usable = np.zeros(len(frame), dtype=bool)
         texts = {}
@@ -228,8 +235,9 @@ class TablePreprocessor:
 
 
 def fit_table(frame: pd.DataFrame, options: TableSource, where: str,
-              base: Path) -> tuple[DatasetSplits, TableReport]:
-    """Infer, read, split, fit on the training rows, transform every split (see the module docstring)."""
+              base: Path, *, within: Path | None = None) -> tuple[DatasetSplits, TableReport]:
+    """Infer, read, split, fit on the training rows, transform every split (see the module docstring).
+    ``within``: the folder file paths must stay in (None: no such rule)."""
     frame = frame.reset_index(drop=True)
     columns = [str(c) for c in frame.columns]
     if len(set(columns)) != len(columns):
@@ -248,7 +256,7 @@ def fit_table(frame: pd.DataFrame, options: TableSource, where: str,
     original_rows = np.flatnonzero(has_target)
     frame_t = frame[has_target].reset_index(drop=True)
 
-    ctx = ReadContext(where, base, original_rows, options.on_bad_file)
+    ctx = ReadContext(where, base, original_rows, options.on_bad_file, within=within)
     blocks = {m: block_class(schema.blocks[m])(m, cols, schema.kinds, options, frozenset(schema.forced))
               for m, cols in schema.modalities.items()}
     raws = {m: b.read(frame_t, ctx) for m, b in blocks.items()}

@@ -40,6 +40,10 @@ class TableSource:
         max_classes: an integer-valued target with at most this many values is a class label.
         on_bad_file: ``missing`` (a bad image/audio file makes the modality missing, counted)
             or ``error`` (a :class:`DataError`).
+        allow_outside: read image, audio and ``.npy`` paths that leave the table's folder
+            (or ``base_dir``): ``..``, absolute paths, links pointing out of it. Off, such a
+            path is a :class:`DataError` naming it, so a table cannot read files its folder
+            does not hold unless asked to.
         name: dataset name in reports (default: the file's name).
     """
 
@@ -69,6 +73,7 @@ class TableSource:
     int_categories: int = 10
     max_classes: int = 50
     on_bad_file: Literal["missing", "error"] = "missing"
+    allow_outside: bool = False
     name: str | None = None
 
     def __post_init__(self) -> None:
@@ -113,6 +118,8 @@ class TableSource:
             raise DataError(f"image_mode: expected 'RGB' or 'L', got {self.image_mode!r}")
         if self.on_bad_file not in ("missing", "error"):
             raise DataError(f"on_bad_file: expected 'missing' or 'error', got {self.on_bad_file!r}")
+        if not isinstance(self.allow_outside, bool):
+            raise DataError(f"allow_outside: expected true or false, got {self.allow_outside!r}")
         if self.format is not None and self.format not in ("csv", "tsv", "parquet", "jsonl"):
             raise DataError(f"format: expected csv, tsv, parquet or jsonl, got {self.format!r}")
         for what in ("audio_sample_rate", "n_mels", "n_fft", "hop", "max_tokens", "min_count",

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mmfuse.data._base import DataError
+from mmfuse.data._base import DataError, classification_task
 from mmfuse.data.table.kinds._base import is_arraylike, is_missing
 
 __all__ = ["Target"]
@@ -113,7 +113,7 @@ class Target:
         if len(names) < 2:
             raise DataError(f"{where}: target column {col!r}: only one class ({names[0]!r}) in "
                             f"{int(keep.sum())} rows; a classifier needs at least two")
-        task = task or ("binary" if len(names) == 2 else "multiclass")
+        task = task or classification_task(len(names))
         if task == "binary" and len(names) != 2:
             raise DataError(f"{where}: target column {col!r}: task binary needs 2 classes, got {len(names)}")
         return cls(cols, task, names, numeric=numeric)

@@ -103,6 +103,10 @@ class ReadContext:
         bad_files: what was recorded.
         counts: ``"<column>: <what>"`` -> rows, e.g. unseen categories, non-numbers read as
             missing, sequences cut to the trained length (the summary ``predict`` prints).
+        within: the folder every file path must stay in once resolved (``..``, an absolute
+            path, a link out of it are refused, whatever ``on_bad_file`` says), or None for
+            no such rule (``allow_outside``, or a DataFrame with no folder of its own).
+        how_to_allow: what the refusal tells the user to do.
     """
 
     where: str
@@ -111,6 +115,28 @@ class ReadContext:
     on_bad_file: str = "missing"
     bad_files: list[BadFile] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    within: Path | None = None
+    how_to_allow: str = "set allow_outside=true (data.allow_outside=true, or allow_outside: true under data:)"
+
+    def __post_init__(self) -> None:
+        if self.within is not None:
+            self.within = Path(self.within).expanduser().resolve()
+
+    def path(self, column: str, position: int, value: str) -> Path:
+        """The file a cell names, resolved against :attr:`base`.
+
+        Raises:
+            DataError: it leaves :attr:`within` (the message names the row, the value, where
+                it leads and how to allow it).
+        """
+        path = resolve_path(value, self.base)
+        if self.within is not None:
+            real = path.resolve()
+            if not real.is_relative_to(self.within):
+                raise DataError(f"{self.where}: column {column!r} row {self.row(position)}: {value.strip()!r} "
+                                f"leads to {real}, outside the folder {self.within}: paths that leave the table's "
+                                f"folder are refused; {self.how_to_allow} to read it")
+        return path
 
     def bad(self, column: str, position: int, path: Path, reason: str) -> None:
         row = int(self.rows[position])

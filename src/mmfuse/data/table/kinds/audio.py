@@ -31,7 +31,6 @@ from mmfuse.data.table.kinds._base import (
     is_blank,
     paths_ending,
     register_kind,
-    resolve_path,
 )
 
 __all__ = ["AUDIO_EXTENSIONS", "AudioBlock", "read_wave"]
@@ -134,7 +133,7 @@ class AudioBlock(Block):
         for r, v in enumerate(values):
             if is_blank(v):
                 continue
-            path = resolve_path(str(v), ctx.base)
+            path = ctx.path(col, r, str(v))
             try:
                 rate, x = read_wave(path, o.audio_seconds)
             except DataError as e:

@@ -72,7 +72,7 @@ class EmbeddingBlock(Block):
                 continue
             if isinstance(v, str):
                 from_file = True
-                path = resolve_path(v, ctx.base)
+                path = ctx.path(col, r, v)
                 if not path.is_file():
                     ctx.bad(col, r, path, "file not found" if not path.exists() else "not a regular file")
                     continue

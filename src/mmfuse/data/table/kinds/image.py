@@ -28,7 +28,6 @@ from mmfuse.data.table.kinds._base import (
     is_blank,
     paths_ending,
     register_kind,
-    resolve_path,
 )
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageBlock", "decode_image"]
@@ -81,7 +80,7 @@ class ImageBlock(Block):
         for r, v in enumerate(values):
             if is_blank(v):
                 continue
-            path = resolve_path(str(v), ctx.base)
+            path = ctx.path(col, r, str(v))
             try:
                 out[r] = decode_image(path, (h, w), self.options.image_mode)
             except DataError as e:
