@@ -24,16 +24,19 @@ def _run_list(args: argparse.Namespace) -> int:
             print(f"{name:28s} {summary}")
         return 0
 
+    from mmfuse.bench.tune import shared_space
     from mmfuse.fusions import fusion_class, list_fusions
     from mmfuse.fusions._options import option_help
+    from mmfuse.space import render
 
+    print("every model, strategy or baseline (tuned by mmfuse bench --tune):")
+    for key, dist in shared_space().items():
+        print(f"    {key}: {render(dist)}")
     for name in list_fusions():
         cls = fusion_class(name)
         doc = (cls.__doc__ or "").strip().splitlines()
         print(f"{name:28s} {doc[0] if doc else ''}")
         if args.options:
-            from mmfuse.space import render
-
             for opt in option_help(cls):
                 print(f"    {opt.name} = {opt.default!r}")
                 if opt.allowed:
