@@ -396,7 +396,8 @@ def _tune(config: BenchConfig, runs: list[BenchRun], executor: Executor, run_fn:
 
     with _sigterm_as_exit():
         results = tune_grid(runs, cfg, executor=executor.name, out=store.root,
-                            on_trial=on_trial if progress else None)
+                            on_trial=on_trial if progress else None, ray_address=config.ray_address,
+                            ray_cpus=config.jobs)
     folder = store.root / "tuning"
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / "trials.csv", trials_csv(results))

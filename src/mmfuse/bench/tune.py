@@ -635,7 +635,7 @@ def _importances(study: Any) -> dict[str, float] | None:
             found = optuna.importance.get_param_importances(study, evaluator=PedAnovaImportanceEvaluator())
     except Exception:  # noqa: BLE001 - too few or too alike trials: no importances
         return None
-    return {k: round(float(v), 4) for k, v in found.items()}
+    return {k: round(float(v), 4) for k, v in sorted(found.items(), key=lambda kv: -kv[1])}
 
 
 def _result(task: _Task) -> StudyResult:
@@ -707,6 +707,8 @@ def tune_grid(
     out: Path | None = None,
     metric_of: Callable[[Any], tuple[str, bool]] | None = None,
     on_trial: Callable[[str, int, TrialOutcome], None] | None = None,
+    ray_address: str | None = None,
+    ray_cpus: int | None = None,
 ) -> list[StudyResult]:
     """Tune every model of ``runs`` (a bench grid) and return one result per study.
 
@@ -714,7 +716,9 @@ def tune_grid(
     Ray task (a storage is needed for the tasks to report epochs: without
     ``cfg.storage``, a journal file ``out/tuning/studies.journal``); anything else runs
     the trials here, one after the other. ``on_trial(study, number, outcome)`` is
-    called after each trial (progress).
+    called after each trial (progress). ``ray_address`` / ``ray_cpus``: the cluster to
+    join (default ``$RAY_ADDRESS``), or the CPUs of a local instance, when Ray is not
+    initialised yet.
     """
     tasks = _tasks(runs, cfg, metric_of or _metric_of)
     if executor == "ray" and cfg.storage is None:
@@ -727,7 +731,7 @@ def tune_grid(
         task.study = open_study(task.name, task.spec, task.space, task.metric, task.higher, cfg)
         task.stale = _fail_stale(task.study)
     if executor == "ray":
-        _tune_ray(tasks, cfg, on_trial)
+        _tune_ray(tasks, cfg, on_trial, ray_address or os.environ.get("RAY_ADDRESS") or None, ray_cpus)
     else:
         for task in tasks:
             while (nxt := task.next_trial(cfg)) is not None:
@@ -754,13 +758,15 @@ def _remote_trial(spec_json: dict[str, Any], metric: str, storage: str, study_na
     return run_trial(ExperimentSpec.from_json(spec_json), metric, _reporter(trial))
 
 
-def _tune_ray(tasks: list[_Task], cfg: TuneConfig, on_trial: Callable[[str, int, TrialOutcome], None] | None) -> None:
+def _tune_ray(tasks: list[_Task], cfg: TuneConfig, on_trial: Callable[[str, int, TrialOutcome], None] | None,
+              address: str | None, cpus: int | None) -> None:
     import ray
 
     if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS") or None
-        ray.init(address=address, include_dashboard=False, log_to_driver=False) if address is None else \
+        if address:
             ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     remote = ray.remote(num_cpus=1, max_retries=0)(_remote_trial)
     in_flight: dict[Any, tuple[_Task, Any]] = {}
 
