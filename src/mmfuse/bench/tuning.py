@@ -137,13 +137,18 @@ def plot_best_so_far(results: Sequence[Any]) -> list[Any]:
         drawn = False
         for r in mine:
             pts = best_so_far(r)
+            last = max((t["number"] for t in r.trials), default=0)
             if pts:
+                pts = [*pts, (last, pts[-1][1])] if last > pts[-1][0] else pts  # flat across later pruned trials
                 ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", label=r.label,
                         color=colors[r.label], linestyle="--" if r.label.startswith("uni:") else "-")
                 drawn = True
         if not drawn:
             continue
         metric = mine[0].metric
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("trial")
         ax.set_ylabel(f"best validation {metric} so far")
         ax.set_title(ds)
