@@ -91,6 +91,12 @@ def test_the_same_seed_draws_the_same_trials_and_another_seed_others() -> None:
     assert a[1:] != c[1:]
 
 
+def test_a_time_limit_stops_a_study_after_the_trial_that_crossed_it() -> None:
+    (r,) = _tune(_runs(epochs=1), trials=3, time=1e-6)
+    assert len(r.trials) == 1 and r.trials[0]["defaults"]  # the defaults always run
+    assert r.note == "stopped by the time limit after 1 trial"
+
+
 def test_a_trial_below_the_median_of_earlier_ones_is_pruned(tmp_path: Path) -> None:
     store = str(tmp_path / "s.journal")
     runs = _runs(epochs=4)

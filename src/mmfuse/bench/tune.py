@@ -664,7 +664,7 @@ def _result(task: _Task) -> StudyResult:
         best.update(params_of(top.params))
     notes = []
     if task.cut_by_time:
-        notes.append(f"stopped by the time limit after {len(rows)} trials")
+        notes.append(f"stopped by the time limit after {len(rows)} trial{'s' if len(rows) != 1 else ''}")
     if task.stale:
         notes.append(f"{task.stale} trial(s) of an ended process run again")
     return StudyResult(dataset=task.dataset, label=task.label, metric=task.metric, higher_is_better=task.higher,
