@@ -236,6 +236,16 @@ def test_bad_tuning_settings_are_refused_by_name(kwargs, match) -> None:
         load_config(**kwargs)
 
 
+def test_a_space_for_a_strategy_not_compared_is_refused_before_any_run(tmp_path: Path) -> None:
+    from mmfuse.bench import run_bench
+
+    config = load_config(settings={"synthetic_tasks": ["redundancy"], "tune.space.low_rank.rank": [2, 4]},
+                         fusions=["gated"], tune=2, out=str(tmp_path / "b"))
+    with pytest.raises(BenchConfigError, match=r"low_rank.rank: 'low_rank' is not among the strategies compared"):
+        run_bench(config, progress=False)
+    assert not (tmp_path / "b" / "runs.jsonl").exists()
+
+
 def test_a_user_narrows_and_widens_a_space() -> None:
     space = resolve_space("low_rank", {"lr": [1e-5, 1e-1], "low_rank.rank": [2, 4], "low_rank.dim": 8,
                                        "hidden_dim": [16, 32]})

@@ -371,6 +371,13 @@ def _tune_part(before: TuneConfig | dict[str, Any] | None, key: str, value: Any,
     return out
 
 
+def _gives_trials(layer: Mapping[str, Any]) -> bool:
+    """Whether a layer of settings says how many trials to tune (``tune: N``, ``tune: {trials: N}``,
+    ``tune.trials``): other tuning settings alone do not turn tuning on."""
+    value = layer.get("tune")
+    return "tune.trials" in layer or (value is not None and (not isinstance(value, Mapping) or "trials" in value))
+
+
 def _apply(config: BenchConfig, settings: Mapping[str, Any], source: str) -> BenchConfig:
     """``settings`` (a YAML mapping, or ``key=value`` pairs) over ``config``.
 
@@ -413,10 +420,6 @@ def _apply(config: BenchConfig, settings: Mapping[str, Any], source: str) -> Ben
                 f"{source}: unknown key {key!r}: expected one of {BenchConfig.keys()}, a training setting "
                 f"({', '.join(train_names)}), measure.<{'|'.join(measure_names)}> or data.<option> (your own table)")
     if tune is not None:
-        if "trials" not in tune:
-            given = ", ".join(f"tune.{k}" for k, v in tune.items() if v not in (None, {}))
-            raise BenchConfigError(f"{source}: {given} given without a number of trials: add --tune N "
-                                   "(or tune: {trials: N, ...})")
         try:
             top["tune"] = TuneConfig.from_json(tune)
         except ConfigError as exc:
@@ -487,6 +490,11 @@ def load_config(
     if flags.get("datasets") is not None:
         datasets_by = flag_rank  # --dataset and --data are as late: both given is an error
     config = config.replace(**flags)
+    if config.tune is not None and not any(_gives_trials(layer) for _, layer in layers):
+        given = sorted({k.split(".")[1] if k.startswith("tune.") else "tune" for _, layer in layers for k in layer
+                        if k == "tune" or k.startswith("tune.")})
+        raise BenchConfigError(f"{', '.join(f'tune.{g}' for g in given if g != 'tune') or 'tune'} given without a "
+                               "number of trials: add --tune N (or tune: {trials: N, ...})")
     if table_given and "table" not in config.datasets:
         if datasets_by >= 0 and table_by <= datasets_by:
             raise BenchConfigError(

@@ -129,6 +129,12 @@ def _check_fusion_options(config: BenchConfig, names: Sequence[str]) -> None:
         if name not in names:
             raise BenchConfigError(f"fusion_options: {name!r} is not among the strategies compared ({names})")
         check_fusion_options(name, options)
+    if config.tune is not None:  # a space given for a strategy that is not compared would be ignored
+        for key in config.tune.space:
+            strategy, dot, _ = key.partition(".")
+            if dot and strategy not in names:
+                raise BenchConfigError(f"tune: space: {key}: {strategy!r} is not among the strategies compared "
+                                       f"({names})")
 
 
 def _check_folder(store: ResultsStore, config: BenchConfig) -> None:
