@@ -261,8 +261,8 @@ def _row(model, mean, ds="d"):
                            higher_is_better=True)
 
 
-def _verdict(pick):
-    return SimpleNamespace(recommendation=SimpleNamespace(pick=pick) if pick else None)
+def _verdict(pick, tied=()):
+    return SimpleNamespace(recommendation=SimpleNamespace(pick=pick, tied=tied) if pick else None)
 
 
 def test_the_sentence_says_whether_the_ranking_and_the_recommendation_changed() -> None:
@@ -276,6 +276,9 @@ def test_the_sentence_says_whether_the_ranking_and_the_recommendation_changed() 
     assert change_sentence("d", before, swapped, {"d": _verdict("early")}, {"d": _verdict("late")}) == (
         "Tuning changed the ranking, from early > late > uni:a to late > early > uni:a; the recommendation "
         "changed from early to late.")
+    assert change_sentence("d", before, swapped, {"d": _verdict("early")}, {"d": _verdict("late", ("late", "early"))}
+                           ).endswith("the recommendation changed from early to late, though early is still among "
+                                      "the strategies not significantly worse than the best.")
 
 
 def test_a_tuned_bench_reports_defaults_beside_tuned_models_and_says_its_budget(tmp_path: Path) -> None:

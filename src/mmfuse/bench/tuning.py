@@ -50,6 +50,9 @@ def change_sentence(dataset: str, default_rows: Sequence[Any], tuned_rows: Seque
         rec = f"the tuned comparison recommends {b}, where the defaults made no recommendation"
     else:
         rec = f"the recommendation changed from {a} to {b}"
+        tied = getattr(tuned_found[dataset].recommendation, "tied", ())
+        if a in tied:  # a change among ties is a tie-break, not a new winner
+            rec += f", though {a} is still among the strategies not significantly worse than the best"
     return f"{rank}; {rec}."
 
 
