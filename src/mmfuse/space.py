@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Categorical", "Distribution", "Float", "Int", "check_space", "override", "render", "sample", "values_of"]
+__all__ = ["Categorical", "Distribution", "Float", "Int", "active_names", "check_space", "override", "render", "sample",
+           "values_of"]
 
 
 def _freeze_when(when: Mapping[str, Any] | None) -> tuple[tuple[str, tuple[Any, ...]], ...]:
@@ -264,12 +265,6 @@ def values_of(space: Mapping[str, Distribution], values: Mapping[str, Any], *, p
     return out
 
 
-def contains(dist: Distribution, value: Any) -> bool:
-    """Whether ``value`` is one ``dist`` can give (conditions aside)."""
-    if isinstance(dist, Categorical):
-        return value in dist.choices
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and dist.low <= value <= dist.high
-
-
-def with_when(dist: Distribution, when: Mapping[str, Any]) -> Distribution:
-    return replace(dist, when=when)
+def active_names(space: Mapping[str, Distribution], values: Mapping[str, Any]) -> list[str]:
+    """The options of ``space`` that are drawn when the others take ``values``."""
+    return [name for name in _order(space) if _active(space[name], values)]

@@ -57,6 +57,14 @@ def test_trial_0_is_the_defaults_and_only_changes_are_retrained() -> None:
     assert all(result.defaults[k] != v for k, v in result.changes.items())
 
 
+def test_a_default_outside_a_narrowed_space_is_said_not_passed_off_as_trial_0() -> None:
+    (r,) = _tune(_runs(epochs=1), trials=1, pruner="none", space={"lr": [1e-4, 1e-3]})  # the default is 3e-3
+    first = r.trials[0]
+    assert first["defaults"] is False and 1e-4 <= first["params"]["lr"] <= 1e-3
+    assert first["params"]["weight_decay"] == 1e-4  # the others are still the defaults
+    assert r.note == "trial 0 is not the defaults: lr outside the space"
+
+
 def test_the_test_split_is_never_read_while_tuning(monkeypatch) -> None:
     import mmfuse.experiment.run as run_module
 

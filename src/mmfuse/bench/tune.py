@@ -49,7 +49,16 @@ from pathlib import Path
 from typing import Any
 
 from mmfuse.errors import ConfigError
-from mmfuse.space import Categorical, Distribution, check_space, override, render, sample, values_of
+from mmfuse.space import (
+    Categorical,
+    Distribution,
+    active_names,
+    check_space,
+    override,
+    render,
+    sample,
+    values_of,
+)
 
 __all__ = [
     "PRUNERS",
@@ -455,7 +464,11 @@ def open_study(name: str, spec: Any, space: Mapping[str, Distribution], metric: 
         study.set_user_attr("mmfuse_fingerprint", fp)
         study.set_user_attr("mmfuse_identity", ident)
     if not study.trials:
-        study.enqueue_trial(values_of(space, defaults_of(spec, space)), user_attrs={"defaults": True})
+        defaults = defaults_of(spec, space)
+        enqueued = values_of(space, defaults)
+        outside = [n for n in active_names(space, defaults) if n not in params_of(enqueued)]
+        # a default outside a user's narrowed space cannot be tried: trial 0 draws it, and says so
+        study.enqueue_trial(enqueued, user_attrs={"defaults": not outside, "outside_space": outside})
     return study
 
 
@@ -665,6 +678,9 @@ def _result(task: _Task) -> StudyResult:
     notes = []
     if task.cut_by_time:
         notes.append(f"stopped by the time limit after {len(rows)} trial{'s' if len(rows) != 1 else ''}")
+    first = next((t for t in study.get_trials(deepcopy=False) if t.number == 0), None)
+    if first is not None and first.user_attrs.get("outside_space"):
+        notes.append(f"trial 0 is not the defaults: {', '.join(first.user_attrs['outside_space'])} outside the space")
     if task.stale:
         notes.append(f"{task.stale} trial(s) of an ended process run again")
     return StudyResult(dataset=task.dataset, label=task.label, metric=task.metric, higher_is_better=task.higher,
