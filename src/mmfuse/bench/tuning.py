@@ -138,13 +138,14 @@ def plot_best_so_far(results: Sequence[Any]) -> list[Any]:
         ax = fig.add_subplot(1, 1, 1)
         colors = _colors([r.label for r in mine])
         drawn = False
+        dashes = iter([(0, (4, 2)), (0, (1, 1.5)), (0, (4, 1.5, 1, 1.5)), (0, (8, 2)), (0, (2, 3)), (0, (6, 2, 2, 2))] * 4)
         for r in mine:
             pts = best_so_far(r)
             last = max((t["number"] for t in r.trials), default=0)
             if pts:
                 pts = [*pts, (last, pts[-1][1])] if last > pts[-1][0] else pts  # flat across later pruned trials
                 ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", label=r.label,
-                        color=colors[r.label], linestyle="--" if r.label.startswith("uni:") else "-")
+                        color=colors[r.label], linestyle=next(dashes) if r.label.startswith("uni:") else "-")
                 drawn = True
         if not drawn:
             continue
@@ -155,7 +156,7 @@ def plot_best_so_far(results: Sequence[Any]) -> list[Any]:
         ax.set_xlabel("trial")
         ax.set_ylabel(f"best validation {metric} so far")
         ax.set_title(ds)
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         slug = ds.replace("/", "-")
         figs.append(_figure(fig, f"tuning_{slug}", f"Tuning on {ds}",
                             f"Best validation {metric} after each trial (trial 0: the defaults), per model; "
