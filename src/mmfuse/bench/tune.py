@@ -416,12 +416,8 @@ def make_pruner(kind: str) -> Any:
 
 def _fingerprint(spec: Any, space: Mapping[str, Distribution], metric: str, cfg: TuneConfig) -> dict[str, Any]:
     """What decides a study's trials (the budget aside, which may grow on a resume)."""
-    from mmfuse.experiment.specs import _DISPLAY_ONLY, _plain
-
-    train = {k: v for k, v in spec.train.to_dict().items() if k not in _DISPLAY_ONLY}
-    return {"data": _plain(spec.data.identity()), "model": spec.model.to_json(), "train": _plain(train),
-            "space": {k: render(v) for k, v in sorted(space.items())}, "metric": metric, "pruner": cfg.pruner,
-            "seed": cfg.seed}
+    return {**spec.weights_identity(), "space": {k: render(v) for k, v in sorted(space.items())},
+            "metric": metric, "pruner": cfg.pruner, "seed": cfg.seed}
 
 
 def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
