@@ -24,9 +24,14 @@ def _run_list(args: argparse.Namespace) -> int:
             print(f"{name:28s} {summary}")
         return 0
 
+    from mmfuse.bench.tune import shared_space
     from mmfuse.fusions import fusion_class, list_fusions
     from mmfuse.fusions._options import option_help
+    from mmfuse.space import render
 
+    print("every model, strategy or baseline (tuned by mmfuse bench --tune):")
+    for key, dist in shared_space().items():
+        print(f"    {key}: {render(dist)}")
     for name in list_fusions():
         cls = fusion_class(name)
         doc = (cls.__doc__ or "").strip().splitlines()
@@ -36,6 +41,8 @@ def _run_list(args: argparse.Namespace) -> int:
                 print(f"    {opt.name} = {opt.default!r}")
                 if opt.allowed:
                     print(f"        allowed: {opt.allowed}")
+                if opt.name in cls.search_space:
+                    print(f"        tuned (--tune): {render(cls.search_space[opt.name])}")
                 if opt.meaning:
                     print(textwrap.fill(opt.meaning, width=96, initial_indent=" " * 8, subsequent_indent=" " * 8))
     return 0
@@ -101,6 +108,18 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-plots", action="store_true", help="write no PNG files (the report still shows the figures)")
     p.add_argument("--no-report", action="store_true", help="write no HTML report")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tune = p.add_argument_group(
+        "tuning (equal budget: every strategy and baseline gets N Optuna trials, trial 0 its defaults, pruned on "
+        "the validation score per epoch; the best of each is retrained over the seeds and compared; YAML tune: "
+        "{trials, time, storage, seed, pruner, epochs, space}, or tune.<setting>=value)")
+    tune.add_argument("--tune", type=int, metavar="N",
+                      help="tune every strategy and baseline with N trials each (N >= 1) before comparing them")
+    tune.add_argument("--tune-time", type=float, metavar="SECONDS",
+                      help="most seconds of tuning per model and dataset (a model cut short has fewer trials)")
+    tune.add_argument("--tune-storage", metavar="PATH",
+                      help="keep the studies in PATH: an SQLite file (.db, .sqlite) or an Optuna journal file (any "
+                      "other name), so a killed tuning resumes and several processes share it (default: memory; "
+                      "with --executor ray, out/tuning/studies.journal)")
     p.set_defaults(func=_run_bench)
 
 
@@ -193,6 +212,9 @@ def _run_bench(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         plots=False if args.no_plots else None,
         report=False if args.no_report else None,
+        tune=args.tune,
+        tune_time=args.tune_time,
+        tune_storage=args.tune_storage,
     )
     outcome = run_bench(config, progress=not args.no_progress, argv=sys.argv)
     return 1 if outcome.failed else 0

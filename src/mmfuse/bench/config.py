@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from mmfuse.bench.tune import TuneConfig
 from mmfuse.errors import ConfigError, check_fraction
 from mmfuse.experiment.specs import MeasureConfig
 from mmfuse.training.config import TrainConfig
@@ -125,6 +126,10 @@ class BenchConfig:
         report: write the HTML report.
         diagnose: estimate each dataset's redundancy, uniqueness and synergy (partial
             information decomposition) for the report and the recommendation.
+        tune: tune every strategy and baseline on an equal budget before comparing
+            them (:class:`~mmfuse.bench.tune.TuneConfig`: YAML ``tune: 20`` or
+            ``tune: {trials: 20, space: {...}}``, ``tune.<setting>=value``, ``--tune N``);
+            ``None``: compare the defaults.
     """
 
     datasets: list[str] = field(default_factory=lambda: ["synthetic"])
@@ -152,6 +157,7 @@ class BenchConfig:
     plots: bool = True
     report: bool = True
     diagnose: bool = True
+    tune: TuneConfig | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -234,6 +240,17 @@ class BenchConfig:
             if not isinstance(self.out, (str, os.PathLike)) or not str(self.out):
                 raise BenchConfigError(f"out: expected a folder path, got {self.out!r}")
             self.out = str(self.out)
+        if self.tune is not None:
+            from mmfuse.bench.tune import check_space_names
+
+            try:
+                if not isinstance(self.tune, TuneConfig):
+                    self.tune = TuneConfig.from_json(self.tune)
+                check_space_names(self.tune.space)
+            except BenchConfigError:
+                raise
+            except ConfigError as exc:
+                raise BenchConfigError(str(exc)) from exc
         if self.ray_address is not None and self.executor != "ray":
             raise BenchConfigError(f"ray_address: given ({self.ray_address!r}) but executor is {self.executor!r}: "
                                    "add --executor ray")
@@ -275,6 +292,7 @@ class BenchConfig:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["train"] = self.train.to_dict()
         d["measure"] = self.measure.to_json()
+        d["tune"] = self.tune.to_json() if self.tune is not None else None
         return d
 
     @classmethod
@@ -326,6 +344,40 @@ def _merged_options(before: Mapping[str, Mapping[str, Any]], given: Any,
     return merged
 
 
+def _tune_part(before: TuneConfig | dict[str, Any] | None, key: str, value: Any, source: str) -> dict[str, Any]:
+    """The tuning settings with one more key: ``tune`` (a number of trials or a mapping,
+    merged over the earlier ones), ``tune.<setting>``, or ``tune.space.<name>``."""
+    out = before.to_json() if isinstance(before, TuneConfig) else dict(before or {})
+    out["space"] = dict(out.get("space") or {})
+    if key == "tune":
+        if isinstance(value, Mapping):
+            given = dict(value)
+            if isinstance(given.get("space"), Mapping):
+                out["space"].update(given.pop("space"))
+            out.update(given)
+        elif isinstance(value, bool) or value is None:
+            raise BenchConfigError(f"{source}: tune: expected a number of trials or a mapping of settings, "
+                                   f"got {value!r}")
+        else:
+            out["trials"] = value
+    elif key.startswith("tune.space."):
+        out["space"][key.removeprefix("tune.space.")] = value
+    elif key == "tune.space" and isinstance(value, Mapping):
+        out["space"].update(value)
+    else:
+        out[key.removeprefix("tune.")] = value
+    if isinstance(out.get("trials"), str) and out["trials"].strip().lstrip("-").isdigit():
+        out["trials"] = int(out["trials"])
+    return out
+
+
+def _gives_trials(layer: Mapping[str, Any]) -> bool:
+    """Whether a layer of settings says how many trials to tune (``tune: N``, ``tune: {trials: N}``,
+    ``tune.trials``): other tuning settings alone do not turn tuning on."""
+    value = layer.get("tune")
+    return "tune.trials" in layer or (value is not None and (not isinstance(value, Mapping) or "trials" in value))
+
+
 def _apply(config: BenchConfig, settings: Mapping[str, Any], source: str) -> BenchConfig:
     """``settings`` (a YAML mapping, or ``key=value`` pairs) over ``config``.
 
@@ -342,12 +394,15 @@ def _apply(config: BenchConfig, settings: Mapping[str, Any], source: str) -> Ben
     train_names = TrainConfig.field_names()
     measure_names = [f.name for f in dataclasses.fields(MeasureConfig)]
     table = _table_part(settings, source)
+    tune: dict[str, Any] | None = None
     if "seed" in table:
         top["data_seed"] = table.pop("seed")
     for key, value in settings.items():
         if key == "data" or key.startswith("data."):
             continue  # in ``table``
-        if key in ("train", "measure"):
+        if key == "tune" or key.startswith("tune."):
+            tune = _tune_part(tune if tune is not None else config.tune, key, value, source)
+        elif key in ("train", "measure"):
             if not isinstance(value, Mapping):
                 raise BenchConfigError(f"{source}: {key}: expected a mapping of settings, got {value!r}")
             (train if key == "train" else measure).update(value)
@@ -364,6 +419,11 @@ def _apply(config: BenchConfig, settings: Mapping[str, Any], source: str) -> Ben
             raise BenchConfigError(
                 f"{source}: unknown key {key!r}: expected one of {BenchConfig.keys()}, a training setting "
                 f"({', '.join(train_names)}), measure.<{'|'.join(measure_names)}> or data.<option> (your own table)")
+    if tune is not None:
+        try:
+            top["tune"] = TuneConfig.from_json(tune)
+        except ConfigError as exc:
+            raise BenchConfigError(f"{source}: {exc}") from exc
     if "dataset_options" in top or table:
         top["dataset_options"] = _merged_options(config.dataset_options, top.get("dataset_options", {}), table)
     try:
@@ -410,6 +470,10 @@ def load_config(
         value = flags.pop(key, None)
         if value is not None:
             flag_settings[key] = value
+    for key, name in (("tune", "tune.trials"), ("tune_time", "tune.time"), ("tune_storage", "tune.storage")):
+        value = flags.pop(key, None)
+        if value is not None:
+            flag_settings[name] = value
     if data:
         flag_settings["data"] = {k: v for k, v in data.items() if v is not None}
     if flag_settings:
@@ -426,6 +490,11 @@ def load_config(
     if flags.get("datasets") is not None:
         datasets_by = flag_rank  # --dataset and --data are as late: both given is an error
     config = config.replace(**flags)
+    if config.tune is not None and not any(_gives_trials(layer) for _, layer in layers):
+        given = sorted({k.split(".")[1] if k.startswith("tune.") else "tune" for _, layer in layers for k in layer
+                        if k == "tune" or k.startswith("tune.")})
+        raise BenchConfigError(f"{', '.join(f'tune.{g}' for g in given if g != 'tune') or 'tune'} given without a "
+                               "number of trials: add --tune N (or tune: {trials: N, ...})")
     if table_given and "table" not in config.datasets:
         if datasets_by >= 0 and table_by <= datasets_by:
             raise BenchConfigError(

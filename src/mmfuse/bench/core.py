@@ -136,6 +136,12 @@ def _check_fusion_options(config: BenchConfig, names: Sequence[str]) -> None:
         if name not in names:
             raise BenchConfigError(f"fusion_options: {name!r} is not among the strategies compared ({names})")
         check_fusion_options(name, options)
+    if config.tune is not None:  # a space given for a strategy that is not compared would be ignored
+        for key in config.tune.space:
+            strategy, dot, _ = key.partition(".")
+            if dot and strategy not in names:
+                raise BenchConfigError(f"tune: space: {key}: {strategy!r} is not among the strategies compared "
+                                       f"({names})")
 
 
 def _check_metric(config: BenchConfig, runs: Sequence[Any]) -> None:
@@ -268,38 +274,30 @@ def _run_bench(
         diag_pool = ThreadPoolExecutor(1, thread_name_prefix="mmfuse-diagnose")
         for data in {r.spec.data.display: r.spec.data for r in runs}.values():
             pending_diagnoses[data.display] = diag_pool.submit(diagnose, data, store.root / "diagnosis")
-    n_failed_now = n_trained = 0
-    if todo:
-        prog = make_progress(console) if progress else None
-        task = prog.add_task("", total=len(todo), failed=0) if prog else None
-        if prog:
-            prog.start()
+    n_trained = 0
+    try:
+        n_trained = _execute(executor, run_fn, todo, store, code, console, progress)
+    except BaseException as exc:
+        if diag_pool is not None:  # interrupted: do not wait for the diagnoses not yet started
+            diag_pool.shutdown(wait=False, cancel_futures=True)
+        _bench_disk_full(exc, store)
+        raise
+    tuning: dict[str, Any] | None = None
+    default_runs = runs
+    if config.tune is not None:
         try:
-            with _sigterm_as_exit():
-                for record in executor.map_unordered(run_fn, todo):
-                    record = record.replace(code=code)
-                    store.append(record)
-                    if record.training is not None and record.training.trained_now:
-                        n_trained += 1
-                    if not record.ok:
-                        n_failed_now += 1
-                        console.print(f"[red]failed[/] {escape(record.label)} on {escape(record.dataset)} "
-                                      f"seed {record.spec.seed}: {escape(str(record.error))}")
-                    if prog is not None and task is not None:
-                        prog.update(task, advance=1, failed=n_failed_now,
-                                    description=escape(f"{record.label} · {record.dataset}"))
+            runs, tuning, ran, trained = _tune(config, runs, executor, run_fn, store, code, console, progress)
         except BaseException as exc:
-            if diag_pool is not None:  # interrupted: do not wait for the diagnoses not yet started
+            if diag_pool is not None:
                 diag_pool.shutdown(wait=False, cancel_futures=True)
-            if isinstance(exc, DiskFullError) and Path(exc.folder).is_relative_to(store.root):
-                raise DiskFullError(store.root) from exc  # the bench's folder, not a model's removed one
+            _bench_disk_full(exc, store)
             raise
-        finally:
-            if prog:
-                prog.stop()
+        todo = [*todo, *ran]
+        n_trained += trained
 
     latest = store.latest(r.key for r in runs)
     records = [latest[r.key] for r in runs if r.key in latest]
+    n_runs = len({r.key for r in default_runs} | {r.key for r in runs})  # the defaults' and the tuned ones
     rows = summarize(records)
     diagnoses: dict[str, Any] = {}
     for label, fut in pending_diagnoses.items():
@@ -311,6 +309,18 @@ def _run_bench(
     if diag_pool is not None:
         diag_pool.shutdown()
     found = verdicts(records, rows, diagnoses=diagnoses, skipped=skipped)
+    tuning_meta: dict[str, Any] | None = None
+    if tuning is not None:  # the defaults' own comparison, to say what tuning changed
+        from mmfuse.bench.tuning import tuning_summary
+
+        latest_default = store.latest(r.key for r in default_runs)
+        default_records = [latest_default[r.key] for r in default_runs if r.key in latest_default]
+        default_rows = summarize(default_records)
+        default_found = verdicts(default_records, default_rows, diagnoses=diagnoses, skipped=skipped)
+        found = _say_tuned(found, tuning["budget"])
+        tuning_meta = {"config": tuning["config"],
+                       **tuning_summary(tuning["results"], default_rows, rows, default_found, found,
+                                        tuning["budget"])}
     schemas: dict[str, str] = {}
     for data in {r.spec.data.display: r.spec.data for r in runs}.values():
         if data.name == "table":  # a user's table: the report says which file and how it was read
@@ -331,10 +341,10 @@ def _run_bench(
         "executor": executor.name,
         "started_at": started_at,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "runs_total": len(runs),
+        "runs_total": n_runs,
         "runs_executed_now": len(todo),
         "models_trained_now": n_trained,
-        "runs_skipped": len(runs) - len(todo),
+        "runs_skipped": n_runs - len(todo),
         "memory_note": "memory_mb: the model's own memory for one training step: parameters, gradients and "
                        "AdamW's two moments (4 x parameter bytes) plus the activations autograd saves for one "
                        "training batch; not the process's memory.",
@@ -345,24 +355,119 @@ def _run_bench(
         "schemas": schemas,
         **env,
     }
-    files = write_outputs(config, rows, records, meta, found)
+    if tuning_meta is not None:
+        meta["tuning"] = tuning_meta
+    files = write_outputs(config, rows, records, meta, found,
+                          tuning_results=tuning["results"] if tuning is not None else None)
     n_failed = sum(1 for r in records if not r.ok)
     print_summary(console, rows, found, where=" and ".join(
         str(files[k]) for k in ("csv", "report") if files.get(k)))
+    if tuning_meta is not None:
+        for ds, block in tuning_meta["datasets"].items():
+            console.print(f"[bold]tuning[/] {escape(ds)}: {escape(block['sentence'])}")
     wall = time.perf_counter() - t0
-    console.print(f"{len(records)} runs ({len(todo)} now, of which {n_trained} trained; "
-                  f"{len(runs) - len(todo)} already done), {n_failed} failed, {wall:.1f}s. "
+    console.print(f"{n_runs} runs ({len(todo)} now, of which {n_trained} trained; "
+                  f"{n_runs - len(todo)} already done), {n_failed} failed, {wall:.1f}s. "
                   f"Results: {escape(str(files['json']))}, {escape(str(files['csv']))}"
                   + (f"; report: {escape(str(files['report']))}" if files.get("report") else ""))
     if (len({r.dataset for r in records if r.ok}) == 1 and all(r.spec.data.name == "table" for r in records if r.ok)
             and any(v.recommendation for v in found.values())):
         print(f"use the recommended model: mmfuse predict {store.root} --data NEW.csv --out predictions.csv")
     return BenchOutcome(out=store.root, runs=runs, records=records, summary=rows, ran=len(todo),
-                        skipped=len(runs) - len(todo), trained=n_trained, failed=n_failed, files=files, wall_s=wall)
+                        skipped=n_runs - len(todo), trained=n_trained, failed=n_failed, files=files, wall_s=wall)
+
+
+def _bench_disk_full(exc: BaseException, store: ResultsStore) -> None:
+    """A full disk under the bench's folder is reported as the bench's folder (not a model's
+    half-written folder, which was removed)."""
+    if isinstance(exc, DiskFullError) and Path(exc.folder).is_relative_to(store.root):
+        raise DiskFullError(store.root) from exc
+
+
+def _execute(executor: Executor, run_fn: RunFn, todo: Sequence[BenchRun], store: ResultsStore,
+             code: Mapping[str, Any], console: Console, progress: bool) -> int:
+    """Run ``todo``, appending each record to the store as it ends; returns how many
+    models were trained."""
+    n_failed_now = n_trained = 0
+    if not todo:
+        return 0
+    prog = make_progress(console) if progress else None
+    task = prog.add_task("", total=len(todo), failed=0) if prog else None
+    if prog:
+        prog.start()
+    try:
+        with _sigterm_as_exit():
+            for record in executor.map_unordered(run_fn, todo):
+                record = record.replace(code=dict(code))
+                store.append(record)
+                if record.training is not None and record.training.trained_now:
+                    n_trained += 1
+                if not record.ok:
+                    n_failed_now += 1
+                    console.print(f"[red]failed[/] {escape(record.label)} on {escape(record.dataset)} "
+                                  f"seed {record.spec.seed}: {escape(str(record.error))}")
+                if prog is not None and task is not None:
+                    prog.update(task, advance=1, failed=n_failed_now,
+                                description=escape(f"{record.label} · {record.dataset}"))
+    finally:
+        if prog:
+            prog.stop()
+    return n_trained
+
+
+def _tune(config: BenchConfig, runs: list[BenchRun], executor: Executor, run_fn: RunFn, store: ResultsStore,
+          code: Mapping[str, Any], console: Console, progress: bool
+          ) -> tuple[list[BenchRun], dict[str, Any], list[BenchRun], int]:
+    """Tune every model of ``runs`` (see :mod:`mmfuse.bench.tune`), then run the best
+    configurations over the same seeds and variants. Returns the tuned runs, what the
+    report needs to compare them with the defaults, the runs executed, and the models trained."""
+    from mmfuse.bench.tune import trials_csv, tune_grid, tuned_runs
+    from mmfuse.io import atomic_write
+
+    cfg = config.tune
+    assert cfg is not None  # the caller's condition
+    budget = cfg.budget(config.train.epochs)
+    console.print(f"[bold]tuning[/]: every model of every dataset, {escape(budget)}, storage "
+                  f"{escape(cfg.storage or 'in memory')}")
+
+    def on_trial(name: str, number: int, outcome: Any) -> None:
+        said = ("pruned" if outcome.pruned else f"failed ({outcome.error})" if outcome.error
+                else f"{outcome.value:.4f}")
+        console.print(f"  {escape(name)} trial {number}: {escape(said)} ({outcome.seconds:.1f}s)")
+
+    with _sigterm_as_exit():
+        results = tune_grid(runs, cfg, executor=executor.name, out=store.root,
+                            on_trial=on_trial if progress else None, ray_address=config.ray_address,
+                            ray_cpus=config.jobs)
+    folder = store.root / "tuning"
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / "trials.csv", trials_csv(results))
+    atomic_write(folder / "studies.json", json.dumps([r.to_json() for r in results], indent=2, default=str))
+    tuned = tuned_runs(runs, results)
+    finished = store.finished()
+    todo = [r for r in tuned if r.key not in finished]
+    console.print(f"retraining the tuned models: {len(todo)} runs ({len(tuned) - len(todo)} already done, or the "
+                  "defaults were best)")
+    trained = _execute(executor, run_fn, todo, store, code, console, progress)
+    return tuned, {"config": cfg.to_json(), "budget": budget, "results": results}, todo, trained
+
+
+def _say_tuned(found: Mapping[str, DatasetVerdict], budget: str) -> dict[str, DatasetVerdict]:
+    """Each recommendation says it was made on tuned models, and with which budget."""
+    import dataclasses
+
+    out: dict[str, DatasetVerdict] = {}
+    for ds, v in found.items():
+        rec = v.recommendation
+        if rec is not None:
+            rec = dataclasses.replace(rec, sentence=f"{rec.sentence.rstrip()} (tuned: {budget})")
+        out[ds] = dataclasses.replace(v, recommendation=rec)
+    return out
 
 
 def write_outputs(config: BenchConfig, rows: Sequence[SummaryRow], records: Sequence[RunRecord],
-                  meta: dict[str, Any], found: Mapping[str, DatasetVerdict] | None = None) -> dict[str, Any]:
+                  meta: dict[str, Any], found: Mapping[str, DatasetVerdict] | None = None, *,
+                  tuning_results: Sequence[Any] | None = None) -> dict[str, Any]:
     """Write ``results.json``, ``results.csv`` and, as configured, the plots (PNG) and the report.
 
     Figures are drawn in memory; PNG files are written only with ``plots`` on (and the
@@ -377,6 +482,12 @@ def write_outputs(config: BenchConfig, rows: Sequence[SummaryRow], records: Sequ
         from mmfuse.bench.plots import make_all_plots, write_plots
 
         figures = make_all_plots(rows, records, found or {})
+        if tuning_results:
+            from mmfuse.bench.tuning import plot_best_so_far, plot_importances
+
+            figures += plot_best_so_far(tuning_results)
+            importances = plot_importances(tuning_results)
+            figures += [importances] if importances is not None else []
         if config.plots:
             files["plots"] = write_plots(figures, store.root / "plots")
         if config.report:

@@ -291,6 +291,10 @@ def write_report(path: str | Path, rows: Sequence[SummaryRow], records: Sequence
         for ds in datasets:
             if ds in found:
                 parts.append(f"<h3>{_e(ds)}</h3>{_verdict(found[ds])}{_use_it(found[ds], records, path)}")
+    if meta.get("tuning"):
+        from mmfuse.bench.tuning import tuning_html
+
+        parts.append(tuning_html(meta["tuning"]))
     schemas = meta.get("schemas") or {}
     if schemas:
         parts.append("<h2>Data</h2><p>How each table was read: every column's kind, modality and missing rate, "

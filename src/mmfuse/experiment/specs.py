@@ -24,9 +24,10 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 from mmfuse.errors import ConfigError
+from mmfuse.space import Categorical, Distribution, Float
 from mmfuse.training.config import TrainConfig
 
 __all__ = [
@@ -166,6 +167,13 @@ class ModelSpec:
     modalities: tuple[str, ...] | None = None
     fusion_options: Mapping[str, Any] = field(default_factory=dict)
     encoder_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    #: what ``mmfuse bench --tune`` tries for every model's sizes, a strategy's or a
+    #: baseline's (see :mod:`mmfuse.space`); a strategy's own options are in its class
+    search_space: ClassVar[dict[str, Distribution]] = {
+        "hidden_dim": Categorical((32, 64, 128)),
+        "dropout": Float(0.0, 0.5),
+    }
 
     def __post_init__(self) -> None:
         from mmfuse.errors import check_fraction

@@ -37,6 +37,7 @@ from mmfuse.errors import FusionError
 from mmfuse.functional import masked_mean  # re-exported: strategies import it from here
 from mmfuse.fusions._cost import Cost, CostText
 from mmfuse.fusions._options import check_options, option_annotations
+from mmfuse.space import Distribution
 
 __all__ = [
     "Fusion",
@@ -261,6 +262,9 @@ class Fusion(nn.Module):
 
     #: how :meth:`cost` reads, for ``docs/costs.md`` (``None``: no formula yet)
     cost_text: ClassVar[CostText | None] = None
+    #: what ``mmfuse bench --tune`` tries for the strategy's own options, declared next to
+    #: its constructor (see :mod:`mmfuse.space`); none: only the shared space is tuned
+    search_space: ClassVar[dict[str, Distribution]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Check every strategy's keyword options against its ``__init__`` annotations

@@ -77,7 +77,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -97,6 +97,7 @@ from mmfuse.fusions._cost import Cost, CostText, linear_params
 from mmfuse.fusions._fallback import RunningMeans
 from mmfuse.fusions._options import PositiveInt, Rate
 from mmfuse.layers import ModalityDict
+from mmfuse.space import Categorical, Distribution, Float
 
 __all__ = [
     "DEFAULT_ADDITIVE_HIDDEN",
@@ -305,6 +306,12 @@ class CrossAttentionFusion(Fusion):
 
     min_modalities = 2
 
+    #: what ``mmfuse bench --tune`` tries for this strategy's options (see :mod:`mmfuse.space`)
+    search_space: ClassVar[dict[str, Distribution]] = {
+        "mode": Categorical(("query", "bidirectional", "all")),
+        "add_zero_attn": Categorical((True, False)),
+    }
+
     def __init__(
         self,
         *,
@@ -478,6 +485,13 @@ class MultiheadCrossAttentionFusion(Fusion):
     """
 
     min_modalities = 2
+
+    #: what ``mmfuse bench --tune`` tries for this strategy's options (see :mod:`mmfuse.space`)
+    search_space: ClassVar[dict[str, Distribution]] = {
+        "num_heads": Categorical((1, 2, 4, 8)),
+        "mode": Categorical(("query", "all")),
+        "dropout": Float(0.0, 0.3),
+    }
 
     def __init__(
         self,

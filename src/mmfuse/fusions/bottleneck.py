@@ -11,6 +11,7 @@ modality are never attention keys and never pooled.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +29,7 @@ from mmfuse.fusions._checks import check_heads
 from mmfuse.fusions._cost import Cost, CostText, block_flops, block_params, linear_params
 from mmfuse.fusions._options import NonNegativeInt, PositiveFloat, PositiveInt, Rate
 from mmfuse.layers import ModalityDict
+from mmfuse.space import Categorical, Distribution, Float, Int
 
 __all__ = ["BottleneckFusion"]
 
@@ -74,6 +76,15 @@ class BottleneckFusion(Fusion):
         mlp_ratio: MLP hidden width as a multiple of ``dim``.
         dropout: dropout on attention weights and in the MLPs.
     """
+
+    #: what ``mmfuse bench --tune`` tries for this strategy's options (see :mod:`mmfuse.space`)
+    search_space: ClassVar[dict[str, Distribution]] = {
+        "dim": Categorical((24, 32, 48, 64)),
+        "num_heads": Categorical((1, 2, 3, 4, 8), divides="dim"),
+        "num_layers": Int(1, 3),
+        "num_fusion_tokens": Int(1, 8, log=True),
+        "dropout": Float(0.0, 0.3),
+    }
 
     def __init__(
         self,

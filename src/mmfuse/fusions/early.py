@@ -17,7 +17,7 @@ the encoder can tell a missing modality from one whose features happen to be zer
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +33,7 @@ from mmfuse.fusions._base import (
 from mmfuse.fusions._cost import Cost, CostText, linear_params
 from mmfuse.fusions._options import PositiveInt, Rate
 from mmfuse.layers import Mlp
+from mmfuse.space import Categorical, Distribution, Float
 
 __all__ = ["EarlyFusion"]
 
@@ -73,6 +74,12 @@ class EarlyFusion(Fusion):
             ``act_layer``, ``norm_layer`` and ``dropout`` are not used. It must act
             on each sample independently (no BatchNorm).
     """
+
+    #: what ``mmfuse bench --tune`` tries for this strategy's options (see :mod:`mmfuse.space`)
+    search_space: ClassVar[dict[str, Distribution]] = {
+        "dropout": Float(0.0, 0.5),
+        "presence_features": Categorical((True, False)),
+    }
 
     def __init__(
         self,

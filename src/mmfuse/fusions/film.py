@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -51,6 +51,7 @@ from mmfuse.fusions._cost import Cost, CostText, linear_params
 from mmfuse.fusions._fallback import RunningMeans
 from mmfuse.fusions._options import PositiveInt, Rate
 from mmfuse.layers import ModalityDict
+from mmfuse.space import Categorical, Distribution, Float
 
 __all__ = ["FiLMFusion"]
 
@@ -102,6 +103,13 @@ class FiLMFusion(Fusion):
     """
 
     min_modalities = 2
+
+    #: what ``mmfuse bench --tune`` tries for this strategy's options (see :mod:`mmfuse.space`)
+    search_space: ClassVar[dict[str, Distribution]] = {
+        "dim": Categorical((32, 64, 128)),
+        "mode": Categorical(("chain", "all_to_one")),
+        "dropout": Float(0.0, 0.5),
+    }
 
     def __init__(
         self,

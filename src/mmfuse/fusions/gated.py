@@ -34,7 +34,7 @@ present modality's projection.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +48,7 @@ from mmfuse.fusions._base import (
 )
 from mmfuse.fusions._cost import Cost, CostText, linear_params
 from mmfuse.layers import ModalityDict, escape_key
+from mmfuse.space import Categorical, Distribution
 
 __all__ = ["GatedFusion"]
 
@@ -73,6 +74,12 @@ class GatedFusion(Fusion):
     """
 
     min_modalities = 2
+
+    #: what ``mmfuse bench --tune`` tries for this strategy's options (see :mod:`mmfuse.space`)
+    search_space: ClassVar[dict[str, Distribution]] = {
+        "gate": Categorical(("scalar", "feature")),
+        "unit": Categorical(("linear", "gmu")),
+    }
 
     def __init__(
         self,

@@ -26,7 +26,7 @@ input-free sample whose output the global fusion then masks out.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +44,7 @@ from mmfuse.fusions._base import (
 from mmfuse.fusions._cost import Cost, CostText, linear_params
 from mmfuse.fusions._options import FusionName, PositiveInt
 from mmfuse.layers import ModalityDict
+from mmfuse.space import Distribution
 
 __all__ = ["HierarchicalFusion", "default_groups"]
 
@@ -134,6 +135,9 @@ class HierarchicalFusion(Fusion):
     """
 
     min_modalities = 2
+
+    #: what ``mmfuse bench --tune`` tries for this strategy's options (see :mod:`mmfuse.space`)
+    search_space: ClassVar[dict[str, Distribution]] = {}
 
     def __init__(
         self,

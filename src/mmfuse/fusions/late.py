@@ -24,7 +24,7 @@ cross-entropy as logits directly (``outputs_logits`` is True).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +40,7 @@ from mmfuse.fusions._base import (
 from mmfuse.fusions._cost import Cost, CostText, linear_params
 from mmfuse.fusions._options import PositiveInt, Rate
 from mmfuse.layers import Mlp, ModalityDict, escape_key
+from mmfuse.space import Categorical, Distribution, Float
 
 __all__ = ["LateFusion"]
 
@@ -67,6 +68,14 @@ class LateFusion(Fusion):
         norm_layer: per-sample normalisation of the MLPs (e.g. ``nn.LayerNorm``).
         dropout: dropout of the MLPs.
     """
+
+    #: what ``mmfuse bench --tune`` tries for this strategy's options (see :mod:`mmfuse.space`)
+    search_space: ClassVar[dict[str, Distribution]] = {
+        "level": Categorical(("feature", "decision")),
+        "combine": Categorical((None, "weighted", "max"), when={"level": "feature"}),  # None: mean
+        "decision": Categorical((None, "product", "weighted"), when={"level": "decision"}),  # None: mean_prob
+        "dropout": Float(0.0, 0.5),
+    }
 
     def __init__(
         self,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +31,7 @@ from mmfuse.fusions._base import (
 from mmfuse.fusions._cost import Cost, CostText, linear_params
 from mmfuse.fusions._options import PositiveInt, Rate
 from mmfuse.layers import ModalityDict, ModalityParameterDict, escape_key
+from mmfuse.space import Categorical, Distribution, Float, Int
 
 __all__ = ["LowRankFusion", "TensorFusion"]
 
@@ -80,6 +82,12 @@ class TensorFusion(_ProjectedFactors):
         max_size: largest product size ``prod_i (k_i + 1)`` accepted.
         dropout: dropout on the product vector before the output map.
     """
+
+    #: what ``mmfuse bench --tune`` tries for this strategy's options (see :mod:`mmfuse.space`)
+    search_space: ClassVar[dict[str, Distribution]] = {
+        "dim": Categorical((4, 8, 16)),
+        "dropout": Float(0.0, 0.5),
+    }
 
     def __init__(
         self,
@@ -158,6 +166,13 @@ class LowRankFusion(_ProjectedFactors):
         rank_weights: learn ``w_r``.
         dropout: dropout on each projected modality vector ``h_i``.
     """
+
+    #: what ``mmfuse bench --tune`` tries for this strategy's options (see :mod:`mmfuse.space`)
+    search_space: ClassVar[dict[str, Distribution]] = {
+        "dim": Categorical((8, 16, 32)),
+        "rank": Int(1, 16, log=True),
+        "dropout": Float(0.0, 0.5),
+    }
 
     def __init__(
         self,

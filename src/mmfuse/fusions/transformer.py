@@ -36,7 +36,7 @@ MulT-*style*, not the reference. Every difference from the reference implementat
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -53,6 +53,7 @@ from mmfuse.fusions._checks import check_heads
 from mmfuse.fusions._cost import Cost, CostText, block_flops, block_params, linear_params
 from mmfuse.fusions._options import NonNegativeInt, PositiveFloat, PositiveInt, Rate
 from mmfuse.layers import ModalityDict
+from mmfuse.space import Categorical, Distribution, Float, Int
 
 __all__ = ["CrossModalTransformerFusion"]
 
@@ -95,6 +96,15 @@ class CrossModalTransformerFusion(Fusion):
     """
 
     min_modalities = 2
+
+    #: what ``mmfuse bench --tune`` tries for this strategy's options (see :mod:`mmfuse.space`)
+    search_space: ClassVar[dict[str, Distribution]] = {
+        "dim": Categorical((16, 24, 32, 48, 64)),
+        "num_heads": Categorical((1, 2, 3, 4, 8), divides="dim"),
+        "num_layers": Int(1, 3),
+        "combine": Categorical(("concat", "mean")),
+        "dropout": Float(0.0, 0.3),
+    }
 
     def __init__(
         self,

@@ -9,11 +9,12 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
 from mmfuse.errors import ConfigError, check_fraction
+from mmfuse.space import Categorical, Distribution, Float
 
 __all__ = ["ACCELERATORS", "BALANCE_METHODS", "FitResult", "TrainConfig", "TrainConfigError"]
 
@@ -110,6 +111,15 @@ class TrainConfig:
     pareto_gamma: float = 1.5
     gblend_floor: float = 0.01
     calibrate: str | None = None
+
+    #: what ``mmfuse bench --tune`` tries for the optimiser's settings (see :mod:`mmfuse.space`):
+    #: learning rate and weight decay on log scales around the bench's 3e-3 and 1e-4, and
+    #: batch sizes about the bench's 128
+    search_space: ClassVar[dict[str, Distribution]] = {
+        "lr": Float(1e-4, 1e-2, log=True),
+        "weight_decay": Float(1e-6, 1e-2, log=True),
+        "batch_size": Categorical((32, 64, 128, 256)),
+    }
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:
