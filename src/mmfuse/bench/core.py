@@ -377,6 +377,16 @@ def _run_bench(
                         skipped=n_runs - len(todo), trained=n_trained, failed=n_failed, files=files, wall_s=wall)
 
 
+def _ranking_metric(config: BenchConfig, spec: Any) -> tuple[str, bool]:
+    """The metric that ranks ``spec``'s dataset (``--metric``, else the task's default, macro-F1 on
+    an imbalanced target): what tuning optimises on validation, as the comparison ranks on test."""
+    from mmfuse.experiment import load_data
+    from mmfuse.training.metrics import choose_metric
+
+    splits = load_data(spec.data)
+    return choose_metric(config.measure.metric, splits.task, getattr(splits.train, "labels", None))
+
+
 def _bench_disk_full(exc: BaseException, store: ResultsStore) -> None:
     """A full disk under the bench's folder is reported as the bench's folder (not a model's
     half-written folder, which was removed)."""
@@ -437,6 +447,7 @@ def _tune(config: BenchConfig, runs: list[BenchRun], executor: Executor, run_fn:
 
     with _sigterm_as_exit():
         results = tune_grid(runs, cfg, executor=executor.name, out=store.root,
+                            metric_of=lambda spec: _ranking_metric(config, spec),
                             on_trial=on_trial if progress else None, ray_address=config.ray_address,
                             ray_cpus=config.jobs)
     folder = store.root / "tuning"

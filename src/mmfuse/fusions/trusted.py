@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +73,7 @@ from mmfuse.fusions._base import (
 from mmfuse.fusions._cost import Cost, CostText, linear_params
 from mmfuse.fusions._options import PositiveInt, Rate
 from mmfuse.layers import Mlp, ModalityDict, escape_key
+from mmfuse.space import Categorical, Distribution, Float, Int
 
 __all__ = ["TrustedFusion", "combine_opinions", "dirichlet_loss", "opinion"]
 
@@ -172,6 +174,12 @@ class TrustedFusion(Fusion):
 
     #: always decision-level, whatever the options
     outputs_logits = True
+
+    search_space: ClassVar[dict[str, Distribution]] = {
+        "pseudo_view": Categorical((False, True)),
+        "annealing_epochs": Int(1, 50, log=True),
+        "dropout": Float(0.0, 0.3),
+    }
 
     def __init__(
         self,
