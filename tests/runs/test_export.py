@@ -36,6 +36,41 @@ pytest.importorskip("onnxscript")
 TOL = 1e-5
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_onnx_registry():
+    """Build torch's ATen-to-ONNX registry once for the module, not once per export.
+
+    ``torch.onnx.export(dynamo=True)`` rebuilds it on every call (``ONNXRegistry.from_torchlib``
+    compiles ~500 onnxscript functions to IR: about a quarter of the CPU time of converting a
+    small strategy here). The registry is the same for every call at one opset and the
+    exporter only adds to it when given a custom translation table, which mmfuse never
+    passes; so every conversion below still runs the full exporter on the same registry
+    contents. Without that private hook (another torch), exports just build their own.
+    """
+    try:
+        from torch.onnx._internal.exporter import _registration
+    except ImportError:
+        yield
+        return
+    real = _registration.ONNXRegistry.__dict__.get("from_torchlib")
+    if not isinstance(real, classmethod):
+        yield
+        return
+    cache: dict = {}
+
+    def from_torchlib(cls, *args, **kwargs):
+        key = (cls, args, tuple(sorted(kwargs.items())))
+        if key not in cache:
+            cache[key] = real.__func__(cls, *args, **kwargs)
+        return cache[key]
+
+    _registration.ONNXRegistry.from_torchlib = classmethod(from_torchlib)
+    try:
+        yield
+    finally:
+        _registration.ONNXRegistry.from_torchlib = real
+
+
 def table(n: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     words = ["great", "lovely", "poor", "thin", "soft", "small", "fit", "seams"]
