@@ -64,7 +64,7 @@ from lightning.pytorch.callbacks import Checkpoint
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
 
-from mmfuse.data._base import DatasetSplits
+from mmfuse.data._base import DatasetSplits, classification_task
 from mmfuse.errors import CheckpointError, TrainingError
 from mmfuse.io import atomic_write
 from mmfuse.training.balance import balance_callbacks, make_balancer
@@ -770,7 +770,7 @@ def fit(
     elif len(splits.train) == 0:
         raise TrainConfigError(f"{splits.name}: the training split is empty")
     check_devices(cfg)
-    task = getattr(splits, "task", None) or ("binary" if splits.num_classes == 2 else "multiclass")
+    task = getattr(splits, "task", None) or classification_task(splits.num_classes)
     check_calibrate(cfg.calibrate, task=task, has_val=len(splits.val) > 0)
     target_scale = None
     if task == "regression":
