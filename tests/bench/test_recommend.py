@@ -296,3 +296,13 @@ def test_a_metric_that_needs_predictions_without_them_raises() -> None:
     with pytest.raises(MmfuseError, match="predictions"):
         recommend([StrategyResult("a", [1.0], s, 1, 1.0), StrategyResult("b", [1.0], s, 1, 1.0)],
                   metric="macro_f1", labels=np.zeros(10, dtype=int))
+
+
+def test_a_cost_the_pick_wins_by_a_little_is_not_written_as_a_tie() -> None:
+    """0.71 s against 0.74 s said "the fastest to train (0.7s vs 0.7s for early)": two equal-looking
+    numbers for a claim that one is lower. The numbers get the decimals that tell them apart."""
+    scores = np.ones((1, 50))
+    a = StrategyResult("gated", [0.9], scores, 100, 0.71, worst_missing=0.8, noise=0.8)
+    b = StrategyResult("early", [0.9], scores, 100, 0.74, worst_missing=0.8, noise=0.8)
+    text = recommend([a, b]).sentence
+    assert "the fastest to train (0.71s vs 0.74s for early)" in text, text

@@ -372,6 +372,17 @@ def _fmt(v: float) -> str:
     return f"{v:.1f}" if abs(v) < 1e4 else f"{v / 1e3:.0f}k" if abs(v) < 1e7 else f"{v:.3g}"
 
 
+def _fmt_pair(a: float, b: float) -> tuple[str, str]:
+    """``a`` and ``b`` as :func:`_fmt` writes them, with up to three decimals where one would
+    print two different numbers alike ("0.7s vs 0.7s")."""
+    if a != b and abs(a) < 1e4 and abs(b) < 1e4:
+        for digits in (1, 2, 3):
+            sa, sb = f"{a:.{digits}f}", f"{b:.{digits}f}"
+            if sa != sb:
+                return sa, sb
+    return _fmt(a), _fmt(b)
+
+
 def _choose(tied: Sequence[str], by_name: Mapping[str, StrategyResult], means: Mapping[str, float], sign: float,
             higher_is_better: bool, robust_tol: float, cost_tol: float, metric: str) -> tuple[str, str]:
     """The pick among ``tied`` and why, in words that are true of the numbers (module docstring, 2.)."""
@@ -447,10 +458,12 @@ def _choose(tied: Sequence[str], by_name: Mapping[str, StrategyResult], means: M
             if vals[nxt] == vals[pick]:
                 add(f"{same_word} {nxt} ({_fmt(vals[pick])}{unit})")
             else:
-                add(f"{best_word} ({_fmt(vals[pick])}{unit} vs {_fmt(vals[nxt])}{unit} for {nxt})")
+                mine, theirs = _fmt_pair(vals[pick], vals[nxt])
+                add(f"{best_word} ({mine}{unit} vs {theirs}{unit} for {nxt})")
         else:
             leader = min(before, key=lambda x: sgn * vals[x])
-            near.append(f"{noun} ({_fmt(vals[pick])}{unit} vs {_fmt(vals[leader])}{unit} for {leader})")
+            mine, theirs = _fmt_pair(vals[pick], vals[leader])
+            near.append(f"{noun} ({mine}{unit} vs {theirs}{unit} for {leader})")
     flush()
     if len(pool) > 1:
         nxt = min((x for x in pool if x != pick), key=lambda x: by_name[x].params)
