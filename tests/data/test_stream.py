@@ -233,7 +233,7 @@ def test_ddp_ranks_take_the_same_number_of_steps_with_uneven_row_groups(tmp_path
     finally:
         for p in procs:
             p.kill()
-    for p, (out, err) in zip(procs, outs, strict=True):
+    for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-2000:]
     steps = [tuple(int(v) for v in out.split()) for out, _ in outs]
     assert steps == [(2, 200), (2, 200)]  # rank 1 has one row group: it repeats its batch
