@@ -189,7 +189,13 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/tmc_mfeat_cpu2")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--report-only", action="store_true", help="only write <out>.md from <out>.jsonl")
+    parser.add_argument("--quick", action="store_true",
+                        help="trusted and late, one seed, 2 epochs, written to ./tmc_mfeat_quick (a check that the "
+                             "script runs; the results file is not touched)")
     args = parser.parse_args()
+    if args.quick:
+        args.configs, args.seeds, args.epochs, args.patience = "trusted,late", "0", 2, 1
+        args.out, args.resume, args.report_only = "tmc_mfeat_quick", False, False
 
     out = Path(args.out)
     log = out.with_suffix(".jsonl")

@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p.name for p in (ROOT / "benchmarks").glob("*.py"))
 #: scripts that read the real datasets (skipped without them, as the data tests are)
-NEEDS_DATA = {"embedding_cache.py"}
+NEEDS_DATA = {"embedding_cache.py", "tmc_mfeat.py"}
 #: scripts with no --quick mode yet, and why
 NOT_YET = {
     "export_speed.py": "no --quick yet: exports every strategy to ONNX and pt2 (minutes)",
