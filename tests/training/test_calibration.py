@@ -276,3 +276,18 @@ def test_a_bad_calibrate_setting_on_the_command_line_is_a_config_error(monkeypat
     assert main(["bench", "--dataset", "synthetic", "calibrate=isotonic"]) != 0
     assert "calibrate: expected None or one of ['temperature'], got 'isotonic'" in capsys.readouterr().err
 
+
+
+def test_a_temperature_at_the_search_bound_is_said_to_be_one() -> None:
+    """Scores that say nothing about the labels: the validation NLL falls as T grows, so the fit
+    stops at the search's upper bound, and the note says why (not an optimum)."""
+    from mmfuse.training.calibration import TEMPERATURE_BOUNDS, fit_temperature, temperature_note
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(400, 3, generator=g) * 5
+    labels = torch.randint(0, 3, (400,), generator=g)
+    t = fit_temperature(logits, labels)
+    assert t == pytest.approx(TEMPERATURE_BOUNDS[1], rel=1e-3)
+    assert "upper bound" in (temperature_note(t) or "")
+    assert temperature_note(1.7) is None
+    assert "lower bound" in (temperature_note(TEMPERATURE_BOUNDS[0]) or "")

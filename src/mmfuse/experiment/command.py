@@ -191,6 +191,11 @@ def train_command(
             line += (f"; temperature T = {m.temperature:.3f} (before it: ECE {m.uncalibrated.ece:.4f}, "
                      f"NLL {m.uncalibrated.nll:.4f})")
         console.print(line)
+        if m.temperature is not None:
+            from mmfuse.training.calibration import temperature_note
+
+            if (note := temperature_note(m.temperature)) is not None:
+                console.print(f"[yellow]note[/]: {note}")
     f = trained.facts
     console.print(f"epochs: {f.epochs_run} (best {f.best_epoch + 1}), time: {f.train_time_s:.1f} s, "
                   f"threads: {f.threads}")

@@ -55,6 +55,7 @@ __all__ = [
     "N_BINS",
     "CalibrationStats",
     "ReliabilityBins",
+    "TEMPERATURE_BOUNDS",
     "aurc",
     "brier_score",
     "calibrate_model",
@@ -66,6 +67,7 @@ __all__ = [
     "reliability_bins",
     "selective_accuracy",
     "set_temperature",
+    "temperature_note",
 ]
 
 #: equal-width confidence bins of the ECE and the reliability diagram
@@ -230,8 +232,30 @@ def calibration_stats(logits: Tensor, labels: Tensor, *, bins: bool = True, sele
 
 
 # ----------------------------------------------------------------- temperature scaling
-def fit_temperature(logits: Tensor, labels: Tensor, *, low: float = 1e-2, high: float = 1e2,
-                    iterations: int = 80) -> float:
+#: the interval :func:`fit_temperature` searches by default
+TEMPERATURE_BOUNDS = (1e-2, 1e2)
+
+
+def temperature_note(value: float, bounds: tuple[float, float] = TEMPERATURE_BOUNDS) -> str | None:
+    """What a fitted ``T`` at an end of the search interval means, or ``None`` inside it.
+
+    At the upper end the validation NLL kept falling as the outputs flattened toward equal
+    probabilities: the model's scores carry (almost) no information on validation (a model at
+    chance); at the lower end it kept falling as they sharpened (a model right on every
+    validation sample but underconfident), and the search stopped at its bound.
+    """
+    low, high = bounds
+    if value >= high * (1 - 1e-3):
+        return (f"T reached the search's upper bound {high:g}: on validation the outputs carry almost no "
+                f"information, so scaling flattens them toward equal probabilities (is the model at chance?)")
+    if value <= low * (1 + 1e-3):
+        return (f"T reached the search's lower bound {low:g}: on validation the model is right on (nearly) every "
+                f"sample and sharpening only lowers its NLL; T is as far as the search goes, not an optimum")
+    return None
+
+
+def fit_temperature(logits: Tensor, labels: Tensor, *, low: float = TEMPERATURE_BOUNDS[0],
+                    high: float = TEMPERATURE_BOUNDS[1], iterations: int = 80) -> float:
     """The ``T`` in ``[low, high]`` minimising the NLL of ``softmax(logits / T)``.
 
     A golden-section search on ``log T``: the NLL is convex in ``1 / T`` (a log-sum-exp
