@@ -420,23 +420,13 @@ def _fingerprint(spec: Any, space: Mapping[str, Distribution], metric: str, cfg:
             "metric": metric, "pruner": cfg.pruner, "seed": cfg.seed}
 
 
-def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, Mapping) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def open_study(name: str, spec: Any, space: Mapping[str, Distribution], metric: str, higher: bool,
                cfg: TuneConfig) -> Any:
     """The study ``name`` (created, or loaded from ``cfg.storage``), checked to belong to
     this configuration, with trial 0 (the defaults) enqueued when it is new."""
     import optuna
 
-    from mmfuse.experiment.specs import stable_hash
+    from mmfuse.experiment.specs import flat_keys, stable_hash
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ident = _fingerprint(spec, space, metric, cfg)
@@ -449,7 +439,7 @@ def open_study(name: str, spec: Any, space: Mapping[str, Distribution], metric: 
     attrs = study.user_attrs
     if "mmfuse_fingerprint" in attrs:
         if attrs["mmfuse_fingerprint"] != fp:
-            before, now = _flat(attrs.get("mmfuse_identity", {})), _flat(ident)
+            before, now = flat_keys(attrs.get("mmfuse_identity", {})), flat_keys(ident)
             diff = [f"{k}: {before.get(k)!r} there, {now.get(k)!r} here" for k in sorted(set(before) | set(now))
                     if before.get(k) != now.get(k)][:3]
             raise ConfigError(

@@ -32,6 +32,7 @@ from mmfuse.training.config import TrainConfig
 
 __all__ = [
     "SPEC_SCHEMA",
+    "flat_keys",
     "DataSpec",
     "ExperimentSpec",
     "MeasureConfig",
@@ -292,16 +293,17 @@ class ExperimentSpec:
     def differences(self, other: ExperimentSpec, *, ignore: tuple[str, ...] = ()) -> list[str]:
         """``"section.field: mine != theirs"`` for every weight-changing setting that differs
         (dotted names in ``ignore`` left out)."""
-        a, b = _flat(self.weights_identity()), _flat(other.weights_identity())
+        a, b = flat_keys(self.weights_identity()), flat_keys(other.weights_identity())
         return [f"{k}: {a.get(k)!r} != {b.get(k)!r}" for k in sorted(set(a) | set(b))
                 if a.get(k) != b.get(k) and k not in ignore]
 
 
-def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flat_keys(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as one level of dotted keys (``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``)."""
     out: dict[str, Any] = {}
     for k, v in tree.items():
         if isinstance(v, Mapping) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
+            out.update(flat_keys(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
