@@ -155,18 +155,18 @@ def test_fit_trains_on_a_streamed_folder_with_bounded_memory(tmp_path: Path) -> 
             with open("/proc/self/status") as f:
                 return next(int(line.split()[1]) for line in f if line.startswith(key)) * 1024
         mods = {{"a": [f"x{{j}}" for j in range({cols // 2})], "b": [f"x{{j}}" for j in range({cols // 2}, {cols})]}}
-        train = ParquetStream({str(folder)!r}, target="label", modalities=mods, batch_size=256, shuffle=True)
+        train = ParquetStream({str(folder)!r}, target="label", modalities=mods, batch_size=2048, shuffle=True)
         side = lambda p: ParquetStream(p, target="label", modalities=mods, stats=train.stats).to_dataset()
         splits = DatasetSplits("big", train, side({str(tmp_path / 'val.parquet')!r}),
                                side({str(tmp_path / 'test.parquet')!r}))
         # a first fit on a small folder pays the fixed costs (imports, Lightning's set-up)
-        warm = ParquetStream({str(tmp_path / 'warm')!r}, target="label", modalities=mods, batch_size=256,
+        warm = ParquetStream({str(tmp_path / 'warm')!r}, target="label", modalities=mods, batch_size=2048,
                              stats=train.stats)
         fit(build_model(splits, fusion="gated", hidden_dim=16), DatasetSplits("warm", warm, splits.val, splits.test),
-            TrainConfig(epochs=1, progress=False))
+            TrainConfig(epochs=1, batch_size=2048, lr=1e-2, progress=False))
         model = build_model(splits, fusion="gated", hidden_dim=16)
         before = status("VmHWM")
-        result = fit(model, splits, TrainConfig(epochs=1, progress=False))
+        result = fit(model, splits, TrainConfig(epochs=1, batch_size=2048, lr=1e-2, progress=False))
         peak = status("VmHWM")
         print(json.dumps({{"acc": evaluate(result.model, splits.test)["accuracy"], "before": before, "peak": peak,
                           "epochs": result.epochs_run}}))
