@@ -77,6 +77,7 @@ from mmfuse.training.threads import (  # noqa: F401  (public here too)
     auto_threads,
     available_cpus,
     idle_cpus,
+    one_thread_worker,
 )
 from mmfuse.training.threads import torch_threads as _torch_threads
 
@@ -589,14 +590,8 @@ def _loader(dataset: Any, batch_size: int, *, shuffle: bool, num_workers: int) -
         collate_fn=collate_batch,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
-        worker_init_fn=_one_thread if num_workers > 0 else None,
+        worker_init_fn=one_thread_worker if num_workers > 0 else None,
     )
-
-
-def _one_thread(worker_id: int) -> None:
-    """DataLoader workers index tensors: one torch thread each, so they and the
-    training threads do not oversubscribe the CPUs."""
-    torch.set_num_threads(1)
 
 
 @functools.cache
@@ -809,7 +804,7 @@ def fit(
         # one process: chunks of minibatches per Lightning step (see FusionModule.training_step)
         if streamed:  # batches come collated from the stream, a bounded number in memory at a time
             train_loader = DataLoader(splits.train, batch_size=None, num_workers=num_workers,
-                                      worker_init_fn=_one_thread if num_workers > 0 else None)
+                                      worker_init_fn=one_thread_worker if num_workers > 0 else None)
         else:
             chunk = _chunk_steps(splits.train, cfg.batch_size) if trainer.world_size == 1 else 1
             train_loader = _loader(splits.train, cfg.batch_size * chunk, shuffle=True, num_workers=num_workers)
