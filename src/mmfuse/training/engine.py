@@ -44,12 +44,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import logging
 import math
 import os
 import random
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -71,6 +69,7 @@ from mmfuse.training.balance import balance_callbacks, make_balancer
 from mmfuse.training.calibration import calibrate_model, check_calibrate
 from mmfuse.training.checkpoint import load_tree, save_checkpoint, save_tree
 from mmfuse.training.config import FitResult, TrainConfig, TrainConfigError
+from mmfuse.training.console import progress_bar, quiet
 from mmfuse.training.metrics import BatchView, collate_batch, evaluate, iter_batches, to_device
 from mmfuse.training.threads import (  # noqa: F401  (public here too)
     THREADS_MIN_WORK,
@@ -438,83 +437,6 @@ def _copy_state(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-# Lightning advice that does not apply to in-memory tensor datasets and short fits
-_QUIET_WARNINGS = (
-    r".*does not have many workers.*",
-    r".*smaller than the logging interval.*",
-    r".*GPU available but not used.*",
-    r".*`max_epochs` was not set.*",
-    r".*The '.*_dataloader' does not have many workers.*",
-    r".*Checkpoint directory .* exists and is not empty.*",
-    r".*You're resuming from a checkpoint that ended before the epoch ended.*",
-    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
-)
-# not advice at all here: a single-process fit validates in-process (FusionModule._validate)
-_IN_PROCESS_VALIDATION = r".*You defined a `validation_step` but have no `val_dataloader`.*"
-# where Lightning logs its accelerator lines, tips and stop reasons (rank_zero_info)
-_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
-                      "lightning.fabric.utilities.rank_zero")
-
-
-@contextlib.contextmanager
-def _quiet(verbose: bool) -> Iterator[None]:
-    """Unless ``verbose``: silence Lightning's advice that does not apply here and its
-    informational lines (accelerators, tips, why the fit stopped). With ``verbose``:
-    let its informational lines through even where a caller had silenced them. Every
-    filter and level is restored afterwards."""
-    levels = {name: logging.getLogger(name).level for name in _LIGHTNING_LOGGERS}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_IN_PROCESS_VALIDATION)
-        if not verbose:
-            for pattern in _QUIET_WARNINGS:
-                warnings.filterwarnings("ignore", message=pattern)
-        for name in _LIGHTNING_LOGGERS:
-            logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
-        try:
-            yield
-        finally:
-            for name, level in levels.items():
-                logging.getLogger(name).setLevel(level)
-
-
-def _progress_bar() -> L.Callback:
-    """Lightning's progress bar, counting epochs from 1 out of ``max_epochs``
-    (Lightning's own shows ``Epoch 1/1`` during the second of two epochs), without
-    the logger's version number among the values. Its steps are chunks of minibatches
-    (see :meth:`FusionModule.training_step`)."""
-
-    def values(trainer: L.Trainer, pl_module: L.LightningModule, base: Any) -> dict[str, Any]:
-        out = dict(base(trainer, pl_module))
-        out.pop("v_num", None)
-        return out
-
-    try:
-        import rich  # noqa: F401
-    except ImportError:
-        from lightning.pytorch.callbacks import TQDMProgressBar
-
-        class EpochBar(TQDMProgressBar):
-            def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
-                super().on_train_epoch_start(trainer, *args)
-                self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
-
-            def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-                return values(trainer, pl_module, super().get_metrics)
-
-        return EpochBar()
-    from lightning.pytorch.callbacks import RichProgressBar
-
-    class RichEpochBar(RichProgressBar):
-        def _get_train_description(self, current_epoch: int) -> str:
-            text = f"Epoch {current_epoch + 1}/{self.trainer.max_epochs}"
-            return f"{text:{len(self.validation_description)}}"
-
-        def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-            return values(trainer, pl_module, super().get_metrics)
-
-    return RichEpochBar()
-
-
 @contextlib.contextmanager
 def _deterministic_scope() -> Iterator[None]:
     """Lightning's ``deterministic=True`` flips a process-wide torch switch: undo it after."""
@@ -782,7 +704,7 @@ def fit(
         num_workers = min(num_workers, max(1, available_cpus() - threads))  # no oversubscription
 
     start = time.perf_counter()
-    with _quiet(cfg.verbose), _deterministic_scope(), _torch_threads(threads):
+    with quiet(cfg.verbose), _deterministic_scope(), _torch_threads(threads):
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         module = FusionModule(model, cfg, task, target_scale)
         if ckpt_path is not None:
@@ -794,7 +716,7 @@ def fit(
             from lightning.pytorch.loggers import CSVLogger
 
             logger = CSVLogger(save_dir=str(out), name="logs")  # logs/version_<i>: one per (resumed) fit
-        extra = [_progress_bar()] if cfg.progress else []
+        extra = [progress_bar()] if cfg.progress else []
         if streamed:
             extra.append(_StreamEpochs(splits.train))
         with _entry_points_read_once():
