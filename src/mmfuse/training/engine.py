@@ -70,6 +70,7 @@ from mmfuse.training.calibration import calibrate_model, check_calibrate
 from mmfuse.training.checkpoint import load_tree, save_checkpoint, save_tree
 from mmfuse.training.config import FitResult, TrainConfig, TrainConfigError
 from mmfuse.training.console import progress_bar, quiet
+from mmfuse.training.launch import check_devices, check_launch
 from mmfuse.training.metrics import BatchView, collate_batch, evaluate, iter_batches, to_device
 from mmfuse.training.threads import (  # noqa: F401  (public here too)
     THREADS_MIN_WORK,
@@ -450,37 +451,6 @@ def _deterministic_scope() -> Iterator[None]:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn_det, cudnn_bench
 
 
-def check_devices(cfg: TrainConfig) -> None:
-    """Refuse (:class:`TrainConfigError`) an accelerator or device count this machine
-    does not have, before Lightning starts."""
-    acc = cfg.accelerator
-    if acc in ("gpu", "cuda"):
-        if not torch.cuda.is_available():
-            raise TrainConfigError(
-                f"accelerator: {acc!r} asked for, but torch {torch.__version__} sees no CUDA device "
-                f"(use accelerator=cpu or auto)"
-            )
-        have, what = torch.cuda.device_count(), "CUDA devices"
-    elif acc == "mps":
-        if not torch.backends.mps.is_available():
-            raise TrainConfigError("accelerator: 'mps' asked for, but torch sees no Apple MPS device "
-                                   "(use accelerator=cpu or auto)")
-        have, what = 1, "MPS devices"
-    elif acc == "tpu":
-        import importlib.util
-
-        if importlib.util.find_spec("torch_xla") is None:
-            raise TrainConfigError("accelerator: 'tpu' asked for, but torch_xla is not installed "
-                                   "(use accelerator=cpu or auto)")
-        return
-    else:
-        return  # cpu: any count of processes; auto: Lightning picks what exists
-    d = cfg.devices
-    wanted = len(d) if isinstance(d, (list, tuple)) else (int(d) if isinstance(d, int) or str(d).isdigit() else 0)
-    if wanted > have:
-        raise TrainConfigError(f"devices: {d!r} asked for, but this machine has {have} {what}")
-
-
 def _check_streamed(splits: DatasetSplits, cfg: TrainConfig) -> None:
     """What a streamed training split (an ``IterableDataset`` of collated batches, e.g.
     :class:`mmfuse.data.ParquetStream`) supports: classification, without balancing."""
@@ -603,28 +573,9 @@ def _check_training_state(tree: Any, path: Any, module: nn.Module | None = None)
             )
 
 
-#: environment variables a launcher (torchrun, SLURM, LSF, Lightning's own) sets on each node
-_CLUSTER_ENV = ("MASTER_ADDR", "NODE_RANK", "GROUP_RANK", "WORLD_SIZE", "SLURM_NTASKS", "LSB_JOBID",
-                "TORCHELASTIC_RUN_ID", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
-
-
-def _check_launch(cfg: TrainConfig) -> None:
-    """Settings Lightning would accept and then fail on, or wait on forever: refused with the reason."""
-    from lightning.pytorch.strategies import StrategyRegistry
-
-    strategies = ["auto", *StrategyRegistry.available_strategies()]
-    if cfg.strategy not in strategies:
-        raise TrainConfigError(f"strategy: expected one of {strategies}, got {cfg.strategy!r}")
-    if cfg.num_nodes > 1 and not any(os.environ.get(k) for k in _CLUSTER_ENV):
-        raise TrainConfigError(
-            f"num_nodes={cfg.num_nodes}: this process was not started by a multi-node launcher (none of "
-            f"{', '.join(_CLUSTER_ENV[:4])}, ... is set), so it would wait for the other nodes forever: start one "
-            "process per node with torchrun or your scheduler (SLURM), or use num_nodes=1")
-
-
 def _trainer(cfg: TrainConfig, out: Path | None, logger: Any, callbacks: list[L.Callback]) -> L.Trainer:
     """The Lightning Trainer of one fit."""
-    _check_launch(cfg)
+    check_launch(cfg)
     return L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
