@@ -171,11 +171,11 @@ def test_train_config_validation(changes, match) -> None:
 
 
 def test_chunked_steps_give_the_same_updates_as_one_minibatch_per_step(small_splits, monkeypatch) -> None:
-    from mmfuse.training import engine
+    from mmfuse.training import loaders
 
     cfg = quiet(epochs=3, modality_dropout=0.3, batch_size=48)  # 280 rows: a partial last minibatch
     chunked = fit(make_model(small_splits, dropout=0.2), small_splits, cfg)
-    monkeypatch.setattr(engine, "CHUNK_STEPS", 1)
+    monkeypatch.setattr(loaders, "CHUNK_STEPS", 1)
     single = fit(make_model(small_splits, dropout=0.2), small_splits, cfg)
     assert [h["train_loss"] for h in chunked.history] == [h["train_loss"] for h in single.history]
     a, b = chunked.model.state_dict(), single.model.state_dict()
@@ -184,17 +184,17 @@ def test_chunked_steps_give_the_same_updates_as_one_minibatch_per_step(small_spl
 
 def test_chunks_are_capped_by_their_size_in_bytes() -> None:
     from mmfuse.data import ModalitySpec
-    from mmfuse.training.engine import CHUNK_BYTES, CHUNK_STEPS, _chunk_steps
+    from mmfuse.training.loaders import CHUNK_BYTES, CHUNK_STEPS, chunk_steps
 
     def dataset(shape):
         x = torch.zeros(4, *shape)
         return MultimodalDataset("d", {"x": x}, torch.tensor([0, 1, 0, 1]),
                                  specs={"x": ModalitySpec("vector", shape)}, num_classes=2)
 
-    assert _chunk_steps(dataset((32,)), 128) == CHUNK_STEPS
+    assert chunk_steps(dataset((32,)), 128) == CHUNK_STEPS
     row = 3 * 224 * 224 * 4  # a float image
-    assert _chunk_steps(dataset((3, 224, 224)), 128) == max(1, CHUNK_BYTES // (row * 128))
-    assert _chunk_steps(dataset((3, 224, 224)), 4096) == 1
+    assert chunk_steps(dataset((3, 224, 224)), 128) == max(1, CHUNK_BYTES // (row * 128))
+    assert chunk_steps(dataset((3, 224, 224)), 4096) == 1
 
 
 def _fit_recording_plain(small_splits, monkeypatch, cfg, callbacks=()):

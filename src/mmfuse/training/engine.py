@@ -55,7 +55,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import IterableDataset
 
 from mmfuse.data._base import DatasetSplits, classification_task
 from mmfuse.io import atomic_write
@@ -65,14 +65,14 @@ from mmfuse.training.checkpoint import load_tree, save_checkpoint
 from mmfuse.training.config import FitResult, TrainConfig, TrainConfigError
 from mmfuse.training.console import progress_bar, quiet
 from mmfuse.training.launch import check_devices, check_launch
-from mmfuse.training.metrics import BatchView, collate_batch, evaluate, iter_batches, to_device
+from mmfuse.training.loaders import StreamEpochs, chunk_steps, split_loader, stream_loader
+from mmfuse.training.metrics import evaluate, iter_batches, to_device
 from mmfuse.training.resume import LAST, ResumeState, SafetensorsCheckpointIO, check_training_state
 from mmfuse.training.threads import (  # noqa: F401  (public here too)
     THREADS_MIN_WORK,
     auto_threads,
     available_cpus,
     idle_cpus,
-    one_thread_worker,
 )
 from mmfuse.training.threads import torch_threads as _torch_threads
 
@@ -279,19 +279,6 @@ def _plain_steps(trainer: L.Trainer, module: L.LightningModule) -> bool:
     return all(getattr(type(module), hook) is getattr(L.LightningModule, hook) for hook in _STEP_MODULE_HOOKS)
 
 
-#: minibatches per Lightning training step in a single-process fit (see
-#: FusionModule.training_step): at most this many, and at most CHUNK_BYTES of inputs
-CHUNK_STEPS = 64
-CHUNK_BYTES = 64 * 2**20
-
-
-def _chunk_steps(dataset: Any, batch_size: int) -> int:
-    """Minibatches per chunk: :data:`CHUNK_STEPS`, fewer where a chunk's rows would
-    hold more than :data:`CHUNK_BYTES` (large images or sequences), at least 1."""
-    row = sum(x[0].numel() * x.element_size() for x in dataset.inputs.values()) if len(dataset) else 0
-    return int(max(1, min(CHUNK_STEPS, CHUNK_BYTES // max(1, row * batch_size))))
-
-
 def _rows(batch: dict[str, Any], start: int, stop: int) -> dict[str, Any]:
     """Rows ``start:stop`` of a collated batch (views, no copies)."""
     return {
@@ -324,29 +311,6 @@ def _check_streamed(splits: DatasetSplits, cfg: TrainConfig) -> None:
     if cfg.balance is not None:
         raise TrainConfigError(f"balance={cfg.balance!r}: not with a streamed training split (its methods re-read "
                                "the training split)")
-
-
-class _StreamEpochs(L.Callback):
-    """Tells a streamed training split the epoch, which seeds its shuffled order."""
-
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if hasattr(self.stream, "set_epoch"):
-            self.stream.set_epoch(trainer.current_epoch)
-
-
-def _loader(dataset: Any, batch_size: int, *, shuffle: bool, num_workers: int) -> DataLoader:
-    return DataLoader(
-        BatchView(dataset),
-        batch_size=batch_size,
-        shuffle=shuffle,
-        collate_fn=collate_batch,
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
-        worker_init_fn=one_thread_worker if num_workers > 0 else None,
-    )
 
 
 @functools.cache
@@ -484,23 +448,22 @@ def fit(
             logger = CSVLogger(save_dir=str(out), name="logs")  # logs/version_<i>: one per (resumed) fit
         extra = [progress_bar()] if cfg.progress else []
         if streamed:
-            extra.append(_StreamEpochs(splits.train))
+            extra.append(StreamEpochs(splits.train))
         with _entry_points_read_once():
             trainer = _trainer(cfg, out, logger, [*balance_callbacks(module.balancer, splits, cfg), state, *extra,
                                                   *callbacks])
         module.log_to_lightning = logger is not False or cfg.progress or trainer.world_size > 1
         # one process: chunks of minibatches per Lightning step (see FusionModule.training_step)
         if streamed:  # batches come collated from the stream, a bounded number in memory at a time
-            train_loader = DataLoader(splits.train, batch_size=None, num_workers=num_workers,
-                                      worker_init_fn=one_thread_worker if num_workers > 0 else None)
+            train_loader = stream_loader(splits.train, num_workers=num_workers)
         else:
-            chunk = _chunk_steps(splits.train, cfg.batch_size) if trainer.world_size == 1 else 1
-            train_loader = _loader(splits.train, cfg.batch_size * chunk, shuffle=True, num_workers=num_workers)
+            chunk = chunk_steps(splits.train, cfg.batch_size) if trainer.world_size == 1 else 1
+            train_loader = split_loader(splits.train, cfg.batch_size * chunk, shuffle=True, num_workers=num_workers)
         val_loader = None
         if has_val and trainer.world_size == 1:
             module.val_data = splits.val  # validated in-process at each epoch's end
         elif has_val:
-            val_loader = _loader(splits.val, max(cfg.batch_size, 512), shuffle=False, num_workers=num_workers)
+            val_loader = split_loader(splits.val, max(cfg.batch_size, 512), shuffle=False, num_workers=num_workers)
         trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
         train_time = time.perf_counter() - start
 
