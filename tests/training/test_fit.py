@@ -199,17 +199,17 @@ def test_chunks_are_capped_by_their_size_in_bytes() -> None:
 
 def _fit_recording_plain(small_splits, monkeypatch, cfg, callbacks=()):
     """fit, and whether it stepped without Lightning's wrappers, and its global_step."""
-    from mmfuse.training import engine
+    from mmfuse.training import module as lightning_module
 
     seen: dict = {}
-    decide = engine._plain_steps
+    decide = lightning_module._plain_steps
 
     def spy(trainer, module):
         seen["plain"] = decide(trainer, module)
         seen["trainer"] = trainer
         return seen["plain"]
 
-    monkeypatch.setattr(engine, "_plain_steps", spy)
+    monkeypatch.setattr(lightning_module, "_plain_steps", spy)
     result = fit(make_model(small_splits, dropout=0.2), small_splits, cfg, callbacks=callbacks)
     return result, seen["plain"], seen["trainer"].global_step
 
@@ -217,12 +217,12 @@ def _fit_recording_plain(small_splits, monkeypatch, cfg, callbacks=()):
 def test_plain_steps_give_lightnings_updates_and_step_count(small_splits, monkeypatch) -> None:
     """Where Lightning's backward / optimizer-step wrappers only call hooks nobody
     implements, fit calls torch directly: same updates, same global_step."""
-    from mmfuse.training import engine
+    from mmfuse.training import module as lightning_module
 
     cfg = quiet(epochs=3, modality_dropout=0.3, batch_size=48)  # 280 rows: 6 minibatches an epoch
     plain, used, steps = _fit_recording_plain(small_splits, monkeypatch, cfg)
     assert used and steps == 3 * 6
-    monkeypatch.setattr(engine, "_plain_steps", lambda trainer, module: False)
+    monkeypatch.setattr(lightning_module, "_plain_steps", lambda trainer, module: False)
     wrapped = fit(make_model(small_splits, dropout=0.2), small_splits, cfg)
     assert [h["train_loss"] for h in plain.history] == [h["train_loss"] for h in wrapped.history]
     a, b = plain.model.state_dict(), wrapped.model.state_dict()
