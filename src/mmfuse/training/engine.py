@@ -6,8 +6,9 @@ What Lightning brings: devices, strategies (DDP), precision and multi-node runs,
 passed through from :class:`~mmfuse.training.TrainConfig`. What mmfuse adds:
 
 - checkpoints that are never pickles: Lightning's checkpoint dict (weights,
-  optimizer state, loop counters) plus this module's early-stopping state, best
-  weights and RNG states are written by :class:`SafetensorsCheckpointIO` as one
+  optimizer state, loop counters) plus the early-stopping state, best weights and
+  RNG states (:class:`~mmfuse.training.resume.ResumeState`) are written by
+  :class:`~mmfuse.training.resume.SafetensorsCheckpointIO` as one
   safetensors file with a JSON tree in its header, atomically, after every epoch;
   ``fit(..., resume=True)`` continues from it and ends with the same weights as an
   uninterrupted run;
@@ -24,8 +25,8 @@ passed through from :class:`~mmfuse.training.TrainConfig`. What mmfuse adds:
   stopping still read the task loss of the model's output;
 - a run whose training or validation loss becomes NaN or infinite stops with a
   :class:`~mmfuse.errors.TrainingError` (no ``model.safetensors``, no ``fit.json``);
-- the torch thread count chosen for the model's size (:func:`auto_threads`), set for
-  the fit and restored afterwards;
+- the torch thread count chosen for the model's size
+  (:func:`~mmfuse.training.threads.auto_threads`), set for the fit and restored afterwards;
 - quiet by default: Lightning's accelerator lines, tips and advice are silenced
   (``verbose=True`` restores them) and the progress bar counts epochs from 1;
 - low per-fit overhead: a single-process fit hands Lightning one chunk of up to
@@ -34,9 +35,17 @@ passed through from :class:`~mmfuse.training.TrainConfig`. What mmfuse adds:
   a logger, the progress bar or other processes read them, and there is no logger
   without ``out_dir``, no model summary, no sanity check; in one process at full
   precision, with no step hooks implemented, backward and the optimizer step are
-  called directly (:func:`_plain_steps`), and the installed entry points Lightning
-  searches for external callbacks are read once per process
+  called directly (:mod:`mmfuse.training.module`), and the installed entry points
+  Lightning searches for external callbacks are read once per process
   (``benchmarks/results/fit_overhead_cpu2.md``, ``fit_overhead_cpu2_after.md``).
+
+Where each part lives: :mod:`~mmfuse.training.module` (the LightningModule, its loss
+and steps), :mod:`~mmfuse.training.resume` (early stopping, the resumable checkpoint),
+:mod:`~mmfuse.training.loaders` (the DataLoaders, chunks of minibatches),
+:mod:`~mmfuse.training.console` (quiet output, the progress bar),
+:mod:`~mmfuse.training.launch` (devices and launcher checked before Lightning starts),
+:mod:`~mmfuse.training.threads` (torch threads); this module builds the Trainer and runs
+the fit.
 """
 
 from __future__ import annotations
@@ -68,15 +77,9 @@ from mmfuse.training.loaders import StreamEpochs, chunk_steps, split_loader, str
 from mmfuse.training.metrics import evaluate
 from mmfuse.training.module import FusionModule
 from mmfuse.training.resume import LAST, ResumeState, SafetensorsCheckpointIO, check_training_state
-from mmfuse.training.threads import (  # noqa: F401  (public here too)
-    THREADS_MIN_WORK,
-    auto_threads,
-    available_cpus,
-    idle_cpus,
-)
-from mmfuse.training.threads import torch_threads as _torch_threads
+from mmfuse.training.threads import auto_threads, available_cpus, torch_threads
 
-__all__ = ["FusionModule", "ResumeState", "SafetensorsCheckpointIO", "auto_threads", "check_devices", "fit"]
+__all__ = ["fit"]
 
 MODEL = "model.safetensors"
 
@@ -227,7 +230,7 @@ def fit(
         num_workers = min(num_workers, max(1, available_cpus() - threads))  # no oversubscription
 
     start = time.perf_counter()
-    with quiet(cfg.verbose), _deterministic_scope(), _torch_threads(threads):
+    with quiet(cfg.verbose), _deterministic_scope(), torch_threads(threads):
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         module = FusionModule(model, cfg, task, target_scale)
         if ckpt_path is not None:
