@@ -36,8 +36,9 @@ import torch
 from mmfuse.data import load_dataset
 from mmfuse.models import build_model
 from mmfuse.training import TrainConfig, fit
-from mmfuse.training.engine import FusionModule, auto_threads
 from mmfuse.training.metrics import iter_batches
+from mmfuse.training.module import FusionModule
+from mmfuse.training.threads import auto_threads
 
 
 @contextlib.contextmanager
@@ -46,7 +47,7 @@ def same_settings(model, cfg: TrainConfig) -> Iterator[None]:
     determinism (``cfg.deterministic``: Lightning calls
     ``torch.use_deterministic_algorithms``, which among other things fills every new
     tensor's memory, a few percent of a small model's step) and the same intra-op
-    thread count (:func:`mmfuse.training.engine.auto_threads`); restored afterwards."""
+    thread count (:func:`mmfuse.training.threads.auto_threads`); restored afterwards."""
     det_before = torch.are_deterministic_algorithms_enabled()
     warn_before = torch.is_deterministic_algorithms_warn_only_enabled()
     threads_before = torch.get_num_threads()

@@ -6,7 +6,7 @@ what ``TrainConfig(threads="auto")`` saves on a default-sized fit.
 1. Sweep: one training step (forward, backward, AdamW) of ``gated`` models of growing
    width on the synthetic task at batch 128, timed with 1 thread and with N threads,
    alternated in every repetition (medians of 10 steps each). The work of a step is
-   reported as parameters x batch, the quantity ``mmfuse.training.engine.auto_threads``
+   reported as parameters x batch, the quantity ``mmfuse.training.threads.auto_threads``
    reads; the ratio t(N) / t(1) < 1 where the extra threads pay off.
 2. fit: the bench's default run (synthetic n=2000, gated, hidden 64, 15 epochs,
    batch 128) with torch's default thread count (all CPUs) against ``threads="auto"``,
@@ -29,8 +29,9 @@ import torch
 from mmfuse.data import load_dataset
 from mmfuse.models import build_model
 from mmfuse.training import TrainConfig, fit
-from mmfuse.training.engine import FusionModule, auto_threads, available_cpus
 from mmfuse.training.metrics import take
+from mmfuse.training.module import FusionModule
+from mmfuse.training.threads import auto_threads, available_cpus
 
 
 def step_time(model, splits, threads: int, steps: int = 10, batch: int = 128) -> float:

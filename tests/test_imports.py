@@ -46,6 +46,17 @@ def test_lazy_names_are_the_real_ones() -> None:
         assert getattr(mmfuse.data, name) is not None, f"mmfuse.data.{name}"
     assert "synthetic" in mmfuse.list_datasets()
     assert mmfuse.fusions.create_fusion is create_fusion  # subpackages are attributes, as before
+    import mmfuse.training
+
+    for name in mmfuse.training.__all__:  # lazy names point at the module that defines them
+        assert getattr(mmfuse.training, name) is not None, f"mmfuse.training.{name}"
+
+
+def test_evaluating_and_loading_a_checkpoint_do_not_load_lightning() -> None:
+    # only fit and the parts of it (module, resume, loaders, console, launch) need Lightning;
+    # prediction shares the thread rule (training.threads) without it
+    code = "from mmfuse.training import TrainConfig, evaluate, load_checkpoint\nimport mmfuse.training.threads"
+    assert "lightning" not in _loaded(code)
 
 
 def test_mmfuse_list_loads_nothing_heavy() -> None:

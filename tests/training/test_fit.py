@@ -171,11 +171,11 @@ def test_train_config_validation(changes, match) -> None:
 
 
 def test_chunked_steps_give_the_same_updates_as_one_minibatch_per_step(small_splits, monkeypatch) -> None:
-    from mmfuse.training import engine
+    from mmfuse.training import loaders
 
     cfg = quiet(epochs=3, modality_dropout=0.3, batch_size=48)  # 280 rows: a partial last minibatch
     chunked = fit(make_model(small_splits, dropout=0.2), small_splits, cfg)
-    monkeypatch.setattr(engine, "CHUNK_STEPS", 1)
+    monkeypatch.setattr(loaders, "CHUNK_STEPS", 1)
     single = fit(make_model(small_splits, dropout=0.2), small_splits, cfg)
     assert [h["train_loss"] for h in chunked.history] == [h["train_loss"] for h in single.history]
     a, b = chunked.model.state_dict(), single.model.state_dict()
@@ -184,32 +184,32 @@ def test_chunked_steps_give_the_same_updates_as_one_minibatch_per_step(small_spl
 
 def test_chunks_are_capped_by_their_size_in_bytes() -> None:
     from mmfuse.data import ModalitySpec
-    from mmfuse.training.engine import CHUNK_BYTES, CHUNK_STEPS, _chunk_steps
+    from mmfuse.training.loaders import CHUNK_BYTES, CHUNK_STEPS, chunk_steps
 
     def dataset(shape):
         x = torch.zeros(4, *shape)
         return MultimodalDataset("d", {"x": x}, torch.tensor([0, 1, 0, 1]),
                                  specs={"x": ModalitySpec("vector", shape)}, num_classes=2)
 
-    assert _chunk_steps(dataset((32,)), 128) == CHUNK_STEPS
+    assert chunk_steps(dataset((32,)), 128) == CHUNK_STEPS
     row = 3 * 224 * 224 * 4  # a float image
-    assert _chunk_steps(dataset((3, 224, 224)), 128) == max(1, CHUNK_BYTES // (row * 128))
-    assert _chunk_steps(dataset((3, 224, 224)), 4096) == 1
+    assert chunk_steps(dataset((3, 224, 224)), 128) == max(1, CHUNK_BYTES // (row * 128))
+    assert chunk_steps(dataset((3, 224, 224)), 4096) == 1
 
 
 def _fit_recording_plain(small_splits, monkeypatch, cfg, callbacks=()):
     """fit, and whether it stepped without Lightning's wrappers, and its global_step."""
-    from mmfuse.training import engine
+    from mmfuse.training import module as lightning_module
 
     seen: dict = {}
-    decide = engine._plain_steps
+    decide = lightning_module._plain_steps
 
     def spy(trainer, module):
         seen["plain"] = decide(trainer, module)
         seen["trainer"] = trainer
         return seen["plain"]
 
-    monkeypatch.setattr(engine, "_plain_steps", spy)
+    monkeypatch.setattr(lightning_module, "_plain_steps", spy)
     result = fit(make_model(small_splits, dropout=0.2), small_splits, cfg, callbacks=callbacks)
     return result, seen["plain"], seen["trainer"].global_step
 
@@ -217,12 +217,12 @@ def _fit_recording_plain(small_splits, monkeypatch, cfg, callbacks=()):
 def test_plain_steps_give_lightnings_updates_and_step_count(small_splits, monkeypatch) -> None:
     """Where Lightning's backward / optimizer-step wrappers only call hooks nobody
     implements, fit calls torch directly: same updates, same global_step."""
-    from mmfuse.training import engine
+    from mmfuse.training import module as lightning_module
 
     cfg = quiet(epochs=3, modality_dropout=0.3, batch_size=48)  # 280 rows: 6 minibatches an epoch
     plain, used, steps = _fit_recording_plain(small_splits, monkeypatch, cfg)
     assert used and steps == 3 * 6
-    monkeypatch.setattr(engine, "_plain_steps", lambda trainer, module: False)
+    monkeypatch.setattr(lightning_module, "_plain_steps", lambda trainer, module: False)
     wrapped = fit(make_model(small_splits, dropout=0.2), small_splits, cfg)
     assert [h["train_loss"] for h in plain.history] == [h["train_loss"] for h in wrapped.history]
     a, b = plain.model.state_dict(), wrapped.model.state_dict()

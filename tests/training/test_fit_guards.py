@@ -14,7 +14,7 @@ from mmfuse.data import load_dataset
 from mmfuse.errors import ConfigError, TrainingError
 from mmfuse.models import build_model
 from mmfuse.training import TrainConfig, TrainConfigError, fit
-from mmfuse.training.engine import auto_threads
+from mmfuse.training.threads import auto_threads
 
 
 def model_for(splits, hidden_dim=8):

@@ -35,7 +35,7 @@ __all__ = [
     "task_metrics",
 ]
 
-_LAZY = {"fit": "mmfuse.training.engine", "FusionModule": "mmfuse.training.engine"}
+_LAZY = {"fit": "mmfuse.training.engine", "FusionModule": "mmfuse.training.module"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,5 @@
-"""Torch intra-op threads for small models on a CPU: how many, and set for a block of work.
+"""Torch intra-op threads for small models on a CPU: how many, and set for a block of
+work or for a DataLoader worker.
 
 Shape legend: none. Lightning-free, so prediction uses the same rule as training
 without importing the training engine.
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-__all__ = ["THREADS_MIN_WORK", "auto_threads", "available_cpus", "idle_cpus", "torch_threads"]
+__all__ = ["THREADS_MIN_WORK", "auto_threads", "available_cpus", "idle_cpus", "one_thread_worker", "torch_threads"]
 
 
 def available_cpus() -> int:
@@ -66,3 +67,9 @@ def torch_threads(n: int) -> Iterator[None]:
     finally:
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
+
+
+def one_thread_worker(worker_id: int) -> None:
+    """A DataLoader ``worker_init_fn``: workers index tensors, one torch thread each,
+    so that they and the training threads do not oversubscribe the CPUs."""
+    torch.set_num_threads(1)
