@@ -52,7 +52,7 @@ def step_time(model, splits, threads: int, steps: int = 10, batch: int = 128) ->
     return statistics.median(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=available_cpus(), help="N, compared with 1")
     parser.add_argument("--widths", type=int, nargs="+", default=[16, 64, 256, 512, 1024, 2048])
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--quick", action="store_true",
                         help="one width, one repeat, 200 samples, 1-epoch fits (a check that the script runs)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         args.widths, args.repeats, args.fit_repeats = [16], 1, 1
     default_threads = torch.get_num_threads()
@@ -116,7 +116,8 @@ def main() -> None:
     }
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
