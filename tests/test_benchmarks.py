@@ -229,6 +229,8 @@ def test_the_benchmark_runs_quickly(script: str, tmp_path: Path, request: pytest
     monkeypatch.chdir(tmp_path)  # anything written to a relative path lands here
     out = tmp_path / "out" / script[:-3]
     out.parent.mkdir()
+    results = BENCHMARKS / "results"
+    before = {p.name: p.stat().st_mtime_ns for p in results.iterdir()} if results.is_dir() else {}
     threads = torch.get_num_threads()
     try:
         module = _load(script, monkeypatch)
@@ -236,4 +238,6 @@ def test_the_benchmark_runs_quickly(script: str, tmp_path: Path, request: pytest
     finally:
         torch.set_num_threads(threads)  # scripts set their own counts
     assert code in (0, None), f"benchmarks/{script} --quick returned {code}"
+    after = {p.name: p.stat().st_mtime_ns for p in results.iterdir()} if results.is_dir() else {}
+    assert after == before, "a quick run wrote under benchmarks/results/"
     quick.check(out, module)
