@@ -86,7 +86,7 @@ def table(rows: list[dict], modalities: list[str], missing: str) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", default="avdigits")
     parser.add_argument("--n", type=int, default=None, help="subsample size (reviews)")
@@ -97,16 +97,18 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--missing", default="audio", help="the modality removed at test time")
-    parser.add_argument("--out", default="benchmarks/results/balance_cpu2")
+    parser.add_argument("--out", default=None, help="write OUT.jsonl and OUT.md (default: "
+                        "benchmarks/results/balance_cpu2, with --quick ./balance_quick)")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--report-only", action="store_true", help="only write <out>.md from <out>.jsonl")
     parser.add_argument("--quick", action="store_true",
-                        help="synthetic data (n=300), late, every method, one seed, one epoch, written under "
-                             "./balance_quick (a check that the script runs)")
-    args = parser.parse_args()
+                        help="synthetic data (n=200), late, every method, one seed, one epoch, written to "
+                             "--out or ./balance_quick (a check that the script runs)")
+    args = parser.parse_args(argv)
     if args.quick:
-        args.dataset, args.n, args.fusions, args.seeds, args.epochs = "synthetic", 300, "late", "0", 1
-        args.missing, args.out = "x1", "balance_quick"
+        args.dataset, args.n, args.fusions, args.seeds, args.epochs = "synthetic", 200, "late", "0", 1
+        args.missing, args.out, args.resume = "x1", args.out or "balance_quick", False
+    args.out = args.out or "benchmarks/results/balance_cpu2"
 
     options = {} if args.n is None else {"n": args.n}
     splits = load_dataset(args.dataset, **options)
@@ -141,7 +143,8 @@ def main() -> None:
     text = f"{header}\n\n{table(rows, list(splits.modalities), args.missing)}\n"
     atomic_write(out.with_suffix(".md"), text)
     print(text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

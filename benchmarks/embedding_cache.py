@@ -4,7 +4,7 @@ cache costs on disk.
 Usage::
 
     python benchmarks/embedding_cache.py                      # reviews n=1000, 4 fits a side
-    python benchmarks/embedding_cache.py --quick              # n=300, 2 fits, no size, seconds
+    python benchmarks/embedding_cache.py --quick              # tiny model, n=200, 1 fit, no size: seconds
     python benchmarks/embedding_cache.py --out benchmarks/results/embedding_cache_cpu2
 
 What it does, on the ``reviews`` dataset (text + tabular) with a text model built from
@@ -134,7 +134,8 @@ def cache_size(words: list[str], tmp: Path, max_length: int) -> list[dict[str, A
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true",
+                    help="the tiny model, n=200, one fit a side of 1 epoch, no size (a check that the script runs)")
     ap.add_argument("--n", type=int, default=None, help="reviews drawn for the fits")
     ap.add_argument("--fits", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=3)
@@ -143,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="write OUT.json and OUT.md")
     args = ap.parse_args(argv)
     if args.quick:  # the whole-dataset size encodes 23,486 reviews: not quick
-        args.no_size = True
-    n = args.n or (300 if args.quick else 1000)
-    fits = args.fits or (2 if args.quick else 4)
+        args.no_size, args.models, args.epochs = True, "tiny", 1
+    n = args.n or (200 if args.quick else 1000)
+    fits = args.fits or (1 if args.quick else 4)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     splits = load_dataset("reviews", n=n, max_tokens=64)
     words = [w for w in load_dataset("reviews", n=2000).info["vocab"][2:2000] if w.isalnum()]

@@ -5,6 +5,7 @@ Usage::
     python benchmarks/export_speed.py                        # every strategy: about 6 min on 2 shared CPUs
     python benchmarks/export_speed.py --cases early,gated --speed early   # quick
     python benchmarks/export_speed.py --out benchmarks/results/export_cpu2.json   # + .md beside it
+    python benchmarks/export_speed.py --quick --out /tmp/export.json   # one model, 60 rows: a check that it runs
 
 What it does, in one process with ``torch.set_num_threads(--threads)`` (default 2) and
 onnxruntime's CPU provider on as many intra-op threads:
@@ -261,7 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, help="write the results as JSON here (and markdown beside it)")
+    parser.add_argument("--quick", action="store_true",
+                        help="early only, 60 rows, one thread, speed for 0.05 s once (a check that the script runs)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.cases, args.speed, args.rows, args.threads = "early", "early", 60, 1
+        args.speed_threads, args.seconds, args.repeats = "1", 0.05, 1
     import onnxruntime as ort
 
     torch.set_num_threads(args.threads)

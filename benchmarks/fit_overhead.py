@@ -96,7 +96,7 @@ def _bare_loop(model, splits, cfg: TrainConfig) -> float:
     return CLOCK() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=15, help="the bench's default")
@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--quick", action="store_true",
                         help="1 repeat, 1 epoch, 200 samples, width 16 (a check that the script runs)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.epochs, args.n, args.hidden_dim = 1, 1, 200, 16
     global CLOCK
@@ -187,7 +187,8 @@ def main() -> None:
         print(f"compiled fit / eager fit = {f / e:.2f} (eager fit {e * 1000:.0f} ms)")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

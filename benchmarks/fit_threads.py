@@ -53,18 +53,19 @@ def step_time(model, splits, threads: int, steps: int = 10, batch: int = 128) ->
     return statistics.median(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=available_cpus(), help="N, compared with 1")
     parser.add_argument("--widths", type=int, nargs="+", default=[16, 64, 256, 512, 1024, 2048])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--fit-repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps per sweep measurement")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--quick", action="store_true",
-                        help="one width, one repeat, 200 samples, 1-epoch fits (a check that the script runs)")
-    args = parser.parse_args()
+                        help="one width, one repeat of 2 steps, 200 samples, 1-epoch fits (a check that the script runs)")
+    args = parser.parse_args(argv)
     if args.quick:
-        args.widths, args.repeats, args.fit_repeats = [16], 1, 1
+        args.widths, args.repeats, args.fit_repeats, args.steps = [16], 1, 1, 2
     default_threads = torch.get_num_threads()
     splits = load_dataset("synthetic", n=200 if args.quick else 2000)
 
@@ -75,8 +76,8 @@ def main() -> None:
         params = sum(p.numel() for p in model.parameters())
         one, many = [], []
         for _ in range(args.repeats):
-            one.append(step_time(model, splits, 1))
-            many.append(step_time(model, splits, args.threads))
+            one.append(step_time(model, splits, 1, args.steps))
+            many.append(step_time(model, splits, args.threads, args.steps))
         t1, tn = statistics.median(one), statistics.median(many)
         rows.append({"hidden_dim": width, "params": params, "work": params * 128, "t1_ms": round(t1 * 1e3, 3),
                      f"t{args.threads}_ms": round(tn * 1e3, 3), "ratio": round(tn / t1, 3),
@@ -117,7 +118,8 @@ def main() -> None:
     }
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

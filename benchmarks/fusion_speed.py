@@ -80,7 +80,7 @@ class Shapes:
 
 
 FULL = Shapes(batch=64, tokens=50, dim=256)
-QUICK = Shapes(batch=8, tokens=12, dim=32)
+QUICK = Shapes(batch=8, tokens=12, dim=32, modalities=(2,))
 
 
 @dataclass
@@ -350,7 +350,7 @@ def speedups(results: list[Result]) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small shapes (b=8, t=12, d=32)")
+    parser.add_argument("--quick", action="store_true", help="small shapes (b=8, t=12, d=32, M=2 only)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per measurement, after one warm-up step (default 2)")
     parser.add_argument(

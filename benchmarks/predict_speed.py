@@ -5,6 +5,7 @@ Usage::
     python benchmarks/predict_speed.py                    # defaults: ~7 minutes on 2 CPUs
     python benchmarks/predict_speed.py --rows 5000 --rounds 2 --stream-rows 100000   # quick
     python benchmarks/predict_speed.py --out benchmarks/results/predict_speed_cpu2.json  # + .md beside it
+    python benchmarks/predict_speed.py --quick --out /tmp/predict.json   # a check that it runs: seconds
 
 What it does:
 
@@ -44,6 +45,10 @@ What it does:
 
 Thread counts: torch's (``torch.set_num_threads``) and, where the ``Run`` sets its own
 for the forward (``Run.threads``), that one too.
+
+``--quick`` runs every step on 400 rows: training on them for one epoch (in this process,
+through the same ``mmfuse.cli.main``), one round at one thread, a streamed folder of
+4,000 rows: a check that the script runs, not a measurement.
 
 Linux only (``/proc``). Nothing here asserts a time.
 """
@@ -98,13 +103,20 @@ def input_frame(reviews: pd.DataFrame, rows: int) -> pd.DataFrame:
     return pd.concat([frame] * reps, ignore_index=True).iloc[:rows].reset_index(drop=True)
 
 
-def train_run(table: Path, out: Path) -> float:
-    """A ``gated`` run bundle in ``out`` from ``mmfuse train`` in a child process; its wall time."""
-    code = "import sys; from mmfuse.cli import main; sys.exit(main(sys.argv[1:]))"
-    cmd = [sys.executable, "-c", code, "train", "--data", str(table), "--target", "Recommended IND",
-           "--exclude", "Rating", "--fusion", "gated", "--epochs", "2", "--out", str(out)]
+def train_run(table: Path, out: Path, *, epochs: int = 2, child: bool = True) -> float:
+    """A ``gated`` run bundle in ``out`` from ``mmfuse train`` (in a child process unless ``child``
+    is False: then in this one, e.g. ``--quick``); its wall time."""
+    argv = ["train", "--data", str(table), "--target", "Recommended IND", "--exclude", "Rating", "--fusion", "gated",
+            "--epochs", str(epochs), "--out", str(out)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if not child:
+        from mmfuse.cli import main
+
+        if main(argv):
+            raise SystemExit("mmfuse train failed")
+        return time.perf_counter() - t0
+    code = "import sys; from mmfuse.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"mmfuse train failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return time.perf_counter() - t0
@@ -400,7 +412,8 @@ def markdown(res: dict[str, Any]) -> str:
              f"Machine: {meta['cpus']} CPUs {meta['machine']}, torch {meta['torch']} (default threads "
              f"{meta['default_threads']}), python {meta['python']}, pyarrow {meta['pyarrow']}, pandas "
              f"{meta['pandas']}; load average (1, 5, 15 min) {meta['load_before']} before, {meta['load_after']} "
-             f"after. Model: `gated` on reviews (`Recommended IND`, Rating excluded, 2 epochs). "
+             f"after. Model: `gated` on reviews (`Recommended IND`, Rating excluded, {meta.get('epochs', 2)} epochs"
+             + (f", {meta['train_rows']} rows" if meta.get("train_rows") else "") + "). "
              f"{res['speed']['rows']} rows, {meta['rounds']} rounds, medians. Code: commit "
              f"{meta.get('git', {}).get('head', '?')}"
              + (f" with uncommitted changes to {', '.join(meta['git']['src_uncommitted'])}"
@@ -471,7 +484,7 @@ def git_state() -> dict[str, Any]:
             "src_uncommitted": [f for f in git("diff", "--name-only", "HEAD", "--", "src").splitlines() if f]}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=None, help="rows of the speed measurements (default: the table's)")
     p.add_argument("--rounds", type=int, default=5)
@@ -487,7 +500,15 @@ def main() -> None:
     p.add_argument("--data-root", default=os.environ.get("MMFUSE_DATA") or (
         str(ROOT.parent / "shared" / "data") if (ROOT.parent / "shared" / "data").is_dir() else None))
     p.add_argument("--out", type=Path, help="write OUT (.json) and OUT with .md")
-    args = p.parse_args()
+    p.add_argument("--epochs", type=int, default=2, help="epochs of the model trained (default 2)")
+    p.add_argument("--train-rows", type=int, default=None, help="train on the first N rows (default: all)")
+    p.add_argument("--quick", action="store_true",
+                   help="400 rows: trained on them for 1 epoch in this process, one round at one thread, a "
+                        "streamed folder of 4,000 rows (a check that the script runs)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rows, args.rounds, args.threads, args.stream_rows = 400, 1, "1", 4000
+        args.epochs, args.train_rows = 1, 400
     threads = [int(t) for t in args.threads.split(",")] if args.threads else sorted({1, DEFAULT_THREADS})
     load_before = [round(v, 2) for v in os.getloadavg()]
     import pyarrow
@@ -497,6 +518,7 @@ def main() -> None:
         "torch": torch.__version__, "pyarrow": pyarrow.__version__, "pandas": pd.__version__,
         "mmfuse": mmfuse.__version__, "default_threads": DEFAULT_THREADS, "threads": threads,
         "rounds": args.rounds, "batch_rows": BATCH_ROWS, "load_before": load_before,
+        "epochs": args.epochs, "train_rows": args.train_rows,
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     meta["git"] = git_state()
@@ -506,9 +528,9 @@ def main() -> None:
         run_dir = args.run
         if run_dir is None:
             train_table = scratch / "reviews.parquet"
-            reviews.to_parquet(train_table, index=False)
+            reviews.iloc[:args.train_rows].to_parquet(train_table, index=False)
             run_dir = scratch / "run"
-            meta["train_seconds"] = round(train_run(train_table, run_dir), 2)
+            meta["train_seconds"] = round(train_run(train_table, run_dir, epochs=args.epochs, child=not args.quick), 2)
         torch.set_num_threads(1)
         run = mmfuse.load_run(run_dir)
         meta["model"] = repr(run)
@@ -522,7 +544,8 @@ def main() -> None:
             res["profile"] = profile_predict_file(run, table, scratch)
         if args.stream_rows > 0:
             folder = scratch / "stream"
-            res["stream_data"] = write_stream_folder(input_frame(reviews, len(reviews)), folder, args.stream_rows)
+            source = frame if args.quick else input_frame(reviews, len(reviews))  # quick: 5 x 400 rows a file
+            res["stream_data"] = write_stream_folder(source, folder, args.stream_rows)
             print(f"stream folder: {res['stream_data']}", flush=True)
             res["memory"] = {"stream": stream_peak(run_dir, folder, res["stream_data"], scratch, args.stream_threads)}
             if args.with_scanner:
@@ -536,7 +559,8 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
         args.out.with_suffix(".md").write_text(md)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -17,6 +17,11 @@ Each case runs for at most ``--seconds`` (and at most the rows of the table a pa
 lot: compare cases of one run, not runs.
 
     python benchmarks/serve_speed.py --out benchmarks/results/serve_speed_cpu2
+    python benchmarks/serve_speed.py --quick --out /tmp/serve   # 64 rows, 0.2 s a case, once: seconds
+
+``--quick`` runs every case (the server on 127.0.0.1, a free port, stopped at the end)
+on 64 rows for at most 0.2 s each, once, after a 1-epoch training: a check that the
+script runs, not a measurement.
 """
 
 from __future__ import annotations
@@ -58,13 +63,13 @@ def _table(n: int, seed: int) -> pd.DataFrame:
     return df
 
 
-def _train(folder: Path) -> Path:
+def _train(folder: Path, epochs: int = 2) -> Path:
     from mmfuse.cli import main
 
     _table(300, 0).to_csv(folder / "train.csv", index=False)
     out = folder / "run"
     code = main(["train", "--data", str(folder / "train.csv"), "--target", "y", "--fusion", "gated", "--out",
-                 str(out), "epochs=2", "hidden_dim=16", "threads=1"])
+                 str(out), f"epochs={epochs}", "hidden_dim=16", "threads=1"])
     if code != 0:
         raise SystemExit(f"training failed ({code})")
     return out
@@ -101,9 +106,10 @@ def _rate(step: Callable[[int], int], total: int, seconds: float, repeats: int, 
 
 
 def _start_server(run: Path, threads: int, max_wait_ms: float) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "mmfuse.cli", "serve", str(run), "--port", "0", "--threads",
-                             str(threads), "--max-wait-ms", str(max_wait_ms)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.Popen([sys.executable, "-m", "mmfuse.cli", "serve", str(run), "--host", "127.0.0.1", "--port",
+                             "0", "--threads", str(threads), "--max-wait-ms", str(max_wait_ms)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(s) for s in proc.stdout], daemon=True).start()
     deadline = time.monotonic() + 120
@@ -131,7 +137,7 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=30)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, help="a run bundle (default: train the small one)")
     p.add_argument("--rows", type=int, default=2048)
@@ -140,7 +146,11 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=8.0, help="most seconds per repeat of a case")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", type=Path, help="write OUT.json and OUT.md")
-    args = p.parse_args()
+    p.add_argument("--quick", action="store_true",
+                   help="1-epoch training, 64 rows, at most 0.2 s a case, once (a check that the script runs)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rows, args.seconds, args.repeats = 64, 0.2, 1
 
     import httpx
     import torch
@@ -150,7 +160,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()[0]
     tmp = tempfile.TemporaryDirectory(prefix="serve-speed-")
-    run_path = args.run or _train(Path(tmp.name))
+    run_path = args.run or _train(Path(tmp.name), epochs=1 if args.quick else 2)
     run = mmfuse.load_run(run_path, threads=args.threads)
     frame = _table(args.rows, 1).drop(columns=["y"])
     rows = json.loads(frame.to_json(orient="records"))
@@ -188,7 +198,8 @@ def main() -> None:
             def worker(k: int) -> None:
                 with httpx.Client(base_url=url, timeout=60) as c:
                     j = k
-                    while time.perf_counter() < stop and counts[k] < n // 8:
+                    # at least one request each: a client slower to connect than the deadline still counts
+                    while counts[k] == 0 or (time.perf_counter() < stop and counts[k] < n // 8):
                         c.post("/predict", json={"rows": rows[j % n:j % n + 1]}).raise_for_status()
                         counts[k] += 1
                         j += 8
@@ -228,9 +239,11 @@ def main() -> None:
                     *lines, "", NOTES])
     print(md)
     if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".json").write_text(json.dumps({"meta": head, "results": results}, indent=1))
         args.out.with_suffix(".md").write_text(md)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

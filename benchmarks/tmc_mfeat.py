@@ -177,7 +177,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--seeds", default="0,1,2,3,4")
@@ -186,16 +186,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the stratified split (the protocol: 0)")
-    parser.add_argument("--out", default="benchmarks/results/tmc_mfeat_cpu2")
+    parser.add_argument("--out", default=None, help="write OUT.jsonl and OUT.md (default: "
+                        "benchmarks/results/tmc_mfeat_cpu2, with --quick ./tmc_mfeat_quick)")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--report-only", action="store_true", help="only write <out>.md from <out>.jsonl")
     parser.add_argument("--quick", action="store_true",
-                        help="trusted and late, one seed, 2 epochs, written to ./tmc_mfeat_quick (a check that the "
-                             "script runs; the results file is not touched)")
-    args = parser.parse_args()
+                        help="trusted and late, one seed, 1 epoch, written to --out or ./tmc_mfeat_quick (a check "
+                             "that the script runs; the results file is not touched)")
+    args = parser.parse_args(argv)
     if args.quick:
-        args.configs, args.seeds, args.epochs, args.patience = "trusted,late", "0", 2, 1
-        args.out, args.resume, args.report_only = "tmc_mfeat_quick", False, False
+        args.configs, args.seeds, args.epochs, args.patience = "trusted,late", "0", 1, 1
+        args.out, args.resume, args.report_only = args.out or "tmc_mfeat_quick", False, False
+    args.out = args.out or "benchmarks/results/tmc_mfeat_cpu2"
 
     out = Path(args.out)
     log = out.with_suffix(".jsonl")
@@ -228,7 +230,7 @@ def main() -> None:
     load_after = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     header = (
         f"# mmfuse on TMC's mfeat protocol\n\n"
-        f"Command: `OMP_NUM_THREADS=1 python benchmarks/tmc_mfeat.py {shlex.join(sys.argv[1:])}`; started {started}, commit {commit}, {platform.machine()} "
+        f"Command: `OMP_NUM_THREADS=1 python benchmarks/tmc_mfeat.py {shlex.join(sys.argv[1:] if argv is None else argv)}`; started {started}, commit {commit}, {platform.machine()} "
         f"({torch.get_num_threads()} torch threads per fit: --threads {args.threads}); load average "
         f"{' '.join(load_before)} at the start, {' '.join(load_after)} at the end (a shared 2-core machine); "
         f"{time.perf_counter() - t0:.0f} s this invocation, fit seconds summed over runs "
@@ -247,7 +249,8 @@ def main() -> None:
     text = f"{header}\n{table(rows)}\n"
     atomic_write(out.with_suffix(".md"), text)
     print(text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -54,7 +54,9 @@ def test_bench_on_a_users_table(table: Path, tmp_path: Path, target: str, task: 
     assert rec is not None and rec["pick"] in ("late", "gated")
     html = (out / "report.html").read_text()
     assert "<h2>Data</h2>" in html and "reviews_small.csv" in html and target in html
-    assert (out / "plots" / "accuracy.png").is_file()
+    # the score figure is named by the metric it plots, never "accuracy" for macro-F1 or RMSE
+    assert {p.name for p in (out / "plots").glob("score*.png")} == {f"score_{metric}.png"}
+    assert not (out / "plots" / "accuracy.png").exists()
     if task == "binary":  # what the test of macro-F1 recomputes per resample, and the other metrics shown
         n = m["n_test"]
         assert len(m["sample_labels"]) == len(m["sample_predictions"]) == len(m["sample_probabilities"]) == n

@@ -126,9 +126,13 @@ def test_wide_grids_stay_at_most_two_panels_a_row(results, drawn) -> None:
     plots.plot_noise(rows)
     plots.plot_missing(rows)
     plots.plot_cost(rows, field="params", xlabel="parameters", name="cost_params", title="t")
+    plots.plot_accuracy(rows)
     noise = drawn["robustness_noise"]
     assert len(noise.axes) == 12 and _columns(noise) == 2  # was one row of 12 at the default bench's size
     assert _columns(drawn["cost_params"]) == 2
+    score = drawn["accuracy"]
+    assert len(score.axes) == len(TASKS) and _columns(score) == 2  # was three a row (1,728 px wide)
+    assert score.get_size_inches()[0] <= 13
     missing = drawn["robustness_missing"]
     assert _columns(missing) <= 2
     assert noise.get_size_inches()[0] <= 13 and missing.get_size_inches()[0] <= 13
@@ -149,3 +153,33 @@ def test_fixed_weights_are_named_not_drawn_and_gates_span_zero_to_one(results, d
         for ax in mpl.axes:  # the gate moves by 0.02: on a 0-1 axis it looks as small as it is
             lo, hi = ax.get_ylim()
             assert lo <= 0.0 and hi >= 1.0
+
+
+def _ranked_by(rows, metric_of):
+    """The rows as if each dataset were ranked by ``metric_of(dataset) -> (name, higher_is_better)``."""
+    import dataclasses
+
+    return [dataclasses.replace(r, metric=metric_of(r.dataset)[0], higher_is_better=metric_of(r.dataset)[1])
+            for r in rows]
+
+
+@pytest.mark.parametrize(("metric_of", "name", "title", "axis"), [
+    (lambda ds: ("accuracy", True), "accuracy", "Test accuracy per strategy", {"test accuracy"}),
+    (lambda ds: ("macro_f1", True), "score_macro_f1", "Test macro-F1 per strategy", {"test macro-F1"}),
+    (lambda ds: ("rmse", False), "score_rmse", "Test RMSE per strategy", {"test RMSE"}),
+    # the datasets' metrics differ: one file, each panel's axis names its own
+    (lambda ds: ("r2", True) if ds.endswith("synergy") else ("accuracy", True), "score",
+     "Test score (each dataset's metric, on its axis) per strategy", {"test R²", "test accuracy"}),
+])
+def test_the_score_figure_is_named_by_the_metric_it_plots(results, drawn, metric_of, name, title, axis) -> None:
+    rows = _ranked_by(results[0], metric_of)
+    fig = plots.plot_accuracy(rows)
+    assert fig.name == f"{name}.png" and fig.title == title
+    mpl = drawn[name]
+    labels = {ax.get_xlabel().split(" (")[0] for ax in mpl.axes}
+    assert labels == axis
+    lower = metric_of("")[1] is False
+    for ax in mpl.axes:  # the best strategy on top (barh's last bar), whichever way the metric points
+        widths = [p.get_width() for p in ax.patches]
+        assert widths[-1] == (min(widths) if lower else max(widths))
+        assert ("lower is better" in ax.get_xlabel()) == lower

@@ -117,20 +117,45 @@ def _metric(rows: Sequence[SummaryRow]) -> tuple[str, bool]:
 
 
 _BOUNDED = {"accuracy", "macro_f1", "micro_f1", "auroc", "map", "score"}
+#: how a metric is named on an axis or in a title
+_METRIC_LABEL = {"accuracy": "accuracy", "macro_f1": "macro-F1", "micro_f1": "micro-F1", "auroc": "AUROC",
+                 "map": "mAP", "rmse": "RMSE", "mae": "MAE", "r2": "R²"}
 
 
-# --------------------------------------------------------------------- accuracy
+def _label(metric: str) -> str:
+    return _METRIC_LABEL.get(metric, metric)
+
+
+def _score_metric(rows: Sequence[SummaryRow]) -> str | None:
+    """The one metric the scored rows are ranked by; None when the datasets' metrics differ."""
+    metrics = {r.metric for r in rows if r.score_mean is not None}
+    return next(iter(metrics)) if len(metrics) == 1 else None
+
+
+def score_figure_name(rows: Sequence[SummaryRow]) -> str:
+    """The file name (without ``.png``) of the score figure: ``accuracy`` when every dataset is
+    ranked by accuracy, ``score_<metric>`` when all are ranked by another one (``--metric``, or
+    macro-F1 on an imbalanced target, RMSE for a regression), ``score`` when the datasets' metrics differ."""
+    metric = _score_metric(rows)
+    return "score" if metric is None else "accuracy" if metric == "accuracy" else f"score_{metric}"
+
+
+# --------------------------------------------------------------------- score
 def plot_accuracy(rows: Sequence[SummaryRow]) -> Figure | None:
+    """Test score per strategy and dataset, a panel a dataset, two a row; the figure, its title and
+    every axis are named by the metric plotted (:func:`score_figure_name`)."""
     datasets = [d for d in _datasets(rows) if _ok(rows, d)]
     if not datasets:
         return None
     colors = _colors([r.model for r in rows])
-    nrows, ncols = _grid(len(datasets))
+    nrows, ncols = _grid(len(datasets), 2)  # two panels a row: readable at a page's width
     height = max(len(_ok(rows, d)) for d in datasets) * 0.32 + 1.2
     fig = MplFigure(figsize=(5.2 * ncols, height * nrows), layout="constrained")
     for i, ds in enumerate(datasets):
         ax = fig.add_subplot(nrows, ncols, i + 1)
-        rs = sorted(_ok(rows, ds), key=lambda r: r.score_mean)
+        metric, higher = _metric(_ok(rows, ds))
+        # the best on top (the last bar of barh), whichever way the metric points
+        rs = sorted(_ok(rows, ds), key=lambda r: r.score_mean if higher else -r.score_mean)
         y = np.arange(len(rs))
         acc = [r.score_mean for r in rs]
         err = [r.score_std or 0.0 for r in rs]
@@ -138,7 +163,6 @@ def plot_accuracy(rows: Sequence[SummaryRow]) -> Figure | None:
                 error_kw={"elinewidth": 0.8})
         ax.set_yticks(y, [r.model for r in rs], fontsize=8)
         best = next((r for r in rs if r.model == r.best_unimodal), None)
-        metric, higher = _metric(rs)
         if best is not None:
             ax.axvline(best.score_mean, color="black", linestyle="--", linewidth=1,
                        label=f"best unimodal ({best.model})")
@@ -154,14 +178,17 @@ def plot_accuracy(rows: Sequence[SummaryRow]) -> Figure | None:
             ax.text(0.01, 0.005, "failed runs: " + ", ".join(failed), transform=ax.transAxes, fontsize=7,
                     color="#b3261e", va="bottom", ha="left", wrap=True)
         ax.set_title(ds, fontsize=10)
-        ax.set_xlabel(f"test {metric} (mean ± std over seeds; {'higher' if higher else 'lower'} is better)",
+        ax.set_xlabel(f"test {_label(metric)} (mean ± std over seeds; {'higher' if higher else 'lower'} is better)",
                       fontsize=8)
         ax.tick_params(axis="x", labelsize=8)
         ax.grid(axis="x", alpha=0.3)
-    return _figure(fig, "accuracy", "Test score per strategy",
-                   "Bars: mean test score (the task's main metric) over seeds, whiskers: standard deviation, on "
-                   "one axis from 0 for every dataset. Grey bars are unimodal baselines; the dashed line is the "
-                   "best of them. Strategies with failed runs are named in red (see the failed runs table).")
+    metric = _score_metric(rows)
+    plotted = "score (each dataset's metric, on its axis)" if metric is None else _label(metric)
+    return _figure(fig, score_figure_name(rows), f"Test {plotted} per strategy",
+                   f"Bars: mean test {plotted} (the metric the bench ranks by) over seeds, whiskers: standard "
+                   "deviation, from 0 on every panel, the best strategy on top. Grey bars are unimodal baselines; "
+                   "the dashed line is the best of them. Strategies with failed runs are named in red (see the "
+                   "failed runs table).")
 
 
 # ------------------------------------------------------------------------- cost
@@ -204,7 +231,7 @@ def plot_cost(rows: Sequence[SummaryRow], *, field: str, xlabel: str, name: str,
         ax.xaxis.set_minor_formatter(FuncFormatter(_plain))
         ax.set_title(ds, fontsize=10)
         ax.set_xlabel(xlabel, fontsize=9)
-        ax.set_ylabel(f"test {_metric(rs)[0]}", fontsize=9)
+        ax.set_ylabel(f"test {_label(_metric(rs)[0])}", fontsize=9)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3, which="both")
     if handles:
