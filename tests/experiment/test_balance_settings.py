@@ -10,44 +10,14 @@ from typing import Any
 
 import pytest
 import yaml
+from _cli_capture import bench_config, train_spec
 
 from mmfuse.cli import main
 from mmfuse.experiment import DataSpec, ExperimentSpec, ModelSpec
 from mmfuse.experiment.specs import SPEC_SCHEMA, stable_hash
 from mmfuse.training.config import BalanceOptions, TrainConfig
 
-
-class _Stop(Exception):
-    pass
-
-
-def _train(argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ExperimentSpec:
-    """The spec ``mmfuse train argv`` builds (it stops before its run folder is written)."""
-    import mmfuse.experiment.command as command
-
-    seen: dict[str, ExperimentSpec] = {}
-
-    def stop(out: Path, spec: ExperimentSpec, **kw: Any) -> None:
-        seen["spec"] = spec
-        raise _Stop
-
-    monkeypatch.setattr(command, "prepare_run_folder", stop)
-    with pytest.raises(_Stop):
-        main(["train", *argv, "--out", str(tmp_path / "run")])
-    return seen["spec"]
-
-
-def _bench(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The BenchConfig ``mmfuse bench argv`` builds (nothing runs)."""
-    seen: dict[str, Any] = {}
-
-    def fake_run_bench(config: Any, **kw: Any) -> Any:
-        seen["config"] = config
-        return type("Outcome", (), {"failed": 0})()
-
-    monkeypatch.setattr("mmfuse.bench.run_bench", fake_run_bench)
-    assert main(["bench", *argv]) == 0
-    return seen["config"]
+_train, _bench = train_spec, bench_config
 
 
 def _yaml(tmp_path: Path, doc: dict[str, Any]) -> str:
