@@ -300,7 +300,7 @@ def _run_data(args: argparse.Namespace) -> int:
 
         options = table_settings({"path": args.name, **_table_options_from_args(args)}, require=True)
         report = describe_table(options.pop("path"), **options)
-        print(json.dumps(report.to_dict(), indent=1) if args.json else report.render())
+        print(json.dumps(report.to_json(), indent=1) if args.json else report.render())
         return 0
     if args.action == "download":
         print(f"{args.name}: files in {download(args.name, args.data_root)}")
