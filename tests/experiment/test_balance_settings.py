@@ -114,3 +114,17 @@ def test_the_training_key_holds_balancing_only_when_on_and_only_what_the_method_
         "method": "gblend", "every": 1, "floor": 0.01}
     assert len({off.key, aux.key, _spec(balance="gblend").key, _spec(balance="ogm_ge").key,
                 _spec(balance="mmpareto").key}) == 5
+
+
+def test_the_balance_flag_names_every_registered_method_and_option(capsys) -> None:
+    """``--balance``'s help is written out (the parser imports no torch): it must not drift
+    from the registry."""
+    from mmfuse.training.balance import balance_methods
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    listed = text.rsplit("--balance BALANCE", 1)[1].split("(default: none)", 1)[0]  # the help, not the usage
+    assert [m.strip() for m in listed.split(":", 1)[1].split(",")] == balance_methods()
+    for option in BalanceOptions.option_names():
+        assert f"balance.{option}" in text
