@@ -30,7 +30,7 @@ from typing import Any
 
 from mmfuse.errors import ConfigError, MmfuseError
 
-__all__ = ["FORMAT_KEY", "LEGACY_KEYS", "RecordVersionError", "check_format", "format_tag", "stamp"]
+__all__ = ["FORMAT_KEY", "LEGACY_KEYS", "RecordVersionError", "check_format", "format_tag", "parse_format", "stamp"]
 
 #: the one key of a record's kind and version
 FORMAT_KEY = "format"
@@ -63,7 +63,8 @@ def stamp(record: str, version: int, body: Mapping[str, Any]) -> dict[str, Any]:
     return {FORMAT_KEY: format_tag(record, version), **{k: v for k, v in body.items() if k != FORMAT_KEY}}
 
 
-def _parse(tag: Any) -> tuple[str, int] | None:
+def parse_format(tag: Any) -> tuple[str, int] | None:
+    """``"mmfuse.<record>/<n>"`` as ``(record, n)``; ``None`` for anything else."""
     if not isinstance(tag, str) or not tag.startswith("mmfuse."):
         return None
     name, sep, version = tag[7:].rpartition("/")
@@ -110,7 +111,7 @@ def check_format(
         raise fail(None, f"got {type(data).__name__}")
     found: int | None = None
     if FORMAT_KEY in data:
-        parsed = _parse(data[FORMAT_KEY])
+        parsed = parse_format(data[FORMAT_KEY])
         if parsed is None or parsed[0] != record:
             raise fail(None, f"got format {data[FORMAT_KEY]!r} (another kind of file)")
         found = parsed[1]
