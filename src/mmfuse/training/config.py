@@ -336,7 +336,7 @@ class TrainConfig:
                 raise TrainConfigError(f"{where}: {name!r} is now {RENAMED_BALANCE_SETTINGS[name]!r} "
                                        f"(balance.<option>=value, or YAML balance: {{<option>: ...}})")
             if name not in fields:
-                raise TrainConfigError(f"{where}: unknown field {name!r}: expected one of {fields}")
+                raise TrainConfigError(f"unknown {where} field {name!r}: expected one of {fields}")
 
     @classmethod
     def field_names(cls) -> list[str]:
