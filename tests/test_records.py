@@ -132,3 +132,33 @@ def test_records_nested_in_a_versioned_document_carry_none_and_read_the_old_key(
                          test="t", sentence="s")
     assert "schema_version" not in rec.to_json()
     assert Recommendation.from_json({**rec.to_json(), "schema_version": 1}) == rec
+
+
+# ---------------------------------------------------------------- bench files of the previous mmfuse
+def test_a_saved_model_whose_facts_carry_no_version_is_reused(tmp_path: Path) -> None:
+    """``facts.json`` (a bench's saved model) had no version key before: it still reads, and the
+    model is re-measured, not trained again."""
+    import warnings
+
+    from mmfuse.bench.config import BenchConfig
+    from mmfuse.bench.grid import build_grid
+    from mmfuse.bench.run import run_one
+    from mmfuse.training import TrainConfig
+
+    config = BenchConfig(datasets=["synthetic"], synthetic_tasks=["redundancy"], seeds=1, modality_dropout=0.0,
+                         dataset_options={"synthetic": {"n": 120}}, unimodal=False, diagnose=False,
+                         train=TrainConfig(epochs=1, progress=False, threads=1))
+    (run,) = build_grid(config, fusions=["late"], modalities_of=lambda d: ["x0", "x1"], models_dir=str(tmp_path))
+    first = run_one(run)
+    facts = tmp_path / run.train_key / "facts.json"
+    doc = json.loads(facts.read_text())
+    assert doc.pop("format") == "mmfuse.training_facts/1"
+    facts.write_text(json.dumps(doc))  # as the previous mmfuse wrote it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "the saved model cannot be used" would be a warning
+        again = run_one(run)
+    assert first.training.trained_now and not again.training.trained_now
+    assert again.measurement.metrics == first.measurement.metrics
+    facts.write_text(json.dumps({**doc, "format": "mmfuse.training_facts/2"}))  # a newer mmfuse's: trained again
+    with pytest.warns(UserWarning, match="written by a newer mmfuse"):
+        assert run_one(run).training.trained_now

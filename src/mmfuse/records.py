@@ -18,7 +18,8 @@ The rule:
   arrays) has a name that says so.
 - Versions written by an earlier mmfuse under the keys used before this rule
   (``"schema": n``, ``"schema_version": n``, ``"version": n``) are read as the same
-  version (``legacy=`` in :func:`check_format`), so files a user keeps still load.
+  version (``legacy=`` in :func:`check_format`), and a document that carried no version
+  at all as its first one (``unversioned=``), so files a user keeps still load.
 - A version this mmfuse cannot read raises :class:`RecordVersionError` naming the
   record, the expected and the found version; a newer one says to upgrade mmfuse.
 """
@@ -77,6 +78,7 @@ def check_format(
     versions: int | Collection[int],
     *,
     legacy: str | None = None,
+    unversioned: int | None = None,
     where: str | None = None,
     error: type[MmfuseError] | None = None,
 ) -> int:
@@ -88,6 +90,8 @@ def check_format(
         versions: the version(s) this mmfuse reads.
         legacy: the key an earlier mmfuse wrote the version under (one of
             :data:`LEGACY_KEYS`), read where ``"format"`` is absent.
+        unversioned: the version of a document with neither key (one an earlier mmfuse
+            wrote before the record had a version); ``None``: such a document raises.
         where: what to name in the message (a file path; default: the record's name).
         error: the error class (default :class:`RecordVersionError`); a class other
             than that is raised with the same message.
@@ -120,6 +124,8 @@ def check_format(
         if isinstance(value, bool) or not isinstance(value, int):
             raise fail(None, f"got {legacy} {value!r}")
         found = value
+    elif unversioned is not None:
+        found = unversioned
     else:
         raise fail(None, f"got no {FORMAT_KEY!r} key" + (f" (nor {legacy!r})" if legacy else ""))
     if found in wanted:

@@ -68,6 +68,7 @@ def test_results_files_are_complete(tmp_path: Path, calls: Path) -> None:
     assert all(set(r["code"]) == {"mmfuse", "git_commit", "git_dirty_src"} for r in doc["runs"])
     assert len(meta["code_versions"]) == 1
     # each run carries its full settings
+    assert doc["format"] == "mmfuse.bench_results/1"
     assert {"data", "model", "train", "format"} <= set(doc["runs"][0]["spec"])
     assert doc["runs"][0]["format"] == "mmfuse.run_record/3" and doc["runs"][0]["spec"]["format"] == (
         "mmfuse.experiment_spec/3")

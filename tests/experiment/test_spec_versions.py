@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from mmfuse.cli import main
-from mmfuse.errors import ConfigError
+from mmfuse.errors import CheckpointError, ConfigError
 from mmfuse.experiment import DataSpec, ExperimentSpec, ModelSpec
 from mmfuse.experiment.specs import SPEC_SCHEMA
 from mmfuse.training.config import TrainConfig
@@ -71,5 +71,8 @@ def test_a_bench_folder_of_the_previous_version_still_names_its_bundles(tmp_path
            "spec": schema_2(SPEC), "schema": 2}
     doc = {"meta": {"verdicts": {SPEC.data.display: {"recommendation": {"pick": "late"}}}}, "runs": [run]}
     (bench / "results.json").write_text(json.dumps(doc))
-    assert resolve_run(bench) == bundle
+    assert resolve_run(bench) == bundle  # results.json without a version key: as mmfuse wrote it before
     assert resolve_run(bench, "late") == bundle
+    (bench / "results.json").write_text(json.dumps({**doc, "format": "mmfuse.bench_results/2"}))
+    with pytest.raises(CheckpointError, match="got version 2, written by a newer mmfuse"):
+        resolve_run(bench)

@@ -46,9 +46,13 @@ from typing import Any
 from mmfuse.errors import ConfigError, DiskFullError
 from mmfuse.experiment.results import RECORD_VERSION, RunRecord
 from mmfuse.io import atomic_write, file_mode, is_disk_full
-from mmfuse.records import RecordVersionError
+from mmfuse.records import RecordVersionError, stamp
 
-__all__ = ["CSV_COLUMNS", "ResultsStore", "flat_row"]
+__all__ = ["CSV_COLUMNS", "RESULTS_VERSION", "ResultsStore", "flat_row"]
+
+#: the version of ``results.json`` (``"format": "mmfuse.bench_results/1"``; files of an
+#: earlier mmfuse carry no key and read as 1)
+RESULTS_VERSION = 1
 
 #: columns every ``results.csv`` has, in order; per-modality robustness columns
 #: (``missing:<modality>``, ``noise:<scale>``) follow them
@@ -259,8 +263,8 @@ class ResultsStore:
     # ------------------------------------------------------------------ tables
     def write_json(self, records: Sequence[RunRecord], meta: Mapping[str, Any], summary: Sequence[Any]) -> Path:
         path = self.root / "results.json"
-        doc = {"meta": dict(meta), "summary": [row.to_json() for row in summary],
-               "runs": [r.to_json() for r in records]}
+        doc = stamp("bench_results", RESULTS_VERSION, {"meta": dict(meta), "summary": [row.to_json() for row in summary],
+                                                       "runs": [r.to_json() for r in records]})
         atomic_write(path, json.dumps(doc, indent=1, sort_keys=True, default=str) + "\n")
         return path
 
