@@ -258,7 +258,7 @@ class BalanceMethod:
     options: ClassVar[tuple[str, ...]] = ()
     #: the auxiliary heads read detached encoder outputs (they only measure each modality)
     detach_heads: ClassVar[bool] = False
-    #: needs a validation split (and is re-estimated on it every ``gblend_every`` epochs)
+    #: needs a validation split (and is re-estimated on it every ``balance.every`` epochs)
     needs_validation: ClassVar[bool] = False
     #: its gradient statistics are per process: refused under DDP
     single_process: ClassVar[bool] = False
