@@ -27,9 +27,9 @@ from mmfuse.data.transforms import MissingModality
 from mmfuse.io import atomic_write
 from mmfuse.models import build_model, build_unimodal_model
 from mmfuse.training import TrainConfig, evaluate, fit
-from mmfuse.training.balance import modality_probe_accuracy
+from mmfuse.training.balance import balance_methods, modality_probe_accuracy
 
-METHODS = ["none", "aux", "gblend", "ogm_ge", "mmpareto"]
+METHODS = ["none", *balance_methods()]
 
 
 def run_one(splits, fusion: str, method: str, seed: int, cfg: TrainConfig, missing: str) -> dict:

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from _cli_capture import bench_config, train_spec
 
 from mmfuse.cli import main
 from mmfuse.errors import ConfigError, DataError
-from mmfuse.experiment import ExperimentSpec
 from mmfuse.experiment.config import experiment_from_settings, table_option_names
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -88,10 +88,6 @@ def _argv(route: str, table: Path, options: dict[str, Any], tmp_path: Path) -> l
     return ["--config", str(config)]
 
 
-class _Stop(Exception):
-    pass
-
-
 @pytest.fixture
 def no_run(monkeypatch: pytest.MonkeyPatch) -> None:
     """A test of bad input: nothing may train."""
@@ -99,33 +95,7 @@ def no_run(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("mmfuse.experiment.command.prepare_run_folder", lambda *a, **k: pytest.fail("train ran"))
 
 
-def _train_spec(argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ExperimentSpec:
-    """The spec ``mmfuse train argv`` builds (the run stops before its folder is written)."""
-    import mmfuse.experiment.command as command
-
-    seen: dict[str, ExperimentSpec] = {}
-
-    def stop(out: Path, spec: ExperimentSpec, **kw: Any) -> None:
-        seen["spec"] = spec
-        raise _Stop
-
-    monkeypatch.setattr(command, "prepare_run_folder", stop)
-    with pytest.raises(_Stop):
-        main(["train", *argv, "--out", str(tmp_path / "run")])
-    return seen["spec"]
-
-
-def _bench(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The BenchConfig ``mmfuse bench argv`` builds (nothing runs)."""
-    seen: dict[str, Any] = {}
-
-    def fake_run_bench(config: Any, **kw: Any) -> Any:
-        seen["config"] = config
-        return type("Outcome", (), {"failed": 0})()
-
-    monkeypatch.setattr("mmfuse.bench.run_bench", fake_run_bench)
-    assert main(["bench", *argv]) == 0
-    return seen["config"]
+_train_spec, _bench = train_spec, bench_config
 
 
 def _data_options(command: str, argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:

@@ -88,7 +88,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--modality-dropout", type=float, help="rate of the modality-dropout training variant (0: off)")
     p.add_argument("--dropout-seeds", type=int, help="seeds of the modality-dropout variant (default 1)")
     p.add_argument("--balance", help="balanced-training variants of every fusion, comma-separated: aux, gblend, "
-                   "ogm_ge, mmpareto (default: none)")
+                   "ogm_ge, mmpareto (default: none); their options as balance.<option>=value (balance.weight, "
+                   "balance.alpha, balance.every, balance.floor, balance.gamma)")
     p.add_argument("--noise-scales", help="comma-separated test-time noise scales (default 0.5,1,2)")
     p.add_argument("--metric", metavar="NAME",
                    help="the metric that ranks, tests and recommends (YAML metric:, or metric=NAME): one of the "
@@ -227,7 +228,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         description="Train with early stopping on validation, print val/test metrics and write a checkpoint "
         "(safetensors + JSON config), the run's settings (spec.json) and its record (run.json) to --out. "
         "Settings are key=value: TrainConfig fields (epochs=5 lr=3e-4 accelerator=gpu devices=2 strategy=ddp "
-        "precision=bf16-mixed), model options (hidden_dim=32), data.<option> (data.task=synergy), "
+        "precision=bf16-mixed), balanced training (balance=aux balance.weight=2), model options (hidden_dim=32), data.<option> (data.task=synergy), "
         "fusion.<option> (fusion.gate=feature) and encoder.<modality>.<option>. Precedence: --config YAML, "
         "then key=value, then flags.",
     )
@@ -300,7 +301,7 @@ def _run_data(args: argparse.Namespace) -> int:
 
         options = table_settings({"path": args.name, **_table_options_from_args(args)}, require=True)
         report = describe_table(options.pop("path"), **options)
-        print(json.dumps(report.to_dict(), indent=1) if args.json else report.render())
+        print(json.dumps(report.to_json(), indent=1) if args.json else report.render())
         return 0
     if args.action == "download":
         print(f"{args.name}: files in {download(args.name, args.data_root)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import statistics
@@ -67,7 +68,10 @@ def test_results_files_are_complete(tmp_path: Path, calls: Path) -> None:
     assert all(set(r["code"]) == {"mmfuse", "git_commit", "git_dirty_src"} for r in doc["runs"])
     assert len(meta["code_versions"]) == 1
     # each run carries its full settings
-    assert {"data", "model", "train", "schema"} <= set(doc["runs"][0]["spec"])
+    assert doc["format"] == "mmfuse.bench_results/1"
+    assert {"data", "model", "train", "format"} <= set(doc["runs"][0]["spec"])
+    assert doc["runs"][0]["format"] == "mmfuse.run_record/3" and doc["runs"][0]["spec"]["format"] == (
+        "mmfuse.experiment_spec/3")
     assert {"options", "seed"} <= set(doc["runs"][0]["spec"]["data"])
 
     rows = list(csv.DictReader((out / "results.csv").open()))
@@ -203,12 +207,37 @@ def test_a_torn_last_line_never_swallows_the_next_record(tmp_path: Path, calls: 
     assert all(json.loads(line) for line in log.read_text().splitlines())
 
 
-def test_records_of_an_older_version_are_refused_with_a_way_out(tmp_path: Path) -> None:
+def _as_schema_2(record: dict) -> dict:
+    """A run record as the previous mmfuse wrote it: ``"schema": 2`` and the five flat balance
+    settings in its spec (the layout before BalanceOptions)."""
+    old = {k: v for k, v in record.items() if k != "format"}
+    spec = {k: v for k, v in old["spec"].items() if k != "format"}
+    train = dict(spec["train"])
+    balance = train.pop("balance")
+    train.update(balance=balance["method"], balance_weight=balance["weight"], ogm_alpha=balance["alpha"],
+                 gblend_every=balance["every"], gblend_floor=balance["floor"], pareto_gamma=balance["gamma"])
+    return {**old, "schema": 2, "spec": {**spec, "schema": 2, "train": train}}
+
+
+def test_records_of_another_version_are_trained_again_and_said_once(tmp_path: Path, calls: Path) -> None:
+    """A folder the previous mmfuse wrote: its records are not re-used (their keys are not this
+    version's), the runs train again, and the bench says so in one line, once."""
     out = tmp_path / "res"
-    out.mkdir()
-    (out / "runs.jsonl").write_text(json.dumps({"key": "k", "status": "ok", "spec": {}, "result": {}}) + "\n")
-    with pytest.raises(ConfigError, match="another version of mmfuse; re-run into a new --out"):
-        ResultsStore(out).records()
+    quiet = {"plots": False, "report": False, "seeds": 1, "modality_dropout": 0.0}
+    assert _run(_config(out, **quiet)).ran == 4 and _n_calls(calls) == 4
+    log = out / "runs.jsonl"
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    legacy = [json.dumps(_as_schema_2(r)) for r in lines]
+    log.write_text("\n".join([*legacy, json.dumps({"key": "k", "status": "ok", "spec": {}})]) + "\n")  # + 0.1's
+    assert ResultsStore(out).records() == []
+    buf = io.StringIO()
+    again = run_bench(_config(out, **quiet), run_fn=fake_run, executor=SerialExecutor(), modalities_of=modalities_of,
+                      fusions=FUSIONS, console=Console(file=buf, width=60), progress=False)
+    assert again.ran == 4 and again.skipped == 0 and _n_calls(calls) == 8
+    said = [line for line in buf.getvalue().splitlines() if "another version" in line]
+    assert said == [f"note: {log}: 5 records written by another version of mmfuse (record version 2, none; this one "
+                    "writes 3) not re-used: their runs are trained again"]
+    assert len(ResultsStore(out).records()) == 4  # this version's, read back
 
 
 def test_no_plots_writes_no_png_and_stale_plots_are_removed(tmp_path: Path, calls: Path) -> None:

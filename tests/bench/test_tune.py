@@ -137,6 +137,23 @@ def test_a_killed_tuning_resumes_and_a_storage_of_another_configuration_is_refus
         _tune(_runs(epochs=2), trials=3, storage=store)
 
 
+def test_a_storage_of_the_previous_mmfuse_is_refused_as_another_version(tmp_path: Path) -> None:
+    """Its study's identity has spec schema 2 (the five flat balance settings): not "another
+    configuration", whose differences would list settings the user never changed."""
+    from mmfuse.bench.tune import open_study, resolve_space
+
+    store = str(tmp_path / "old.db")
+    (run,) = _runs(epochs=1)
+    old = {**run.spec.weights_identity(), "schema": 2}
+    old["train"] = {**old["train"], "balance": None, "balance_weight": 1.0, "pareto_gamma": 1.5}
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{store}")
+    study.set_user_attr("mmfuse_fingerprint", "0" * 16)
+    study.set_user_attr("mmfuse_identity", old)
+    with pytest.raises(ConfigError, match=r"its study 's' was made by another version of mmfuse \(spec schema 2, "
+                                          r"this one 3\)"):
+        open_study("s", run.spec, resolve_space("gated"), "accuracy", True, TuneConfig(trials=1, storage=store))
+
+
 @pytest.mark.slow  # two fresh processes importing torch and Lightning: ~30 s on 2 CPUs
 def test_two_processes_share_one_journal_and_run_the_budget_once(tmp_path: Path) -> None:
     store = tmp_path / "shared.journal"

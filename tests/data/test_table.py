@@ -325,15 +325,17 @@ def test_split_column_and_group_split(reviews_file: Path) -> None:
 def test_table_source_json_round_trip_and_load_table(reviews_file: Path) -> None:
     opts = TableSource(path=str(reviews_file), target="Rating", task="regression", exclude=("Recommended IND",),
                        modalities={"text": ["Title", "Review Text"], "tab": ["Age"]}, seed=2)
+    assert json.loads(json.dumps(opts.to_json())) == opts.to_json()  # a JSON document as it is
     again = TableSource.from_json(opts.to_json())
     assert again == opts
+    assert TableSource.from_json({**opts.to_json(), "schema_version": 1}) == opts  # as mmfuse wrote it before
     a = load_table(again)
     b = from_table(reviews_file, target="Rating", task="regression", exclude=["Recommended IND"],
                    modalities={"text": ["Title", "Review Text"], "tab": ["Age"]}, seed=2)
     assert a.info["indices"] == b.info["indices"]
     torch.testing.assert_close(a.train.inputs["text"], b.train.inputs["text"])
     with pytest.raises(DataError, match="unknown keys"):
-        TableSource.from_json({**json.loads(opts.to_json()), "taget": "x"})
+        TableSource.from_json({**opts.to_json(), "taget": "x"})
 
 
 def test_cli_data_inspect(reviews_file: Path, capsys) -> None:

@@ -10,6 +10,7 @@ image processor.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -247,7 +248,8 @@ def test_changed_weights_invalidate_everything(bert_dir: Path, tmp_path: Path) -
     assert all(s.encoded > 0 and s.reused == 0 for s in stats["text"].values())
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate", "delete_manifest", "garbage_manifest"])
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete_manifest", "garbage_manifest", "newer_manifest",
+                                    "manifest_as_written_before"])
 def test_corrupt_entry_is_detected_and_rebuilt(bert_dir: Path, tmp_path: Path, damage: str) -> None:
     splits = _toy()
     enc = {"text": f"hf:{bert_dir}"}
@@ -262,12 +264,19 @@ def test_corrupt_entry_is_detected_and_rebuilt(bert_dir: Path, tmp_path: Path, d
         chunk.write_bytes(bytes(blob[: len(blob) // 2]))
     elif damage == "delete_manifest":
         (folder / "manifest.json").unlink()
+    elif damage in ("newer_manifest", "manifest_as_written_before"):
+        doc = json.loads((folder / "manifest.json").read_text())
+        assert doc.pop("format") == "mmfuse.embedding_cache/1"
+        layout = {"format": "mmfuse.embedding_cache/2"} if damage == "newer_manifest" else {"version": 1}
+        (folder / "manifest.json").write_text(json.dumps({**doc, **layout}))
     else:
         (folder / "manifest.json").write_text('{"key": 3, "chunks": "nope"')
     stats: dict = {}
     again = encode_dataset(splits, enc, cache_dir=tmp_path, progress=False, chunk_size=4, stats=stats)
     st = stats["text"]["train"]
-    if damage in ("delete_manifest", "garbage_manifest"):  # no checksum to trust the chunks by: all encoded again
+    if damage == "manifest_as_written_before":  # the earlier mmfuse's "version": 1: its chunks are used
+        assert st.reused == len(splits.train) and st.encoded == 0
+    elif damage in ("delete_manifest", "garbage_manifest", "newer_manifest"):  # no checksum to trust: encoded again
         assert st.reused == 0 and st.encoded == len(splits.train) and (folder / "manifest.json").is_file()
     else:
         assert st.rebuilt_chunks == 1 and st.encoded == 4 and st.reused == len(splits.train) - 4

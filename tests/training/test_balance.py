@@ -14,16 +14,18 @@ import torch.nn.functional as F
 
 from mmfuse import list_fusions
 from mmfuse.data import DatasetSplits, MultimodalDataset, load_dataset
+from mmfuse.errors import ConfigError
 from mmfuse.models import build_model, build_unimodal_model
 from mmfuse.training import TrainConfig, TrainConfigError, fit
 from mmfuse.training.balance import (
-    BALANCE_METHODS,
     Balancer,
+    balance_methods,
     gblend_weights,
     modality_probe_accuracy,
     ogm_coefficients,
     pareto_weights,
 )
+from mmfuse.training.config import BalanceOptions
 from mmfuse.training.metrics import take
 
 
@@ -65,14 +67,53 @@ def encoder_grads(model, m):
 
 
 # ------------------------------------------------------------------------- config
-@pytest.mark.parametrize("changes", [
-    {"balance": "ogm"}, {"balance": ""}, {"balance_weight": 0.0}, {"ogm_alpha": -1.0},
-    {"ogm_alpha": float("inf")}, {"pareto_gamma": True}, {"gblend_every": 0}, {"gblend_every": 1.5},
-    {"gblend_floor": 0.0},
+@pytest.mark.parametrize(("balance", "named"), [
+    ("ogm", "balance.method"), ("", "balance.method"), ({"weight": 0.0}, "balance.weight"),
+    ({"alpha": -1.0}, "balance.alpha"), ({"alpha": float("inf")}, "balance.alpha"), ({"gamma": True}, "balance.gamma"),
+    ({"every": 0}, "balance.every"), ({"every": 1.5}, "balance.every"), ({"floor": 0.0}, "balance.floor"),
+    ({"weigth": 2.0}, "unknown balance option 'weigth'"), (3, "balance: expected a method name"),
 ])
-def test_bad_balance_settings_raise(changes) -> None:
-    with pytest.raises(TrainConfigError, match=next(iter(changes))):
-        TrainConfig(**changes)
+def test_bad_balance_settings_raise(balance, named) -> None:
+    with pytest.raises(TrainConfigError, match=named):
+        TrainConfig(balance=balance)
+
+
+@pytest.mark.parametrize(("old", "new"), [("balance_weight", "balance.weight"), ("ogm_alpha", "balance.alpha"),
+                                          ("gblend_every", "balance.every"), ("gblend_floor", "balance.floor"),
+                                          ("pareto_gamma", "balance.gamma")])
+def test_the_flat_names_of_before_are_refused_with_their_new_names(old, new) -> None:
+    from mmfuse.experiment.config import train_config
+
+    with pytest.raises(TrainConfigError, match=f"{old!r} is now {new!r}"):
+        TrainConfig().replace(**{old: 2})
+    with pytest.raises(ConfigError, match=f"{new}=2"):
+        train_config({f"train.{old}": 2})
+
+
+def test_balance_options_are_given_as_a_name_a_mapping_or_options_and_merge() -> None:
+    assert TrainConfig().balance == BalanceOptions() and BalanceOptions().method is None
+    on = TrainConfig(balance="gblend")
+    assert on.balance == BalanceOptions(method="gblend")
+    tuned = TrainConfig(balance={"method": "aux", "weight": 2})
+    assert tuned.balance.weight == 2.0 and isinstance(tuned.balance.weight, float)  # 2 and 2.0: one key
+    # a name keeps the options, a mapping changes only what it names, None turns balancing off
+    assert tuned.replace(balance="mmpareto").balance == BalanceOptions(method="mmpareto", weight=2.0)
+    assert tuned.replace(balance={"gamma": 3}).balance == BalanceOptions(method="aux", weight=2.0, gamma=3.0)
+    assert tuned.replace(balance=None).balance.method is None
+    assert TrainConfig.from_json(tuned.to_json()) == tuned
+
+
+def test_train_config_is_frozen_and_normalises_through_its_copy() -> None:
+    import dataclasses
+
+    cfg = TrainConfig(accelerator="CPU", precision="bf16")
+    assert (cfg.accelerator, cfg.precision) == ("cpu", "bf16-mixed")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.lr = 1.0  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.balance.weight = 2.0  # type: ignore[misc]
+    again = cfg.replace(lr=0.5)
+    assert again.lr == 0.5 and cfg.lr == 1e-3 and again.precision == "bf16-mixed"
 
 
 def test_every_listed_method_changes_the_training_step(two) -> None:
@@ -81,9 +122,9 @@ def test_every_listed_method_changes_the_training_step(two) -> None:
     not listed is refused."""
     batch = batch_with_missing(two, missing=("x1", [2]))
     y = batch["label"]
-    assert len(BALANCE_METHODS) == len(set(BALANCE_METHODS)) >= 1
-    for method in BALANCE_METHODS:
-        assert TrainConfig(balance=method).balance == method
+    assert len(balance_methods()) == len(set(balance_methods())) >= 1
+    for method in balance_methods():
+        assert TrainConfig(balance=method).balance.method == method
         model = tiny(two, "late")
         bal = Balancer(model, cfg(balance=method))
         with torch.no_grad():  # heads of different confidence, so OGM-GE's ratio is not 1
@@ -108,10 +149,38 @@ def test_every_listed_method_changes_the_training_step(two) -> None:
         TrainConfig(balance="not_a_method")
 
 
-def test_the_settings_accept_exactly_the_registered_methods() -> None:
-    from mmfuse.training.balance import balance_methods
+def test_a_method_registered_at_run_time_is_accepted_listed_and_keyed(monkeypatch) -> None:
+    """The settings take their methods from the registry: a new method is one registration
+    (accepted by TrainConfig and the bench, listed in BALANCE_METHODS, its options keyed)."""
+    import mmfuse.training.balance as balance
+    import mmfuse.training.config as config
+    from mmfuse.bench.config import BenchConfig
+    from mmfuse.experiment import DataSpec, ExperimentSpec, ModelSpec
+    from mmfuse.training.balance import BalanceMethod, register_balance_method
 
-    assert sorted(balance_methods()) == sorted(BALANCE_METHODS)
+    with pytest.raises(TrainConfigError, match="'halfaux'"):
+        TrainConfig(balance="halfaux")
+    monkeypatch.setattr(balance, "_METHODS", dict(balance._METHODS))  # the registry as it was, after the test
+
+    @register_balance_method
+    class HalfAux(BalanceMethod):
+        name = "halfaux"
+        options = ("weight",)
+
+        def loss(self, balancer, model, fused, uni, logits, present, y):  # type: ignore[no-untyped-def]
+            return fused + 0.5 * balancer.weight * sum(uni.values())
+
+    assert config.BALANCE_METHODS[-1] == "halfaux" and "halfaux" in balance_methods()
+    assert TrainConfig(balance="halfaux").balance.method == "halfaux"
+    assert BenchConfig(balance=["halfaux"]).balance == ["halfaux"]
+    spec = ExperimentSpec(data=DataSpec("synthetic"), model=ModelSpec(),
+                          train=TrainConfig(balance={"method": "halfaux", "weight": 3, "gamma": 9}))
+    assert spec.weights_identity()["train"]["balance"] == {"method": "halfaux", "weight": 3.0}
+    with pytest.raises(TrainConfigError, match="unknown options"):
+        @register_balance_method
+        class Bad(BalanceMethod):
+            name = "bad"
+            options = ("beta",)
 
 
 def test_ogm_ge_refuses_three_modalities_and_unimodal_models(three_seq, two) -> None:
@@ -145,7 +214,7 @@ def test_encode_then_classify_is_forward(three_seq) -> None:
 # ---------------------------------------------------------------------------- aux
 def test_aux_adds_the_weighted_per_modality_cross_entropy(two) -> None:
     model = tiny(two)
-    bal = Balancer(model, cfg(balance="aux", balance_weight=0.3))
+    bal = Balancer(model, cfg(balance={"method": "aux", "weight": 0.3}))
     batch = batch_with_missing(two, missing=("x1", [1, 2, 5]))
     y = batch["label"]
     got = bal.training_loss(model, batch)
@@ -162,7 +231,7 @@ def test_aux_adds_the_weighted_per_modality_cross_entropy(two) -> None:
 
 def test_aux_pools_tokens_with_their_mask(three_seq) -> None:
     model = tiny(three_seq, "late")
-    bal = Balancer(model, cfg(balance="aux", balance_weight=1.0))
+    bal = Balancer(model, cfg(balance={"method": "aux", "weight": 1.0}))
     batch = batch_with_missing(three_seq)
     y = batch["label"]
     feats, masks = model.encode(batch["inputs"], batch["masks"])
@@ -197,7 +266,7 @@ def test_ogm_coefficients_equation_10() -> None:
 def test_ogm_ge_modulates_the_dominant_encoder_on_a_hand_computed_batch(two) -> None:
     model = tiny(two, "late")
     alpha = 0.7
-    bal = Balancer(model, cfg(balance="ogm_ge", ogm_alpha=alpha))
+    bal = Balancer(model, cfg(balance={"method": "ogm_ge", "alpha": alpha}))
     with torch.no_grad():  # make the heads differ in confidence, so that rho is far from 1
         bal.heads["x0"].weight.mul_(8.0)
     batch = batch_with_missing(two, missing=("x1", [0, 7]))
@@ -358,7 +427,7 @@ def test_pareto_weights_two_gradient_closed_form() -> None:
 def test_mmpareto_replaces_encoder_gradients(three_seq) -> None:
     model = tiny(three_seq, "tensor")
     gamma = 1.5
-    bal = Balancer(model, cfg(balance="mmpareto", pareto_gamma=gamma))
+    bal = Balancer(model, cfg(balance={"method": "mmpareto", "gamma": gamma}))
     batch = batch_with_missing(three_seq, missing=("x2", [3]))
     y = batch["label"]
     # the two objectives of each encoder, by hand
@@ -398,7 +467,7 @@ def test_mmpareto_replaces_encoder_gradients(three_seq) -> None:
 
 
 # -------------------------------------------------- every method, every strategy
-@pytest.mark.parametrize("method", BALANCE_METHODS)
+@pytest.mark.parametrize("method", balance_methods())
 @pytest.mark.parametrize("fusion", list_fusions())
 def test_every_method_fits_with_every_strategy(fusion, method, two, three_seq) -> None:
     splits = two if method == "ogm_ge" else three_seq  # OGM-GE is two-modality only

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from _cli_capture import bench_config, train_spec
 
 import mmfuse
 from mmfuse.cli import main
@@ -228,33 +229,11 @@ def test_calibrate_without_a_classification_task_or_a_val_split_is_refused_befor
 
 # ------------------------------------------------------------------ one grammar
 def _train_config(argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TrainConfig:
-    import mmfuse.experiment.command as command
-
-    seen: dict[str, Any] = {}
-
-    class Stop(Exception):
-        pass
-
-    def stop(out: Path, spec: ExperimentSpec, **kw: Any) -> None:
-        seen["spec"] = spec
-        raise Stop
-
-    monkeypatch.setattr(command, "prepare_run_folder", stop)
-    with pytest.raises(Stop):
-        main(["train", "--dataset", "synthetic", *argv, "--out", str(tmp_path / "run")])
-    return seen["spec"].train
+    return train_spec(["--dataset", "synthetic", *argv], tmp_path, monkeypatch).train
 
 
 def _bench_config(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> Any:
-    seen: dict[str, Any] = {}
-
-    def fake_run_bench(config: Any, **kw: Any) -> Any:
-        seen["config"] = config
-        return type("Outcome", (), {"failed": 0})()
-
-    monkeypatch.setattr("mmfuse.bench.run_bench", fake_run_bench)
-    assert main(["bench", "--dataset", "synthetic", *argv]) == 0
-    return seen["config"]
+    return bench_config(["--dataset", "synthetic", *argv], monkeypatch)
 
 
 @pytest.mark.parametrize("route", ["setting", "train.setting", "yaml"])

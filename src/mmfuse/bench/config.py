@@ -97,6 +97,9 @@ class BenchConfig:
         balance: balanced-training variants of every fusion (``aux``, ``gblend``,
             ``ogm_ge``, ``mmpareto``; see :mod:`mmfuse.training.balance`), each over
             ``seeds`` seeds; off by default. Turns on the modality probe in the measurements.
+            Their options are training settings: ``balance.weight=2`` (``train.balance``'s
+            :class:`~mmfuse.training.config.BalanceOptions`, whose method the bench sets per
+            variant: a method in ``train.balance`` is refused).
         synthetic_tasks: tasks of the synthetic suite.
         data_seed: seed of the data splits (fixed across model seeds, so seeds measure
             training variance on one split).
@@ -195,15 +198,15 @@ class BenchConfig:
             if value < low:
                 raise BenchConfigError(f"{key}: expected an int >= {low}, got {value}")
         self.modality_dropout = check_fraction("modality_dropout", self.modality_dropout, error=BenchConfigError)
-        from mmfuse.training.config import BALANCE_METHODS
+        from mmfuse.training.balance import balance_methods
 
         if isinstance(self.balance, str):
             self.balance = [b for b in self.balance.split(",") if b]
         if self.balance:
             _check_list_of_str("balance", self.balance)
         for method in self.balance:
-            if method not in BALANCE_METHODS:
-                raise BenchConfigError(f"balance: unknown method {method!r}: expected some of {list(BALANCE_METHODS)}")
+            if method not in balance_methods():
+                raise BenchConfigError(f"balance: unknown method {method!r}: expected some of {balance_methods()}")
         self.balance = list(dict.fromkeys(self.balance))
         if isinstance(self.synthetic_tasks, str):
             self.synthetic_tasks = [t for t in self.synthetic_tasks.split(",") if t]
@@ -229,6 +232,10 @@ class BenchConfig:
             self.dataset_options["table"] = table_settings(self.dataset_options["table"], error=BenchConfigError)
         if not isinstance(self.train, TrainConfig):
             raise BenchConfigError(f"train: expected a TrainConfig, got {type(self.train).__name__}")
+        if self.train.balance.method is not None:
+            raise BenchConfigError(f"train.balance.method={self.train.balance.method!r}: the bench trains balanced "
+                                   "variants beside the standard ones: choose their methods with --balance (YAML "
+                                   "balance: [aux, ...]); balance.<option> sets their options")
         if not isinstance(self.measure, MeasureConfig):
             raise BenchConfigError(f"measure: expected a MeasureConfig, got {type(self.measure).__name__}")
         if self.executor not in ("local", "serial", "ray"):
@@ -290,7 +297,7 @@ class BenchConfig:
 
     def to_json(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["train"] = self.train.to_dict()
+        d["train"] = self.train.to_json()
         d["measure"] = self.measure.to_json()
         d["tune"] = self.tune.to_json() if self.tune is not None else None
         return d
@@ -386,7 +393,7 @@ def _apply(config: BenchConfig, settings: Mapping[str, Any], source: str) -> Ben
     ``data.<option>``: a user table's settings (``data.seed``: ``data_seed``).
     ``dataset_options`` merge over the earlier ones option by option.
     """
-    from mmfuse.experiment.config import train_config
+    from mmfuse.experiment.config import is_train_setting, train_config
 
     top: dict[str, Any] = {}
     train: dict[str, Any] = {}
@@ -406,7 +413,7 @@ def _apply(config: BenchConfig, settings: Mapping[str, Any], source: str) -> Ben
             if not isinstance(value, Mapping):
                 raise BenchConfigError(f"{source}: {key}: expected a mapping of settings, got {value!r}")
             (train if key == "train" else measure).update(value)
-        elif key.startswith("train.") or (key in train_names and key not in BenchConfig.keys()):
+        elif key not in BenchConfig.keys() and is_train_setting(key):
             train[key.removeprefix("train.")] = value
         elif key.startswith("measure.") or key in measure_names:
             name = key.removeprefix("measure.")
@@ -418,7 +425,8 @@ def _apply(config: BenchConfig, settings: Mapping[str, Any], source: str) -> Ben
         else:
             raise BenchConfigError(
                 f"{source}: unknown key {key!r}: expected one of {BenchConfig.keys()}, a training setting "
-                f"({', '.join(train_names)}), measure.<{'|'.join(measure_names)}> or data.<option> (your own table)")
+                f"({', '.join(train_names)}, balance.<option>), measure.<{'|'.join(measure_names)}> or data.<option> "
+                "(your own table)")
     if tune is not None:
         try:
             top["tune"] = TuneConfig.from_json(tune)
@@ -490,6 +498,9 @@ def load_config(
     if flags.get("datasets") is not None:
         datasets_by = flag_rank  # --dataset and --data are as late: both given is an error
     config = config.replace(**flags)
+    from mmfuse.experiment.config import check_balance_read
+
+    check_balance_read(config.train.balance, config.balance, error=BenchConfigError)  # once every layer is in
     if config.tune is not None and not any(_gives_trials(layer) for _, layer in layers):
         given = sorted({k.split(".")[1] if k.startswith("tune.") else "tune" for _, layer in layers for k in layer
                         if k == "tune" or k.startswith("tune.")})

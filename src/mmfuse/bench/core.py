@@ -255,6 +255,8 @@ def _run_bench(
     _check_metric(config, runs)
 
     finished = store.finished()
+    if (note := store.other_versions_note()) is not None:
+        console.print(f"[yellow]note[/]: {escape(note)}", soft_wrap=True)  # one line, whatever the width
     todo = [r for r in runs if r.key not in finished]
     executor = executor or make_executor(config.executor, jobs=config.jobs, ray_address=config.ray_address)
     console.print(f"[bold]mmfuse bench[/]: {len(runs)} runs ({len(runs) - len(todo)} already done in "

@@ -190,7 +190,7 @@ def build_grid(
             for (variant, n_seeds, rate), method in zip(variants, methods, strict=True):
                 for seed in range(n_seeds):
                     train = config.train_for(data.display).replace(seed=seed, modality_dropout=rate)
-                    if method is not None:
+                    if method is not None:  # the method, with the options of train.balance
                         train = train.replace(balance=method)
                     spec = ExperimentSpec(data=data, model=model, train=train)
                     # what a gate or attention learned: one picture per strategy is enough

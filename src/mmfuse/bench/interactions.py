@@ -52,11 +52,11 @@ import numpy as np
 
 from mmfuse.data._base import DatasetSplits, MultimodalDataset
 from mmfuse.errors import MmfuseError
+from mmfuse.records import check_format, stamp
 
 __all__ = [
     "InteractionDiagnosis",
     "PID",
-    "SCHEMA_VERSION",
     "diagnose_interactions",
     "discretise",
     "pid",
@@ -64,7 +64,8 @@ __all__ = [
     "pid_from_samples",
 ]
 
-SCHEMA_VERSION = 1
+#: the version of an :class:`InteractionDiagnosis` document (its own file in a bench's ``diagnosis/``)
+DIAGNOSIS_VERSION = 1
 TERMS = ("redundancy", "uniqueness", "synergy")
 
 
@@ -321,14 +322,13 @@ class InteractionDiagnosis:
         return f"no interaction term stands out {terms}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, "dataset": self.dataset,
-                "pairs": {k: v.to_json() for k, v in self.pairs.items()}, "dominant": self.dominant,
-                "method": self.method, "totals": dict(self.totals)}
+        return stamp("interaction_diagnosis", DIAGNOSIS_VERSION, {
+            "dataset": self.dataset, "pairs": {k: v.to_json() for k, v in self.pairs.items()},
+            "dominant": self.dominant, "method": self.method, "totals": dict(self.totals)})
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> InteractionDiagnosis:
-        if raw.get("schema_version") != SCHEMA_VERSION:
-            raise MmfuseError(f"InteractionDiagnosis: expected schema_version {SCHEMA_VERSION}, got {raw.get('schema_version')!r}")
+        check_format(raw, "interaction_diagnosis", DIAGNOSIS_VERSION, legacy="schema_version")
         return cls(dataset=str(raw["dataset"]), pairs={k: PID.from_json(v) for k, v in raw["pairs"].items()},
                    dominant=str(raw["dominant"]), method=str(raw["method"]),
                    totals={k: float(v) for k, v in raw["totals"].items()})

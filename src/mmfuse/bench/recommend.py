@@ -47,9 +47,10 @@ import numpy as np
 
 from mmfuse.errors import MmfuseError
 
-__all__ = ["SCHEMA_VERSION", "Recommendation", "StrategyResult", "recommend"]
+__all__ = ["Recommendation", "StrategyResult", "recommend"]
 
-SCHEMA_VERSION = 1
+#: the version key Recommendation wrote of its own before it was nested without one (still read)
+LEGACY_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -116,14 +117,16 @@ class Recommendation:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, "best": self.best, "tied": list(self.tied), "pick": self.pick,
+        """No version of its own: it is stored in the bench's results (``results.json``'s verdicts)."""
+        return {"best": self.best, "tied": list(self.tied), "pick": self.pick,
                 "decisive": self.decisive, "means": dict(self.means), "p_values": dict(self.p_values),
                 "test": self.test, "sentence": self.sentence, "notes": list(self.notes)}
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Recommendation:
-        if raw.get("schema_version") != SCHEMA_VERSION:
-            raise MmfuseError(f"Recommendation: expected schema_version {SCHEMA_VERSION}, got {raw.get('schema_version')!r}")
+        if raw.get("schema_version", LEGACY_VERSION) != LEGACY_VERSION:
+            raise MmfuseError(f"Recommendation: expected schema_version {LEGACY_VERSION} or none, got "
+                              f"{raw.get('schema_version')!r}")
         return cls(best=raw["best"], tied=tuple(raw["tied"]), pick=raw["pick"], decisive=bool(raw["decisive"]),
                    means={k: float(v) for k, v in raw["means"].items()},
                    p_values={k: float(v) for k, v in raw["p_values"].items()}, test=raw["test"],

@@ -25,6 +25,11 @@ from pathlib import Path
 from mmfuse.bench.grid import BenchRun
 from mmfuse.errors import MmfuseError
 from mmfuse.experiment.results import Measurement, TrainingFacts
+from mmfuse.records import check_format, stamp
+
+#: the version of a saved model's ``facts.json`` (``"format": "mmfuse.training_facts/1"``;
+#: files of an earlier mmfuse carry no key and read as 1)
+FACTS_VERSION = 1
 
 __all__ = ["RunResult", "run_one", "saved_model"]
 
@@ -63,7 +68,9 @@ def run_one(run: BenchRun) -> RunResult:
     if saved is not None:
         weights, facts_path = saved
         try:
-            facts = TrainingFacts.from_json(json.loads(facts_path.read_text()))
+            data = json.loads(facts_path.read_text())
+            check_format(data, "training_facts", FACTS_VERSION, unversioned=1, where=str(facts_path))
+            facts = TrainingFacts.from_json({k: v for k, v in data.items() if k != "format"})
             trained = load_trained(run.spec, weights, facts, splits=splits)
         except (MmfuseError, OSError, ValueError) as exc:  # damaged, or another version's: train it again
             warnings.warn(f"{weights.parent}: the saved model cannot be used ({exc}); training it again",
@@ -83,7 +90,8 @@ def run_one(run: BenchRun) -> RunResult:
             metrics = {"val": trained.facts.val_metrics, "test": {**measurement.metrics, "n": measurement.n_test}}
             write_bundle(folder, model_file=weights, splits=splits, spec=run.spec, metrics=metrics)
             # written last: a folder with facts.json is complete (a crash before it trains again)
-            atomic_write(folder / "facts.json", json.dumps(trained.facts.to_json(), indent=1))
+            atomic_write(folder / "facts.json",
+                         json.dumps(stamp("training_facts", FACTS_VERSION, trained.facts.to_json()), indent=1))
         except Exception:  # a full disk, say: no half bundle is left for predict to find
             shutil.rmtree(folder, ignore_errors=True)
             raise

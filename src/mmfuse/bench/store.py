@@ -15,7 +15,10 @@ Layout of a results folder::
     report.html    the self-contained report
 
 The last record of a key wins, so a failed run that is re-run successfully is reported
-as ok. A torn last line (a crash mid-write) is cut off before the next append, so it
+as ok. Records written by another version of mmfuse (another record format: their
+training keys are not this version's) are not re-used: they are skipped, counted in
+:attr:`ResultsStore.other_versions` and said once by the bench (:meth:`ResultsStore.other_versions_note`),
+which trains those runs again. A torn last line (a crash mid-write) is cut off before the next append, so it
 never swallows the next record.
 
 Concurrency: the repair and the append of a record happen under an exclusive
@@ -41,10 +44,15 @@ from pathlib import Path
 from typing import Any
 
 from mmfuse.errors import ConfigError, DiskFullError
-from mmfuse.experiment.results import RunRecord
+from mmfuse.experiment.results import RECORD_VERSION, RunRecord
 from mmfuse.io import atomic_write, file_mode, is_disk_full
+from mmfuse.records import RecordVersionError, stamp
 
-__all__ = ["CSV_COLUMNS", "ResultsStore", "flat_row"]
+__all__ = ["CSV_COLUMNS", "RESULTS_VERSION", "ResultsStore", "flat_row"]
+
+#: the version of ``results.json`` (``"format": "mmfuse.bench_results/1"``; files of an
+#: earlier mmfuse carry no key and read as 1)
+RESULTS_VERSION = 1
 
 #: columns every ``results.csv`` has, in order; per-modality robustness columns
 #: (``missing:<modality>``, ``noise:<scale>``) follow them
@@ -97,6 +105,8 @@ class ResultsStore:
         self.log = self.root / "runs.jsonl"
         self.models = self.root / "models"
         self._held: int | None = None
+        #: found version (``None``: none) -> records of another mmfuse skipped by the last :meth:`records`
+        self.other_versions: dict[int | None, int] = {}
 
     def hold(self) -> None:
         """Take the folder for this process (``.bench.lock``, released by :meth:`release` or at exit).
@@ -199,11 +209,14 @@ class ResultsStore:
             os.close(lock)
 
     def records(self) -> list[RunRecord]:
-        """Every record in the log, oldest first; a torn last line is skipped with a warning.
+        """Every record of this version in the log, oldest first; a torn last line is skipped
+        with a warning, a record of another version is skipped and counted
+        (:attr:`other_versions`).
 
         Raises:
-            ConfigError: the log was written by another version of mmfuse (it says to re-run).
+            ConfigError: a record of this version that does not read (edited by hand).
         """
+        self.other_versions = {}
         if not self.log.is_file():
             return []
         out: list[RunRecord] = []
@@ -219,9 +232,20 @@ class ResultsStore:
                     continue
                 try:
                     out.append(RunRecord.from_json(data))
+                except RecordVersionError as exc:
+                    self.other_versions[exc.found] = self.other_versions.get(exc.found, 0) + 1
                 except ConfigError as exc:
                     raise ConfigError(f"{self.log}: line {n}: {exc}") from exc
         return out
+
+    def other_versions_note(self) -> str | None:
+        """One line saying that the last :meth:`records` skipped records of another version, or None."""
+        if not self.other_versions:
+            return None
+        n = sum(self.other_versions.values())
+        found = ", ".join(str(v) if v is not None else "none" for v in sorted(self.other_versions, key=str))
+        return (f"{self.log}: {n} record{'s' if n != 1 else ''} written by another version of mmfuse (record "
+                f"version {found}; this one writes {RECORD_VERSION}) not re-used: their runs are trained again")
 
     def latest(self, keys: Iterable[str] | None = None) -> dict[str, RunRecord]:
         """The last record of each measurement key (restricted to ``keys`` when given)."""
@@ -239,8 +263,8 @@ class ResultsStore:
     # ------------------------------------------------------------------ tables
     def write_json(self, records: Sequence[RunRecord], meta: Mapping[str, Any], summary: Sequence[Any]) -> Path:
         path = self.root / "results.json"
-        doc = {"meta": dict(meta), "summary": [row.to_json() for row in summary],
-               "runs": [r.to_json() for r in records]}
+        doc = stamp("bench_results", RESULTS_VERSION, {"meta": dict(meta), "summary": [row.to_json() for row in summary],
+                                                       "runs": [r.to_json() for r in records]})
         atomic_write(path, json.dumps(doc, indent=1, sort_keys=True, default=str) + "\n")
         return path
 

@@ -426,7 +426,7 @@ def open_study(name: str, spec: Any, space: Mapping[str, Distribution], metric: 
     this configuration, with trial 0 (the defaults) enqueued when it is new."""
     import optuna
 
-    from mmfuse.experiment.specs import flat_keys, stable_hash
+    from mmfuse.experiment.specs import SPEC_SCHEMA, flat_keys, stable_hash
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ident = _fingerprint(spec, space, metric, cfg)
@@ -438,6 +438,11 @@ def open_study(name: str, spec: Any, space: Mapping[str, Distribution], metric: 
                                 load_if_exists=True)
     attrs = study.user_attrs
     if "mmfuse_fingerprint" in attrs:
+        made_by = (attrs.get("mmfuse_identity") or {}).get("schema")
+        if attrs["mmfuse_fingerprint"] != fp and made_by != SPEC_SCHEMA:  # its settings are keyed otherwise
+            raise ConfigError(f"--tune-storage {cfg.storage}: its study {name!r} was made by another version of "
+                              f"mmfuse (spec schema {made_by!r}, this one {SPEC_SCHEMA}): use another storage "
+                              "file, or delete this one to start over")
         if attrs["mmfuse_fingerprint"] != fp:
             before, now = flat_keys(attrs.get("mmfuse_identity", {})), flat_keys(ident)
             diff = [f"{k}: {before.get(k)!r} there, {now.get(k)!r} here" for k in sorted(set(before) | set(now))

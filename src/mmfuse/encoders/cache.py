@@ -65,6 +65,7 @@ from mmfuse.encoders.pretrained import (
 )
 from mmfuse.errors import CheckpointError, ConfigError, MmfuseError
 from mmfuse.io import atomic_write
+from mmfuse.records import RecordVersionError, check_format, stamp
 
 __all__ = ["CACHE_VERSION", "CacheStats", "clear_cache", "default_cache_dir", "encode_dataset",
            "encode_for_prediction", "prepare_encoders"]
@@ -256,7 +257,8 @@ def _encode_entry(
             manifest = json.loads((folder / "manifest.json").read_text())
         except (OSError, json.JSONDecodeError):
             manifest = {}
-        if (not isinstance(manifest, dict) or manifest.get("key") != key or manifest.get("chunk_size") != chunk_size
+        if (not _manifest_version_ok(manifest) or manifest.get("key") != key
+                or manifest.get("chunk_size") != chunk_size
                 or not isinstance(manifest.get("chunks"), list)
                 or not all(isinstance(c, str) and len(c) == 64 for c in manifest["chunks"])):
             manifest = {}
@@ -315,14 +317,24 @@ def _encode_entry(
     return feats, fmask, stats
 
 
+def _manifest_version_ok(manifest: Any) -> bool:
+    """A manifest of this layout: ``"format": "mmfuse.embedding_cache/1"``, or ``"version": 1``
+    as mmfuse wrote it before (its chunks are still used)."""
+    try:
+        check_format(manifest, "embedding_cache", CACHE_VERSION, legacy="version")
+    except RecordVersionError:
+        return False
+    return True
+
+
 def _write_manifest(folder: Path, key: str | None, n: int, chunk_size: int, chunk: Mapping[str, Tensor],
                     shas: Sequence[str]) -> None:
     """The entry's manifest: the SHA-256 of every chunk written so far, in order."""
     try:
-        atomic_write(folder / "manifest.json", json.dumps({
-            "version": CACHE_VERSION, "key": key, "n": n, "chunk_size": chunk_size,
+        atomic_write(folder / "manifest.json", json.dumps(stamp("embedding_cache", CACHE_VERSION, {
+            "key": key, "n": n, "chunk_size": chunk_size,
             "shape": list(chunk["x"].shape[1:]), "mask_shape": list(chunk["mask"].shape[1:]), "chunks": list(shas),
-        }, indent=1))
+        }), indent=1))
     except OSError as err:
         warnings.warn(f"mmfuse: cannot write the embedding cache {folder}: {err}", stacklevel=3)
 

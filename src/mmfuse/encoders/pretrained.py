@@ -79,7 +79,8 @@ __all__ = [
 
 #: the pip extra that brings each source's library
 EXTRAS = {"hf": ("transformers", "mmfuse[hf]"), "timm": ("timm", "mmfuse[timm]")}
-SPEC_VERSION = 1
+#: the version key EncoderSpec wrote of its own before it was nested without one (still read)
+LEGACY_VERSION = 1
 Output = Literal["pooled", "tokens"]
 
 
@@ -154,12 +155,17 @@ class EncoderSpec:
         return self.finetune == 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": SPEC_VERSION, **asdict(self)}
+        """No version of its own: it is stored inside versioned documents (a bundle's manifest,
+        the splits' ``info["encoders"]``; see :mod:`mmfuse.records`)."""
+        return asdict(self)
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> EncoderSpec:
-        if raw.get("version") != SPEC_VERSION:
-            raise ConfigError(f"encoder spec: expected version {SPEC_VERSION}, got {raw.get('version')!r}")
+        """From :meth:`to_json`'s dict; the ``"version": 1`` written here before (bundles
+        saved by an earlier mmfuse) is read as this layout."""
+        if not isinstance(raw, Mapping) or raw.get("version", LEGACY_VERSION) != LEGACY_VERSION:
+            got = raw.get("version") if isinstance(raw, Mapping) else type(raw).__name__
+            raise ConfigError(f"encoder spec: expected version {LEGACY_VERSION} or none, got {got!r}")
         return cls(**{k: v for k, v in raw.items() if k != "version"})
 
     def __str__(self) -> str:

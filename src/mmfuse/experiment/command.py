@@ -26,8 +26,9 @@ from typing import Any
 from mmfuse.errors import ConfigError, DiskFullError, MmfuseError
 from mmfuse.experiment.config import experiment_from_settings
 from mmfuse.experiment.results import RunRecord
-from mmfuse.experiment.specs import ExperimentSpec, MeasureConfig
+from mmfuse.experiment.specs import SPEC_SCHEMA, ExperimentSpec, MeasureConfig
 from mmfuse.io import atomic_write, is_disk_full
+from mmfuse.records import RecordVersionError, check_format
 
 __all__ = ["default_out_dir", "prepare_run_folder", "train_command"]
 
@@ -78,8 +79,17 @@ def prepare_run_folder(out: Path, spec: ExperimentSpec, *, resume: bool, force: 
             raise ConfigError(f"--resume: {str(out)!r} holds no run to continue (no spec.json): check --out")
         try:
             raw = json.loads(spec_file.read_text())
-            before = ExperimentSpec.from_json(raw)
         except (OSError, ValueError) as exc:
+            raise ConfigError(f"--resume: {spec_file}: cannot read the run's settings: {exc}") from exc
+        try:  # a folder of another mmfuse: its weights were keyed, and may be laid out, otherwise
+            check_format(raw, "experiment_spec", SPEC_SCHEMA, legacy="schema")
+        except RecordVersionError as exc:
+            raise ConfigError(f"--resume: {str(out)!r} was written by another version of mmfuse (spec version "
+                              f"{exc.found if exc.found is not None else 'none'}, this one writes {SPEC_SCHEMA}) "
+                              "and cannot be continued: start a new run (another --out, or --force)") from exc
+        try:
+            before = ExperimentSpec.from_json(raw)
+        except ValueError as exc:
             raise ConfigError(f"--resume: {spec_file}: cannot read the run's settings: {exc}") from exc
         written = raw.get("train_key")  # None: a folder of an mmfuse that did not record it
         if written is not None and written != before.key:

@@ -5,7 +5,9 @@ Shape legend: none (no tensors here).
 Keys (an override ``key=value`` wins over the same key in the YAML file):
 
 - a :class:`~mmfuse.training.TrainConfig` field, bare or under ``train.``:
-  ``epochs=5``, ``train.lr=3e-4``;
+  ``epochs=5``, ``train.lr=3e-4``; balanced training as ``balance=<method>`` and
+  ``balance.<option>=value`` (:class:`~mmfuse.training.config.BalanceOptions`:
+  ``balance.weight=2``; YAML ``balance: {method: aux, weight: 2}``);
 - a model setting: ``hidden_dim=32``, ``dropout=0.2``, ``modalities=[image,audio]``;
 - ``data.<option>``: an option of the dataset's loader (``data.task=synergy``), and
   ``data.seed`` for other splits; for a user's own table, ``data.path`` and the
@@ -37,14 +39,16 @@ from typing import Any
 
 from mmfuse.errors import ConfigError
 from mmfuse.experiment.specs import DataSpec, ExperimentSpec, ModelSpec
-from mmfuse.training.config import TrainConfig
+from mmfuse.training.config import RENAMED_BALANCE_SETTINGS, BalanceOptions, TrainConfig
 
 __all__ = [
     "MAX_CONFIG_BYTES",
     "MODEL_KEYS",
     "TABLE_FLAGS",
+    "check_balance_read",
     "experiment_from_settings",
     "flatten_settings",
+    "is_train_setting",
     "parse_overrides",
     "parse_value",
     "read_yaml",
@@ -290,17 +294,39 @@ def _coerce_train(key: str, value: Any) -> Any:
     return value
 
 
+def is_train_setting(key: str) -> bool:
+    """Whether ``key`` names a training setting (:func:`train_config` reads it): a TrainConfig
+    field or ``balance.<option>``, bare or ``train.``-prefixed, or an old flat balance name
+    (which :func:`train_config` refuses with its new one)."""
+    name = key.removeprefix("train.")
+    return (name in TrainConfig.field_names() or name.startswith("balance.")
+            or name in RENAMED_BALANCE_SETTINGS)
+
+
 def train_config(settings: Mapping[str, Any], base: TrainConfig | None = None) -> TrainConfig:
-    """``base`` (default: TrainConfig's defaults) with the TrainConfig fields among ``settings``
-    (bare or ``train.``-prefixed); any other key raises."""
+    """``base`` (default: TrainConfig's defaults) with the training settings among ``settings``
+    (bare or ``train.``-prefixed): TrainConfig fields, and ``balance.<option>`` merged over
+    the ``balance`` given (a method name, or a mapping of options) and ``base``'s. Any other
+    key raises; an old flat balance name (``balance_weight``) says its new one."""
     names = TrainConfig.field_names()
     changes: dict[str, Any] = {}
+    balance: dict[str, Any] = {}
     for key, value in settings.items():
         name = key[6:] if key.startswith("train.") else key
-        if name not in names:
-            raise ConfigError(f"unknown training setting {key!r}: expected one of {', '.join(names)}")
-        changes[name] = _coerce_train(name, value)
-    return (base or TrainConfig()).replace(**changes)
+        if name in RENAMED_BALANCE_SETTINGS:
+            new = RENAMED_BALANCE_SETTINGS[name]
+            raise ConfigError(f"training setting {key!r} is now {new!r}: write {new}={value}")
+        if name.startswith("balance."):
+            balance[name[8:]] = value
+        elif name not in names:
+            raise ConfigError(f"unknown training setting {key!r}: expected one of {', '.join(names)} "
+                              f"or balance.<{'|'.join(['method', *BalanceOptions.option_names()])}>")
+        else:
+            changes[name] = _coerce_train(name, value)
+    base = base or TrainConfig()
+    if "balance" in changes or balance:
+        changes["balance"] = base.balance.merged(changes.get("balance", base.balance)).merged(balance)
+    return base.replace(**changes)
 
 
 def _loader_options(dataset: str) -> list[str] | None:
@@ -379,9 +405,8 @@ def experiment_from_settings(
     data_seed = 0
     pretrained: dict[str, str] = {}
     for key, value in settings.items():
-        bare = key[6:] if key.startswith("train.") else key
-        if bare in TrainConfig.field_names():
-            train[bare] = value
+        if is_train_setting(key):
+            train[key] = value
         elif key in MODEL_KEYS:
             model[key] = value
         elif key == "data.seed":
@@ -399,7 +424,7 @@ def experiment_from_settings(
             raise ConfigError(f"setting {_named(key[5:])}: a setting of your own table, not of dataset {dataset!r}: "
                               "give the table with --data PATH (or data.path)")
         else:
-            valid = (TrainConfig.field_names() + list(MODEL_KEYS) + ["data.seed"]
+            valid = (TrainConfig.field_names() + ["balance.<option>"] + list(MODEL_KEYS) + ["data.seed"]
                      + [f"data.{o}" for o in (loader_opts or ["<option>"]) if o != "seed"]
                      + [f"fusion.{o}" for o in fusion_opts] + ["encoder.<modality>.<option>",
                                                                 "encoders.<modality>=<hf:...|timm:...>"])
@@ -411,9 +436,26 @@ def experiment_from_settings(
     if dataset == "table":  # the user's table: its settings checked and fingerprinted, named after its file
         data = table_loader_options(data)
         label = data.get("name") or Path(str(data["path"])).name
+    train_cfg = train_config(train, train_base)
+    check_balance_read(train_cfg.balance, [train_cfg.balance.method])
     return ExperimentSpec(
         data=DataSpec(name=dataset, options=data, seed=data_seed, root=data_root, label=label, encoders=pretrained),
         model=ModelSpec(fusion=fusion if unimodal is None else None, unimodal=unimodal,
                         fusion_options=fusion_values, encoder_options=encoders, **model),
-        train=train_config(train, train_base),
+        train=train_cfg,
     )
+
+
+def check_balance_read(options: BalanceOptions, methods: Sequence[str | None],
+                       error: type[ConfigError] = ConfigError) -> None:
+    """Refuse balance options set to other than their default that none of ``methods`` reads
+    (they would be accepted and ignored)."""
+    from mmfuse.training.balance import balance_method_options
+
+    unread = options.unread(methods)
+    if unread:
+        runs = [m for m in methods if m is not None]
+        raise error(f"balance.{unread[0]}={getattr(options, unread[0])!r} is read by no balancing method that runs "
+                    f"({', '.join(runs) if runs else 'balancing is off'}): "
+                    + "; ".join(f"{m} reads {', '.join(o) or 'no option'}"
+                                for m, o in balance_method_options().items()))

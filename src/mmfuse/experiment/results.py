@@ -4,9 +4,11 @@ Shape legend: ``b`` batch, ``t_q``/``t_k`` query/key tokens of an attention map 
 as nested lists here: records are JSON).
 
 A :class:`RunRecord` is what the bench's store, summary, plots, report and console
-read; it has ``to_json``/``from_json`` with a schema version, and ``from_json`` is
-the only place that reads a record's JSON. Records of mmfuse 0.1 (no schema) are
-refused with a message that says to re-run.
+read; it has ``to_json``/``from_json`` with its version (:data:`RECORD_VERSION`, the
+spec schema: a record holds a spec and its keys), and ``from_json`` is the only place
+that reads a record's JSON. A record of another version (mmfuse 0.1 wrote none) raises
+:class:`~mmfuse.records.RecordVersionError`: its keys are not this version's, so the
+bench trains its run again rather than re-use it.
 """
 
 from __future__ import annotations
@@ -25,9 +27,14 @@ from mmfuse.experiment.specs import (
     fields_of,
     measure_key,
 )
+from mmfuse.records import check_format, stamp
 from mmfuse.training.calibration import CalibrationStats
 
+#: the version of a run record: that of the spec it holds (its keys change with it)
+RECORD_VERSION = SPEC_SCHEMA
+
 __all__ = [
+    "RECORD_VERSION",
     "AttentionSummary",
     "GateSummary",
     "Learned",
@@ -317,8 +324,7 @@ class RunRecord:
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "schema": SPEC_SCHEMA,
+        return stamp("run_record", RECORD_VERSION, {
             "key": self.key,
             "train_key": self.train_key,
             "status": self.status,
@@ -336,18 +342,14 @@ class RunRecord:
             "host": self.host,
             "pid": self.pid,
             "code": self.code,
-        }
+        })
 
     @classmethod
     def from_json(cls, data: Any) -> RunRecord:
         if not isinstance(data, Mapping):
             raise ConfigError(f"run record: expected a mapping, got {type(data).__name__}")
-        if data.get("schema") != SPEC_SCHEMA:
-            raise ConfigError(
-                f"run record of schema {data.get('schema', '0.1 (none)')!r}, expected {SPEC_SCHEMA}: the results "
-                "were written by another version of mmfuse; re-run into a new --out folder (or delete its "
-                "runs.jsonl)")
-        d = {k: v for k, v in data.items() if k not in ("schema", "key", "train_key", "label", "dataset")}
+        check_format(data, "run_record", RECORD_VERSION, legacy="schema")
+        d = {k: v for k, v in data.items() if k not in ("format", "schema", "key", "train_key", "label", "dataset")}
         d["spec"] = ExperimentSpec.from_json(d.get("spec"))
         d["measure"] = MeasureConfig.from_json(d.get("measure"))
         d["training"] = TrainingFacts.from_json(d["training"]) if d.get("training") is not None else None

@@ -12,8 +12,11 @@ measurement is keyed by the training key plus the measure settings
 (:func:`measure_key`), so a new noise scale re-measures the saved model without
 retraining it.
 
-Every spec has ``to_json`` / ``from_json`` with a schema version; unknown or missing
-fields raise :class:`~mmfuse.errors.ConfigError` naming them.
+Every spec has ``to_json`` / ``from_json``; an :class:`ExperimentSpec` document carries its
+version as ``"format": "mmfuse.experiment_spec/<SPEC_SCHEMA>"`` (:mod:`mmfuse.records`),
+which covers the specs nested in it; unknown or missing fields raise
+:class:`~mmfuse.errors.ConfigError` naming them. A spec of schema 2 (``"schema": 2``, the
+five flat balance settings) is read as the same settings; its training key was another.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from enum import Enum
 from typing import Any, ClassVar
 
 from mmfuse.errors import ConfigError
+from mmfuse.records import check_format, stamp
 from mmfuse.space import Categorical, Distribution, Float
-from mmfuse.training.config import TrainConfig
+from mmfuse.training.config import RENAMED_BALANCE_SETTINGS, TrainConfig, TrainConfigError
 
 __all__ = [
     "SPEC_SCHEMA",
@@ -42,8 +46,13 @@ __all__ = [
     "stable_hash",
 ]
 
-#: schema version of the JSON form of specs and records
-SPEC_SCHEMA = 2
+#: schema version of the JSON form of specs and records. 3: the balance options are one
+#: nested ``train.balance`` (:class:`~mmfuse.training.config.BalanceOptions`), in the
+#: training key only with balancing on, so every training key differs from schema 2's
+SPEC_SCHEMA = 3
+#: the schema whose specs :meth:`ExperimentSpec.from_json` still reads (upgraded; their
+#: records and run folders are not re-used: their keys are not this version's)
+_UPGRADABLE = (2,)
 
 #: TrainConfig fields that say how a run is shown or where it reads data from, not what it
 #: learns: they are left out of the training key
@@ -216,9 +225,18 @@ class ModelSpec:
         return cls(**d)
 
 
-def _train_from_json(data: Any) -> TrainConfig:
-    d = fields_of(TrainConfig, data, "train")
-    return TrainConfig(**d)
+def _train_from_json(data: Any, schema: int) -> TrainConfig:
+    if schema == 2 and isinstance(data, Mapping):  # the five flat balance settings of schema 2
+        d = dict(data)
+        balance = {"method": d.pop("balance", None)}
+        for old, new in RENAMED_BALANCE_SETTINGS.items():
+            if old in d:
+                balance[new.partition(".")[2]] = d.pop(old)
+        data = {**d, "balance": balance}
+    try:
+        return TrainConfig.from_json(data)
+    except TrainConfigError as exc:
+        raise ConfigError(f"experiment spec: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -242,7 +260,7 @@ class ExperimentSpec:
     def variant(self) -> Variant:
         if self.model.unimodal is not None:
             return Variant.UNIMODAL
-        if getattr(self.train, "balance", None):
+        if self.train.balance.method is not None:
             return Variant.BALANCED
         if self.train.modality_dropout > 0:
             return Variant.MODALITY_DROPOUT
@@ -252,17 +270,23 @@ class ExperimentSpec:
     def variant_label(self) -> str:
         """The variant as tables group it: ``balance:<method>`` for each balancing method."""
         v = self.variant
-        return f"balance:{self.train.balance}" if v is Variant.BALANCED else v.value
+        return f"balance:{self.train.balance.method}" if v is Variant.BALANCED else v.value
 
     @property
     def label(self) -> str:
         return self.model.label
 
     def weights_identity(self) -> dict[str, Any]:
-        """Every setting that changes the trained weights (nothing that only says where or how loud)."""
-        train = {k: v for k, v in self.train.to_dict().items() if k not in _DISPLAY_ONLY}
+        """Every setting that changes the trained weights (nothing that only says where or how loud).
+
+        Balancing off leaves ``balance`` out; on, it is the method and the options that method
+        reads (:meth:`~mmfuse.training.config.BalanceOptions.identity`)."""
+        train = {k: v for k, v in self.train.to_json().items() if k not in _DISPLAY_ONLY}
         if train.get("calibrate") is None:  # off: left out, so keys from before the setting stay valid
             train.pop("calibrate", None)
+        train.pop("balance")
+        if balance := self.train.balance.identity():
+            train["balance"] = balance
         return {"schema": SPEC_SCHEMA, "data": self.data.identity(), "model": self.model.to_json(),
                 "train": _plain(train)}
 
@@ -275,20 +299,20 @@ class ExperimentSpec:
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": SPEC_SCHEMA, "data": self.data.to_json(), "model": self.model.to_json(),
-                "train": _plain(self.train.to_dict())}
+        return stamp("experiment_spec", SPEC_SCHEMA, {"data": self.data.to_json(), "model": self.model.to_json(),
+                                                      "train": _plain(self.train.to_json())})
 
     @classmethod
     def from_json(cls, data: Any) -> ExperimentSpec:
         if not isinstance(data, Mapping):
             raise ConfigError(f"experiment spec: expected a mapping, got {type(data).__name__}")
-        if data.get("schema") != SPEC_SCHEMA:
-            raise ConfigError(f"experiment spec: schema {data.get('schema')!r} is not {SPEC_SCHEMA} (written by "
-                              "another version of mmfuse): re-run it with this version")
+        schema = check_format(data, "experiment_spec", (*_UPGRADABLE, SPEC_SCHEMA), legacy="schema",
+                              where="experiment spec")
         # "train_key": the key a run folder's spec.json was written with (checked by --resume)
-        d = fields_of(cls, {k: v for k, v in data.items() if k not in ("schema", "train_key")}, "experiment spec")
+        d = fields_of(cls, {k: v for k, v in data.items() if k not in ("format", "schema", "train_key")},
+                      "experiment spec")
         return cls(data=DataSpec.from_json(d["data"]), model=ModelSpec.from_json(d["model"]),
-                   train=_train_from_json(d["train"]))
+                   train=_train_from_json(d["train"], schema))
 
     def differences(self, other: ExperimentSpec, *, ignore: tuple[str, ...] = ()) -> list[str]:
         """``"section.field: mine != theirs"`` for every weight-changing setting that differs

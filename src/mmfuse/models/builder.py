@@ -37,10 +37,13 @@ from mmfuse.errors import FusionError, check_fraction
 from mmfuse.fusions._base import create_fusion
 from mmfuse.layers import Mlp
 from mmfuse.models.multimodal import MultimodalModel, UnimodalModel
+from mmfuse.records import check_format, format_tag
 
 __all__ = ["RegressionHead", "build_model", "build_model_from_config", "build_unimodal_model"]
 
 CONFIG_VERSION = 1
+#: ``model.config``'s record format (:mod:`mmfuse.records`; before: ``"version": 1``)
+CONFIG_FORMAT = format_tag("model_config", CONFIG_VERSION)
 
 
 def _spec_json(spec: ModalitySpec) -> dict[str, Any]:
@@ -221,8 +224,8 @@ def build_model(
     if not logits:
         head = _head(fuse.output_dim, num_classes, hidden_dim, dropout, task, stats)
     config = {
+        "format": CONFIG_FORMAT,
         "type": "multimodal",
-        "version": CONFIG_VERSION,
         "specs": {m: _spec_json(specs[m]) for m in names},
         "num_classes": num_classes,
         "task": task,
@@ -267,8 +270,8 @@ def build_unimodal_model(
     encoder = build_encoder(specs[modality], hidden_dim, **enc_opts)
     head = _head(hidden_dim, num_classes, hidden_dim, dropout, task, stats)
     config = {
+        "format": CONFIG_FORMAT,
         "type": "unimodal",
-        "version": CONFIG_VERSION,
         "specs": {modality: _spec_json(specs[modality])},
         "num_classes": num_classes,
         "task": task,
@@ -284,8 +287,8 @@ def build_model_from_config(config: Mapping[str, Any]) -> MultimodalModel | Unim
     """Rebuild the architecture described by ``model.config`` (weights freshly initialised)."""
     if not isinstance(config, Mapping) or config.get("type") not in ("multimodal", "unimodal"):
         raise FusionError(f"config: expected a model config with type 'multimodal' or 'unimodal', got {config!r}")
-    if config.get("version") != CONFIG_VERSION:
-        raise FusionError(f"config: expected version {CONFIG_VERSION}, got {config.get('version')!r}")
+    # "version": 1 is how checkpoints written before the "format" key say it
+    check_format(config, "model_config", CONFIG_VERSION, legacy="version", where="model config", error=FusionError)
     required = ("specs", "num_classes", "hidden_dim", "modality" if config["type"] == "unimodal" else "fusion")
     missing = [key for key in required if key not in config]
     if missing:

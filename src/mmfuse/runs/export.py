@@ -91,6 +91,7 @@ from torch import Tensor, nn
 
 from mmfuse.errors import CheckpointError, ConfigError, DataError, MmfuseError
 from mmfuse.io import atomic_write
+from mmfuse.records import check_format, format_tag
 
 __all__ = [
     "EXPORT_FORMAT",
@@ -105,7 +106,8 @@ __all__ = [
     "trace",
 ]
 
-EXPORT_FORMAT = "mmfuse.export/1"
+EXPORT_RECORD, EXPORT_VERSION = "export", 1
+EXPORT_FORMAT = format_tag(EXPORT_RECORD, EXPORT_VERSION)
 FORMATS = ("onnx", "pt2")
 #: kinds whose batch has a token (frame) axis with padding, and so a ``__tokens`` input
 TOKEN_KINDS = frozenset({"sequence", "audio"})
@@ -206,9 +208,7 @@ class ExportInfo:
 
     @classmethod
     def from_json(cls, data: Any, *, where: str = "sidecar") -> ExportInfo:
-        if not isinstance(data, Mapping) or data.get("format") != EXPORT_FORMAT:
-            got = data.get("format") if isinstance(data, Mapping) else type(data).__name__
-            raise CheckpointError(f"{where}: expected an export sidecar of format {EXPORT_FORMAT!r}, got {got!r}")
+        check_format(data, EXPORT_RECORD, EXPORT_VERSION, where=where, error=CheckpointError)
         try:
             return cls(
                 model_format=str(data["model_format"]), file=str(data["file"]), sha256=str(data["sha256"]),

@@ -47,6 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from mmfuse.errors import CheckpointError, ConfigError, DataError, MmfuseError
+from mmfuse.records import check_format
 from mmfuse.runs.bundle import Bundle, is_bundle, read_bundle
 
 __all__ = ["PredictSummary", "Run", "load_run", "resolve_run"]
@@ -117,6 +118,9 @@ def resolve_run(path: str | os.PathLike[str], strategy: str | None = None) -> Pa
         doc = json.loads(results.read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{results}: cannot read the bench results: {e}") from e
+    from mmfuse.bench.store import RESULTS_VERSION
+
+    check_format(doc, "bench_results", RESULTS_VERSION, unversioned=1, where=str(results), error=CheckpointError)
     verdicts = (doc.get("meta") or {}).get("verdicts") or {}
     runs = [r for r in doc.get("runs", []) if r.get("status") == "ok"]
     datasets = sorted({r.get("dataset") for r in runs})

@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 from mmfuse.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from mmfuse.training.config import FitResult, TrainConfig, TrainConfigError
+from mmfuse.training.config import BalanceOptions, FitResult, TrainConfig, TrainConfigError
 from mmfuse.training.metrics import (
     HIGHER_IS_BETTER,
     evaluate,
@@ -21,6 +21,7 @@ from mmfuse.training.metrics import (
 
 __all__ = [
     "HIGHER_IS_BETTER",
+    "BalanceOptions",
     "CheckpointError",
     "FitResult",
     "FusionModule",

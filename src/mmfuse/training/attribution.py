@@ -50,7 +50,6 @@ from mmfuse.data._base import MultimodalDataset
 from mmfuse.errors import MmfuseError
 
 __all__ = [
-    "SCHEMA_VERSION",
     "ShapleyResult",
     "modality_shapley",
     "modality_value_fn",
@@ -58,7 +57,8 @@ __all__ = [
     "shapley_values",
 ]
 
-SCHEMA_VERSION = 1
+#: the version key ShapleyResult wrote of its own before it was nested without one (still read)
+LEGACY_VERSION = 1
 
 ValueFn = Callable[[frozenset[str]], float]
 
@@ -95,8 +95,9 @@ class ShapleyResult:
     coalitions: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        """No version of its own: it is stored in a run record's measurement, whose version
+        covers it (:mod:`mmfuse.records`)."""
         return {
-            "schema_version": SCHEMA_VERSION,
             "modalities": list(self.modalities),
             "values": dict(self.values),
             "stderr": dict(self.stderr),
@@ -112,8 +113,9 @@ class ShapleyResult:
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> ShapleyResult:
-        if raw.get("schema_version") != SCHEMA_VERSION:
-            raise MmfuseError(f"ShapleyResult: expected schema_version {SCHEMA_VERSION}, got {raw.get('schema_version')!r}")
+        if raw.get("schema_version", LEGACY_VERSION) != LEGACY_VERSION:  # the key written before it was nested
+            raise MmfuseError(f"ShapleyResult: expected schema_version {LEGACY_VERSION} or none, got "
+                              f"{raw.get('schema_version')!r}")
         return cls(
             modalities=tuple(raw["modalities"]),
             values={k: float(v) for k, v in raw["values"].items()},

@@ -6,7 +6,8 @@ encoder features of modality ``i``, ``k`` classes. Masks are bool, True means ke
 Joint training of a fused model lets the modality that learns fastest dominate the
 gradient: the others' encoders stay under-trained ("modality imbalance"; on
 avdigits the audio encoder learns, the image encoder much less). Selected by
-``TrainConfig.balance``, each method below works with every registered fusion
+``TrainConfig.balance`` (a :class:`~mmfuse.training.config.BalanceOptions`: the method and
+its options, ``balance.<option>`` in settings), each method below works with every registered fusion
 strategy and any number of modalities unless noted.
 
 Per-modality logits. No strategy built by :func:`mmfuse.models.build_model` has a
@@ -24,16 +25,16 @@ model's prediction, weights and checkpoints are those of the plain model.
 Losses: ``L_f = CE(model(x), y)`` the fused loss; ``L_i`` the cross-entropy of
 ``u_i`` averaged over the samples where modality ``i`` is present (0 when none is).
 
-- ``aux``: ``L = L_f + w * sum_i L_i`` with ``w = balance_weight``: every encoder
+- ``aux``: ``L = L_f + w * sum_i L_i`` with ``w = balance.weight``: every encoder
   also learns to classify on its own. All strategies, any ``m``.
 - ``gblend``: Gradient-Blending (Wang, Tran & Feiszli, CVPR 2020, online form):
-  ``L = w_f L_f + sum_i w_i L_i``. Every ``gblend_every`` epochs the losses of the
+  ``L = w_f L_f + sum_i w_i L_i``. Every ``balance.every`` epochs the losses of the
   ``m + 1`` outputs are measured (eval mode) on the validation split (``L*``) and on a
   fixed random subset of the training split of the same size (``L``); between two
   measurements ``n`` and ``n + N``: ``G = L*_n - L*_{n+N}`` (generalisation gained),
   ``O = (L*_{n+N} - L_{n+N}) - (L*_n - L_n)`` (overfitting gained), and
   ``w_j = (G_j / O_j^2) / sum_l (G_l / O_l^2)``. An output whose validation loss rose
-  (``G <= 0``) gets weight 0; ``|O|`` is floored at ``gblend_floor`` nats (0.01 by
+  (``G <= 0``) gets weight 0; ``|O|`` is floored at ``balance.floor`` nats (0.01 by
   default); when no output gained the weights stay as they were. The floor is not in
   the paper: early in training no output overfits yet, ``O`` is measurement noise
   near 0, and ``G / O^2`` then hands all the weight to whichever output's gap
@@ -46,7 +47,7 @@ Losses: ``L_f = CE(model(x), y)`` the fused loss; ``L_i`` the cross-entropy of
   et al., CVPR 2022), **two modalities only**. Per batch, over the samples where
   both are present: scores ``s_i = sum_n softmax(u_i)[n, y_n]``, discrepancy ratio
   ``rho_a = s_a / s_b`` (and ``rho_b = 1 / rho_a``). The dominant modality
-  (``rho > 1``) gets ``k = 1 - tanh(alpha * rho)``, the other ``k = 1``: Eq. (10) of the
+  (``rho > 1``) gets ``k = 1 - tanh(alpha * rho)`` (``alpha = balance.alpha``), the other ``k = 1``: Eq. (10) of the
   paper, as in the authors' code (``GeWu-Lab/OGM-GE_CVPR2022``, ``main.py``), which
   jumps from 1 to ``1 - tanh(alpha)`` at ``rho = 1`` (the smooth variant
   ``1 - tanh(alpha * relu(rho - 1))`` is *not* what was published). After the
@@ -65,7 +66,7 @@ Losses: ``L_f = CE(model(x), y)`` the fused loss; ``L_i`` the cross-entropy of
   two-gradient MGDA min-norm solution ``a = clip((g_i - g_f) . g_i / |g_f - g_i|^2, 0,
   1)``, weights ``(a, 1 - a)``. Then, per parameter tensor, ``g = 2 a g_f + 2 (1 - a)
   g_i`` is rescaled to at least the norm of the summed gradient ``|g_f + g_i|`` and
-  multiplied by ``gamma = pareto_gamma`` (1.5 in the paper's code). The fusion, the
+  multiplied by ``gamma = balance.gamma`` (1.5 in the paper's code). The fusion, the
   model head and the auxiliary heads get the plain gradient of ``L_f + sum_i L_i``.
   All strategies, any ``m`` (every encoder is its own two-objective problem).
 
@@ -104,7 +105,6 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -112,14 +112,14 @@ from torch import Tensor, nn
 from mmfuse.data._base import DatasetSplits, MultimodalDataset
 from mmfuse.functional import masked_mean
 from mmfuse.models.multimodal import MultimodalModel
-from mmfuse.training.config import BALANCE_METHODS, TrainConfig, TrainConfigError
+from mmfuse.training.config import TrainConfig, TrainConfigError
 from mmfuse.training.metrics import iter_batches, to_device
 
 __all__ = [
-    "BALANCE_METHODS",
     "BalanceMethod",
     "Balancer",
     "balance_callbacks",
+    "balance_method_options",
     "balance_methods",
     "gblend_weights",
     "make_balancer",
@@ -247,14 +247,18 @@ class BalanceMethod:
     G-Blending weights, this step's coefficients) lives in the :class:`Balancer`, so that
     checkpoints keep their names whatever the method.
 
-    A new method is a subclass with a ``name``, registered with :func:`register_balance_method`
-    (and its name in :data:`~mmfuse.training.config.BALANCE_METHODS`, which the settings check).
+    A new method is a subclass with a ``name`` and the ``options`` it reads, registered with
+    :func:`register_balance_method`; the settings accept the registered names (and
+    :data:`~mmfuse.training.config.BALANCE_METHODS` lists them).
     """
 
     name: ClassVar[str]
+    #: the :class:`~mmfuse.training.config.BalanceOptions` fields it reads: they, and only
+    #: they, enter the training key beside the method's name
+    options: ClassVar[tuple[str, ...]] = ()
     #: the auxiliary heads read detached encoder outputs (they only measure each modality)
     detach_heads: ClassVar[bool] = False
-    #: needs a validation split (and is re-estimated on it every ``gblend_every`` epochs)
+    #: needs a validation split (and is re-estimated on it every ``balance.every`` epochs)
     needs_validation: ClassVar[bool] = False
     #: its gradient statistics are per process: refused under DDP
     single_process: ClassVar[bool] = False
@@ -276,6 +280,12 @@ _METHODS: dict[str, type[BalanceMethod]] = {}
 
 def register_balance_method(cls: type[BalanceMethod]) -> type[BalanceMethod]:
     """Class decorator: make ``cls`` the method named ``cls.name``."""
+    from mmfuse.training.config import BalanceOptions
+
+    unknown = sorted(set(cls.options) - set(BalanceOptions.option_names()))
+    if unknown:
+        raise TrainConfigError(f"balance method {cls.name!r}: reads unknown options {unknown}: expected some of "
+                               f"{BalanceOptions.option_names()}")
     _METHODS[cls.name] = cls
     return cls
 
@@ -285,11 +295,17 @@ def balance_methods() -> list[str]:
     return list(_METHODS)
 
 
+def balance_method_options() -> dict[str, tuple[str, ...]]:
+    """name -> the options each registered method reads, in registration order."""
+    return {name: cls.options for name, cls in _METHODS.items()}
+
+
 @register_balance_method
 class Aux(BalanceMethod):
     """``L = L_f + w * sum_i L_i``."""
 
     name = "aux"
+    options = ("weight",)
 
     def loss(self, balancer, model, fused, uni, logits, present, y):  # type: ignore[no-untyped-def]
         return fused + balancer.weight * sum(uni.values())
@@ -300,6 +316,7 @@ class GradientBlending(BalanceMethod):
     """``L = w_f L_f + sum_i w_i L_i``, the weights re-estimated on validation."""
 
     name = "gblend"
+    options = ("every", "floor")
     needs_validation = True
 
     def loss(self, balancer, model, fused, uni, logits, present, y):  # type: ignore[no-untyped-def]
@@ -312,6 +329,7 @@ class OgmGe(BalanceMethod):
     """The dominant encoder's gradients scaled by ``1 - tanh(alpha * rho)``, plus noise."""
 
     name = "ogm_ge"
+    options = ("alpha",)
     detach_heads = True
     single_process = True
 
@@ -348,6 +366,7 @@ class MMPareto(BalanceMethod):
     """Each encoder's gradient: the min-norm point of its fused and unimodal gradients, rescaled."""
 
     name = "mmpareto"
+    options = ("gamma",)
     single_process = True
 
     def check(self, balancer: Balancer, cfg: TrainConfig) -> None:
@@ -395,26 +414,27 @@ class Balancer(nn.Module):
     Args:
         model: the fused model it trains (read for its modalities and dimensions;
             the heads are not added to it).
-        cfg: the training settings (``balance`` and its options).
+        cfg: the training settings (``cfg.balance``: the method and its options).
     """
 
     def __init__(self, model: MultimodalModel, cfg: TrainConfig) -> None:
         super().__init__()
-        if cfg.balance not in _METHODS:
-            raise TrainConfigError(f"balance: expected one of {balance_methods()}, got {cfg.balance!r}")
+        opts = cfg.balance
+        if opts.method not in _METHODS:
+            raise TrainConfigError(f"balance: expected one of {balance_methods()}, got {opts.method!r}")
         if not isinstance(model, MultimodalModel):
             raise TrainConfigError(
-                f"balance={cfg.balance!r}: expected a MultimodalModel (encoders + fusion + head), "
+                f"balance={opts.method!r}: expected a MultimodalModel (encoders + fusion + head), "
                 f"got {type(model).__name__}"
             )
-        self.method: str = cfg.balance
-        self.impl: BalanceMethod = _METHODS[cfg.balance]()
+        self.method: str = opts.method
+        self.impl: BalanceMethod = _METHODS[opts.method]()
         self.modalities: tuple[str, ...] = model.modalities
         self.impl.check(self, cfg)
-        self.weight = float(cfg.balance_weight)
-        self.alpha = float(cfg.ogm_alpha)
-        self.gamma = float(cfg.pareto_gamma)
-        self.floor = float(cfg.gblend_floor)
+        self.weight = opts.weight
+        self.alpha = opts.alpha
+        self.gamma = opts.gamma
+        self.floor = opts.floor
         k = _num_classes(model)
         dims = model.fusion.input_dims
         self.heads = nn.ModuleDict({m: nn.Linear(dims[m], k) for m in self.modalities})
@@ -495,42 +515,12 @@ def _flat(grads: Sequence[Tensor | None], params: Sequence[Tensor]) -> Tensor:
 
 def make_balancer(model: nn.Module, cfg: TrainConfig) -> Balancer | None:
     """The :class:`Balancer` that ``cfg.balance`` asks for, or ``None`` when it is off."""
-    if cfg.balance is None:
+    if cfg.balance.method is None:
         return None
     return Balancer(model, cfg)  # type: ignore[arg-type]
 
 
-class _BalanceCallback(L.Callback):
-    """Checks the run suits the method; re-estimates G-Blending's weights after each
-    ``gblend_every``-th epoch (before the checkpoint of that epoch is written)."""
-
-    def __init__(self, balancer: Balancer, splits: DatasetSplits, every: int, seed: int) -> None:
-        self.balancer = balancer
-        self.val = splits.val
-        self.every = every
-        train = splits.train
-        if balancer.impl.needs_validation:
-            g = torch.Generator().manual_seed(seed)
-            n = min(len(train), max(len(splits.val), 1))
-            self.train_subset = train.subset(torch.randperm(len(train), generator=g)[:n].sort().values)
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.balancer.impl.single_process and trainer.world_size > 1:
-            raise TrainConfigError(
-                f"balance={self.balancer.method!r}: expected a single process, got world size "
-                f"{trainer.world_size} (per-process gradient statistics would desynchronise the weights)"
-            )
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.balancer.impl.needs_validation or (trainer.current_epoch + 1) % self.every:
-            return
-        model = pl_module.model  # type: ignore[attr-defined]
-        self.balancer.gblend_update(
-            self.balancer.output_losses(model, self.train_subset), self.balancer.output_losses(model, self.val)
-        )
-
-
-def balance_callbacks(balancer: Balancer | None, splits: DatasetSplits, cfg: TrainConfig) -> list[L.Callback]:
+def balance_callbacks(balancer: Balancer | None, splits: DatasetSplits, cfg: TrainConfig) -> list[Any]:
     """The Lightning callbacks a fit with ``balancer`` needs (none without one)."""
     if balancer is None:
         return []
@@ -542,7 +532,11 @@ def balance_callbacks(balancer: Balancer | None, splits: DatasetSplits, cfg: Tra
     if balancer.impl.needs_validation and len(splits.val) == 0:
         raise TrainConfigError(f"balance={balancer.method!r}: expected a validation split, got an empty one in "
                                f"{splits.name!r}")
-    return [_BalanceCallback(balancer, splits, cfg.gblend_every, cfg.seed)]
+    from mmfuse.training.balance_callback import (
+        BalanceCallback,  # Lightning: imported when a fit needs it
+    )
+
+    return [BalanceCallback(balancer, splits, cfg.balance.every, cfg.seed)]
 
 
 # -------------------------------------------------------------------- diagnostic

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from mmfuse.errors import CheckpointError, MmfuseError
 from mmfuse.io import atomic_write
+from mmfuse.records import check_format, parse_format
 
 __all__ = ["CheckpointError", "load_checkpoint", "load_tree", "read_metadata", "save_checkpoint", "save_tree"]
 
@@ -105,8 +106,8 @@ def _read(path: str | os.PathLike[str], expected: str) -> tuple[dict[str, str], 
     except OSError as err:
         raise CheckpointError(f"{path}: cannot read the checkpoint ({err})") from err
     metadata, _ = _read_header(path, raw)
-    if metadata.get("format") != expected:
-        raise CheckpointError(f"{path}: expected a {expected!r} checkpoint, got format {metadata.get('format')!r}")
+    record, version = parse_format(expected) or (expected, 1)  # expected: MODEL_FORMAT or TREE_FORMAT
+    check_format(metadata, record, version, where=str(path), error=CheckpointError)
     want = metadata.get(HASH_KEY)
     if want is not None:  # files written before the hash existed have none
         got = hashlib.sha256(_body(raw)).hexdigest()

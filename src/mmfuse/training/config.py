@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,7 +17,9 @@ from torch import nn
 from mmfuse.errors import ConfigError, check_fraction
 from mmfuse.space import Categorical, Distribution, Float
 
-__all__ = ["ACCELERATORS", "BALANCE_METHODS", "FitResult", "TrainConfig", "TrainConfigError"]
+__all__ = [  # noqa: F822 - BALANCE_METHODS is read from the registry on access (module __getattr__)
+    "ACCELERATORS", "BALANCE_METHODS", "BalanceOptions", "FitResult", "TrainConfig", "TrainConfigError",
+]
 
 #: Lightning's precision names
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine",
@@ -24,8 +27,11 @@ PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-t
 #: accelerators a TrainConfig accepts (Lightning's names; ``cuda`` is ``gpu``)
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range is [0, 2**32)
-#: the names ``TrainConfig.balance`` takes (see :mod:`mmfuse.training.balance`)
-BALANCE_METHODS = ("aux", "gblend", "ogm_ge", "mmpareto")
+#: the flat training settings of mmfuse before :class:`BalanceOptions`, and their names now
+#: (an old name is refused with its new one: one spelling per setting)
+RENAMED_BALANCE_SETTINGS = {"balance_weight": "balance.weight", "ogm_alpha": "balance.alpha",
+                            "gblend_every": "balance.every", "gblend_floor": "balance.floor",
+                            "pareto_gamma": "balance.gamma"}
 #: the names ``TrainConfig.calibrate`` takes (see :mod:`mmfuse.training.calibration`)
 CALIBRATE_METHODS = ("temperature",)
 
@@ -34,9 +40,123 @@ class TrainConfigError(ConfigError):
     """A training setting out of range, or an unknown setting name. Names the setting."""
 
 
-@dataclass
+def __getattr__(name: str) -> Any:
+    if name == "BALANCE_METHODS":  # the registry's names now (a method registered later is in it too)
+        return tuple(_balance_registry())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _balance_registry() -> dict[str, tuple[str, ...]]:
+    """method name -> the :class:`BalanceOptions` fields it reads, from the registry of
+    :mod:`mmfuse.training.balance` (imported here on first use: it imports torch and the
+    model classes, never Lightning, and it imports this module)."""
+    from mmfuse.training.balance import balance_method_options
+
+    return balance_method_options()
+
+
+def _positive_float(name: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+        raise TrainConfigError(f"{name}: expected a positive finite float, got {v!r}")
+    return float(v)
+
+
+@dataclass(frozen=True)
+class BalanceOptions:
+    """Balanced multimodal training: the method and its options (:mod:`mmfuse.training.balance`).
+
+    Set as ``balance=<method>`` and ``balance.<option>=value`` (``train.`` prefixed or
+    not; YAML ``balance: {method: aux, weight: 2}``); the bench's ``--balance`` chooses the
+    methods of its balanced variants and ``balance.<option>`` their options. Each method
+    reads only its own options (see :func:`mmfuse.training.balance.balance_method_options`);
+    the training key holds the method and those options, and nothing at all with
+    balancing off (:meth:`identity`).
+
+    Attributes:
+        method: ``None`` (off) or a registered method
+            (:func:`mmfuse.training.balance.balance_methods`: ``aux``, ``gblend``,
+            ``ogm_ge``, ``mmpareto``).
+        weight: ``aux``: weight ``w`` of the per-modality auxiliary losses.
+        alpha: ``ogm_ge``: OGM-GE's modulation strength ``alpha``.
+        every: ``gblend``: epochs between G-Blending's weight re-estimates.
+        floor: ``gblend``: G-Blending's floor on ``|O|``, the change of the train-val
+            gap, in nats.
+        gamma: ``mmpareto``: MMPareto's gradient magnitude factor ``gamma``.
+    """
+
+    method: str | None = None
+    weight: float = 1.0
+    alpha: float = 0.8
+    every: int = 1
+    floor: float = 0.01
+    gamma: float = 1.5
+
+    def __post_init__(self) -> None:
+        if self.method is not None:
+            methods = _balance_registry()
+            if self.method not in methods:
+                raise TrainConfigError(f"balance.method: expected None or one of {list(methods)}, "
+                                       f"got {self.method!r}")
+        for name in ("weight", "alpha", "floor", "gamma"):
+            object.__setattr__(self, name, _positive_float(f"balance.{name}", getattr(self, name)))
+        v = self.every
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise TrainConfigError(f"balance.every: expected a positive int, got {v!r}")
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """The options (every field but ``method``)."""
+        return [f.name for f in dataclasses.fields(cls) if f.name != "method"]
+
+    def merged(self, value: Any) -> BalanceOptions:
+        """These options with ``value`` applied: ``None`` (off) or a method name sets the
+        method and keeps the options; a mapping (or another BalanceOptions) sets the fields it
+        names. An unknown name, or a name of mmfuse before these options, raises."""
+        if isinstance(value, BalanceOptions):
+            return value
+        if value is None or isinstance(value, str):
+            return dataclasses.replace(self, method=value)
+        if not isinstance(value, Mapping):
+            raise TrainConfigError(f"balance: expected a method name, null or a mapping of options "
+                                   f"(method, {', '.join(self.option_names())}), got {value!r}")
+        names = [f.name for f in dataclasses.fields(self)]
+        for key in value:
+            if key not in names:
+                old = RENAMED_BALANCE_SETTINGS.get(str(key))
+                hint = f" ({key} is now {old})" if old else ""
+                raise TrainConfigError(f"unknown balance option {key!r}{hint}: expected one of {names}")
+        return dataclasses.replace(self, **dict(value))
+
+    def reads(self) -> tuple[str, ...]:
+        """The options the method reads (none with balancing off)."""
+        return _balance_registry()[self.method] if self.method is not None else ()
+
+    def identity(self) -> dict[str, Any]:
+        """What enters the training key: ``{}`` with balancing off, else the method and the
+        options it reads."""
+        if self.method is None:
+            return {}
+        return {"method": self.method, **{name: getattr(self, name) for name in self.reads()}}
+
+    def unread(self, methods: Sequence[str | None]) -> list[str]:
+        """The options set to other than their default that none of ``methods`` reads
+        (a setting accepted and then ignored)."""
+        registry = _balance_registry()
+        read = {o for m in methods if m is not None for o in registry.get(m, ())}
+        default = BalanceOptions()
+        return [n for n in self.option_names() if getattr(self, n) != getattr(default, n) and n not in read]
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> BalanceOptions:
+        return cls().merged(data)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
-    """How to train one model.
+    """How to train one model (frozen: :meth:`replace` makes a changed copy).
 
     Attributes:
         epochs: most epochs to run (early stopping may stop sooner).
@@ -71,14 +191,11 @@ class TrainConfig:
         compile: train through ``torch.compile(model)`` (validation and the returned
             model stay eager). Pays a compilation of tens of seconds on the first fit
             of each architecture; see ``benchmarks/results/fit_overhead*.md``.
-        balance: balanced multimodal training (:mod:`mmfuse.training.balance`):
-            ``None`` (off), ``"aux"``, ``"gblend"``, ``"ogm_ge"`` or ``"mmpareto"``.
-        balance_weight: weight of the per-modality auxiliary losses (``"aux"``).
-        ogm_alpha: OGM-GE's modulation strength ``alpha`` (``"ogm_ge"``).
-        gblend_every: epochs between G-Blending's weight re-estimates (``"gblend"``).
-        gblend_floor: G-Blending's floor on ``|O|``, the change of the train-val gap,
-            in nats (``"gblend"``).
-        pareto_gamma: MMPareto's gradient magnitude factor ``gamma`` (``"mmpareto"``).
+        balance: balanced multimodal training (:mod:`mmfuse.training.balance`): a
+            :class:`BalanceOptions`, the method (``None``: off) and its options. Given as
+            a method name (``TrainConfig(balance="aux")``), ``None`` or a mapping of its
+            fields, it is made one; :meth:`replace` with a name or a mapping keeps the
+            options not named.
         calibrate: post-hoc calibration fitted on the validation split after training:
             ``None`` (off) or ``"temperature"`` (one temperature ``T`` that divides the
             model's output, stored in the model; :mod:`mmfuse.training.calibration`).
@@ -104,12 +221,7 @@ class TrainConfig:
     verbose: bool = False
     threads: int | str = "auto"
     compile: bool = False
-    balance: str | None = None
-    balance_weight: float = 1.0
-    ogm_alpha: float = 0.8
-    gblend_every: int = 1
-    pareto_gamma: float = 1.5
-    gblend_floor: float = 0.01
+    balance: BalanceOptions = field(default_factory=BalanceOptions)
     calibrate: str | None = None
 
     #: what ``mmfuse bench --tune`` tries for the optimiser's settings (see :mod:`mmfuse.space`):
@@ -156,7 +268,7 @@ class TrainConfig:
         acc = self.accelerator
         if not isinstance(acc, str) or acc.lower() not in ACCELERATORS:
             raise TrainConfigError(f"accelerator: expected one of {list(ACCELERATORS)}, got {acc!r}")
-        self.accelerator = acc.lower()
+        object.__setattr__(self, "accelerator", acc.lower())
         self._check_devices()
         for name in ("strategy", "precision"):
             if not isinstance(getattr(self, name), (str, int)) or isinstance(getattr(self, name), bool):
@@ -171,7 +283,7 @@ class TrainConfig:
         if precision not in PRECISIONS:
             raise TrainConfigError(f"precision: expected one of {list(PRECISIONS)} (or 32, 16, bf16, 64), "
                                    f"got {self.precision!r}")
-        self.precision = precision
+        object.__setattr__(self, "precision", precision)
 
     def _check_devices(self) -> None:
         d = self.devices
@@ -199,28 +311,43 @@ class TrainConfig:
             raise bad
 
     def _check_balance(self) -> None:
-        if self.balance is not None and self.balance not in BALANCE_METHODS:
-            raise TrainConfigError(f"balance: expected None or one of {list(BALANCE_METHODS)}, got {self.balance!r}")
-        for name in ("balance_weight", "ogm_alpha", "pareto_gamma", "gblend_floor"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or v == float("inf"):
-                raise TrainConfigError(f"{name}: expected a positive finite float, got {v!r}")
-        v = self.gblend_every
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise TrainConfigError(f"gblend_every: expected a positive int, got {v!r}")
+        if not isinstance(self.balance, BalanceOptions):
+            object.__setattr__(self, "balance", BalanceOptions().merged(self.balance))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> TrainConfig:
+        """A TrainConfig from :meth:`to_json`'s form; unknown names raise, an old flat balance
+        setting (``balance_weight``) with its new name."""
+        if not isinstance(data, Mapping):
+            raise TrainConfigError(f"train: expected a mapping, got {type(data).__name__}")
+        cls.check_names(data, where="train")
+        return cls(**data)
+
+    @classmethod
+    def check_names(cls, names: Iterable[str], *, where: str = "TrainConfig") -> None:
+        """Raise :class:`TrainConfigError` on a name that is not a field (an old flat balance
+        setting is named with its new name)."""
+        fields = cls.field_names()
+        for name in names:
+            if name in RENAMED_BALANCE_SETTINGS:
+                raise TrainConfigError(f"{where}: {name!r} is now {RENAMED_BALANCE_SETTINGS[name]!r} "
+                                       f"(balance.<option>=value, or YAML balance: {{<option>: ...}})")
+            if name not in fields:
+                raise TrainConfigError(f"unknown {where} field {name!r}: expected one of {fields}")
 
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with ``changes`` applied (unknown names raise :class:`TrainConfigError`)."""
-        bad = sorted(set(changes) - set(self.field_names()))
-        if bad:
-            raise TrainConfigError(f"unknown TrainConfig field {bad[0]!r}: expected one of {self.field_names()}")
+        """A copy with ``changes`` applied (unknown names raise :class:`TrainConfigError`);
+        ``balance`` given as a method name or a mapping is merged over the current options."""
+        self.check_names(sorted(changes))
+        if "balance" in changes:
+            changes["balance"] = self.balance.merged(changes["balance"])
         return dataclasses.replace(self, **changes)
 
 

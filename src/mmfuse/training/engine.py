@@ -104,8 +104,8 @@ def _check_streamed(splits: DatasetSplits, cfg: TrainConfig) -> None:
     if task not in ("binary", "multiclass"):
         raise TrainConfigError(f"{splits.name}: a streamed training split supports binary and multiclass tasks, "
                                f"got {task!r} (regression needs the target's statistics up front)")
-    if cfg.balance is not None:
-        raise TrainConfigError(f"balance={cfg.balance!r}: not with a streamed training split (its methods re-read "
+    if cfg.balance.method is not None:
+        raise TrainConfigError(f"balance={cfg.balance.method!r}: not with a streamed training split (its methods re-read "
                                "the training split)")
 
 
@@ -276,7 +276,7 @@ def fit(
         summary = {
             "dataset": splits.name,
             "task": task,
-            "train_config": cfg.to_dict(),
+            "train_config": cfg.to_json(),
             "model_config": getattr(model, "config", None),
             "epochs_run": trainer.current_epoch,
             "world_size": trainer.world_size,

@@ -217,7 +217,7 @@ def table_options(
     source = TableSource(path=str(Path(path).resolve()), target=target if isinstance(target, str) else tuple(target),
                          modalities={k: tuple(v) for k, v in modalities.items()} if modalities else None,
                          task=task, **options)
-    d = source.to_dict()
+    d = source.to_json()
     d.pop("seed", None)  # the split seed is the DataSpec's
     return {**d, "fingerprint": table_fingerprint(path)}
 

@@ -44,10 +44,12 @@ from mmfuse.data.table.split import split_parts
 from mmfuse.data.table.target import Target
 from mmfuse.errors import CheckpointError
 from mmfuse.io import atomic_write
+from mmfuse.records import check_format, format_tag
 
 __all__ = ["PREPROCESSOR_FORMAT", "TablePreprocessor", "Transformed", "fit_table"]
 
-PREPROCESSOR_FORMAT = "mmfuse.preprocessor/1"
+PREPROCESSOR_RECORD, PREPROCESSOR_VERSION = "preprocessor", 1
+PREPROCESSOR_FORMAT = format_tag(PREPROCESSOR_RECORD, PREPROCESSOR_VERSION)
 JSON_FILE = "preprocessor.json"
 ARRAYS_FILE = "preprocessor.safetensors"
 
@@ -170,7 +172,8 @@ class TablePreprocessor:
         return ds, out
 
     # ------------------------------------------------------------------ saving
-    def to_json(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def to_document(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """``(preprocessor.json's document, the arrays of preprocessor.safetensors)``."""
         from mmfuse import __version__
 
         blocks, arrays = {}, {}
@@ -178,7 +181,7 @@ class TablePreprocessor:
             state, arr = b.state()
             blocks[m] = {"block": b.name, "columns": list(b.columns), "state": state}
             arrays.update({f"{m}/{k}": v for k, v in arr.items()})
-        options = self.options.to_dict()
+        options = self.options.to_json()
         return {"format": PREPROCESSOR_FORMAT, "mmfuse_version": __version__, "options": options,
                 "schema": self.schema.to_json(), "target": self.target.to_json(), "blocks": blocks}, arrays
 
@@ -186,7 +189,7 @@ class TablePreprocessor:
         """Write ``preprocessor.json`` (and ``preprocessor.safetensors`` when there are arrays) into ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        doc, arrays = self.to_json()
+        doc, arrays = self.to_document()
         if arrays:
             from safetensors.numpy import save
 
@@ -205,13 +208,14 @@ class TablePreprocessor:
             doc = json.loads(path.read_text())
         except (OSError, ValueError) as e:
             raise CheckpointError(f"{path}: cannot read the saved preprocessing: {e}") from e
-        return cls.from_json(doc, path.parent, where=str(path))
+        return cls.from_document(doc, path.parent, where=str(path))
 
     @classmethod
-    def from_json(cls, doc: Mapping[str, Any], folder: Path | None = None, *, where: str = "preprocessor") -> TablePreprocessor:
-        if not isinstance(doc, Mapping) or doc.get("format") != PREPROCESSOR_FORMAT:
-            got = doc.get("format") if isinstance(doc, Mapping) else type(doc).__name__
-            raise CheckpointError(f"{where}: expected preprocessing of format {PREPROCESSOR_FORMAT!r}, got {got!r}")
+    def from_document(cls, doc: Mapping[str, Any], folder: Path | None = None, *,
+                      where: str = "preprocessor") -> TablePreprocessor:
+        """From :meth:`to_document`'s document, its arrays read from ``folder``'s
+        ``preprocessor.safetensors`` (when there is one)."""
+        check_format(doc, PREPROCESSOR_RECORD, PREPROCESSOR_VERSION, where=where, error=CheckpointError)
         arrays: dict[str, np.ndarray] = {}
         if folder is not None and (folder / ARRAYS_FILE).is_file():
             from safetensors.numpy import load_file
@@ -328,7 +332,7 @@ def fit_table(frame: pd.DataFrame, options: TableSource, where: str,
             texts[m] = {k: [strings[i] for i in p] for k, p in zip(("train", "val", "test"), parts, strict=True)}
     info = {
         "source": where,
-        "options": options.to_dict(),
+        "options": options.to_json(),
         "schema": report,
         "preprocessor": prep,
         "texts": texts,

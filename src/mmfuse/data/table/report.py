@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from mmfuse.data.table.kinds import BadFile, is_blank
-from mmfuse.data.table.source import SCHEMA_VERSION
+from mmfuse.records import stamp
 
 __all__ = ["BadFile", "ColumnReport", "TableReport", "missing_rate"]
 
@@ -51,8 +51,11 @@ class TableReport:
     bad_files: tuple[BadFile, ...]
     notes: Mapping[str, int] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
+    def to_json(self) -> dict[str, Any]:
+        """``mmfuse data inspect --json``'s document, ``"format": "mmfuse.table_report/1"``
+        (before: ``"schema_version": 1``). Nothing reads it back (no ``from_json``): it is
+        a report for people and scripts."""
+        return stamp("table_report", 1, asdict(self))
 
     def render(self) -> str:
         lines = [f"table: {self.source}", f"rows: {self.rows} ({self.rows_used} used)"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
@@ -10,11 +9,12 @@ from typing import Any, Literal
 from mmfuse.data._base import TASKS, DataError
 from mmfuse.data._common import check_fractions
 
-__all__ = ["KINDS", "SCHEMA_VERSION", "TableSource"]
+__all__ = ["KINDS", "TableSource"]
 
 #: the built-in column kinds (the registry, :func:`mmfuse.data.table.kinds.list_kinds`, may hold more)
 KINDS: tuple[str, ...] = ("numeric", "categorical", "text", "image", "audio", "embedding")
-SCHEMA_VERSION = 1
+#: the version key TableSource wrote of its own before it was nested without one (still read)
+LEGACY_VERSION = 1
 
 @dataclass(frozen=True)
 class TableSource:
@@ -137,24 +137,27 @@ class TableSource:
     def targets(self) -> tuple[str, ...]:
         return (self.target,) if isinstance(self.target, str) else tuple(self.target)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
+        """The fields as JSON values. No version of its own: it is stored inside versioned
+        documents (a spec's data options, ``preprocessor.json``; see :mod:`mmfuse.records`)."""
         d = asdict(self)
         d["target"] = self.target if isinstance(self.target, str) else list(self.target)
         d["modalities"] = None if self.modalities is None else {m: list(c) for m, c in self.modalities.items()}
         d["exclude"] = list(self.exclude)
         d["image_size"] = list(self.image_size)
-        return {"schema_version": SCHEMA_VERSION, **d}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+        return d
 
     @classmethod
-    def from_json(cls, raw: str | Mapping[str, Any]) -> TableSource:
-        """From :meth:`to_json`'s text (or its dict); unknown keys are a :class:`DataError`."""
-        d = dict(json.loads(raw) if isinstance(raw, str) else raw)
-        version = d.pop("schema_version", SCHEMA_VERSION)
-        if version != SCHEMA_VERSION:
-            raise DataError(f"TableSource: schema_version {version!r}, expected {SCHEMA_VERSION}")
+    def from_json(cls, raw: Mapping[str, Any]) -> TableSource:
+        """From :meth:`to_json`'s dict; unknown keys are a :class:`DataError`. The
+        ``"schema_version": 1`` that mmfuse wrote here before (saved preprocessors, old specs)
+        is read as this layout."""
+        if not isinstance(raw, Mapping):
+            raise DataError(f"TableSource: expected a mapping of its fields, got {type(raw).__name__}")
+        d = dict(raw)
+        version = d.pop("schema_version", LEGACY_VERSION)
+        if version != LEGACY_VERSION:
+            raise DataError(f"TableSource: schema_version {version!r}, expected {LEGACY_VERSION} (or none)")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
