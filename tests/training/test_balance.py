@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from mmfuse import list_fusions
 from mmfuse.data import DatasetSplits, MultimodalDataset, load_dataset
 from mmfuse.errors import ConfigError
+from mmfuse.fusions import fusion_class
 from mmfuse.models import build_model, build_unimodal_model
 from mmfuse.training import TrainConfig, TrainConfigError, fit
 from mmfuse.training.balance import (
@@ -191,6 +192,15 @@ def test_ogm_ge_refuses_three_modalities_and_unimodal_models(three_seq, two) -> 
         fit(uni, two, cfg(balance="aux"))
     with pytest.raises(TrainConfigError, match="precision"):
         Balancer(tiny(two), cfg(balance="mmpareto", precision="16-mixed"))
+
+
+def test_a_strategy_with_its_own_loss_is_refused_before_training(two, tmp_path) -> None:
+    """trusted trains on its evidential loss; a balancing method would train it on cross-entropy
+    instead, with nothing said (the balancer's loss replaces the fusion's in the training step)."""
+    for method in ("aux", "gblend", "mmpareto", "ogm_ge"):
+        with pytest.raises(TrainConfigError, match="'trusted' trains on a loss of its own"):
+            fit(tiny(two, fusion="trusted"), two, cfg(balance=method), out_dir=tmp_path / method)
+        assert not (tmp_path / method / "model.safetensors").exists()
 
 
 def test_regression_task_refused() -> None:
@@ -467,8 +477,12 @@ def test_mmpareto_replaces_encoder_gradients(three_seq) -> None:
 
 
 # -------------------------------------------------- every method, every strategy
+#: the strategies trained on cross-entropy (a strategy with a loss of its own is refused, tested above)
+CE_FUSIONS = [f for f in list_fusions() if not hasattr(fusion_class(f), "training_loss")]
+
+
 @pytest.mark.parametrize("method", balance_methods())
-@pytest.mark.parametrize("fusion", list_fusions())
+@pytest.mark.parametrize("fusion", CE_FUSIONS)
 def test_every_method_fits_with_every_strategy(fusion, method, two, three_seq) -> None:
     splits = two if method == "ogm_ge" else three_seq  # OGM-GE is two-modality only
     model = tiny(splits, fusion).train()

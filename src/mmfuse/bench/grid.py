@@ -109,6 +109,40 @@ ONE_MODALITY = "the data has one modality, so there is nothing to fuse"
 NOT_CLASSES = "a decision-level strategy combines class probabilities"
 
 
+#: the largest tensor product (entries per sample, ``prod_i (k_i + 1)``) the bench trains at its
+#: own ``tensor`` options: five modalities at its ``dim=8`` (9^5 = 59,049) fit; six (9^6 =
+#: 531,441, with 5.3 M weights in the output map at ten classes) trained for over 30 minutes
+#: per run on mfeat's six views, on a CPU, before it was stopped
+TENSOR_PRODUCT_LIMIT = 2**16
+#: why ``tensor`` is left out of a dataset with many modalities (its options are the bench's)
+TENSOR_TOO_LARGE = "the tensor product grows as (dim + 1)^m"
+
+
+def _tensor_too_large(options: Mapping[str, Any], m: int) -> str:
+    """Why the bench does not train ``tensor`` with ``options`` on ``m`` modalities, or ``""``."""
+    dim = options.get("dim")
+    if not isinstance(dim, int) or (dim + 1) ** m <= TENSOR_PRODUCT_LIMIT:
+        return ""
+    size = (dim + 1) ** m
+    fits = [k for k in range(1, dim) if (k + 1) ** m <= TENSOR_PRODUCT_LIMIT]
+    how = (f"fusion_options {{tensor: {{dim: {fits[-1]}}}}} gives ({fits[-1]} + 1)^{m} = {(fits[-1] + 1) ** m:,}; "
+           if fits else "")
+    return (f"{TENSOR_TOO_LARGE}: ({dim} + 1)^{m} = {size:,} entries per sample on {m} modalities, over the "
+            f"bench's limit of {TENSOR_PRODUCT_LIMIT:,} for its own options (hours per run on a CPU); {how}"
+            "options you set are trained as given; low_rank is the same model at rank r, linear in m")
+
+
+def _own_loss(name: str | None) -> bool:
+    """Whether strategy ``name`` trains on a loss of its own (``training_loss``: ``trusted``)."""
+    from mmfuse.fusions import fusion_class, list_fusions
+
+    return name is not None and name in list_fusions() and hasattr(fusion_class(name), "training_loss")
+
+
+#: why a strategy with its own training loss has no balanced variant
+OWN_LOSS = "it trains on a loss of its own, which the balancing methods would replace with cross-entropy"
+
+
 def _decision_only(name: str) -> bool:
     """Whether strategy ``name`` outputs class log-probabilities whatever its options (a name
     that is not registered, e.g. a test's stand-in, is not)."""
@@ -177,13 +211,22 @@ def build_grid(
                     if skipped is not None:
                         skipped.append(Skipped(dataset=data.display, model=f, reason=reason))
                     continue
+            if f == "tensor" and "tensor" not in config.fusion_options:
+                reason = _tensor_too_large(options, len(mods))
+                if reason:
+                    if skipped is not None:
+                        skipped.append(Skipped(dataset=data.display, model=f, reason=reason))
+                    continue
             models.append(ModelSpec(fusion=f, hidden_dim=config.hidden_dim, fusion_options=options))
         for model in models:
             variants: list[tuple[Variant, int, float]] = [(Variant.STANDARD, config.seeds, 0.0)]
             if model.unimodal is None and config.modality_dropout > 0 and config.dropout_seeds > 0:
                 variants.append((Variant.MODALITY_DROPOUT, config.dropout_seeds, config.modality_dropout))
             methods: list[str | None] = [None] * len(variants)
-            if model.unimodal is None:
+            if model.unimodal is None and config.balance and _own_loss(model.fusion):
+                if skipped is not None:
+                    skipped.append(Skipped(dataset=data.display, model=f"{model.label} (--balance)", reason=OWN_LOSS))
+            elif model.unimodal is None:
                 for method in config.balance:
                     variants.append((Variant.BALANCED, config.seeds, 0.0))
                     methods.append(method)

@@ -427,6 +427,12 @@ class Balancer(nn.Module):
                 f"balance={opts.method!r}: expected a MultimodalModel (encoders + fusion + head), "
                 f"got {type(model).__name__}"
             )
+        if hasattr(model.fusion, "training_loss"):  # trusted: its evidential loss would be dropped unseen
+            raise TrainConfigError(
+                f"balance={opts.method!r}: {model.fusion.name!r} trains on a loss of its own "
+                f"({type(model.fusion).__name__}.training_loss), which the balancing methods would replace "
+                "with cross-entropy: train it without balance, or balance another strategy"
+            )
         self.method: str = opts.method
         self.impl: BalanceMethod = _METHODS[opts.method]()
         self.modalities: tuple[str, ...] = model.modalities
