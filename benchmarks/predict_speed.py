@@ -21,7 +21,7 @@ What it does:
    (a) end to end: ``run.predict_file(table.parquet, out.parquet)`` (what ``mmfuse predict
        --data table.parquet --out preds.parquet`` runs: read in batches of 4096 rows,
        preprocess, model, write), and ``run.predict(df)`` on the frame in memory;
-   (b) the bare forward: ``run._outputs(t)`` on ``t = run.transform(df)``, encoded once
+   (b) the bare forward: ``run.outputs(t)`` on ``t = run.transform(df)``, encoded once
        (the model in batches of 512 under inference mode, nothing else);
 
    the ratio (a)/(b) of rows/s, and where the time of ``predict_file`` goes: the
@@ -172,8 +172,8 @@ def instrumented(run: Any, timers: Timers) -> Iterator[None]:
         patched.append((obj, attr))
 
     patch(run, "transform", "transform")
-    patch(run, "_outputs", "forward")
-    patch(run, "_prediction_frame", "prediction frame")
+    patch(run, "outputs", "forward")
+    patch(run, "prediction_frame", "prediction frame")
     for m, block in run.preprocessor.blocks.items():
         patch(block, "read", f"transform: {m} read")
         patch(block, "apply", f"transform: {m} apply")
@@ -241,12 +241,12 @@ def speed_rounds(run: Any, table: Path, frame: pd.DataFrame, rounds: int, thread
             (n, lambda n=n: predict_file(n)),
             (n, lambda n=n: timed(f"predict/{n}", lambda: run.predict(frame))),
             (n, lambda n=n: timed(f"transform/{n}", lambda: run.transform(frame))),
-            (n, lambda n=n: timed(f"forward/{n}", lambda: run._outputs(t_encoded))),
+            (n, lambda n=n: timed(f"forward/{n}", lambda: run.outputs(t_encoded))),
         ]
     for n in threads:  # warm-up: first calls allocate, import, fill caches
         set_threads(run, n)
         run.predict_file(table, out_file, batch_rows=BATCH_ROWS)
-        run._outputs(t_encoded)
+        run.outputs(t_encoded)
     for r in range(rounds):
         for n, step in (steps if r % 2 == 0 else steps[::-1]):
             set_threads(run, n)

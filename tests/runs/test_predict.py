@@ -125,7 +125,7 @@ def test_missing_text_is_masked_not_zeroed(reviews: dict, run: mmfuse.Run) -> No
     p1 = run.predict_proba(row).to_numpy()
     t_row = run.transform(row)
     t_row.inputs["Review Text"].random_(2, 50)
-    np.testing.assert_allclose(run._outputs(t_row), run._outputs(run.transform(row)), atol=1e-6)
+    np.testing.assert_allclose(run.outputs(t_row), run.outputs(run.transform(row)), atol=1e-6)
     assert np.isfinite(p1).all()
 
 
@@ -451,7 +451,7 @@ def test_an_interrupted_prediction_leaves_no_file(reviews: dict, review_run: Pat
     from mmfuse.runs.predictor import Run
 
     calls = {"n": 0}
-    real = Run._outputs
+    real = Run.outputs
 
     def interrupted(self, t, **kw):
         calls["n"] += 1
@@ -459,7 +459,7 @@ def test_an_interrupted_prediction_leaves_no_file(reviews: dict, review_run: Pat
             raise KeyboardInterrupt
         return real(self, t, **kw)
 
-    monkeypatch.setattr(Run, "_outputs", interrupted)
+    monkeypatch.setattr(Run, "outputs", interrupted)
     out = tmp_path / "p.csv"
     assert main(["predict", str(review_run), "--data", str(reviews["new"]), "--out", str(out),
                  "--batch-rows", "50"]) == 130

@@ -191,7 +191,7 @@ def test_fit_with_temperature_saves_t_and_predict_returns_calibrated_probabiliti
     with torch.no_grad():
         z = result.model({m: x[:16] for m, x in test.inputs.items()}, {m: k[:16] for m, k in test.masks.items()})
     want = torch.softmax(z, dim=1).numpy()
-    got = run._probabilities(run._outputs(_rows(test, 16)))
+    got = run._probabilities(run.outputs(_rows(test, 16)))
     assert got == pytest.approx(want, abs=1e-6)
     uncalibrated = torch.softmax(z * t, dim=1).numpy()
     assert abs(got - uncalibrated).max() > 1e-3

@@ -154,7 +154,7 @@ def predict_on_ray(
                           "Parquet files); choose another")
     partial = target.with_name(target.name + ".partial")
     run = load_run(run_path, strategy=strategy)  # checked here, before any job starts
-    prep = run._need_table()
+    prep = run.table_preprocessor()
     try:
         schema = pads.dataset([str(f) for f in files], format="parquet").schema
     except (OSError, ValueError) as e:
@@ -329,9 +329,9 @@ class _Predictor:
         where = self.where if contiguous else f"{self.where} (a batch of {len(frame)} rows; rows counted in it)"
         t = run.transform(frame, base_dir=self.base_dir, strict=self.strict, where=where,
                           first_row=int(rows[0]) if contiguous else 0)
-        pred = run._prediction_frame(t)
+        pred = run.prediction_frame(t)
         if self.explain:
-            pred = pd.concat([pred, run._explain(t).drop(columns=["value"])], axis=1)
+            pred = pd.concat([pred, run.explanation_frame(t).drop(columns=["value"])], axis=1)
         if self.id_column is not None:
             pred.insert(0, self.id_column, frame[self.id_column].to_numpy())
         pred.insert(0, ROW_COLUMN, rows)

@@ -202,7 +202,9 @@ class Run:
         return self.bundle.label
 
     # ------------------------------------------------------------------ inputs
-    def _need_table(self) -> Any:
+    def table_preprocessor(self) -> Any:
+        """The saved table preprocessing (:class:`~mmfuse.data.TablePreprocessor`); raises
+        :class:`MmfuseError` for a model of a built-in dataset, which has none."""
         if self.preprocessor is None:
             raise MmfuseError(f"{self.bundle.folder}: this model was trained on the built-in dataset "
                               f"{self.bundle.manifest.get('dataset')!r}, which has no table preprocessing; "
@@ -228,7 +230,7 @@ class Run:
         ``base_dir``, and must stay in that folder (as at training, and as ``mmfuse serve``'s
         ``--base-dir``) unless ``allow_outside`` (default: the training table's setting); a
         DataFrame with none of these folders has no such rule."""
-        prep = self._need_table()
+        prep = self.table_preprocessor()
         frame, folder, name = self._frame(data)
         base = base_dir if base_dir is not None else (folder or prep.options.base_dir)
         allow = prep.options.allow_outside if allow_outside is None else allow_outside
@@ -249,8 +251,10 @@ class Run:
                 self, modality, name, out)
 
     # ------------------------------------------------------------------ the model
-    def _outputs(self, t: Any, *, batch_size: int = 512, fused: bool = False) -> np.ndarray:
-        """``(n, k)`` model outputs (or ``(n, d)`` fused features), NaN on rows that cannot be predicted."""
+    def outputs(self, t: Any, *, batch_size: int = 512, fused: bool = False) -> np.ndarray:
+        """``(n, k)`` model outputs (logits; regression: values) of rows already transformed
+        (``t = run.transform(df)``), or ``(n, d)`` fused features, NaN on rows that cannot be
+        predicted. What :meth:`predict` and ``mmfuse serve`` call after :meth:`transform`."""
         from mmfuse.training.threads import torch_threads
 
         with torch.inference_mode(), torch_threads(self.threads if self.device.type == "cpu" else
@@ -314,14 +318,16 @@ class Run:
     def predict_proba(self, data: Any, **kwargs: Any) -> pd.DataFrame:
         """One probability column per class (or label), one row per input row (NaN: not predicted)."""
         t = self.transform(data, **kwargs)
-        return pd.DataFrame(self._probabilities(self._outputs(t)), columns=list(self.class_names))
+        return pd.DataFrame(self._probabilities(self.outputs(t)), columns=list(self.class_names))
 
     def predict(self, data: Any, **kwargs: Any) -> pd.DataFrame:
         """The predictions, one row per input row, in order (see the module docstring)."""
-        return self._prediction_frame(self.transform(data, **kwargs))
+        return self.prediction_frame(self.transform(data, **kwargs))
 
-    def _prediction_frame(self, t: Any, logits: np.ndarray | None = None) -> pd.DataFrame:
-        out = self._outputs(t) if logits is None else logits
+    def prediction_frame(self, t: Any, logits: np.ndarray | None = None) -> pd.DataFrame:
+        """:meth:`predict`'s table for rows already transformed (``logits``: their
+        :meth:`outputs`, if already computed)."""
+        out = self.outputs(t) if logits is None else logits
         ok = t.usable
         if self.task == "regression":
             cols = ["prediction"] if out.shape[1] == 1 else [f"prediction_{c}" for c in self.class_names]
@@ -348,7 +354,7 @@ class Run:
 
     def embed(self, data: Any, **kwargs: Any) -> np.ndarray:
         """``(n, d)`` fused representation before the head (NaN rows: not predicted)."""
-        return self._outputs(self.transform(data, **kwargs), fused=True)
+        return self.outputs(self.transform(data, **kwargs), fused=True)
 
     def evaluate(self, data: Any, **kwargs: Any) -> dict[str, float]:
         """The task's metrics on the rows that have the target (and at least one modality)."""
@@ -360,7 +366,7 @@ class Run:
         if t.labels is None:
             cols = list(self.preprocessor.target.columns) if self.preprocessor else []
             raise DataError(f"evaluate: the rows have no target column {cols}")
-        out = self._outputs(t) if logits is None else logits
+        out = self.outputs(t) if logits is None else logits
         keep = t.usable & t.has_target
         if not keep.any():
             raise DataError("evaluate: no row has both the target and a modality")
@@ -375,9 +381,10 @@ class Run:
         the modality weights (``weight_<m>``) where the strategy has them, and for ``trusted``
         the uncertainty ``u`` of the prediction (``uncertainty``) and each modality's own
         (``uncertainty_<m>``) and its belief in the explained class (``belief_<m>``)."""
-        return self._explain(self.transform(data, **kwargs))
+        return self.explanation_frame(self.transform(data, **kwargs))
 
-    def _explain(self, t: Any, batch_size: int = 512) -> pd.DataFrame:
+    def explanation_frame(self, t: Any, batch_size: int = 512) -> pd.DataFrame:
+        """:meth:`explain`'s table for rows already transformed."""
         if self.task == "multilabel":
             raise MmfuseError("explain: per-row attribution is defined for binary, multiclass and regression "
                               "models (a multilabel row has no one output to explain)")
@@ -390,7 +397,7 @@ class Run:
                               f"is limited to {_EXPLAIN_MAX_MODALITIES}")
         n, M = len(t), len(mods)
         rows = np.flatnonzero(t.usable)
-        full = self._outputs(t, batch_size=batch_size)
+        full = self.outputs(t, batch_size=batch_size)
         prior = self.bundle.manifest.get("class_prior") or []
         if self.task == "regression":
             target_idx = np.zeros(n, dtype=np.int64)
@@ -418,7 +425,7 @@ class Run:
                 masks.update({m: k for m, k in t.masks.items() if m not in mods})
                 has = present[:, list(combo)].any(axis=1)
                 sub = _Sub(t.inputs, masks, t.usable & has)
-                out = self._outputs(sub, batch_size=batch_size)
+                out = self.outputs(sub, batch_size=batch_size)
                 if self.task == "regression":
                     v = pick(out)
                 else:
@@ -547,10 +554,10 @@ class Run:
             for frame in _batches(src, batch_rows):
                 t = self.transform(frame, base_dir=base, strict=strict, first_row=first, where=str(src),
                                    allow_outside=allow_outside)
-                logits = self._outputs(t)
-                pred = self._prediction_frame(t, logits)
+                logits = self.outputs(t)
+                pred = self.prediction_frame(t, logits)
                 if explain:
-                    ex = self._explain(t)
+                    ex = self.explanation_frame(t)
                     pred = pd.concat([pred, ex.drop(columns=["value"])], axis=1)
                 if id_column is not None:
                     if id_column not in frame.columns:

@@ -457,10 +457,10 @@ class _Batcher:
             joined = _Joined({m: torch.cat([t.inputs[m] for t in ts]) for m in ts[0].inputs},
                              {m: torch.cat([t.masks[m] for t in ts]) for m in ts[0].masks},
                              np.concatenate([t.usable for t in ts]))
-            logits = run._outputs(joined, batch_size=self.settings.max_batch_rows)
+            logits = run.outputs(joined, batch_size=self.settings.max_batch_rows)
             self.stats.model_calls += 1
             self.stats.largest_call_rows = max(self.stats.largest_call_rows, len(joined))
-            records = _records(run._prediction_frame(joined, logits))  # row-wise: the same as per request
+            records = _records(run.prediction_frame(joined, logits))  # row-wise: the same as per request
             start = 0
             for i, t in members:
                 summary = PredictSummary()
@@ -507,7 +507,7 @@ def create_app(run: Run, settings: ServeSettings | None = None) -> FastAPI:
     from mmfuse import __version__
 
     settings = settings or ServeSettings()
-    prep = run._need_table()
+    prep = run.table_preprocessor()
     kinds = dict(prep.schema.kinds)
     batcher = _Batcher(run, settings)
     limit = int(settings.max_body_mb * 1024 * 1024)
