@@ -137,7 +137,14 @@ def test_timm_needs_timm_or_is_tested() -> None:
         load_backbone("timm:resnet18", "text")
 
 
-def test_unreachable_hub_name_says_how_to_use_a_local_copy() -> None:
+def test_unreachable_hub_name_says_how_to_use_a_local_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hub name the Hub cannot provide. Offline mode is set (as HF_HUB_OFFLINE=1 would, read
+    at import) so that the libraries answer at once: with the network merely absent they
+    retry for about 25 s before giving the same answer, and the message is the same."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(transformers.utils.hub, "_is_offline_mode", True, raising=False)
     with pytest.raises(ConfigError, match=r"'nobody-xyz/no-model'.*local copy.*hf:\./no-model"):
         load_backbone("hf:nobody-xyz/no-model", "text")
 
