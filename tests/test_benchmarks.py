@@ -148,7 +148,12 @@ def _serve_speed(out: Path, module: Any) -> None:
     res = doc["results"]
     assert len(res) == 6 and sum(k.startswith("served") for k in res) == 3, list(res)
     assert all(_positive(r["rows_per_s"]) for r in res.values()), res
-    assert all(_positive(r["cpu_ms_per_row_server"]) for k, r in res.items() if k.startswith("served")), res
+    # the server's CPU time is read in clock ticks (10 ms): a quick case of few requests can use
+    # less than one, so each is a finite non-negative number, and the case of the most requests
+    # (one row each, sequential: ~20 in 0.2 s at ~7 ms of server CPU each) shows some
+    served = [r["cpu_ms_per_row_server"] for k, r in res.items() if k.startswith("served")]
+    assert all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in served), res
+    assert _positive(res["served, batch 1 (1 row a request, sequential)"]["cpu_ms_per_row_server"]), res
     assert _positive(res["served, batch 1 from 8 concurrent clients"]["requests_per_model_call"])
 
 
