@@ -185,7 +185,7 @@ class TrainConfig:
         verbose: let Lightning print what it prints (accelerator lines, tips, stop
             reasons, advice); by default only the progress bar and errors show.
         threads: torch intra-op threads during the fit: a positive int, or ``"auto"``
-            (see :func:`mmfuse.training.engine.auto_threads`: 1 for small models,
+            (see :func:`mmfuse.training.threads.auto_threads`: 1 for small models,
             where more threads only add synchronisation). The previous count is restored
             after the fit; the count used is in :attr:`FitResult.threads`.
         compile: train through ``torch.compile(model)`` (validation and the returned

@@ -67,7 +67,7 @@ class FusionModule(L.LightningModule):
             from mmfuse.data.transforms import ModalityDropout
 
             self.dropout_transform = ModalityDropout(cfg.modality_dropout)
-        self.balancer = make_balancer(model, cfg)  # cfg.balance: None or mmfuse.training.balance
+        self.balancer = make_balancer(model, cfg)  # None when cfg.balance.method is None (mmfuse.training.balance)
         #: the fusion's own training objective, ``training_loss(intermediates, target, *, epoch)``
         #: (see Fusion), trained on in place of the task loss; None: the task loss
         self.fusion_loss: Callable[..., Tensor] | None = getattr(getattr(model, "fusion", None), "training_loss", None)
