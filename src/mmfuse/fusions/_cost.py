@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Cost", "CostText", "block_flops", "block_params", "linear_params"]
+__all__ = ["Cost", "CostText", "block_flops", "block_params", "head_cost", "linear_params"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,12 @@ class CostText:
 def linear_params(n_in: int, n_out: int, *, bias: bool = True) -> int:
     """Parameters of ``nn.Linear(n_in, n_out, bias=bias)``."""
     return n_in * n_out + (n_out if bias else 0)
+
+
+def head_cost(n_in: int, hidden: int, n_out: int) -> Cost:
+    """Cost of a one-hidden-layer ``Mlp(n_in, n_out, hidden_dims=(hidden,))`` without norm:
+    ``n_in -> hidden -> n_out`` (the heads of early, late and trusted)."""
+    return Cost(linear_params(n_in, hidden) + linear_params(hidden, n_out), 2 * (n_in * hidden + hidden * n_out))
 
 
 def block_params(k: int, *, cross: bool, mlp_ratio: float) -> int:

@@ -30,7 +30,7 @@ from mmfuse.fusions._base import (
     masked_mean,
     register_fusion,
 )
-from mmfuse.fusions._cost import Cost, CostText, linear_params
+from mmfuse.fusions._cost import Cost, CostText, head_cost
 from mmfuse.fusions._options import PositiveInt, Rate
 from mmfuse.layers import Mlp
 from mmfuse.space import Categorical, Distribution, Float
@@ -126,7 +126,7 @@ class EarlyFusion(Fusion):
         (hidden,) = cls.default("hidden_dims")
         cat = m * d + (m if cls.default("presence_features") else 0)
         o = output_dim
-        return Cost(linear_params(cat, hidden) + linear_params(hidden, o), 2 * (cat * hidden + hidden * o))
+        return head_cost(cat, hidden, o)
 
     @staticmethod
     def concat_dim_for(input_dims: Mapping[str, int], *, presence_features: bool = True) -> int:

@@ -37,7 +37,7 @@ from mmfuse.fusions._base import (
     masked_softmax,
     register_fusion,
 )
-from mmfuse.fusions._cost import Cost, CostText, linear_params
+from mmfuse.fusions._cost import Cost, CostText, head_cost
 from mmfuse.fusions._options import PositiveInt, Rate
 from mmfuse.layers import Mlp, ModalityDict, escape_key
 from mmfuse.space import Categorical, Distribution, Float
@@ -147,8 +147,8 @@ class LateFusion(Fusion):
         (hidden,) = cls.default("hidden_dims")
         o = output_dim
         learned = int(cls.default("combine") == "weighted")  # one score per modality
-        params = m * (linear_params(d, hidden) + linear_params(hidden, o)) + learned * m
-        return Cost(params, 2 * m * (d * hidden + hidden * o))
+        head = head_cost(d, hidden, o)
+        return Cost(m * head.params + learned * m, m * head.flops)
 
     def _weights(self, present: Tensor, dtype: torch.dtype) -> Tensor:
         """``(b, m)`` weights over present modalities (rows sum to 1, missing get 0)."""

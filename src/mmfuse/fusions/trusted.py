@@ -70,7 +70,7 @@ from mmfuse.fusions._base import (
     FusionIntermediates,
     register_fusion,
 )
-from mmfuse.fusions._cost import Cost, CostText, linear_params
+from mmfuse.fusions._cost import Cost, CostText, head_cost
 from mmfuse.fusions._options import PositiveInt, Rate
 from mmfuse.layers import Mlp, ModalityDict, escape_key
 from mmfuse.space import Categorical, Distribution, Float, Int
@@ -223,11 +223,11 @@ class TrustedFusion(Fusion):
     def cost(cls, *, m: int, d: int, t: int, output_dim: int) -> Cost:
         (hidden,) = cls.default("hidden_dims")
         o = output_dim
-        params = m * (linear_params(d, hidden) + linear_params(hidden, o))
-        flops = 2 * m * (d * hidden + hidden * o)
-        if cls.default("pseudo_view"):
-            params += linear_params(m * d, hidden) + linear_params(hidden, o)
-            flops += 2 * (m * d * hidden + hidden * o)
+        head = head_cost(d, hidden, o)
+        params, flops = m * head.params, m * head.flops
+        if cls.default("pseudo_view"):  # one more head, on the concatenation
+            pseudo = head_cost(m * d, hidden, o)
+            params, flops = params + pseudo.params, flops + pseudo.flops
         return Cost(params, flops)
 
     def fuse(self, batch: FusionBatch, *, need_intermediates: bool) -> tuple[Tensor, FusionIntermediates | None]:
