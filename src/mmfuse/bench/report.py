@@ -190,6 +190,14 @@ def _balance_table(rows: Sequence[SummaryRow], dataset: str) -> str:
     return f"<div class='scroll'><table>{head}{''.join(body)}</table></div>"
 
 
+
+def _dataset_section(header: str, tables: list[tuple[str, str]]) -> list[str]:
+    """``header`` (its heading and introduction) and one table per dataset, leaving out the
+    datasets without one; nothing at all when no dataset has one."""
+    kept = [(ds, table) for ds, table in tables if table]
+    return [header, *(f"<h3>{_e(ds)}</h3>{table}" for ds, table in kept)] if kept else []
+
+
 def _img(fig: Figure) -> str:
     data = base64.b64encode(fig.png).decode("ascii")
     return (f"<figure><h3>{_e(fig.title)}</h3><img alt='{_e(fig.title)}' src='data:image/png;base64,{data}'>"
@@ -319,33 +327,27 @@ def write_report(path: str | Path, rows: Sequence[SummaryRow], records: Sequence
         table = _robust_table(rows, ds)
         if table:
             parts.append(f"<h3>{_e(ds)}</h3>{table}")
-    calibration = [(ds, _calibration_table(rows, ds)) for ds in datasets]
-    if any(t for _, t in calibration):
-        parts.append("<h2>Calibration</h2><p>How far the predicted probabilities can be trusted, on the test "
-                     "split (mean over seeds; classification only). <b>ECE</b>: expected calibration error, the "
-                     "sample-weighted mean gap between accuracy and confidence (top-label, 15 equal-width "
-                     "confidence bins); <b>NLL</b>: mean negative log-likelihood (nats); <b>Brier</b>: mean "
-                     "squared error of the probability vector (summed over classes); lower is better for all "
-                     "three. <b>acc@x%</b>: the accuracy when the model answers only its x % most confident "
-                     "test samples; <b>AURC</b>: the area under that risk-coverage curve (lower: its errors "
-                     "are its least confident answers). <b>Worst ECE missing</b>: the highest ECE with one "
-                     "modality removed (a model that stays as confident without it is dangerous). With "
-                     "<code>calibrate=temperature</code>, <b>T</b> is the temperature fitted on the "
-                     "validation split and the last columns are the numbers before it (accuracy is "
-                     "unchanged). The reliability diagrams are under Figures.</p>")
-        for ds, table in calibration:
-            if table:
-                parts.append(f"<h3>{_e(ds)}</h3>{table}")
-    balance = [(ds, _balance_table(rows, ds)) for ds in datasets]
-    if any(t for _, t in balance):
-        parts.append("<h2>Balanced training</h2><p>Each fusion trained the standard way and with each balancing "
-                     "method (mean over seeds). <i>m inside</i>: the test accuracy of a linear probe on modality "
-                     "m's encoder inside the fused model (fitted on the train split), beside m's own unimodal "
-                     "baseline (<i>alone</i>): a modality starved by the others probes well below its baseline. "
-                     "<i>no m</i>: the score with m missing at test time.</p>")
-        for ds, table in balance:
-            if table:
-                parts.append(f"<h3>{_e(ds)}</h3>{table}")
+    parts += _dataset_section(
+        "<h2>Calibration</h2><p>How far the predicted probabilities can be trusted, on the test "
+        "split (mean over seeds; classification only). <b>ECE</b>: expected calibration error, the "
+        "sample-weighted mean gap between accuracy and confidence (top-label, 15 equal-width "
+        "confidence bins); <b>NLL</b>: mean negative log-likelihood (nats); <b>Brier</b>: mean "
+        "squared error of the probability vector (summed over classes); lower is better for all "
+        "three. <b>acc@x%</b>: the accuracy when the model answers only its x % most confident "
+        "test samples; <b>AURC</b>: the area under that risk-coverage curve (lower: its errors "
+        "are its least confident answers). <b>Worst ECE missing</b>: the highest ECE with one "
+        "modality removed (a model that stays as confident without it is dangerous). With "
+        "<code>calibrate=temperature</code>, <b>T</b> is the temperature fitted on the "
+        "validation split and the last columns are the numbers before it (accuracy is "
+        "unchanged). The reliability diagrams are under Figures.</p>",
+        [(ds, _calibration_table(rows, ds)) for ds in datasets])
+    parts += _dataset_section(
+        "<h2>Balanced training</h2><p>Each fusion trained the standard way and with each balancing "
+        "method (mean over seeds). <i>m inside</i>: the test accuracy of a linear probe on modality "
+        "m's encoder inside the fused model (fitted on the train split), beside m's own unimodal "
+        "baseline (<i>alone</i>): a modality starved by the others probes well below its baseline. "
+        "<i>no m</i>: the score with m missing at test time.</p>",
+        [(ds, _balance_table(rows, ds)) for ds in datasets])
     if figures:
         parts.append("<h2>Figures</h2>")
         parts.extend(_img(f) for f in figures)
