@@ -9,35 +9,22 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _toy_reviews import toy_reviews, train_toy
 
 import mmfuse
 from mmfuse.cli import main
 
-WORDS = ["great", "lovely", "poor", "thin", "soft", "small", "fit", "colour", "fabric", "seams"]
-
-
-def _table(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    df = pd.DataFrame({"review": [" ".join(rng.choice(WORDS, 5)) for _ in range(n)],
-                       "age": rng.integers(18, 70, n).astype(float), "size": rng.choice(["S", "M", "L"], n)})
-    df["y"] = df["review"].str.contains("great|lovely").astype(int)
-    return df
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("trusted-run")
-    _table(240, 0).to_csv(folder / "train.csv", index=False)
-    out = folder / "run"
-    assert main(["train", "--data", str(folder / "train.csv"), "--target", "y", "--fusion", "trusted", "--out",
-                 str(out), "epochs=2", "hidden_dim=8", "threads=1", "fusion.hidden_dims=[]"]) == 0
-    return out
+    return train_toy(tmp_path_factory.mktemp("trusted-run"), "trusted", "hidden_dim=8", "fusion.hidden_dims=[]",
+                     rows=240, interaction=False)
 
 
 def test_explain_gives_the_uncertainty_and_each_modalitys_opinion(trained: Path, tmp_path: Path) -> None:
     run = mmfuse.load_run(trained)
     mods = run.model.fusion.modalities
-    new = _table(12, 1).drop(columns=["y"])
+    new = toy_reviews(12, 1, interaction=False).drop(columns=["y"])
     new.loc[[2, 5], "review"] = None  # the text modality missing on two rows
     ex = run.explain(new)
     cols = ["uncertainty", *(f"uncertainty_{m}" for m in mods), *(f"belief_{m}" for m in mods)]

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _toy_reviews import toy_reviews, train_toy
 
 import mmfuse
 from mmfuse.cli import main
@@ -20,16 +21,6 @@ from mmfuse.cli import main
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'mmfuse[ray]')")
 
 from mmfuse.runs.cluster import ROW_COLUMN, parquet_files  # noqa: E402  (after the skip)
-
-WORDS = ["great", "lovely", "poor", "thin", "soft", "small", "fit", "colour", "fabric", "seams"]
-
-
-def _table(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    df = pd.DataFrame({"review": [" ".join(rng.choice(WORDS, 5)) for _ in range(n)],
-                       "age": rng.integers(18, 70, n).astype(float), "size": rng.choice(["S", "M", "L"], n)})
-    df["y"] = (df["review"].str.contains("great|lovely") ^ (df["size"] == "L")).astype(int)
-    return df
 
 
 def _labels(column: pd.Series) -> list:
@@ -39,19 +30,14 @@ def _labels(column: pd.Series) -> list:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("ray-run")
-    _table(300, 0).to_csv(folder / "train.csv", index=False)
-    out = folder / "run"
-    assert main(["train", "--data", str(folder / "train.csv"), "--target", "y", "--fusion", "gated", "--out",
-                 str(out), "epochs=2", "hidden_dim=16", "threads=1"]) == 0
-    return out
+    return train_toy(tmp_path_factory.mktemp("ray-run"), "gated", "hidden_dim=16")
 
 
 @pytest.fixture(scope="module")
 def parquet_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
     """230 new rows in 5 files of unequal sizes (one in a subfolder), plus files Arrow skips;
     the frame is the rows in the order of the rule: files sorted by relative path."""
-    df = _table(230, 1).drop(columns=["y"])
+    df = toy_reviews(230, 1).drop(columns=["y"])
     df["rid"] = (np.arange(230) * 37) % 1000 + 5000  # ids not in row order
     df.loc[[3, 100], "review"] = None
     df.loc[150, ["review", "age", "size"]] = None    # not predicted
@@ -143,7 +129,7 @@ def test_ray_predict_equals_the_single_process_predict_row_for_row(
 
 def test_a_bad_value_on_a_worker_ends_the_job_with_its_message(trained: Path, local_ray, tmp_path: Path,
                                                                capsys) -> None:
-    df = _table(60, 2).drop(columns=["y"])
+    df = toy_reviews(60, 2).drop(columns=["y"])
     df["age"] = df["age"].astype(str)
     df.loc[47, "age"] = "forty"
     (tmp_path / "in").mkdir()

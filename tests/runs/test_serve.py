@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _toy_reviews import toy_reviews, train_toy
 
 import mmfuse
 from mmfuse.cli import main
@@ -41,27 +42,12 @@ from mmfuse.runs.serve import (  # noqa: E402  (after the skips)
     serve_in_thread,
 )
 
-WORDS = ["great", "lovely", "poor", "thin", "soft", "small", "fit", "colour", "fabric", "seams"]
 TIMEOUT = httpx.Timeout(30.0)
-
-
-def _table(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    df = pd.DataFrame({"review": [" ".join(rng.choice(WORDS, 5)) for _ in range(n)],
-                       "age": rng.integers(18, 70, n).astype(float), "size": rng.choice(["S", "M", "L"], n)})
-    df["y"] = (df["review"].str.contains("great|lovely") ^ (df["size"] == "L")).astype(int)
-    return df
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("serve")
-    _table(300, 0).to_csv(folder / "train.csv", index=False)
-    out = folder / "run"
-    code = main(["train", "--data", str(folder / "train.csv"), "--target", "y", "--fusion", "gated", "--out",
-                 str(out), "epochs=2", "hidden_dim=16", "threads=1"])
-    assert code == 0
-    return out
+    return train_toy(tmp_path_factory.mktemp("serve"), "gated", "hidden_dim=16")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +58,7 @@ def run(trained: Path) -> mmfuse.Run:
 @pytest.fixture(scope="module")
 def new_rows() -> pd.DataFrame:
     """40 new rows without the target: texts missing, one row with nothing, an unseen size, an extra column."""
-    df = _table(40, 1).drop(columns=["y"])
+    df = toy_reviews(40, 1).drop(columns=["y"])
     df.loc[[0, 3], "review"] = None          # text missing: that modality masked
     df.loc[5, ["review", "age", "size"]] = None  # every modality missing: not predicted
     df.loc[[2, 7], "size"] = "XXL"           # never seen in training
