@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from mmfuse import list_fusions
 from mmfuse.data import DatasetSplits, MultimodalDataset, load_dataset
 from mmfuse.errors import ConfigError
-from mmfuse.fusions import fusion_class
+from mmfuse.fusions import fusion_class, has_own_loss
 from mmfuse.models import build_model, build_unimodal_model
 from mmfuse.training import TrainConfig, TrainConfigError, fit
 from mmfuse.training.balance import (
@@ -478,7 +478,7 @@ def test_mmpareto_replaces_encoder_gradients(three_seq) -> None:
 
 # -------------------------------------------------- every method, every strategy
 #: the strategies trained on cross-entropy (a strategy with a loss of its own is refused, tested above)
-CE_FUSIONS = [f for f in list_fusions() if not hasattr(fusion_class(f), "training_loss")]
+CE_FUSIONS = [f for f in list_fusions() if not has_own_loss(fusion_class(f))]
 
 
 @pytest.mark.parametrize("method", balance_methods())

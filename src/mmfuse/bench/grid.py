@@ -133,10 +133,11 @@ def _tensor_too_large(options: Mapping[str, Any], m: int) -> str:
 
 
 def _own_loss(name: str | None) -> bool:
-    """Whether strategy ``name`` trains on a loss of its own (``training_loss``: ``trusted``)."""
-    from mmfuse.fusions import fusion_class, list_fusions
+    """Whether strategy ``name`` trains on a loss of its own (``trusted``); a name that is not
+    registered (a test's stand-in) does not."""
+    from mmfuse.fusions import fusion_class, has_own_loss, list_fusions
 
-    return name is not None and name in list_fusions() and hasattr(fusion_class(name), "training_loss")
+    return name is not None and name in list_fusions() and has_own_loss(fusion_class(name))
 
 
 #: why a strategy with its own training loss has no balanced variant

@@ -46,6 +46,7 @@ __all__ = [
     "FusionIntermediates",
     "create_fusion",
     "fusion_class",
+    "has_own_loss",
     "list_fusions",
     "masked_mean",
     "masked_softmax",
@@ -233,6 +234,12 @@ def _check_some_present(present: Tensor, modalities: tuple[str, ...]) -> None:
             f"FusionError: expected at least one present modality per sample, got a sample with every "
             f"modality ({', '.join(modalities)}) missing",
         )
+
+
+def has_own_loss(fusion: Any) -> bool:
+    """Whether a strategy (its class or a module) trains on a loss of its own, a
+    ``training_loss`` method (see :class:`Fusion`), instead of the task's."""
+    return callable(getattr(fusion, "training_loss", None))
 
 
 class Fusion(nn.Module):

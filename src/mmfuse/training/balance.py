@@ -111,6 +111,7 @@ from torch import Tensor, nn
 
 from mmfuse.data._base import DatasetSplits, MultimodalDataset
 from mmfuse.functional import masked_mean
+from mmfuse.fusions import has_own_loss
 from mmfuse.models.multimodal import MultimodalModel
 from mmfuse.training.config import TrainConfig, TrainConfigError
 from mmfuse.training.metrics import iter_batches, to_device
@@ -427,7 +428,7 @@ class Balancer(nn.Module):
                 f"balance={opts.method!r}: expected a MultimodalModel (encoders + fusion + head), "
                 f"got {type(model).__name__}"
             )
-        if hasattr(model.fusion, "training_loss"):  # trusted: its evidential loss would be dropped unseen
+        if has_own_loss(model.fusion):  # trusted: its evidential loss would be dropped unseen
             raise TrainConfigError(
                 f"balance={opts.method!r}: {model.fusion.name!r} trains on a loss of its own "
                 f"({type(model.fusion).__name__}.training_loss), which the balancing methods would replace "
